@@ -1,0 +1,142 @@
+"""`exp`: validate, run and list the runs of the experiment in the current folder.
+
+A thin layer: each command parses its options and calls config / validate / store.
+Heavy modules are imported inside the commands, so that `exp --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ml_exp import __version__
+
+app = typer.Typer(
+    name="exp",
+    help="Run isolated, reproducible transformer classification experiments (ml-exp).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ExperimentDir = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        "-C",
+        envvar="ML_EXP_EXPERIMENT_DIR",
+        help="Experiment folder (the one with settings.ini).",
+        file_okay=False,
+        exists=True,
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ml-exp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Run isolated, reproducible transformer classification experiments (ml-exp)."""
+
+
+def _print_problems(problems: list) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    console.print(f"[bold red]{len(problems)} problem(s) found[/] (nothing was run or written):")
+    for problem in problems:
+        console.print(f"  [bold]{problem.where}[/]: {problem.message}", soft_wrap=True)
+
+
+@app.command()
+def validate(experiment_dir: ExperimentDir = Path(".")) -> None:
+    """Check settings, the five functions, storage and tracking; report every problem at once.
+
+    Exit status: 0 when ready to run, 1 when there are problems, 2 on usage errors.
+    """
+    from ml_exp.validate import validate as run_checks
+
+    report = run_checks(experiment_dir)
+    if not report.ok:
+        _print_problems(report.problems)
+        raise typer.Exit(1)
+    config = report.config
+    assert config is not None
+    typer.echo(
+        f"{config.experiment_name} is ready: steps {', '.join(config.steps)}; "
+        f"models {', '.join(config.model_names)}; backend {config.backend}; storage {config.storage_uri}"
+    )
+
+
+@app.command()
+def run(
+    experiment_dir: ExperimentDir = Path("."),
+) -> None:
+    """Validate, then claim a new run (RUN_NUM: auto = the next free number) and record its manifest."""
+    from ml_exp.manifest import new_manifest
+    from ml_exp.store import Store, StoreError
+    from ml_exp.validate import validate as run_checks
+
+    report = run_checks(experiment_dir)
+    if not report.ok:
+        _print_problems(report.problems)
+        raise typer.Exit(1)
+    config = report.config
+    assert config is not None
+    store = Store(config.storage_uri, config.experiment_name)
+    try:
+        claimed = store.claim_run(config.run_num, lambda num: new_manifest(config, num))
+    except StoreError as exc:
+        _print_problems([_problem("RUN_NUM" if config.run_num else "STORAGE_URI", str(exc))])
+        raise typer.Exit(1) from None
+    typer.echo(f"run_{claimed.num} claimed: {claimed.uri}")
+
+
+def _problem(where: str, message: str):
+    from ml_exp.config import Problem
+
+    return Problem(where, message)
+
+
+@app.command()
+def runs(
+    experiment_dir: ExperimentDir = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per run) for scripts.")] = False,
+) -> None:
+    """List this experiment's runs: number, created, status of each step, best metric when known."""
+    from ml_exp.config import ConfigError, load_config
+    from ml_exp.runs import run_summaries, runs_table
+    from ml_exp.store import Store, StoreError
+
+    try:
+        config = load_config(experiment_dir)
+        summaries = run_summaries(Store(config.storage_uri, config.experiment_name), config.metric_for_best_model)
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        raise typer.Exit(1) from None
+    except StoreError as exc:
+        _print_problems([_problem("STORAGE_URI", str(exc))])
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(summaries, indent=2))
+        return
+    from rich.console import Console
+
+    Console().print(runs_table(config.experiment_name, summaries))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app(prog_name=os.environ.get("ML_EXP_PROG", "exp"))

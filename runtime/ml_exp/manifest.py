@@ -1,0 +1,90 @@
+"""The run manifest: what ran, with which settings, code and packages (secrets redacted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+from ml_exp import __version__
+from ml_exp.config import Config
+
+TEMPLATE_RECORD = ".ml-exp.json"
+REDACTED = "***redacted***"
+# Names that look like a secret. AWS_ACCESS_KEY_ID matches too (KEY), as it should.
+SECRET_NAME = re.compile(r"KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|AUTH|SESSION", re.IGNORECASE)
+# Environment variables worth recording: they change what a run does.
+RECORDED_ENV_PREFIXES = ("ML_EXP_", "WANDB_", "AWS_", "HF_", "TRANSFORMERS_", "CUDA_", "ACCELERATE_", "SM_")
+KEY_PACKAGES = ("torch", "transformers", "datasets", "accelerate", "evaluate", "scikit-learn", "wandb", "sagemaker", "fsspec", "s3fs", "optuna")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def redact(values: Mapping[str, str]) -> dict[str, str]:
+    return {key: (REDACTED if SECRET_NAME.search(key) and value else value) for key, value in values.items()}
+
+
+def new_manifest(config: Config, run_num: int, environ: Mapping[str, str] | None = None, argv: list[str] | None = None) -> dict[str, Any]:
+    env = os.environ if environ is None else environ
+    return {
+        "experiment": config.experiment_name,
+        "run": run_num,
+        "created_at": now(),
+        "status": "created",
+        "command": argv if argv is not None else sys.argv,
+        "host": socket.gethostname(),
+        "settings": redact(dict(config.raw)),
+        "settings_from_environment": sorted(key for key in config.raw if key in env),
+        "environment": redact({k: v for k, v in sorted(env.items()) if k.startswith(RECORDED_ENV_PREFIXES)}),
+        "git": git_state(config.experiment_dir),
+        "template": template_record(config.experiment_dir),
+        "versions": package_versions(),
+        "steps": {step: {"status": "pending"} for step in config.steps},
+    }
+
+
+def git_state(directory: Path) -> dict[str, Any] | None:
+    """Commit and dirty flag of the experiment's repository (None when it is not one)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    try:
+        branch = git("rev-parse", "--abbrev-ref", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        branch, dirty = None, None
+    return {"commit": commit, "branch": branch, "dirty": dirty}
+
+
+def template_record(directory: Path) -> dict[str, Any] | None:
+    """The template version and answers the experiment was baked with (``.ml-exp.json``)."""
+    path = directory / TEMPLATE_RECORD
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version(), "ml-exp": __version__}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)  # metadata only: importing torch would cost seconds
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

@@ -1,0 +1,61 @@
+"""Summaries of an experiment's runs, for `exp runs` (a rich table or JSON)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ml_exp.config import STEPS
+
+STATUS_STYLE = {"completed": "green", "running": "yellow", "failed": "red", "pending": "dim"}
+# Where a step records its metrics: manifest["steps"][step]["metrics"] = {model: {name: value}}.
+METRIC_STEPS = ("inference", "training", "tuning")
+
+
+def run_summaries(store, metric: str) -> list[dict[str, Any]]:
+    """One dict per run, oldest first: number, created, status, per-step status, best metric."""
+    summaries = []
+    for run in store.runs():
+        manifest = run.read_manifest()
+        steps = manifest.get("steps", {})
+        summaries.append(
+            {
+                "run": run.num,
+                "created_at": manifest.get("created_at"),
+                "status": manifest.get("status"),
+                "steps": {step: info.get("status") for step, info in steps.items()},
+                "best": best_metric(steps, metric),
+                "uri": run.uri,
+            }
+        )
+    return summaries
+
+
+def best_metric(steps: dict[str, Any], metric: str) -> dict[str, Any] | None:
+    """The best model's value of ``metric``, from the test set when known, else validation."""
+    for step in METRIC_STEPS:
+        per_model = steps.get(step, {}).get("metrics") or {}
+        scored = [(values[metric], model) for model, values in per_model.items() if isinstance(values, dict) and metric in values]
+        if scored:
+            value, model = max(scored)
+            return {"metric": metric, "value": value, "model": model, "step": step}
+    return None
+
+
+def runs_table(experiment_name: str, summaries: list[dict[str, Any]]):
+    from rich.table import Table
+
+    table = Table(title=f"{experiment_name}: {len(summaries)} run(s)")
+    table.add_column("run", justify="right")
+    table.add_column("created")
+    for step in STEPS:
+        table.add_column(step)
+    table.add_column("best")
+    for summary in summaries:
+        cells = []
+        for step in STEPS:
+            status = summary["steps"].get(step)
+            cells.append(f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]" if status else "-")
+        best = summary["best"]
+        best_cell = f"{best['metric']} {best['value']:.4f} ({best['model']}, {best['step']})" if best else "-"
+        table.add_row(str(summary["run"]), summary["created_at"] or "?", *cells, best_cell)
+    return table

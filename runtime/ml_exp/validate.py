@@ -1,0 +1,75 @@
+"""Everything that can be checked before compute, all problems at once.
+
+Deliberately light: no torch, transformers or sagemaker import on this path.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ml_exp.config import Config, ConfigError, Problem, load_config
+from ml_exp.udf import check_udfs
+
+DEFAULT_UDF_MODULE = "experiment"
+WANDB_HOST = "api.wandb.ai"
+
+
+@dataclass
+class Report:
+    config: Config | None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.config is not None
+
+
+def validate(experiment_dir: str | os.PathLike[str] = ".", environ: Mapping[str, str] | None = None, check_storage: bool = True) -> Report:
+    env = os.environ if environ is None else environ
+    directory = Path(experiment_dir).resolve()
+    try:
+        config: Config | None = load_config(directory, env)
+        problems: list[Problem] = []
+    except ConfigError as exc:
+        config, problems = None, list(exc.problems)
+        if any(p.where.endswith("settings.ini") and "not found" in p.message for p in problems):
+            return Report(None, problems)
+
+    udf_module = config.udf_module if config else env.get("UDF_MODULE", DEFAULT_UDF_MODULE)
+    problems += check_udfs(directory, udf_module)
+    if config is not None:
+        problems += check_tracking(config, env)
+        if check_storage:
+            problems += check_store(config)
+    return Report(config, problems)
+
+
+def check_tracking(config: Config, env: Mapping[str, str]) -> list[Problem]:
+    if config.wandb_mode == "online" and not env.get("WANDB_API_KEY") and not _wandb_logged_in():
+        return [Problem("WANDB_MODE", "is online but no W&B key is set; export WANDB_API_KEY (or run `wandb login`), or use WANDB_MODE = offline")]
+    return []
+
+
+def _wandb_logged_in() -> bool:
+    """`wandb login` stores the key in ~/.netrc."""
+    try:
+        return netrc.netrc().authenticators(WANDB_HOST) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def check_store(config: Config) -> list[Problem]:
+    from ml_exp.store import Store, StoreError
+
+    store = Store(config.storage_uri, config.experiment_name)
+    try:
+        store.check_access()
+        if config.run_num is not None and store.run_exists(config.run_num):
+            return [Problem("RUN_NUM", f"run_{config.run_num} already exists in {store.root} and is never overwritten; use RUN_NUM = auto, a free number, or `exp run --run {config.run_num}` to continue it")]
+    except StoreError as exc:
+        return [Problem("STORAGE_URI", str(exc))]
+    return []
