@@ -1,0 +1,41 @@
+# ml-exp: the two commands a new user needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR := out
+REGISTRY ?= ml-exp
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' runtime/ml_exp/__init__.py)
+
+.PHONY: install test test-fast demo images push-images clean
+
+# torch first, from constraints.txt (the CPU build): any other torch spec pulls a multi-GB CUDA build.
+$(BIN)/exp: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt torch
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[train,sagemaker,test]"
+	touch $@
+
+install: $(BIN)/exp  ## create .venv with the runtime, the ML stack and the test tools
+
+test: install  ## the whole test suite (what CI runs)
+	$(BIN)/python -m pytest
+
+test-fast: install  ## everything but the slow end-to-end tests
+	$(BIN)/python -m pytest -m "not slow"
+
+demo: install  ## bake the document-types demo into out/ and run it on the embedded default (offline)
+	rm -rf $(DEMO_DIR)/EXP-0001-tiny-bert
+	$(BIN)/cookiecutter --no-input . --output-dir $(DEMO_DIR) "runtime_requirement=ml-exp @ file://$(CURDIR)"
+	cd $(DEMO_DIR)/EXP-0001-tiny-bert && ../../$(BIN)/exp validate && ../../$(BIN)/exp run && ../../$(BIN)/exp runs
+
+images:  ## build the base images (needs a Docker engine)
+	docker build -f environment/sagemaker/Dockerfile -t $(REGISTRY)/ml-exp-pytorch-training:$(VERSION)-gpu-py311-cu124-ubuntu22.04 .
+	docker build -f environment/run/Dockerfile -t $(REGISTRY)/ml-exp-run:$(VERSION)-cpu-py311-debian12 .
+
+push-images: images
+	docker push $(REGISTRY)/ml-exp-pytorch-training:$(VERSION)-gpu-py311-cu124-ubuntu22.04
+	docker push $(REGISTRY)/ml-exp-run:$(VERSION)-cpu-py311-debian12
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,301 @@
+"""The template, baked over a matrix of answers (in the style of cookiecutter-data-science v2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import py_compile
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cookiecutter.exceptions import FailedHookException
+from dockerfile_parse import DockerfileParser
+
+import ml_exp
+from ml_exp.config import KNOWN_KEYS, SECTION, load_config
+from tests.bake import ROOT, bake
+
+COMMON_FILES = {
+    ".dockerignore",
+    ".gitignore",
+    ".ml-exp.json",
+    "README.md",
+    "experiment.py",
+    "requirements-extra.txt",
+    "requirements.txt",
+    "run.Dockerfile",
+    "sagemaker.Dockerfile",
+    "scripts/build_and_push.sh",
+    "scripts/build_and_run.sh",
+    "settings.ini",
+    "tests/conftest.py",
+    "tests/test_experiment.py",
+}
+TREES = {"document-types": COMMON_FILES | {"demo_documents.py"}, "blank": COMMON_FILES}
+
+MATRIX = [
+    {},  # every default: the document-types demo
+    {"ticket": "EXP-42", "model_slug": "tiny-bert"},
+    {"ticket": "EXP-3333", "model_slug": "longformer", "example": "blank"},
+    {
+        "ticket": "NLP-7",
+        "model_slug": "minilm-l6",
+        "example": "blank",
+        "description": "Quotes \" ' and {braces}, $dollars, back\\slash % percent",
+        "model_names": "allenai/longformer-base-4096, microsoft/deberta-v3-base",
+        "aws_region": "eu-west-1",
+        "s3_bucket": "team-ml.experiments",
+        "sagemaker_role_arn": "arn:aws:iam::123456789012:role/service-role/SageMakerRole",
+        "ecr_repository": "team/nlp-7",
+        "wandb_project": "doc-types",
+        "wandb_entity": "ml-team",
+    },
+    {"ticket": "EXP-9", "model_slug": "two-models", "model_names": "tiny-bert,tiny-bert-2", "aws_region": "us-gov-west-1"},
+]
+
+
+def _id(answers: dict) -> str:
+    return "-".join(f"{k}={v}"[:30] for k, v in answers.items()) or "defaults"
+
+
+@pytest.fixture(scope="module", params=MATRIX, ids=_id)
+def baked(request, tmp_path_factory) -> tuple[Path, dict]:
+    answers = request.param
+    return bake(tmp_path_factory.mktemp("bake"), **answers), answers
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def test_exact_tree(baked):
+    project, answers = baked
+    ticket, slug = answers.get("ticket", "EXP-0001"), answers.get("model_slug", "tiny-bert")
+    assert project.name == f"{ticket}-{slug}"
+    assert _files(project) == TREES[answers.get("example", "document-types")]
+
+
+def test_nothing_left_unrendered(baked):
+    project, _ = baked
+    for path in project.rglob("*"):
+        assert "{{" not in path.name and "{%" not in path.name, path
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            for marker in ("{{", "{%", "{#"):
+                assert marker not in text, f"{path.relative_to(project)} still holds {marker}"
+
+
+def test_python_compiles(baked, tmp_path):
+    project, _ = baked
+    sources = list(project.rglob("*.py"))
+    assert sources
+    for source in sources:
+        py_compile.compile(str(source), cfile=str(tmp_path / "out.pyc"), doraise=True)
+
+
+def test_scripts_are_strict_executable_bash(baked):
+    project, _ = baked
+    for script in sorted((project / "scripts").glob("*.sh")):
+        text = script.read_text()
+        assert text.startswith("#!/usr/bin/env bash\n")
+        assert "set -euo pipefail" in text
+        assert script.stat().st_mode & stat.S_IXUSR, f"{script.name} is not executable"
+        subprocess.run(["bash", "-n", str(script)], check=True)
+        result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
+
+
+def test_push_script_tags_with_experiment_name(baked):
+    project, answers = baked
+    text = (project / "scripts" / "build_and_push.sh").read_text()
+    assert f'tag="{project.name.lower()}"' in text
+    assert "ecr get-login-password" in text and "docker push" in text
+    assert f'"${{ECR_REPOSITORY:-{answers.get("ecr_repository", "ml-exp/" + project.name.lower())}}}"' in text
+
+
+def _base_image(dockerfile: Path) -> str:
+    parser = DockerfileParser(path=str(dockerfile))
+    assert parser.structure, f"{dockerfile} does not parse"
+    instructions = [item["instruction"] for item in parser.structure]
+    first_real = next(i for i in instructions if i != "ARG")
+    assert first_real == "FROM", f"{dockerfile.name} must start FROM its base image"
+    return parser.baseimage  # ARG defaults substituted
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "base"),
+    [
+        ("sagemaker.Dockerfile", "ml-exp-pytorch-training:{version}-gpu-py311-cu124-ubuntu22.04"),
+        ("run.Dockerfile", "ml-exp-run:{version}-cpu-py311-debian12"),
+    ],
+)
+def test_dockerfiles_start_from_the_base_images(baked, dockerfile, base):
+    project, answers = baked
+    registry = answers.get("base_image_registry", f"123456789012.dkr.ecr.{answers.get('aws_region', 'us-east-1')}.amazonaws.com")
+    assert _base_image(project / dockerfile) == f"{registry}/{base.format(version=ml_exp.__version__)}"
+
+
+def test_base_images_start_from_dlc_and_python():
+    assert _base_image(ROOT / "environment/sagemaker/Dockerfile").startswith("763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:")
+    assert _base_image(ROOT / "environment/run/Dockerfile") == "python:3.11-slim-bookworm"
+
+
+def test_settings_hold_every_setting_filled_from_answers(baked):
+    project, answers = baked
+    text = (project / "settings.ini").read_text()
+    keys = {m.group(1) for m in re.finditer(r"^([A-Z_]+)\s*=", text, re.MULTILINE)}
+    assert keys == KNOWN_KEYS
+    assert f"[{SECTION}]" in text
+    config = load_config(project, environ={})
+    assert config.experiment_name == project.name
+    assert config.model_names == tuple(n.strip() for n in answers.get("model_names", "tiny-bert").split(","))
+    assert config.aws_region == answers.get("aws_region", "us-east-1")
+    assert config.sagemaker_role_arn == answers.get("sagemaker_role_arn", "")
+    assert config.wandb_project == answers.get("wandb_project", "ml-exp")
+    assert config.wandb_entity == answers.get("wandb_entity", "")
+    assert config.storage_uri == (project / ".exp-store").as_uri()
+    for line in text.splitlines():  # every setting has a comment or a group heading above it
+        assert not re.match(r"^(WANDB_API_KEY|AWS_SECRET_ACCESS_KEY|AWS_ACCESS_KEY_ID)\s*=", line)
+
+
+def test_template_record_matches_runtime_version_and_answers(baked):
+    project, answers = baked
+    record = json.loads((project / ".ml-exp.json").read_text())
+    assert record["template_version"] == ml_exp.__version__
+    for key, value in answers.items():
+        assert record["answers"][key] == value
+    assert record["answers"]["experiment_name"] == project.name
+
+
+def test_template_version_is_the_runtime_version():
+    context = json.loads((ROOT / "cookiecutter.json").read_text())
+    assert context["_template_version"] == ml_exp.__version__
+    assert f"@v{ml_exp.__version__}" in context["runtime_requirement"]
+    prompted = {k for k in context if not k.startswith("_")}
+    assert prompted == set(context["__prompts__"]), "every variable has a prompt text"
+
+
+def test_requirements_install_the_runtime(baked):
+    project, _ = baked
+    lines = (project / "requirements.txt").read_text().splitlines()
+    assert f"ml-exp @ {ROOT.as_uri()}" in lines
+    assert "-r requirements-extra.txt" in lines
+
+
+def test_gitignore_covers_runs_tracking_and_caches(baked):
+    project, _ = baked
+    ignored = set((project / ".gitignore").read_text().split())
+    assert {".exp-store/", "wandb/", "__pycache__/", ".env"} <= ignored
+
+
+BAD_ANSWERS = [
+    ({"ticket": "exp 42"}, "ticket"),
+    ({"ticket": "EXP42"}, "ticket"),
+    ({"model_slug": "Tiny BERT"}, "model_slug"),
+    ({"model_slug": "tiny_bert!"}, "model_slug"),
+    ({"s3_bucket": "My_Bucket"}, "s3_bucket"),
+    ({"s3_bucket": "ab"}, "s3_bucket"),
+    ({"s3_bucket": "192.168.1.1"}, "s3_bucket"),
+    ({"sagemaker_role_arn": "arn:aws:iam::12345:role/x"}, "sagemaker_role_arn"),
+    ({"sagemaker_role_arn": "SageMakerRole"}, "sagemaker_role_arn"),
+    ({"aws_region": "mars-1"}, "aws_region"),
+    ({"aws_region": "US-EAST-1"}, "aws_region"),
+    ({"model_names": ""}, "model_names"),
+    ({"model_names": " , "}, "model_names"),
+    ({"model_names": "bert base, roberta"}, "model_names"),
+    ({"ecr_repository": "Team/Repo"}, "ecr_repository"),
+    ({"wandb_project": "my project"}, "wandb_project"),
+    ({"experiment_name": "EXP-1-" + "x" * 60}, "experiment_name"),
+]
+
+
+@pytest.mark.parametrize(("answers", "variable"), BAD_ANSWERS, ids=lambda v: str(v))
+def test_bad_answer_is_refused_and_nothing_written(tmp_path, capfd, answers, variable):
+    with pytest.raises(FailedHookException):
+        bake(tmp_path, **answers)
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("ERROR: ") and ":" in line[7:]]
+    assert errors and all(line.startswith(f"ERROR: {variable}: ") for line in errors), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_bad_answer_reported_at_once(tmp_path, capfd):
+    with pytest.raises(FailedHookException):
+        bake(tmp_path, ticket="exp 1", s3_bucket="Bad..bucket", aws_region="moon", model_names=" ")
+    err = capfd.readouterr().err
+    for variable in ("ticket", "s3_bucket", "aws_region", "model_names"):
+        assert f"ERROR: {variable}: " in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_example_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="example"):
+        bake(tmp_path, example="mnist")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_bake_as_a_user_would(tmp_path):
+    """The documented command: `cookiecutter <checkout> --no-input ticket=... model_slug=...`."""
+    cookiecutter = Path(sys.executable).with_name("cookiecutter")
+    result = subprocess.run(
+        [str(cookiecutter), str(ROOT), "--no-input", "-o", str(tmp_path), "ticket=EXP-42", "model_slug=tiny-bert"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "exp validate" in result.stdout  # the post-generation hook's next steps
+    assert _files(tmp_path / "EXP-42-tiny-bert") == TREES["document-types"]
+    bad = subprocess.run([str(cookiecutter), str(ROOT), "--no-input", "-o", str(tmp_path / "bad"), "ticket=exp 42"], capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "ERROR: ticket: 'exp 42' is not valid" in bad.stderr
+    assert not (tmp_path / "bad").exists() or list((tmp_path / "bad").iterdir()) == []
+
+
+def test_cruft_create_bakes_and_records_the_template(tmp_path):
+    """`cruft create` clones the template (its committed state) and records it for `cruft update`."""
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.fail("the checkout must be a git repository with a commit for cruft")
+    cruft = Path(sys.executable).with_name("cruft")
+    extra = json.dumps({"ticket": "EXP-77", "model_slug": "cruft-made"})
+    result = subprocess.run(
+        [str(cruft), "create", str(ROOT), "--no-input", "--output-dir", str(tmp_path), "--extra-context", extra],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    project = tmp_path / "EXP-77-cruft-made"
+    assert _files(project) == TREES["document-types"] | {".cruft.json"}
+    record = json.loads((project / ".cruft.json").read_text())
+    assert record["context"]["cookiecutter"]["ticket"] == "EXP-77"
+    assert re.fullmatch(r"[0-9a-f]{40}", record["commit"])
+    check = subprocess.run([str(cruft), "check"], cwd=project, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.slow
+def test_demo_functions_pass_their_own_tests(tmp_path):
+    project = bake(tmp_path, ticket="EXP-5", model_slug="demo")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=project, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+
+
+def test_blank_functions_fail_their_own_tests_until_written(tmp_path):
+    project = bake(tmp_path, ticket="EXP-6", model_slug="blank", example="blank")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=project, capture_output=True, text=True)
+    assert result.returncode == 1, result.stdout
+    assert "4 failed" in result.stdout and "NotImplementedError" in result.stdout
+
+
+def test_blank_removes_demo_only_files(tmp_path):
+    project = bake(tmp_path, example="blank", model_slug="clean")
+    assert not (project / "demo_documents.py").exists()
+    assert not (project / "_blank").exists()
+    assert "raise NotImplementedError" in (project / "experiment.py").read_text()
+    shutil.rmtree(project)
