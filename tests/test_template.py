@@ -122,7 +122,7 @@ def _base_image(dockerfile: Path) -> str:
     parser = DockerfileParser(path=str(dockerfile))
     assert parser.structure, f"{dockerfile} does not parse"
     instructions = [item["instruction"] for item in parser.structure]
-    first_real = next(i for i in instructions if i != "ARG")
+    first_real = next(i for i in instructions if i not in ("ARG", "COMMENT"))
     assert first_real == "FROM", f"{dockerfile.name} must start FROM its base image"
     return parser.baseimage  # ARG defaults substituted
 
@@ -153,7 +153,8 @@ def test_settings_hold_every_setting_filled_from_answers(baked):
     assert f"[{SECTION}]" in text
     config = load_config(project, environ={})
     assert config.experiment_name == project.name
-    assert config.model_names == tuple(n.strip() for n in answers.get("model_names", "tiny-bert").split(","))
+    default_models = "tiny-bert" if answers.get("example", "document-types") == "document-types" else "allenai/longformer-base-4096"
+    assert config.model_names == tuple(n.strip() for n in answers.get("model_names", default_models).split(","))
     assert config.aws_region == answers.get("aws_region", "us-east-1")
     assert config.sagemaker_role_arn == answers.get("sagemaker_role_arn", "")
     assert config.wandb_project == answers.get("wandb_project", "ml-exp")

@@ -1,4 +1,4 @@
-"""The five functions of experiment {{ cookiecutter.experiment_name }}: {{ cookiecutter.description }}
+"""The five functions of experiment {{ cookiecutter.experiment_name }} (its README says what it tries).
 
 ml-exp calls them; `exp validate` checks them before any compute and names every function that
 is still a stub. Each receives ``ctx``: ``ctx.config`` (every setting of settings.ini, typed),
