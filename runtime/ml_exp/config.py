@@ -335,11 +335,8 @@ def load_config(experiment_dir: str | os.PathLike[str] = ".", environ: Mapping[s
         if setting.key in env:
             text = env[setting.key]
         elif setting.key.lower() in file_keys_lower:
-            try:
-                text = repository[setting.key]
-            except (configparser.Error, KeyError) as exc:
-                problems.append(Problem(setting.key, f"cannot be read from {SETTINGS_FILE}: {exc}"))
-                continue
+            # raw: a '%' in a value is just a character, not configparser interpolation
+            text = repository.parser.get(SECTION, setting.key, raw=True)
         else:
             text = setting.default
         raw[setting.key] = text
@@ -361,6 +358,8 @@ def _read_ini(path: Path) -> RepositoryIni:
         raise ConfigError([Problem(str(path), f"not found; run exp in an experiment folder (one with a {SETTINGS_FILE})")])
     try:
         repository = RepositoryIni(str(path))
+    except configparser.MissingSectionHeaderError:
+        raise ConfigError([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put a [{SECTION}] line above the settings")]) from None
     except configparser.Error as exc:
         message = str(exc).replace("\n", " ")
         raise ConfigError([Problem(SETTINGS_FILE, f"is not a valid ini file: {message}")]) from None

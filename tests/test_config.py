@@ -1,0 +1,188 @@
+"""settings.ini -> Config: types, defaults, cross-field rules, and a corpus of bad settings files."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from ml_exp.config import KNOWN_KEYS, SETTINGS, Config, ConfigError, load_config
+from ml_exp.validate import validate
+
+GOOD = {
+    "EXPERIMENT_NAME": "EXP-1-tiny",
+    "MODEL_NAMES": "tiny-bert",
+    "WANDB_PROJECT": "ml-exp",
+}
+
+
+def write_settings(directory: Path, values: dict[str, str], extra_lines: str = "") -> Path:
+    lines = ["[settings]", *(f"{key} = {value}" for key, value in values.items()), extra_lines]
+    (directory / "settings.ini").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def test_defaults_and_types(tmp_path):
+    config = load_config(write_settings(tmp_path, GOOD), environ={})
+    assert config.run_num is None and config.num_processes is None
+    assert config.steps == ("reconciliation", "preparation", "training", "inference")
+    assert config.split_ratios == (0.8, 0.1, 0.1)
+    assert config.seed == 42 and isinstance(config.learning_rate, float)
+    assert config.storage_uri == (tmp_path / ".exp-store").as_uri()
+    assert config.objective == "f1_macro"
+    assert config.model_names == ("tiny-bert",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seed = 1  # type: ignore[misc]
+
+
+def test_every_setting_has_a_field():
+    fields = {f.name for f in dataclasses.fields(Config)}
+    assert {s.key.lower() for s in SETTINGS} <= fields
+
+
+def test_environment_overrides_the_file(tmp_path):
+    write_settings(tmp_path, {**GOOD, "SEED": "1", "RUN_NUM": "auto"})
+    config = load_config(tmp_path, environ={"SEED": "7", "RUN_NUM": "3", "MODEL_NAMES": "a, b"})
+    assert (config.seed, config.run_num, config.model_names) == (7, 3, ("a", "b"))
+
+
+def test_percent_sign_is_literal(tmp_path):
+    write_settings(tmp_path, {**GOOD, "TUNING_SPACE": "learning_rate = choice(1e-5, 2e-5) % literal"})
+    assert load_config(tmp_path, environ={}).tuning_space.endswith("% literal")
+
+
+def test_bad_environment_value_names_key_and_source(tmp_path):
+    write_settings(tmp_path, GOOD)
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, environ={"SEED": "abc"})
+    assert str(caught.value.problems[0]).startswith("SEED:")
+    assert "environment variable" in str(caught.value)
+
+
+def test_sagemaker_backend_when_complete(tmp_path):
+    values = {
+        **GOOD,
+        "BACKEND": "sagemaker",
+        "STORAGE_URI": "s3://team-bucket/prefix/",
+        "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/SageMakerRole",
+        "IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ml-exp/exp-1:exp-1-abc123",
+        "USE_SPOT": "yes",
+        "SUBNETS": "subnet-0abc, subnet-0def",
+        "SECURITY_GROUP_IDS": "sg-0123",
+    }
+    config = load_config(write_settings(tmp_path, values), environ={})
+    assert config.storage_uri == "s3://team-bucket/prefix"
+    assert config.use_spot is True and config.subnets == ("subnet-0abc", "subnet-0def")
+
+
+# (settings on top of GOOD, or raw extra lines; the key each problem must name)
+BAD = [
+    ({"SEED": "forty-two"}, "SEED"),
+    ({"RUN_NUM": "0"}, "RUN_NUM"),
+    ({"RUN_NUM": "latest"}, "RUN_NUM"),
+    ({"NUM_PROCESSES": "-2"}, "NUM_PROCESSES"),
+    ({"SPLIT_RATIOS": "0.8,0.1"}, "SPLIT_RATIOS"),
+    ({"SPLIT_RATIOS": "0.8,0.2,0.1"}, "SPLIT_RATIOS"),
+    ({"SPLIT_RATIOS": "1,0,0"}, "SPLIT_RATIOS"),
+    ({"BACKEND": "kubernetes"}, "BACKEND"),
+    ({"STORAGE_URI": "gs://bucket/x"}, "STORAGE_URI"),
+    ({"STORAGE_URI": "s3://Bad_Bucket/x"}, "STORAGE_URI"),
+    ({"MODEL_NAMES": ""}, "MODEL_NAMES"),
+    ({"MODEL_NAMES": "bert base"}, "MODEL_NAMES"),
+    ({"MODEL_NAMES": "a,a"}, "MODEL_NAMES"),
+    ({"RUN_TRAINING": "maybe"}, "RUN_TRAINING"),
+    ({"LEARNING_RATE": "0"}, "LEARNING_RATE"),
+    ({"PER_DEVICE_TRAIN_BATCH_SIZE": "0"}, "PER_DEVICE_TRAIN_BATCH_SIZE"),
+    ({"MIXED_PRECISION": "fp8"}, "MIXED_PRECISION"),
+    ({"WARMUP_RATIO": "1.5"}, "WARMUP_RATIO"),
+    ({"MAX_LENGTH": "long"}, "MAX_LENGTH"),
+    ({"RUN_TUNING": "true"}, "TUNING_SPACE"),
+    ({"TUNING_TRIALS": "2", "TUNING_PARALLEL_TRIALS": "4"}, "TUNING_PARALLEL_TRIALS"),
+    ({"TUNING_DIRECTION": "up"}, "TUNING_DIRECTION"),
+    ({"WANDB_MODE": "sometimes"}, "WANDB_MODE"),
+    ({"WANDB_PROJECT": ""}, "WANDB_PROJECT"),
+    ({"EXPERIMENT_NAME": "my experiment"}, "EXPERIMENT_NAME"),
+    ({"UDF_MODULE": "my-module"}, "UDF_MODULE"),
+    ({"AWS_REGION": "mars"}, "AWS_REGION"),
+    ({"SAGEMAKER_ROLE_ARN": "role/SageMaker"}, "SAGEMAKER_ROLE_ARN"),
+    ({"INSTANCE_TYPE": "g5.2xlarge"}, "INSTANCE_TYPE"),
+    ({"INSTANCE_COUNT": "0"}, "INSTANCE_COUNT"),
+    ({"SUBNETS": "subnet-0abc"}, "SECURITY_GROUP_IDS"),
+    ({"SECURITY_GROUP_IDS": "group-1", "SUBNETS": "subnet-0abc"}, "SECURITY_GROUP_IDS"),
+    ({"BACKEND": "sagemaker"}, "SAGEMAKER_ROLE_ARN"),
+    ({"BACKEND": "sagemaker"}, "IMAGE_URI"),
+    ({"BACKEND": "sagemaker"}, "STORAGE_URI"),
+    ({"LEARNIGN_RATE": "1e-4"}, "LEARNIGN_RATE"),
+    ({"WANDB_API_KEY": "abc123"}, "WANDB_API_KEY"),
+    ({"AWS_SECRET_ACCESS_KEY": "abc123"}, "AWS_SECRET_ACCESS_KEY"),
+    ({key: "false" for key in ("RUN_RECONCILIATION", "RUN_PREPARATION", "RUN_TRAINING", "RUN_TUNING", "RUN_INFERENCE")}, "RUN_*"),
+]
+
+
+@pytest.mark.parametrize(("values", "key"), BAD, ids=[f"{k}-{i}" for i, (_, k) in enumerate(BAD)])
+def test_bad_settings_name_the_key_and_write_nothing(tmp_path, values, key):
+    store = tmp_path / ".exp-store"
+    write_settings(tmp_path, {**GOOD, **values})
+    report = validate(tmp_path, environ={})
+    assert not report.ok
+    named = [p for p in report.problems if p.where == key]
+    assert named, f"no problem names {key}: {[str(p) for p in report.problems]}"
+    assert all(len(p.message) > 15 for p in named)  # says what is wrong and how to fix it
+    assert not store.exists() or not [p for p in store.rglob("*") if p.is_file()]
+
+
+def test_unknown_key_suggests_the_known_one(tmp_path):
+    write_settings(tmp_path, {**GOOD, "LEARNIGN_RATE": "1e-4"})
+    with pytest.raises(ConfigError, match="did you mean LEARNING_RATE"):
+        load_config(tmp_path, environ={})
+
+
+def test_secret_in_settings_is_refused(tmp_path):
+    write_settings(tmp_path, {**GOOD, "WANDB_API_KEY": "abc123"})
+    with pytest.raises(ConfigError, match="must not be in settings.ini"):
+        load_config(tmp_path, environ={})
+
+
+def test_several_mistakes_are_all_reported(tmp_path):
+    write_settings(tmp_path, {**GOOD, "SEED": "x", "BACKEND": "cloud", "SPLIT_RATIOS": "0.5,0.5,0.5", "WANDB_MODE": "never", "MODEL_NAMES": "", "TYPO_KEY": "1"})
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, environ={})
+    assert {p.where for p in caught.value.problems} == {"SEED", "BACKEND", "SPLIT_RATIOS", "WANDB_MODE", "MODEL_NAMES", "TYPO_KEY"}
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("SEED = 1\n", "no [settings] section"),
+        ("[settings]\nSEED = 1\nSEED = 2\n", "not a valid ini file"),
+        ("[settings\nSEED = 1\n", "not a valid ini file"),
+    ],
+)
+def test_malformed_file_is_one_clear_problem(tmp_path, text, fragment):
+    (tmp_path / "settings.ini").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, environ={})
+    assert fragment in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+
+
+def test_missing_file_says_where_to_run(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "settings.ini")) + ".*not found"):
+        load_config(tmp_path, environ={})
+
+
+def test_known_keys_cover_the_brief():
+    brief = {
+        "EXPERIMENT_NAME", "RUN_NUM", "UDF_MODULE", "RUN_RECONCILIATION", "RUN_PREPARATION", "RUN_TRAINING",
+        "RUN_TUNING", "RUN_INFERENCE", "BACKEND", "STORAGE_URI", "NUM_PROCESSES", "MODEL_NAMES", "SPLIT_RATIOS",
+        "SEED", "MAX_LENGTH", "NUM_TRAIN_EPOCHS", "LEARNING_RATE", "PER_DEVICE_TRAIN_BATCH_SIZE",
+        "PER_DEVICE_EVAL_BATCH_SIZE", "GRADIENT_ACCUMULATION_STEPS", "WARMUP_RATIO", "WEIGHT_DECAY",
+        "MIXED_PRECISION", "EARLY_STOPPING_PATIENCE", "METRIC_FOR_BEST_MODEL", "TUNING_TRIALS",
+        "TUNING_PARALLEL_TRIALS", "TUNING_SPACE", "TUNING_OBJECTIVE", "TUNING_DIRECTION", "WANDB_PROJECT",
+        "WANDB_ENTITY", "WANDB_MODE", "AWS_REGION", "SAGEMAKER_ROLE_ARN", "IMAGE_URI", "INSTANCE_TYPE",
+        "INSTANCE_COUNT", "PREPARATION_INSTANCE_TYPE", "INFERENCE_INSTANCE_TYPE", "USE_SPOT", "MAX_RUN_HOURS",
+        "MAX_WAIT_HOURS", "VOLUME_SIZE_GB", "KMS_KEY_ID", "SUBNETS", "SECURITY_GROUP_IDS",
+    }  # fmt: skip
+    assert brief == KNOWN_KEYS
