@@ -157,7 +157,7 @@ def test_several_mistakes_are_all_reported(tmp_path):
     [
         ("SEED = 1\n", "no [settings] section"),
         ("[settings]\nSEED = 1\nSEED = 2\n", "not a valid ini file"),
-        ("[settings\nSEED = 1\n", "not a valid ini file"),
+        ("[settings\nSEED = 1\n", "no [settings] section"),
     ],
 )
 def test_malformed_file_is_one_clear_problem(tmp_path, text, fragment):
