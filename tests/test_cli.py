@@ -1,0 +1,150 @@
+"""`exp` as a user runs it: real console script, real baked experiments, real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import re
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ml_exp
+from tests.bake import bake
+
+EXP = str(Path(sys.executable).with_name("exp"))
+HEAVY = ("torch", "transformers", "datasets", "sagemaker", "wandb", "accelerate")
+
+
+def exp(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([EXP, *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return bake(tmp_path_factory.mktemp("demo"), ticket="EXP-42", model_slug="tiny-bert")
+
+
+@pytest.fixture
+def fresh_demo(tmp_path) -> Path:
+    return bake(tmp_path, ticket="EXP-43", model_slug="fresh")
+
+
+def test_version_and_help(tmp_path):
+    assert exp("--version", cwd=tmp_path).stdout.strip() == f"ml-exp {ml_exp.__version__}"
+    help_text = exp("--help", cwd=tmp_path).stdout
+    for command in ("validate", "run", "runs"):
+        assert command in help_text
+
+
+def test_validate_demo_is_clean(demo):
+    result = exp("validate", cwd=demo)
+    assert result.returncode == 0, result.stderr
+    assert "EXP-42-tiny-bert is ready" in result.stdout
+
+
+def test_validate_blank_names_all_five_functions_at_once(tmp_path):
+    blank = bake(tmp_path, ticket="EXP-44", model_slug="blank", example="blank")
+    result = exp("validate", cwd=blank)
+    assert result.returncode == 1
+    for function in ("reconcile", "load_processor", "encode", "load_model", "compute_metrics"):
+        assert f"experiment.{function}: is not implemented yet" in result.stderr
+    assert "5 problem(s)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_usage_errors_exit_2(demo, tmp_path):
+    assert exp("validate", "--no-such-option", cwd=demo).returncode == 2
+    assert exp("validate", "--dir", str(tmp_path / "missing"), cwd=demo).returncode == 2
+
+
+def test_validate_outside_an_experiment_says_so(tmp_path):
+    result = exp("validate", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "settings.ini: not found" in result.stderr
+
+
+def test_several_mistakes_reported_together(fresh_demo):
+    settings = fresh_demo / "settings.ini"
+    text = settings.read_text().replace("SEED = 42", "SEED = many").replace("BACKEND = local", "BACKEND = cloud")
+    settings.write_text(text + "\nLEARNING_RATES = 1\n")
+    source = (fresh_demo / "experiment.py").read_text()
+    (fresh_demo / "experiment.py").write_text(re.sub(r"def encode\(batch[^)]*\)", "def encode(batch, ctx)", source))
+    result = exp("validate", cwd=fresh_demo)
+    assert result.returncode == 1
+    for where in ("SEED:", "BACKEND:", "LEARNING_RATES:", "experiment.encode:"):
+        assert where in result.stderr
+    assert not (fresh_demo / ".exp-store").exists()
+
+
+def test_wandb_online_without_key_is_a_problem(fresh_demo, tmp_path):
+    env = {"WANDB_MODE": "online", "HOME": str(tmp_path), "WANDB_API_KEY": ""}
+    result = exp("validate", cwd=fresh_demo, env=env)
+    assert result.returncode == 1 and "WANDB_MODE:" in result.stderr and "WANDB_API_KEY" in result.stderr
+    assert exp("validate", cwd=fresh_demo, env={**env, "WANDB_API_KEY": "x" * 40}).returncode == 0
+
+
+def test_validate_imports_nothing_heavy(demo):
+    code = f"import sys; from ml_exp.cli import app; from ml_exp.validate import validate; r = validate({str(demo)!r}); assert r.ok, r.problems; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_run_claims_runs_and_refuses_an_existing_run_num(fresh_demo):
+    first = exp("run", cwd=fresh_demo)
+    assert first.returncode == 0, first.stderr
+    assert "run_1 claimed" in first.stdout
+    assert "run_2 claimed" in exp("run", cwd=fresh_demo).stdout
+    again = exp("validate", cwd=fresh_demo, env={"RUN_NUM": "1"})
+    assert again.returncode == 1 and "RUN_NUM:" in again.stderr and "already exists" in again.stderr
+    assert exp("run", cwd=fresh_demo, env={"RUN_NUM": "1"}).returncode == 1
+    assert "run_7 claimed" in exp("run", cwd=fresh_demo, env={"RUN_NUM": "7"}).stdout
+
+
+def test_concurrent_runs_get_distinct_numbers(fresh_demo):
+    processes = [subprocess.Popen([EXP, "run"], cwd=fresh_demo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=120) for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    claimed = sorted(out.split("run_")[1].split()[0] for out, _ in outputs)
+    assert claimed == ["1", "2", "3", "4"]
+
+
+def test_manifest_records_settings_code_versions_and_redacts_secrets(fresh_demo):
+    subprocess.run(["git", "init", "-q"], cwd=fresh_demo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "x", "--allow-empty"], cwd=fresh_demo, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=fresh_demo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baked"], cwd=fresh_demo, check=True)
+    secrets = {"WANDB_API_KEY": "wandb-secret-123", "AWS_SECRET_ACCESS_KEY": "aws-secret-456", "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE789", "SEED": "7"}
+    assert exp("run", cwd=fresh_demo, env=secrets).returncode == 0
+    path = fresh_demo / ".exp-store" / "EXP-43-fresh" / "run_1" / "manifest.json"
+    text = path.read_text()
+    for secret in ("wandb-secret-123", "aws-secret-456", "AKIAEXAMPLE789"):
+        assert secret not in text
+    manifest = json.loads(text)
+    assert manifest["experiment"] == "EXP-43-fresh" and manifest["run"] == 1
+    assert manifest["settings"]["SEED"] == "7" and "SEED" in manifest["settings_from_environment"]
+    assert manifest["environment"]["WANDB_API_KEY"] == "***redacted***"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=fresh_demo, capture_output=True, text=True).stdout.strip()
+    assert manifest["git"] == {"commit": head, "branch": manifest["git"]["branch"], "dirty": False}
+    assert manifest["versions"]["ml-exp"] == ml_exp.__version__ and manifest["versions"]["torch"]
+    assert manifest["template"]["template_version"] == ml_exp.__version__
+    assert manifest["template"]["answers"]["ticket"] == "EXP-43"
+    assert manifest["steps"] == {s: {"status": "pending"} for s in ("reconciliation", "preparation", "training", "inference")}
+    (fresh_demo / "experiment.py").write_text((fresh_demo / "experiment.py").read_text() + "\n# edited\n")
+    assert exp("run", cwd=fresh_demo).returncode == 0
+    second = json.loads((path.parent.parent / "run_2" / "manifest.json").read_text())
+    assert second["git"]["dirty"] is True
+
+
+def test_runs_table_and_json(fresh_demo):
+    assert exp("runs", "--json", cwd=fresh_demo).stdout.strip() == "[]"
+    for _ in range(2):
+        assert exp("run", cwd=fresh_demo).returncode == 0
+    listed = json.loads(exp("runs", "--json", cwd=fresh_demo).stdout)
+    assert [r["run"] for r in listed] == [1, 2]
+    assert listed[0]["steps"]["training"] == "pending" and listed[0]["best"] is None
+    table = exp("runs", cwd=fresh_demo, env={"COLUMNS": "200"}).stdout
+    assert "EXP-43-fresh: 2 run(s)" in table and "pending" in table
