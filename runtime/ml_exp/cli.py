@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -84,25 +84,60 @@ def validate(experiment_dir: ExperimentDir = Path(".")) -> None:
 @app.command()
 def run(
     experiment_dir: ExperimentDir = Path("."),
+    steps: Annotated[
+        Optional[str],
+        typer.Option(help="Comma separated steps to run now (default: those switched on in settings.ini)."),
+    ] = None,
+    run_num: Annotated[
+        Optional[int],
+        typer.Option("--run", min=1, help="Continue this run: completed steps are skipped, failed or interrupted ones resumed."),
+    ] = None,
+    smoke: Annotated[
+        bool,
+        typer.Option("--smoke", help="The whole pipeline on a small sample (one short epoch), in a run marked as smoke."),
+    ] = False,
 ) -> None:
-    """Validate, then claim a new run (RUN_NUM: auto = the next free number) and record its manifest."""
-    from ml_exp.manifest import new_manifest
-    from ml_exp.store import Store, StoreError
-    from ml_exp.validate import validate as run_checks
+    """Validate, then run the steps in a new run (or continue one with --run)."""
+    from ml_exp.config import STEPS
 
-    report = run_checks(experiment_dir)
-    if not report.ok:
-        _print_problems(report.problems)
-        raise typer.Exit(1)
-    config = report.config
-    assert config is not None
-    store = Store(config.storage_uri, config.experiment_name)
+    chosen = [s.strip() for s in steps.split(",") if s.strip()] if steps else None
+    unknown = [s for s in chosen or [] if s not in STEPS]
+    if unknown or chosen == []:
+        raise typer.BadParameter(f"unknown step(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(STEPS)}", param_hint="--steps")
+
+    _setup_logging()
+    from ml_exp.pipeline import ProblemsFound, StepFailed, run_pipeline
+    from ml_exp.store import StoreError
+
     try:
-        claimed = store.claim_run(config.run_num, lambda num: new_manifest(config, num))
-    except StoreError as exc:
-        _print_problems([_problem("RUN_NUM" if config.run_num else "STORAGE_URI", str(exc))])
+        done = run_pipeline(experiment_dir, steps=chosen, run_num=run_num, smoke=smoke, announce=_announce)
+    except ProblemsFound as exc:
+        _print_problems(exc.problems)
         raise typer.Exit(1) from None
-    typer.echo(f"run_{claimed.num} claimed: {claimed.uri}")
+    except StoreError as exc:
+        _print_problems([_problem("--run" if run_num else "STORAGE_URI", str(exc))])
+        raise typer.Exit(1) from None
+    except StepFailed as exc:
+        _print_problems([_problem(exc.step, exc.message)])
+        typer.echo(f"run_{exc.run.num}: {exc.step} is marked failed; fix it, then `exp run --run {exc.run.num}` resumes from there.", err=True)
+        raise typer.Exit(1) from None
+    from ml_exp.summary import print_summary
+
+    print_summary(done)
+
+
+def _announce(message: str) -> None:
+    typer.echo(message)
+
+
+def _setup_logging() -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False, show_time=False)])
+    for noisy in ("httpx", "urllib3", "botocore", "s3fs", "aiobotocore", "datasets", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _problem(where: str, message: str):

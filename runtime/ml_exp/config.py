@@ -20,7 +20,8 @@ from decouple import RepositoryIni
 
 SETTINGS_FILE = "settings.ini"
 SECTION = "settings"
-STEPS = ("reconciliation", "preparation", "training", "tuning", "inference")
+# Pipeline order: tuning comes before training (training then uses the best values found).
+STEPS = ("reconciliation", "preparation", "tuning", "training", "inference")
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,16 @@ class UDFs:
     compute_metrics: Callable[..., Any]
 
 
-def load_udfs(experiment_dir: Path, module_name: str) -> UDFs:
+def load_udfs(experiment_dir: Path, module_name: str, keep_loaded: bool = False) -> UDFs:
     """Import ``<experiment_dir>/<module_name>.py`` and return its five functions.
 
+    ``keep_loaded`` leaves the module importable by name afterwards (in ``sys.modules``, its
+    folder on ``sys.path``), as worker processes that unpickle the functions need; without it
+    nothing of the experiment stays behind (``exp validate``).
     Raises :class:`UDFError` naming every problem (import failure, missing function, wrong
     parameters, body still a stub).
     """
-    module, problems = _import(experiment_dir, module_name)
+    module, problems = _import(Path(experiment_dir), module_name, keep_loaded)
     if module is not None:
         problems += check_functions(module, module_name)
     if problems:
@@ -66,7 +69,7 @@ def check_udfs(experiment_dir: Path, module_name: str) -> list[Problem]:
     return []
 
 
-def _import(experiment_dir: Path, module_name: str) -> tuple[ModuleType | None, list[Problem]]:
+def _import(experiment_dir: Path, module_name: str, keep_loaded: bool = False) -> tuple[ModuleType | None, list[Problem]]:
     path = experiment_dir / (module_name.replace(".", "/") + ".py")
     label = path.name
     if not path.is_file():
@@ -80,17 +83,29 @@ def _import(experiment_dir: Path, module_name: str) -> tuple[ModuleType | None, 
         spec = importlib.util.spec_from_file_location(module_name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        if keep_loaded:
+            sys.modules[module_name] = module
         spec.loader.exec_module(module)
         return module, []
     except Exception as exc:  # the user's code can raise anything at import time
+        if keep_loaded:
+            _forget(experiment_dir, before)
+            sys.modules.pop(module_name, None)
         where = _user_frame(exc, path)
         return None, [Problem(label, f"cannot be imported{where}: {type(exc).__name__}: {exc}")]
     finally:
+        if not keep_loaded:
+            _forget(experiment_dir, before)
+
+
+def _forget(experiment_dir: Path, before: set[str]) -> None:
+    """Undo an import: the folder leaves sys.path and its modules leave sys.modules."""
+    if str(experiment_dir) in sys.path:
         sys.path.remove(str(experiment_dir))
-        for name in set(sys.modules) - before:
-            file = getattr(sys.modules[name], "__file__", None) or ""
-            if file.startswith(str(experiment_dir)):
-                del sys.modules[name]
+    for name in set(sys.modules) - before:
+        file = getattr(sys.modules[name], "__file__", None) or ""
+        if file.startswith(str(experiment_dir)):
+            del sys.modules[name]
 
 
 def _user_frame(exc: BaseException, path: Path) -> str:

@@ -28,7 +28,13 @@ class Report:
         return not self.problems and self.config is not None
 
 
-def validate(experiment_dir: str | os.PathLike[str] = ".", environ: Mapping[str, str] | None = None, check_storage: bool = True) -> Report:
+def validate(
+    experiment_dir: str | os.PathLike[str] = ".",
+    environ: Mapping[str, str] | None = None,
+    check_storage: bool = True,
+    new_run: bool = True,
+) -> Report:
+    """``new_run``: the run is about to be claimed, so an explicit RUN_NUM must be free."""
     env = os.environ if environ is None else environ
     directory = Path(experiment_dir).resolve()
     try:
@@ -42,10 +48,21 @@ def validate(experiment_dir: str | os.PathLike[str] = ".", environ: Mapping[str,
     udf_module = config.udf_module if config else env.get("UDF_MODULE", DEFAULT_UDF_MODULE)
     problems += check_udfs(directory, udf_module)
     if config is not None:
+        problems += check_available(config)
         problems += check_tracking(config, env)
         if check_storage:
-            problems += check_store(config)
+            problems += check_store(config, new_run)
     return Report(config, problems)
+
+
+def check_available(config: Config) -> list[Problem]:
+    """Settings this version of ml-exp accepts but cannot run yet."""
+    problems = []
+    if config.run_tuning:
+        problems.append(Problem("RUN_TUNING", "hyper-parameter tuning is not available in this version of ml-exp yet; set RUN_TUNING = false"))
+    if config.backend == "sagemaker":
+        problems.append(Problem("BACKEND", "the sagemaker backend is not available in this version of ml-exp yet; use BACKEND = local"))
+    return problems
 
 
 def check_tracking(config: Config, env: Mapping[str, str]) -> list[Problem]:
@@ -62,13 +79,13 @@ def _wandb_logged_in() -> bool:
         return False
 
 
-def check_store(config: Config) -> list[Problem]:
+def check_store(config: Config, new_run: bool = True) -> list[Problem]:
     from ml_exp.store import Store, StoreError
 
     store = Store(config.storage_uri, config.experiment_name)
     try:
         store.check_access()
-        if config.run_num is not None and store.run_exists(config.run_num):
+        if new_run and config.run_num is not None and store.run_exists(config.run_num):
             return [Problem("RUN_NUM", f"run_{config.run_num} already exists in {store.root} and is never overwritten; use RUN_NUM = auto, a free number, or `exp run --run {config.run_num}` to continue it")]
     except StoreError as exc:
         return [Problem("STORAGE_URI", str(exc))]

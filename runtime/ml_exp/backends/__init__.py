@@ -1,0 +1,1 @@
+"""Where a step runs: ``local`` (this machine's processes) or, later, ``sagemaker`` jobs."""

@@ -1,0 +1,56 @@
+"""The local backend: multi-process steps run as ``NUM_PROCESSES`` torchrun workers here.
+
+On CPU the workers use gloo (``accelerate launch --cpu`` would silently start one process, so
+torchrun is used directly); on GPUs NCCL, one process per GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ml_exp.context import Context
+from ml_exp.steps import StepError
+from ml_exp.worker import ERROR_FILE
+
+
+def num_processes(ctx: Context) -> int:
+    """NUM_PROCESSES: auto = one per GPU (1 without GPUs); an integer forces that many."""
+    if ctx.config.num_processes is not None:
+        return ctx.config.num_processes
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+def launch(ctx: Context, step: str, model_name: str, data_dir: Path, checkpoints: Path) -> None:
+    """Run ``ml_exp.worker <step>`` for one model in N processes; StepError when it fails."""
+    import torch
+
+    processes = num_processes(ctx)
+    env = {**os.environ, **ctx.extra.get("environment", {})}
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "1"
+        # torchrun sets 1 thread per worker by default: share the cores instead.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        "-m", "ml_exp.worker", step,
+        "--experiment-dir", str(ctx.config.experiment_dir),
+        "--run-num", str(ctx.run.num),
+        "--model", model_name,
+        "--data-dir", str(data_dir),
+        "--checkpoints", str(checkpoints),
+    ]  # fmt: skip
+    ctx.log.info("%s of %s: %d process(es)", step, model_name, processes)
+    with tempfile.TemporaryDirectory(prefix="ml-exp-errors-") as errors:
+        env[ERROR_FILE] = os.path.join(errors, "error")
+        returncode = subprocess.run(command, env=env).returncode
+        if returncode:
+            messages = sorted(json.loads(p.read_text())["error"] for p in Path(errors).glob("error.rank*"))
+            detail = messages[0] if messages else f"the workers exited with status {returncode} (their output is above)"
+            raise StepError(f"{step} of {model_name} failed: {detail}")

@@ -1,0 +1,162 @@
+"""`exp run`: validate, claim (or continue) a run, then run the chosen steps in order.
+
+What runs is here; where it runs is the backend's business (``ml_exp.backends``). Every step
+records its status, times and facts in the manifest; a completed step is never run again in
+the same run, an interrupted or failed one is resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ml_exp.config import STEPS, Config, Problem
+from ml_exp.context import Context
+from ml_exp.manifest import new_manifest
+from ml_exp.steps import StepError
+from ml_exp.store import Run, Store
+from ml_exp.udf import UDFs, load_udfs
+from ml_exp.validate import validate
+
+log = logging.getLogger("ml_exp")
+
+# `exp run --smoke`: the whole pipeline on a small sample, before paying for GPUs.
+SMOKE_RECORDS_PER_LABEL = 12
+SMOKE_SETTINGS = {"NUM_TRAIN_EPOCHS": "1", "MAX_LENGTH": "32", "EARLY_STOPPING_PATIENCE": "0"}
+
+
+class ProblemsFound(Exception):
+    """Validation failed: nothing was claimed or run."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(map(str, problems)))
+
+
+class StepFailed(Exception):
+    def __init__(self, run: Run, step: str, message: str):
+        self.run, self.step, self.message = run, step, message
+        super().__init__(f"{step} failed in run_{run.num}: {message}")
+
+
+def run_pipeline(
+    experiment_dir: str | os.PathLike[str] = ".",
+    steps: Sequence[str] | None = None,
+    run_num: int | None = None,
+    smoke: bool = False,
+    announce: Callable[[str], None] = print,
+) -> Run:
+    """Run the steps (default: those switched on in settings.ini) and return the run.
+
+    ``run_num`` continues that existing run instead of claiming a new one.
+    """
+    overrides = _smoke_settings(Path(experiment_dir)) if smoke else {}
+    environ = {**os.environ, **overrides}
+    report = validate(experiment_dir, environ=environ, new_run=run_num is None)
+    if not report.ok:
+        raise ProblemsFound(report.problems)
+    config = report.config
+    assert config is not None
+    chosen = [step for step in STEPS if step in (steps or config.steps)]
+    unavailable = [step for step in chosen if step not in RUNNERS]
+    if unavailable:
+        raise ProblemsFound([Problem("--steps", f"step {step} is not available in this version of ml-exp") for step in unavailable])
+
+    store = Store(config.storage_uri, config.experiment_name)
+    if run_num is None:
+        run = store.claim_run(config.run_num, lambda num: {**new_manifest(config, num), "smoke": smoke, "overrides": overrides})
+        announce(f"run_{run.num}: {run.uri}")
+    else:
+        run = store.open_run(run_num)
+        announce(f"run_{run.num} (continued): {run.uri}")
+    ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"), extra={"environment": overrides, "smoke": smoke})
+    udfs = load_udfs(config.experiment_dir, config.udf_module, keep_loaded=True)
+
+    run.update_manifest(lambda m: m.update(status="running"))
+    for step in chosen:
+        state = run.step(step)
+        if state.get("status") == "completed":
+            announce(f"{step}: already completed in run_{run.num} at {state.get('ended_at')}; skipped")
+            continue
+        if state.get("status") in ("running", "failed"):
+            announce(f"{step}: resuming (attempt {state.get('attempt', 1) + 1}; the last one {state['status'] if state['status'] == 'failed' else 'was interrupted'})")
+        else:
+            announce(f"{step}: started")
+        run.begin_step(step)
+        try:
+            facts = RUNNERS[step](ctx, udfs)
+        except StepError as exc:
+            _fail(run, step, str(exc))
+            raise StepFailed(run, step, str(exc)) from exc
+        except BaseException as exc:  # also KeyboardInterrupt: the step must not stay "running"
+            _fail(run, step, f"{type(exc).__name__}: {exc}")
+            raise
+        finished = run.complete_step(step, **facts)
+        announce(f"{step}: completed in {finished.get('duration_s', 0):.1f} s")
+    _set_status(run, config)
+    return run
+
+
+def _run_inference(ctx: Context, udfs: UDFs) -> dict[str, Any]:
+    from ml_exp.steps.infer import run_inference
+    from ml_exp.steps.report import write_report
+
+    results = {name: run_inference(ctx, udfs, name) for name in ctx.config.model_names}
+    best = write_report(ctx, results)
+    return {"metrics": {name: result["metrics"] for name, result in results.items()}, "best": best}
+
+
+def _run_training(ctx: Context, udfs: UDFs) -> dict[str, Any]:
+    from ml_exp.backends.local import launch
+    from ml_exp.steps.train import run_training
+
+    return run_training(ctx, udfs, launch)
+
+
+def _run_reconciliation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
+    from ml_exp.steps.reconcile import run_reconciliation
+
+    return run_reconciliation(ctx, udfs, sample_per_label=SMOKE_RECORDS_PER_LABEL if ctx.extra.get("smoke") else None)
+
+
+def _run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
+    from ml_exp.steps.prepare import run_preparation
+
+    return run_preparation(ctx, udfs)
+
+
+RUNNERS: Mapping[str, Callable[[Context, UDFs], dict[str, Any]]] = {
+    "reconciliation": _run_reconciliation,
+    "preparation": _run_preparation,
+    "training": _run_training,
+    "inference": _run_inference,
+}
+
+
+def _smoke_settings(experiment_dir: Path) -> dict[str, str]:
+    """Smoke settings, never larger than the experiment's own (MAX_LENGTH stays <= 32)."""
+    overrides = dict(SMOKE_SETTINGS)
+    try:
+        from ml_exp.config import load_config
+
+        own = load_config(experiment_dir)
+        overrides["MAX_LENGTH"] = str(min(own.max_length, int(SMOKE_SETTINGS["MAX_LENGTH"])))
+    except Exception:  # validation reports the settings' own problems
+        pass
+    return overrides
+
+
+def _fail(run: Run, step: str, message: str) -> None:
+    run.fail_step(step, message)
+    run.update_manifest(lambda m: m.update(status="failed"))
+
+
+def _set_status(run: Run, config: Config) -> None:
+    def update(manifest: dict[str, Any]) -> None:
+        wanted = [manifest.get("steps", {}).get(step, {}).get("status") for step in config.steps]
+        manifest["status"] = "completed" if all(status == "completed" for status in wanted) else "partial"
+
+    run.update_manifest(update)

@@ -1,0 +1,148 @@
+"""Preparation: split the reconciled records (stratified) and encode them for every model.
+
+The split and the label list are computed once and shared by every model, so that models of a
+comparison job are trained and tested on exactly the same records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ml_exp.context import Context
+from ml_exp.steps import LABELS, RECONCILED, StepError, local_input, prepared_dir
+from ml_exp.udf import UDFs
+
+SPLITS = ("train", "validation", "test")
+# Model inputs a classifier can start from; encode must return at least one of them.
+INPUT_COLUMNS = ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features")
+PROBE_ROWS = 8
+
+
+def run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
+    import datasets
+
+    config = ctx.config
+    with tempfile.TemporaryDirectory(prefix="ml-exp-prepare-") as scratch:
+        shards = sorted(str(p) for p in local_input(ctx.run, RECONCILED, scratch).glob("part-*.parquet"))
+        raw = datasets.Dataset.from_parquet(shards, cache_dir=os.path.join(scratch, "cache"))
+        labels = sorted(raw.unique("label"))
+        if len(labels) < 2:
+            raise StepError(f"the reconciled records have {len(labels)} label(s) ({', '.join(labels)}); classification needs at least 2")
+        raw = raw.cast_column("label", datasets.ClassLabel(names=labels))
+        splits = split_records(raw, config.split_ratios, config.seed, ctx)
+        sizes = {name: len(part) for name, part in splits.items()}
+        ctx.run.write_json(LABELS, labels, overwrite=_rewriting(ctx))
+
+        content = [c for c in raw.column_names if c not in ("id", "label", "split")]
+        per_model = {}
+        for model_name in config.model_names:
+            per_model[model_name] = _encode_for(model_name, splits, content, labels, ctx, udfs, Path(scratch))
+    return {"labels": labels, "split_sizes": sizes, "models": per_model}
+
+
+def split_records(raw, ratios: tuple[float, float, float], seed: int, ctx: Context):
+    """train/validation/test: records with a ``split`` go there, the rest is split stratified."""
+    import datasets
+
+    pinned = {name: raw.filter(lambda s, n=name: s == n, input_columns="split") for name in SPLITS}
+    free = raw.filter(lambda s: s is None, input_columns="split")
+    train_ratio, validation_ratio, test_ratio = ratios
+    held_out = validation_ratio + test_ratio
+    parts: dict[str, Any]
+    if len(free) >= 3:
+        first = _split(free, held_out, seed, ctx)
+        second = _split(first["test"], test_ratio / held_out, seed, ctx)
+        parts = {"train": first["train"], "validation": second["train"], "test": second["test"]}
+    else:
+        parts = {name: free.select([]) for name in SPLITS}
+    splits = datasets.DatasetDict(
+        {name: datasets.concatenate_datasets([parts[name], pinned[name]]).remove_columns("split") for name in SPLITS}
+    )
+    for name, part in splits.items():
+        if len(part) == 0:
+            raise StepError(f"the {name} split is empty ({len(raw)} records, SPLIT_RATIOS = {','.join(map(str, ratios))}); reconcile more records or change SPLIT_RATIOS")
+    return splits
+
+
+def _split(dataset, test_size: float, seed: int, ctx: Context):
+    try:
+        return dataset.train_test_split(test_size=test_size, seed=seed, stratify_by_column="label")
+    except ValueError as exc:  # a label with too few records to stratify
+        ctx.log.warning("stratified split impossible (%s); splitting at random", exc)
+        return dataset.train_test_split(test_size=test_size, seed=seed)
+
+
+def _encode_for(model_name: str, splits, content: list[str], labels: list[str], ctx: Context, udfs: UDFs, scratch: Path) -> dict[str, Any]:
+    try:
+        processor = udfs.load_processor(model_name, ctx)
+    except Exception as exc:
+        raise StepError(f"load_processor({model_name!r}) raised {type(exc).__name__}: {exc}") from exc
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        return udfs.encode(batch, processor, ctx)
+
+    probe = splits["train"].select(range(min(PROBE_ROWS, len(splits["train"]))))
+    columns = check_encoded(model_name, probe.to_dict(), _call_encode(model_name, encode, probe.to_dict()))
+
+    workers = _workers(len(splits["train"]))
+    try:
+        encoded = splits.map(
+            encode,
+            batched=True,
+            num_proc=workers,
+            remove_columns=content,
+            desc=f"encoding for {model_name}",
+        )
+    except Exception as exc:
+        raise StepError(f"encode for {model_name!r} failed while encoding all records: {type(exc).__name__}: {exc}") from exc
+    local = scratch / "prepared" / prepared_dir(model_name)
+    encoded.save_to_disk(str(local))
+    (local / "labels.json").write_text(json.dumps(labels))
+    ctx.run.put_dir(str(local), prepared_dir(model_name), overwrite=_rewriting(ctx))
+    return {"columns": columns, "rows": {name: len(part) for name, part in encoded.items()}, "workers": workers}
+
+
+def _call_encode(model_name: str, encode, batch: dict[str, list]) -> Any:
+    try:
+        return encode(batch)
+    except Exception as exc:
+        ids = ", ".join(map(repr, batch["id"][:3]))
+        raise StepError(f"encode for {model_name!r} raised {type(exc).__name__} on records {ids}...: {exc}") from exc
+
+
+def check_encoded(model_name: str, batch: dict[str, list], output: Any) -> list[str]:
+    """Refuse malformed encode output before encoding everything; return its columns."""
+    where = f"encode for {model_name!r}"
+    rows = len(batch["id"])
+    if not isinstance(output, Mapping):
+        raise StepError(f"{where} returned a {type(output).__name__}; return a dict of columns (e.g. the tokenizer's output)")
+    if not any(column in output for column in INPUT_COLUMNS):
+        raise StepError(f"{where} returned columns {sorted(output)} but no model input; return one of {', '.join(INPUT_COLUMNS)}")
+    for column, values in output.items():
+        try:
+            length = len(values)
+        except TypeError:
+            raise StepError(f"{where}: column {column!r} is a {type(values).__name__}, not one value per record") from None
+        if length != rows:
+            raise StepError(f"{where}: column {column!r} has {length} rows for a batch of {rows} records (ragged output); return one row per record")
+    if "input_ids" in output and "attention_mask" in output:
+        for index, (ids, mask) in enumerate(zip(output["input_ids"], output["attention_mask"])):
+            if len(ids) != len(mask):
+                raise StepError(f"{where}: record {batch['id'][index]!r} has {len(ids)} input_ids but {len(mask)} attention_mask values")
+    return sorted(output)
+
+
+def _workers(rows: int) -> int | None:
+    """All cores for big inputs; in-process for small ones (starting workers costs more)."""
+    cores = os.cpu_count() or 1
+    return min(cores, 8) if cores > 1 and rows >= 10_000 else None
+
+
+def _rewriting(ctx: Context) -> bool:
+    """A failed earlier attempt of this step may have left outputs: they are not final, replace them."""
+    return ctx.run.step("preparation").get("attempt", 1) > 1

@@ -1,0 +1,157 @@
+"""Reconciliation: stream the user's ``reconcile(ctx)`` records into parquet shards in the run.
+
+Memory stays flat: records are checked one by one and written in shards of ``SHARD_ROWS``;
+only the ids (for uniqueness) and the per-label counts are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ml_exp.context import Context
+from ml_exp.steps import RECONCILED, StepError
+from ml_exp.udf import UDFs
+
+SHARD_ROWS = 100_000
+RESERVED = ("id", "label", "split")
+SPLITS = ("train", "validation", "test")
+# Fewer examples than this and a label cannot appear in every split.
+MIN_PER_LABEL = 3
+
+
+def run_reconciliation(ctx: Context, udfs: UDFs, sample_per_label: int | None = None) -> dict[str, Any]:
+    """Write ``data/reconciled/part-*.parquet``; return counts for the manifest.
+
+    ``sample_per_label`` keeps at most that many records of each label (``exp run --smoke``).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    try:
+        records = udfs.reconcile(ctx)
+        iterator = iter(records if records is not None else ())
+    except Exception as exc:
+        raise StepError(f"reconcile raised {type(exc).__name__}: {exc}") from exc
+    if isinstance(records, (str, bytes, Mapping)):
+        raise StepError(f"reconcile returned a {type(records).__name__}; yield or return an iterable of record dicts")
+
+    counts: Counter[str] = Counter()
+    seen_ids: set[Any] = set()
+    fields: list[str] | None = None
+    buffer: list[dict[str, Any]] = []
+    shards: list[Path] = []
+    position = 0
+    digest = hashlib.sha256()
+    schema: list[Any] = []  # fixed by the first shard, so that every shard agrees
+
+    with tempfile.TemporaryDirectory(prefix="ml-exp-reconciled-") as scratch, Progress(
+        SpinnerColumn(), TextColumn("reconciliation: {task.completed:,} records"), TimeElapsedColumn(), transient=True, disable=not _interactive()
+    ) as progress:
+        task = progress.add_task("reconcile", total=None)
+
+        def flush() -> None:
+            if not buffer:
+                return
+            if not schema:
+                schema.append(_schema(fields or [], buffer))
+            path = Path(scratch) / f"part-{len(shards):05d}.parquet"
+            try:
+                table = pa.Table.from_pylist(buffer, schema=schema[0])
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise StepError(f"reconcile: records #{position - len(buffer) + 1}..#{position} do not match the types of the first records ({exc}); give each field one type") from exc
+            pq.write_table(table, path)
+            digest.update(path.read_bytes())
+            shards.append(path)
+            buffer.clear()
+
+        while True:
+            try:
+                record = next(iterator)
+            except StopIteration:
+                break
+            except Exception as exc:
+                raise StepError(f"reconcile raised {type(exc).__name__} after record #{position}: {exc}") from exc
+            position += 1
+            fields = _check(record, position, fields, seen_ids)
+            label = str(record["label"])
+            if sample_per_label is not None and counts[label] >= sample_per_label:
+                continue
+            counts[label] += 1
+            buffer.append({**record, "id": str(record["id"]), "label": label})
+            progress.update(task, completed=position)
+            if len(buffer) >= SHARD_ROWS:
+                flush()
+        flush()
+        if not counts:
+            raise StepError("reconcile yielded no records; it must yield labelled record dicts")
+        ctx.run.put_dir(scratch, RECONCILED)
+
+    few = {label: n for label, n in counts.items() if n < MIN_PER_LABEL}
+    for label, n in sorted(few.items()):
+        ctx.log.warning("label %r has only %d record(s): too few to appear in every split", label, n)
+    return {
+        "records": sum(counts.values()),
+        "records_read": position,
+        "counts": dict(sorted(counts.items())),
+        "fields": fields,
+        "shards": len(shards),
+        "fingerprint": digest.hexdigest(),
+        "labels_with_too_few_records": sorted(few),
+    }
+
+
+def _check(record: Any, position: int, fields: list[str] | None, seen_ids: set[Any]) -> list[str]:
+    """Raise StepError naming the record when it breaks the contract; return the content fields."""
+    where = f"reconcile: record #{position}"
+    if not isinstance(record, Mapping):
+        raise StepError(f"{where} is a {type(record).__name__}, not a dict; yield dicts with an 'id', content fields and a 'label'")
+    record_id = record.get("id")
+    if record_id is None or str(record_id).strip() == "":
+        raise StepError(f"{where} has no 'id'; give every record a unique id")
+    where = f"{where} (id={record_id!r})"
+    if record_id in seen_ids:
+        raise StepError(f"{where} repeats an id already seen; ids must be unique")
+    seen_ids.add(record_id)
+    label = record.get("label")
+    if label is None or str(label).strip() == "":
+        raise StepError(f"{where} has no 'label' (or an empty one); every record needs its class")
+    if isinstance(label, (list, dict, set, tuple)):
+        raise StepError(f"{where} has a {type(label).__name__} label; a label is one class name")
+    split = record.get("split")
+    if split is not None and split not in SPLITS:
+        raise StepError(f"{where} has split={split!r}; use one of {', '.join(SPLITS)} or leave it out")
+    content = sorted(k for k in record if k not in RESERVED)
+    if fields is None:
+        if not content:
+            raise StepError(f"{where} has no content fields besides id/label; add the raw content (e.g. 'text')")
+        return content
+    missing = sorted(set(fields) - set(content))
+    if missing:
+        raise StepError(f"{where} lacks field(s) {', '.join(missing)} that the first record has; every record needs the same content fields")
+    extra = sorted(set(content) - set(fields))
+    if extra:
+        raise StepError(f"{where} has field(s) {', '.join(extra)} that the first record does not; every record needs the same content fields")
+    return fields
+
+
+def _schema(fields: Iterable[str], rows: list[dict[str, Any]]):
+    """One schema for every shard: id and label strings, split optional, content inferred."""
+    import pyarrow as pa
+
+    inferred = pa.Table.from_pylist(rows).schema
+    columns = [pa.field("id", pa.string()), pa.field("label", pa.string())]
+    columns += [inferred.field(name) for name in fields]
+    columns.append(pa.field("split", pa.string()))
+    return pa.schema(columns)
+
+
+def _interactive() -> bool:
+    import sys
+
+    return sys.stderr.isatty()

@@ -1,0 +1,232 @@
+"""Training: fine-tune each model with the HF Trainer (on Accelerate), best model into the run.
+
+``run_training`` runs where ``exp run`` runs and hands each model to a launcher (the local
+backend starts ``NUM_PROCESSES`` torchrun workers); ``train_model`` is what every worker
+process runs, top to bottom like HF accelerate's ``nlp_example.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ml_exp.context import Context
+from ml_exp.steps import LABELS, StepError, checkpoint_dir, local_input, model_dir, prepared_dir
+from ml_exp.udf import UDFs
+
+TRAINING_METRICS = "training_metrics.json"
+# launcher(ctx, step, model_name, data_dir, checkpoints) runs train_model in worker processes
+Launcher = Callable[[Context, str, str, Path, Path], None]
+
+
+def run_training(ctx: Context, udfs: UDFs, launch: Launcher) -> dict[str, Any]:
+    """Train every model of MODEL_NAMES; a model already saved in this run is kept, not retrained."""
+    results: dict[str, Any] = {}
+    for model_name in ctx.config.model_names:
+        if not ctx.run.is_complete(model_dir(model_name)):
+            with tempfile.TemporaryDirectory(prefix="ml-exp-train-") as scratch:
+                data = local_input(ctx.run, prepared_dir(model_name), scratch)
+                launch(ctx, "training", model_name, data, checkpoints_for(ctx, model_name, Path(scratch)))
+        else:
+            ctx.log.info("%s: already trained in this run, kept", model_name)
+        summary = ctx.run.read_json(f"{model_dir(model_name)}/{TRAINING_METRICS}")
+        results[model_name] = {key: summary[key] for key in ("best_metric", "metric", "epochs", "world_size", "resumed_from", "train_samples_per_second")}
+        results[model_name]["validation"] = summary["best_eval"]
+    return {"models": results, "metrics": {name: r["validation"] for name, r in results.items()}}
+
+
+def checkpoints_for(ctx: Context, model_name: str, scratch: Path) -> Path:
+    """Where the Trainer writes checkpoints: the run's own folder on local storage (so a
+    re-run resumes from it); on S3 a local folder that :class:`_SyncCheckpoints` mirrors."""
+    if not ctx.run.store.is_s3:
+        return Path(ctx.run.local_path_or_url(checkpoint_dir(model_name)))
+    local = scratch / "checkpoints"
+    for name in ctx.run.listdir(checkpoint_dir(model_name)):
+        if ctx.run.is_complete(f"{checkpoint_dir(model_name)}/{name}"):
+            ctx.run.get_dir(f"{checkpoint_dir(model_name)}/{name}", str(local / name))
+    return local
+
+
+def train_model(ctx: Context, udfs: UDFs, model_name: str, data_dir: Path, checkpoints: Path) -> dict[str, Any]:
+    """Fine-tune one model in this process (one rank of possibly several)."""
+    import datasets
+    import numpy as np
+    import torch
+    from transformers import (
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+    )
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from ml_exp.tracking import tracked
+
+    config = ctx.config
+    labels = json.loads(ctx.run.read_text(LABELS))
+    splits = datasets.load_from_disk(str(data_dir))
+    processor = _call(f"load_processor({model_name!r})", udfs.load_processor, model_name, ctx)
+    model = _call(f"load_model({model_name!r})", udfs.load_model, model_name, labels, ctx)
+    if getattr(getattr(model, "config", None), "num_labels", len(labels)) != len(labels):
+        raise StepError(f"load_model({model_name!r}) returned a model with {model.config.num_labels} outputs for {len(labels)} labels; pass num_labels=len(labels)")
+
+    cuda = torch.cuda.is_available()
+    if config.mixed_precision != "no" and not cuda:
+        raise StepError(f"MIXED_PRECISION = {config.mixed_precision} needs a GPU; use MIXED_PRECISION = no on CPU")
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.num_train_epochs,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=min(config.warmup_ratio, 0.999),  # a float < 1 is a ratio (transformers 5)
+        weight_decay=config.weight_decay,
+        fp16=config.mixed_precision == "fp16",
+        bf16=config.mixed_precision == "bf16",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model=config.metric_for_best_model,
+        save_total_limit=2,
+        seed=config.seed,
+        use_cpu=not cuda,
+        ddp_backend=None if cuda else "gloo",
+        report_to="none",
+        disable_tqdm=not _interactive(),
+    )
+    ranks = _RankRecorder()
+    callbacks: list[Any] = [ranks]
+    if config.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    pads = getattr(processor, "pad_token", None) is not None
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=DataCollatorWithPadding(processor) if pads else default_data_collator,
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        processing_class=processor if pads else None,
+        compute_metrics=_metrics(udfs, labels, ctx, np),
+        callbacks=callbacks,
+    )
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if last:
+        ctx.log.info("%s: resuming from %s", model_name, last)
+    with tracked(ctx, model_name, "training") if trainer.is_world_process_zero() else nullcontext() as wb:
+        if wb is not None:
+            trainer.add_callback(_WandbLog(wb))
+        if ctx.run.store.is_s3 and trainer.is_world_process_zero():
+            trainer.add_callback(_SyncCheckpoints(ctx, model_name))
+        result = trainer.train(resume_from_checkpoint=last)
+    summary = {
+        "model": model_name,
+        "metric": config.metric_for_best_model,
+        "best_metric": trainer.state.best_metric,
+        "best_checkpoint": os.path.basename(trainer.state.best_model_checkpoint or ""),
+        "best_eval": _best_eval(trainer.state.log_history, trainer.state.best_global_step),
+        "epochs": trainer.state.epoch,
+        "global_step": trainer.state.global_step,
+        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+        "resumed_from": os.path.basename(last) if last else None,
+        "world_size": args.world_size,
+        "ranks": ranks.gather(),
+        "log_history": trainer.state.log_history,
+    }
+    with tempfile.TemporaryDirectory(prefix="ml-exp-model-") as out:
+        trainer.save_model(out)  # the best model (load_best_model_at_end), safetensors; rank 0 writes
+        if trainer.is_world_process_zero():
+            if hasattr(processor, "save_pretrained"):
+                processor.save_pretrained(out)
+            Path(out, "labels.json").write_text(json.dumps(labels))
+            Path(out, TRAINING_METRICS).write_text(json.dumps(summary, indent=2, default=str))
+            ctx.run.put_dir(out, model_dir(model_name), overwrite=True)
+    return summary
+
+
+def _call(what: str, function: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return function(*args)
+    except StepError:
+        raise
+    except Exception as exc:
+        raise StepError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+
+
+def _metrics(udfs: UDFs, labels: list[str], ctx: Context, np: Any) -> Callable[[Any], dict[str, float]]:
+    wanted = ctx.config.metric_for_best_model
+
+    def compute(prediction: Any) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        predicted = np.argmax(logits, axis=-1).tolist()
+        metrics = _call("compute_metrics", udfs.compute_metrics, predicted, prediction.label_ids.tolist(), labels, ctx)
+        if not isinstance(metrics, dict) or wanted not in metrics:
+            raise StepError(f"compute_metrics returned {sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__}; it must return a dict holding METRIC_FOR_BEST_MODEL = {wanted}")
+        return {name: float(value) for name, value in metrics.items()}
+
+    return compute
+
+
+def _best_eval(history: list[dict[str, Any]], best_step: int | None) -> dict[str, float]:
+    """The validation metrics of the best checkpoint (the last evaluation when unknown)."""
+    evals = [h for h in history if any(k.startswith("eval_") for k in h)]
+    chosen = next((h for h in evals if h.get("step") == best_step), evals[-1] if evals else {})
+    return {k[len("eval_"):]: v for k, v in chosen.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+
+
+def _interactive() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
+class _RankRecorder(TrainerCallback):
+    """Counts the optimizer steps each rank took, so a run can show every rank took part."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.steps += 1
+
+    def gather(self) -> list[dict[str, Any]]:
+        import socket
+
+        import torch.distributed as dist
+
+        mine = {"rank": int(os.environ.get("RANK", 0)), "host": socket.gethostname(), "pid": os.getpid(), "steps": self.steps}
+        if dist.is_available() and dist.is_initialized():
+            everyone: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(everyone, mine)
+            return everyone
+        return [mine]
+
+
+class _WandbLog(TrainerCallback):
+    def __init__(self, wb: Any) -> None:
+        self.wb = wb
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if logs:
+            self.wb.log({k: v for k, v in logs.items() if isinstance(v, (int, float))}, step=state.global_step)
+
+
+class _SyncCheckpoints(TrainerCallback):
+    """Mirror each saved checkpoint into the run's S3 checkpoints folder (as SageMaker's
+    checkpoint_s3_uri does), so that a later attempt anywhere can resume from it."""
+
+    def __init__(self, ctx: Context, model_name: str) -> None:
+        self.ctx, self.model_name = ctx, model_name
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+        name = f"checkpoint-{state.global_step}"
+        self.ctx.run.put_dir(os.path.join(args.output_dir, name), f"{checkpoint_dir(self.model_name)}/{name}", overwrite=True)

@@ -1,0 +1,57 @@
+"""``python -m ml_exp.worker <step> ...``: one worker process of a step, as a backend starts it.
+
+The local backend starts it through torchrun (one per rank); settings come from the
+experiment's settings.ini and the environment, exactly as for ``exp run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ml_exp.config import load_config
+from ml_exp.context import Context
+from ml_exp.steps import StepError
+from ml_exp.store import Store
+from ml_exp.udf import load_udfs
+
+ERROR_FILE = "ML_EXP_ERROR_FILE"  # where a failing worker leaves its message for the launcher
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml_exp.worker")
+    parser.add_argument("step", choices=["training"])
+    parser.add_argument("--experiment-dir", type=Path, required=True)
+    parser.add_argument("--run-num", type=int, required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--checkpoints", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    rank = int(os.environ.get("RANK", 0))
+    logging.basicConfig(level=logging.INFO, format=f"[rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        config = load_config(args.experiment_dir)
+        run = Store(config.storage_uri, config.experiment_name).open_run(args.run_num)
+        udfs = load_udfs(args.experiment_dir, config.udf_module, keep_loaded=True)
+        ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"))
+        from ml_exp.steps.train import train_model
+
+        train_model(ctx, udfs, args.model, args.data_dir, args.checkpoints)
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, StepError) else f"{type(exc).__name__}: {exc}"
+        if os.environ.get(ERROR_FILE):
+            Path(f"{os.environ[ERROR_FILE]}.rank{rank}").write_text(json.dumps({"rank": rank, "error": message}))
+        if isinstance(exc, StepError):
+            logging.getLogger("ml_exp").error(message)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
