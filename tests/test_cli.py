@@ -154,3 +154,20 @@ def test_runs_table_and_json(fresh_demo):
     assert listed[0]["status"] == "partial" and listed[0]["best"] is None
     table = exp("runs", cwd=fresh_demo, env={"COLUMNS": "200"}).stdout
     assert "EXP-43-fresh: 2 run(s)" in table and "completed" in table and "pending" in table
+
+
+@pytest.mark.s3
+def test_runs_on_s3_as_a_user_would(fresh_demo, s3_env):
+    env = {"STORAGE_URI": f"s3://{s3_env.bucket}/cli-{fresh_demo.parent.name}"}
+    assert exp("validate", cwd=fresh_demo, env=env).returncode == 0
+    processes = [subprocess.Popen([EXP, *RECONCILE], cwd=fresh_demo, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=120) for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    assert sorted(out.split(":")[0] for out, _ in outputs) == ["run_1", "run_2", "run_3"]
+    listed = json.loads(exp("runs", "--json", cwd=fresh_demo, env=env).stdout)
+    assert [r["steps"]["reconciliation"] for r in listed] == ["completed"] * 3
+    assert all(r["uri"].startswith(env["STORAGE_URI"]) for r in listed)
+    denied = exp("validate", cwd=fresh_demo, env={**env, "AWS_SECRET_ACCESS_KEY": "wrong-secret"})
+    assert denied.returncode == 1 and "STORAGE_URI:" in denied.stderr
+    assert "Traceback" not in denied.stderr and "botocore" not in denied.stderr
+    assert not (fresh_demo / ".exp-store").exists()

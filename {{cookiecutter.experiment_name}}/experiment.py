@@ -17,7 +17,12 @@ from typing import Any
 import demo_documents
 
 DOCUMENTS_PER_LABEL = 60
-TINY_BERT = "tiny-bert"
+# Models built on the spot (no download): name -> BERT sizes. Any other name is loaded from the
+# Hugging Face Hub (or a local folder) with the Auto classes.
+TINY_BERTS = {
+    "tiny-bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+    "tiny-bert-wide": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
+}
 
 
 def reconcile(ctx) -> Iterator[dict[str, Any]]:
@@ -30,7 +35,7 @@ def reconcile(ctx) -> Iterator[dict[str, Any]]:
 
 def load_processor(model_name: str, ctx):
     """Return the tokenizer (or processor) for ``model_name``."""
-    if model_name == TINY_BERT:
+    if model_name in TINY_BERTS:
         return _tiny_bert_tokenizer()
     from transformers import AutoTokenizer
 
@@ -47,17 +52,14 @@ def load_model(model_name: str, labels: list[str], ctx):
     """Return the model for ``model_name`` with ``len(labels)`` outputs."""
     id2label = dict(enumerate(labels))
     label2id = {label: index for index, label in id2label.items()}
-    if model_name == TINY_BERT:
+    if model_name in TINY_BERTS:
         import torch
         from transformers import BertConfig, BertForSequenceClassification
 
         torch.manual_seed(ctx.config.seed)
         config = BertConfig(
             vocab_size=_tiny_bert_tokenizer().vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
+            **TINY_BERTS[model_name],
             max_position_embeddings=max(128, ctx.config.max_length),
             num_labels=len(labels),
             id2label=id2label,

@@ -66,7 +66,6 @@ def train_model(ctx: Context, udfs: UDFs, model_name: str, data_dir: Path, check
         TrainingArguments,
         default_data_collator,
     )
-    from transformers.trainer_utils import get_last_checkpoint
 
     from ml_exp.tracking import tracked
 
@@ -119,7 +118,7 @@ def train_model(ctx: Context, udfs: UDFs, model_name: str, data_dir: Path, check
         compute_metrics=_metrics(udfs, labels, ctx, np),
         callbacks=callbacks,
     )
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = last_complete_checkpoint(checkpoints)
     if last:
         ctx.log.info("%s: resuming from %s", model_name, last)
     with tracked(ctx, model_name, "training") if trainer.is_world_process_zero() else nullcontext() as wb:
@@ -151,6 +150,15 @@ def train_model(ctx: Context, udfs: UDFs, model_name: str, data_dir: Path, check
             Path(out, TRAINING_METRICS).write_text(json.dumps(summary, indent=2, default=str))
             ctx.run.put_dir(out, model_dir(model_name), overwrite=True)
     return summary
+
+
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint that was completely written (a kill -9 can leave a partial one:
+    the Trainer writes trainer_state.json after the weights and optimizer state)."""
+    if not checkpoints.is_dir():
+        return None
+    found = [p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
 
 
 def _call(what: str, function: Callable[..., Any], *args: Any) -> Any:
