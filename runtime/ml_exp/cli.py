@@ -132,8 +132,13 @@ def _announce(message: str) -> None:
 
 def _setup_logging() -> None:
     import logging
+    import sys
 
     from rich.logging import RichHandler
+
+    if not sys.stderr.isatty():  # logs and CI: no progress bars redrawn line after line
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False, show_time=False)])
     for noisy in ("httpx", "urllib3", "botocore", "s3fs", "aiobotocore", "datasets", "filelock"):

@@ -84,10 +84,14 @@ def _encode_for(model_name: str, splits, content: list[str], labels: list[str], 
         raise StepError(f"load_processor({model_name!r}) raised {type(exc).__name__}: {exc}") from exc
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
-        return udfs.encode(batch, processor, ctx)
+        try:
+            return udfs.encode(batch, processor, ctx)
+        except Exception as exc:
+            ids = ", ".join(map(repr, batch["id"][:3])) + (", ..." if len(batch["id"]) > 3 else "")
+            raise StepError(f"encode for {model_name!r} raised {type(exc).__name__} on a batch of records {ids}: {exc}") from exc
 
-    probe = splits["train"].select(range(min(PROBE_ROWS, len(splits["train"]))))
-    columns = check_encoded(model_name, probe.to_dict(), _call_encode(model_name, encode, probe.to_dict()))
+    probe = splits["train"].select(range(min(PROBE_ROWS, len(splits["train"])))).to_dict()
+    columns = check_encoded(model_name, probe, encode(probe))
 
     workers = _workers(len(splits["train"]))
     try:
@@ -98,21 +102,15 @@ def _encode_for(model_name: str, splits, content: list[str], labels: list[str], 
             remove_columns=content,
             desc=f"encoding for {model_name}",
         )
-    except Exception as exc:
+    except StepError:
+        raise
+    except Exception as exc:  # datasets' own checks of the output (e.g. types that vary by batch)
         raise StepError(f"encode for {model_name!r} failed while encoding all records: {type(exc).__name__}: {exc}") from exc
     local = scratch / "prepared" / prepared_dir(model_name)
     encoded.save_to_disk(str(local))
     (local / "labels.json").write_text(json.dumps(labels))
     ctx.run.put_dir(str(local), prepared_dir(model_name), overwrite=_rewriting(ctx))
     return {"columns": columns, "rows": {name: len(part) for name, part in encoded.items()}, "workers": workers}
-
-
-def _call_encode(model_name: str, encode, batch: dict[str, list]) -> Any:
-    try:
-        return encode(batch)
-    except Exception as exc:
-        ids = ", ".join(map(repr, batch["id"][:3]))
-        raise StepError(f"encode for {model_name!r} raised {type(exc).__name__} on records {ids}...: {exc}") from exc
 
 
 def check_encoded(model_name: str, batch: dict[str, list], output: Any) -> list[str]:

@@ -1,0 +1,122 @@
+"""`exp run` end to end on a baked demo: real training (tiny BERTs), real torchrun processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.bake import bake
+
+EXP = str(Path(sys.executable).with_name("exp"))
+pytestmark = pytest.mark.slow
+
+
+def exp(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run([EXP, *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    return result
+
+
+def run_dir(project: Path, num: int) -> Path:
+    return project / ".exp-store" / project.name / f"run_{num}"
+
+
+def test_demo_end_to_end_then_a_second_run(tmp_path):
+    project = bake(tmp_path, ticket="EXP-60", model_slug="e2e")
+    first = exp("run", cwd=project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run = run_dir(project, 1)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    assert [manifest["steps"][s]["status"] for s in ("reconciliation", "preparation", "training", "inference")] == ["completed"] * 4
+    assert manifest["steps"]["reconciliation"]["counts"] == {"audit_report": 60, "contract": 60, "invoice": 60, "policy": 60}
+    assert manifest["steps"]["preparation"]["split_sizes"] == {"train": 192, "validation": 24, "test": 24}
+
+    model = run / "models" / "tiny-bert"
+    assert {"model.safetensors", "config.json", "labels.json", "tokenizer.json", "training_metrics.json", "_COMPLETE"} <= {p.name for p in model.iterdir()}
+    training = json.loads((model / "training_metrics.json").read_text())
+    assert training["world_size"] == 1 and training["resumed_from"] is None
+    assert [h for h in training["log_history"] if "eval_f1_macro" in h], "validation metrics each epoch"
+    assert any(p.name.startswith("checkpoint-") for p in (run / "checkpoints" / "tiny-bert").iterdir())
+
+    inference = run / "inference" / "tiny-bert"
+    metrics = json.loads((inference / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.6, f"test accuracy {metrics['accuracy']} should be well above chance (0.25)"
+    predictions = pq.read_table(inference / "predictions.parquet").to_pylist()
+    assert len(predictions) == 24 and len({p["id"] for p in predictions}) == 24
+    assert abs(sum(v for k, v in predictions[0].items() if k.startswith("score_")) - 1) < 1e-4
+    accuracy = sum(p["true_label"] == p["predicted_label"] for p in predictions) / len(predictions)
+    assert accuracy == pytest.approx(metrics["accuracy"])
+    assert (inference / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "report.md").exists() and json.loads((run / "comparison.json").read_text())["best_model"] == "tiny-bert"
+    assert list((project / "wandb").glob("offline-run-*")), "wandb offline runs"
+    assert "accuracy" in first.stdout and "run_1 (completed)" in first.stdout
+
+    # Continuing run_1 re-runs nothing and overwrites nothing.
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".")}
+    again = exp("run", "--run", "1", "--steps", "inference", cwd=project)
+    assert again.returncode == 0, again.stderr
+    assert "inference: already completed in run_1" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+    # A second run is a new, isolated folder.
+    second = exp("run", "--steps", "reconciliation", cwd=project)
+    assert second.returncode == 0 and second.stdout.startswith("run_2: ")
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_two_process_training_resumes_after_kill(tmp_path):
+    project = bake(tmp_path, ticket="EXP-61", model_slug="resume")
+    env = {"NUM_PROCESSES": "2", "EARLY_STOPPING_PATIENCE": "0", "NUM_TRAIN_EPOCHS": "6", "WANDB_MODE": "disabled"}
+    checkpoints = run_dir(project, 1) / "checkpoints" / "tiny-bert"
+    process = subprocess.Popen([EXP, "run", "--steps", "reconciliation,preparation,training"], cwd=project, env={**os.environ, **env}, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("checkpoint-*/trainer_state.json")):
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # exp run and its torchrun workers, mid-training
+    process.wait()
+    first_checkpoint = min(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*/trainer_state.json"))
+    manifest = json.loads((run_dir(project, 1) / "manifest.json").read_text())
+    assert manifest["steps"]["training"]["status"] == "running"  # killed: nobody could mark it
+    assert not (run_dir(project, 1) / "models" / "tiny-bert" / "_COMPLETE").exists()
+
+    resumed = exp("run", "--run", "1", "--steps", "reconciliation,preparation,training", cwd=project, env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "reconciliation: already completed" in resumed.stdout and "training: resuming" in resumed.stdout
+    training = json.loads((run_dir(project, 1) / "models" / "tiny-bert" / "training_metrics.json").read_text())
+    assert training["resumed_from"] is not None
+    assert int(training["resumed_from"].split("-")[1]) >= first_checkpoint
+    assert training["world_size"] == 2
+    assert sorted(r["rank"] for r in training["ranks"]) == [0, 1]
+    assert all(r["steps"] > 0 for r in training["ranks"]), training["ranks"]
+    assert len({r["pid"] for r in training["ranks"]}) == 2
+    assert json.loads((run_dir(project, 1) / "manifest.json").read_text())["steps"]["training"]["attempt"] == 2
+
+
+def test_smoke_comparison_of_two_models(tmp_path):
+    project = bake(tmp_path, ticket="EXP-62", model_slug="compare", model_names="tiny-bert,tiny-bert-wide")
+    result = exp("run", "--smoke", cwd=project, env={"WANDB_MODE": "disabled"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = run_dir(project, 1)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["smoke"] is True and manifest["overrides"]["NUM_TRAIN_EPOCHS"] == "1"
+    assert manifest["steps"]["reconciliation"]["records"] == 48  # 12 per label
+    assert manifest["settings"]["MAX_LENGTH"] == "32"
+    comparison = json.loads((run / "comparison.json").read_text())
+    assert set(comparison["models"]) == {"tiny-bert", "tiny-bert-wide"}
+    assert comparison["best_model"] in comparison["models"]
+    report = (run / "report.md").read_text()
+    assert "tiny-bert-wide" in report and "tiny-bert" in report
+    for model in ("tiny-bert", "tiny-bert-wide"):
+        assert (run / "models" / model / "model.safetensors").exists()
+        assert (run / "inference" / model / "metrics.json").exists()
+    assert (run / "comparison.png").read_bytes()[:4] == b"\x89PNG"
