@@ -101,10 +101,15 @@ def run_pipeline(
 
 
 def _run_inference(ctx: Context, udfs: UDFs) -> dict[str, Any]:
-    from ml_exp.steps.infer import run_inference
+    from ml_exp.steps import inference_dir
+    from ml_exp.steps.infer import load_result, run_inference
     from ml_exp.steps.report import write_report
 
-    results = {name: run_inference(ctx, udfs, name) for name in ctx.config.model_names}
+    # A model tested by an earlier, interrupted attempt keeps its results.
+    results = {
+        name: load_result(ctx.run, name) if ctx.run.is_complete(inference_dir(name)) else run_inference(ctx, udfs, name)
+        for name in ctx.config.model_names
+    }
     best = write_report(ctx, results)
     return {"metrics": {name: result["metrics"] for name, result in results.items()}, "best": best}
 

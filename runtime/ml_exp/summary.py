@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# What the Trainer adds to validation metrics besides the user's own.
+TRAINER_BOOKKEEPING = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
+
 
 def print_summary(run: Any) -> None:
     from rich.console import Console
@@ -14,16 +17,15 @@ def print_summary(run: Any) -> None:
     console = Console()
     validation = steps.get("training", {}).get("metrics") or {}
     test = steps.get("inference", {}).get("metrics") or {}
-    names = sorted({metric for per_model in [*validation.values(), *test.values()] for metric in per_model})
+    columns = [(model, split, metrics) for split, per_model in (("validation", validation), ("test", test)) for model, metrics in per_model.items()]
+    names = sorted({name for _, _, metrics in columns for name in metrics if name not in TRAINER_BOOKKEEPING})
     if names:
         table = Table(title=f"{manifest['experiment']} run_{manifest['run']} ({manifest.get('status')})")
-        table.add_column("model")
-        table.add_column("split")
+        table.add_column("metric")
+        for model, split, _ in columns:
+            table.add_column(f"{model}\n{split}", justify="right")
         for name in names:
-            table.add_column(name, justify="right")
-        for split, per_model in (("validation", validation), ("test", test)):
-            for model, metrics in per_model.items():
-                table.add_row(model, split, *(_cell(metrics.get(name)) for name in names))
+            table.add_row(name, *(_cell(metrics.get(name)) for _, _, metrics in columns))
         console.print(table)
     console.print(f"run_{manifest['run']} ({manifest.get('status')}): {run.uri}")
     for folder in ("models", "inference"):

@@ -35,7 +35,9 @@ def tracked(ctx: Context, model: str, step: str, extra_config: dict[str, Any] | 
         dir=str(config.experiment_dir),
         config={"settings": dict(config.raw), "model": model, "run": ctx.run.num if ctx.run else None, **(extra_config or {})},
         reinit="create_new",
+        settings=wandb.Settings(silent=True),
     )
+    ctx.log.info("wandb %s run %s (%s)", config.wandb_mode, run.name, run.dir)
     try:
         yield run
     except BaseException:

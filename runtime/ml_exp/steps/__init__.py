@@ -14,6 +14,8 @@ from pathlib import Path
 RECONCILED = "data/reconciled"
 PREPARED = "data/prepared"
 LABELS = "data/prepared/labels.json"
+# The processor that encoded a model's data, saved next to it (data/prepared/<model>/processor).
+PROCESSOR = "processor"
 
 class StepError(Exception):
     """A problem a user can fix (bad record, malformed encode output, missing input...).

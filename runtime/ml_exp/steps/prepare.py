@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_exp.context import Context
-from ml_exp.steps import LABELS, RECONCILED, StepError, local_input, prepared_dir
+from ml_exp.steps import LABELS, PROCESSOR, RECONCILED, StepError, local_input, prepared_dir
 from ml_exp.udf import UDFs
 
 SPLITS = ("train", "validation", "test")
@@ -109,6 +109,9 @@ def _encode_for(model_name: str, splits, content: list[str], labels: list[str], 
     local = scratch / "prepared" / prepared_dir(model_name)
     encoded.save_to_disk(str(local))
     (local / "labels.json").write_text(json.dumps(labels))
+    if hasattr(processor, "save_pretrained"):
+        # Training and inference use this very processor: the ids were made by it.
+        processor.save_pretrained(str(local / PROCESSOR))
     ctx.run.put_dir(str(local), prepared_dir(model_name), overwrite=_rewriting(ctx))
     return {"columns": columns, "rows": {name: len(part) for name, part in encoded.items()}, "workers": workers}
 

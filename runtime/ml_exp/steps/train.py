@@ -18,7 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ml_exp.context import Context
-from ml_exp.steps import LABELS, StepError, checkpoint_dir, local_input, model_dir, prepared_dir
+from ml_exp.steps import LABELS, PROCESSOR, StepError, checkpoint_dir, local_input, model_dir, prepared_dir
 from ml_exp.udf import UDFs
 
 TRAINING_METRICS = "training_metrics.json"
@@ -72,7 +72,7 @@ def train_model(ctx: Context, udfs: UDFs, model_name: str, data_dir: Path, check
     config = ctx.config
     labels = json.loads(ctx.run.read_text(LABELS))
     splits = datasets.load_from_disk(str(data_dir))
-    processor = _call(f"load_processor({model_name!r})", udfs.load_processor, model_name, ctx)
+    processor = saved_processor(data_dir) or _call(f"load_processor({model_name!r})", udfs.load_processor, model_name, ctx)
     model = _call(f"load_model({model_name!r})", udfs.load_model, model_name, labels, ctx)
     if getattr(getattr(model, "config", None), "num_labels", len(labels)) != len(labels):
         raise StepError(f"load_model({model_name!r}) returned a model with {model.config.num_labels} outputs for {len(labels)} labels; pass num_labels=len(labels)")
@@ -150,6 +150,19 @@ def train_model(ctx: Context, udfs: UDFs, model_name: str, data_dir: Path, check
             Path(out, TRAINING_METRICS).write_text(json.dumps(summary, indent=2, default=str))
             ctx.run.put_dir(out, model_dir(model_name), overwrite=True)
     return summary
+
+
+def saved_processor(data_dir: Path) -> Any:
+    """The processor preparation encoded the data with (None when it could not be saved)."""
+    folder = data_dir / PROCESSOR
+    if not folder.is_dir():
+        return None
+    from transformers import AutoProcessor, AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError):
+        return AutoProcessor.from_pretrained(str(folder))
 
 
 def last_complete_checkpoint(checkpoints: Path) -> str | None:

@@ -1,0 +1,377 @@
+"""Inference testing: one trained model on the test split of its prepared data.
+
+Inputs (written by earlier steps): ``data/prepared/<key>/`` (a ``DatasetDict`` saved with
+``save_to_disk``: ``id``, ``label`` and the encoded model inputs), ``data/prepared/labels.json``
+and ``models/<key>/`` (``save_pretrained`` model + tokenizer + ``labels.json``).
+
+Outputs, in ``inference/<key>/`` (uploaded as one complete folder, never overwritten):
+``predictions.parquet`` / ``predictions.csv`` (id, true_label, predicted_label, one
+``score_<label>`` softmax column per class), ``metrics.json`` (the experiment's
+``compute_metrics``), ``classification_report.json``, ``confusion_matrix.json`` and
+``confusion_matrix.png``.
+
+Memory stays flat however large the test split: the split is memory-mapped and read batch by
+batch, predictions are streamed to the Parquet/CSV writers (one Parquet row group per
+:data:`PARQUET_ROWS_PER_GROUP` rows), and only the int predictions/references (for
+``compute_metrics``) and a running confusion matrix are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import math
+import tempfile
+from array import array
+from collections.abc import Mapping
+from contextlib import nullcontext
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+from ml_exp.steps import (
+    LABELS,
+    StepError,
+    inference_dir,
+    local_input,
+    model_dir,
+    model_key,
+    prepared_dir,
+)
+from ml_exp.store import OutputExistsError
+
+STEP = "inference"
+TEST_SPLIT = "test"
+# Rows buffered before a Parquet row group is written (bounded memory per group).
+PARQUET_ROWS_PER_GROUP = 65_536
+# Columns of the prepared data that are not model inputs.
+_NOT_INPUTS = {"id", "label", "labels"}
+
+
+def run_inference(ctx: Any, udfs: Any, model_name: str) -> dict:
+    """Run ``model_name``'s trained model on the test split and write ``inference/<key>/``.
+
+    Returns ``{"metrics": <compute_metrics result>, "test_records": n, "uri": <folder URL>}``.
+    Raises :class:`StepError` for problems the user can fix (missing inputs, label maps that
+    disagree, a failing ``compute_metrics``), and the store's ``OutputExistsError`` when this
+    run already has a complete inference folder for the model.
+    """
+    run, log = ctx.run, ctx.log
+    if run is None:
+        raise StepError("inference needs a run (ctx.run is None); start it with exp run")
+    key = model_key(model_name)
+    target = inference_dir(model_name)
+    if run.is_complete(target):  # fail before any compute; put_dir would refuse at the end anyway
+        raise OutputExistsError(f"{run.path(target)} already exists; refusing to overwrite it (run outputs are never "
+                                "overwritten). Start a new run (RUN_NUM = auto) to test the model again.")
+
+    from ml_exp.tracking import tracked
+
+    with tempfile.TemporaryDirectory(prefix=f"ml-exp-inference-{key}-") as scratch:
+        scratch_dir = Path(scratch)
+        prepared = local_input(run, prepared_dir(model_name), scratch_dir / "inputs")
+        trained = local_input(run, model_dir(model_name), scratch_dir / "inputs")
+        labels = _labels(run, trained, model_name)
+        out = scratch_dir / "out"
+        out.mkdir()
+
+        with tracked(ctx, key, STEP) as wb:
+            n, predictions, references, matrix = _predict(ctx, model_name, prepared, trained, labels, out)
+            log.info("inference %s: %d test records scored", model_name, n)
+
+            metrics = _user_metrics(udfs, ctx, model_name, predictions, references, labels)
+            report = _classification_report(predictions, references, labels)
+            del predictions, references
+            _write_json(out / "metrics.json", metrics)
+            _write_json(out / "classification_report.json", report)
+            _write_json(out / "confusion_matrix.json", {"labels": list(labels), "matrix": matrix})
+            (out / "confusion_matrix.png").write_bytes(confusion_matrix_png(matrix, labels, title=f"{model_name} — test"))
+
+            uri = run.put_dir(str(out), target)
+            log.info("inference %s: outputs in %s", model_name, uri)
+            if wb is not None:
+                _log_to_wandb(wb, log, metrics, report, labels, out / "confusion_matrix.png", n)
+
+    return {"metrics": metrics, "test_records": n, "uri": uri}
+
+
+def load_result(run: Any, model_name: str) -> dict:
+    """What :func:`run_inference` returned, read back from a complete ``inference/<key>/`` folder
+    (to rebuild the report, or to skip a model already tested when a step is resumed)."""
+    import pyarrow.parquet as pq
+
+    folder = inference_dir(model_name)
+    if not run.is_complete(folder):
+        raise StepError(f"{run.path(folder)} is missing or incomplete: run the inference step for {model_name!r} first.")
+    metrics = run.read_json(f"{folder}/metrics.json")
+    with run.store.fs.open(run.path(folder, "predictions.parquet"), "rb") as f:
+        records = pq.ParquetFile(f).metadata.num_rows
+    return {"metrics": metrics, "test_records": records, "uri": run.path(folder)}
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def _labels(run: Any, trained: Path, model_name: str) -> list[str]:
+    try:
+        data_labels = run.read_json(LABELS)
+    except Exception as exc:
+        raise StepError(f"{run.path(LABELS)} cannot be read ({exc}); run the preparation step first.") from None
+    model_labels_file = trained / "labels.json"
+    if model_labels_file.is_file():
+        model_labels = json.loads(model_labels_file.read_text())
+        if list(model_labels) != list(data_labels):
+            raise StepError(
+                f"the label map of model {model_name!r} ({model_labels_file.name}: {model_labels}) differs from the "
+                f"prepared data's ({LABELS}: {data_labels}); train the model on this run's prepared data.")
+    if not isinstance(data_labels, list) or not data_labels:
+        raise StepError(f"{run.path(LABELS)} must be a non-empty list of label names (index = class id).")
+    return [str(label) for label in data_labels]
+
+
+def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
+    import datasets
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        splits = datasets.load_from_disk(str(prepared))  # memory-mapped
+    except Exception as exc:
+        raise StepError(f"the prepared data of model {model_name!r} ({prepared}) cannot be loaded: {exc}; "
+                        "re-run the preparation step in a new run.") from exc
+    if not isinstance(splits, datasets.DatasetDict) or TEST_SPLIT not in splits:
+        found = list(splits.keys()) if isinstance(splits, datasets.DatasetDict) else "a single Dataset"
+        raise StepError(f"the prepared data of model {model_name!r} has no {TEST_SPLIT!r} split (found: {found}).")
+    test = splits[TEST_SPLIT]
+    for column in ("id", "label"):
+        if column not in test.column_names:
+            raise StepError(f"the {TEST_SPLIT} split of model {model_name!r} has no {column!r} column "
+                            f"(columns: {test.column_names}).")
+    feature = test.features["label"]
+    names = getattr(feature, "names", None)
+    if names is not None and list(names) != list(labels):
+        raise StepError(f"the {TEST_SPLIT} split's label names {list(names)} differ from {LABELS} {labels}.")
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(trained))
+    num_labels = getattr(model.config, "num_labels", len(labels))
+    if num_labels != len(labels):
+        raise StepError(f"model {model_name!r} has {num_labels} outputs but there are {len(labels)} labels {labels}.")
+
+    tokenizer = None
+    if any((trained / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")):
+        tokenizer = AutoTokenizer.from_pretrained(str(trained))
+        if tokenizer.pad_token is None and getattr(tokenizer, "eos_token", None) is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    parameters = inspect.signature(model.forward).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    accepted = set(parameters)
+    inputs = [c for c in test.column_names if c not in _NOT_INPUTS and (takes_any or c in accepted)]
+    if not inputs:
+        raise StepError(f"the {TEST_SPLIT} split of model {model_name!r} has no model inputs (columns: {test.column_names}; "
+                        f"the model accepts {sorted(accepted)}); check encode().")
+    return test, model, tokenizer, inputs
+
+
+# --- the forward pass, streamed ------------------------------------------------------------------
+
+
+def _predict(ctx: Any, model_name: str, prepared: Path, trained: Path, labels: list[str], out: Path):
+    """Score the test split batch by batch, streaming rows to predictions.parquet/.csv.
+
+    Returns (n, predictions, references, confusion matrix as lists)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    test, model, tokenizer, inputs = _load(prepared, trained, labels, model_name)
+    n = test.num_rows
+    if n == 0:
+        raise StepError(f"the {TEST_SPLIT} split of model {model_name!r} is empty; give reconcile() more records or "
+                        "raise the test share of SPLIT_RATIOS.")
+    batch_size = ctx.config.per_device_eval_batch_size
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    autocast = nullcontext()
+    precision = getattr(ctx.config, "mixed_precision", "no")
+    if device.type == "cuda" and precision in ("fp16", "bf16"):
+        autocast = torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+    collator = None
+    if tokenizer is not None and tokenizer.pad_token is not None:  # else: inputs of equal length (as in training)
+        from transformers import DataCollatorWithPadding
+
+        collator = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+
+    k = len(labels)
+    score_columns = [f"score_{label}" for label in labels]
+    schema = pa.schema([("id", pa.string()), ("true_label", pa.string()), ("predicted_label", pa.string())]
+                       + [(c, pa.float32()) for c in score_columns])
+    predictions, references = array("q"), array("q")
+    matrix = np.zeros((k, k), dtype=np.int64)
+    buffer: dict[str, list] = {name: [] for name in schema.names}
+
+    def flush(writer: Any) -> None:
+        if buffer["id"]:
+            writer.write_table(pa.table(buffer, schema=schema))
+            for values in buffer.values():
+                values.clear()
+
+    data = test.select_columns(["id", "label", *inputs])
+    batches = math.ceil(n / batch_size)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("batches"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+    with pq.ParquetWriter(str(out / "predictions.parquet"), schema) as writer, \
+            open(out / "predictions.csv", "w", newline="", encoding="utf-8") as csv_file, progress:
+        rows = csv.writer(csv_file)
+        rows.writerow(schema.names)
+        task = progress.add_task(f"inference {model_name}", total=batches)
+        with torch.no_grad():
+            for batch in data.iter(batch_size=batch_size):
+                features = _tensors(batch, inputs, collator, model_name)
+                with autocast:
+                    logits = model(**{name: t.to(device) for name, t in features.items()}).logits
+                if logits.shape[-1] != k:
+                    raise StepError(f"model {model_name!r} returned {logits.shape[-1]} scores per record, expected {k}.")
+                probs = logits.float().softmax(dim=-1).cpu().numpy()
+                predicted = probs.argmax(axis=-1)
+                truth = np.asarray(batch["label"], dtype=np.int64)
+                if truth.size and (truth.min() < 0 or truth.max() >= k):
+                    raise StepError(f"the {TEST_SPLIT} split has label ids outside 0..{k - 1}.")
+                np.add.at(matrix, (truth, predicted), 1)
+                predictions.extend(int(p) for p in predicted)
+                references.extend(int(t) for t in truth)
+
+                ids = [str(i) for i in batch["id"]]
+                true_names = [labels[t] for t in truth]
+                predicted_names = [labels[p] for p in predicted]
+                buffer["id"].extend(ids)
+                buffer["true_label"].extend(true_names)
+                buffer["predicted_label"].extend(predicted_names)
+                for c, column in enumerate(score_columns):
+                    buffer[column].extend(probs[:, c].tolist())
+                rows.writerows([i, t, p, *(f"{s:.6g}" for s in row)]
+                               for i, t, p, row in zip(ids, true_names, predicted_names, probs.tolist()))
+                if len(buffer["id"]) >= PARQUET_ROWS_PER_GROUP:
+                    flush(writer)
+                progress.advance(task)
+        flush(writer)
+    return n, predictions.tolist(), references.tolist(), matrix.tolist()
+
+
+def _tensors(batch: Mapping[str, list], inputs: list[str], collator: Any, model_name: str) -> dict:
+    import torch
+
+    if collator is not None:
+        rows = [dict(zip(inputs, values)) for values in zip(*(batch[c] for c in inputs))]
+        return dict(collator(rows))
+    try:
+        return {c: torch.tensor(batch[c]) for c in inputs}
+    except (ValueError, TypeError) as exc:
+        raise StepError(f"the test records of model {model_name!r} have inputs of different lengths and no tokenizer "
+                        "was saved with the model to pad them; save the processor in the model folder "
+                        f"(models/{model_key(model_name)}/) or pad in encode() ({exc}).") from None
+
+
+# --- metrics and outputs -------------------------------------------------------------------------
+
+
+def _user_metrics(udfs: Any, ctx: Any, model_name: str, predictions: list[int], references: list[int],
+                  labels: list[str]) -> dict[str, float]:
+    where = getattr(getattr(udfs, "module", None), "__name__", None) or "experiment"
+    try:
+        result = udfs.compute_metrics(predictions, references, list(labels), ctx)
+    except Exception as exc:
+        raise StepError(f"{where}.compute_metrics raised {type(exc).__name__}: {exc} (inference of model {model_name!r} "
+                        f"on {len(references)} test records); fix compute_metrics.") from exc
+    if not isinstance(result, Mapping):
+        raise StepError(f"{where}.compute_metrics returned {type(result).__name__} for model {model_name!r}; "
+                        "return a dict of metric name -> number.")
+    metrics: dict[str, float] = {}
+    for name, value in result.items():
+        number = _as_number(value)
+        if number is None:
+            raise StepError(f"{where}.compute_metrics returned {name!r} = {value!r} for model {model_name!r}; "
+                            "every value must be a number.")
+        metrics[str(name)] = number
+    return metrics
+
+
+def _as_number(value: Any) -> float | None:
+    """A float for Python numbers and 0-d numpy/torch scalars; None for anything else."""
+    if isinstance(value, Real):
+        return float(value)
+    if getattr(value, "shape", None) in ((), []):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _classification_report(predictions: list[int], references: list[int], labels: list[str]) -> dict:
+    from sklearn.metrics import classification_report
+
+    return classification_report(references, predictions, labels=list(range(len(labels))), target_names=list(labels),
+                                 output_dict=True, zero_division=0)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=_plain) + "\n", encoding="utf-8")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (sklearn's report) as Python numbers."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def confusion_matrix_png(matrix: list[list[int]], labels: list[str], title: str = "") -> bytes:
+    """A PNG of the confusion matrix: true labels down, predicted across, counts in the cells."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    k = len(labels)
+    side = min(4 + 0.5 * k, 24)
+    figure = Figure(figsize=(side + 1.5, side), dpi=100)
+    FigureCanvasAgg(figure)  # the Agg backend, without touching pyplot's global state
+    axes = figure.add_subplot()
+    image = axes.imshow(matrix, cmap="Blues", interpolation="nearest")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    axes.set_xticks(range(k), labels=labels, rotation=45, ha="right", rotation_mode="anchor")
+    axes.set_yticks(range(k), labels=labels)
+    axes.set_xlabel("Predicted label")
+    axes.set_ylabel("True label")
+    if title:
+        axes.set_title(title)
+    peak = max((max(row) for row in matrix), default=0)
+    fontsize = max(5, min(10, 120 // max(k, 1)))
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            axes.text(j, i, str(count), ha="center", va="center", fontsize=fontsize,
+                      color="white" if peak and count > peak / 2 else "black")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _log_to_wandb(wb: Any, log: Any, metrics: dict, report: dict, labels: list[str], png: Path, n: int) -> None:
+    """Test metrics, per-class report and confusion matrix to wandb. Everything here is also in the
+    run's storage, so a tracking failure is a warning, not a failed step."""
+    try:
+        import wandb
+
+        wb.log({**{f"test/{name}": value for name, value in metrics.items()}, "test/records": n})
+        table = wandb.Table(columns=["label", "precision", "recall", "f1-score", "support"])
+        for label in labels:
+            row = report.get(label, {})
+            table.add_data(label, row.get("precision"), row.get("recall"), row.get("f1-score"), row.get("support"))
+        wb.log({"test/per_class": table, "test/confusion_matrix": wandb.Image(str(png), caption="confusion matrix (test)")})
+        for name, value in metrics.items():
+            wb.summary[f"test/{name}"] = value
+    except Exception as exc:  # noqa: BLE001 - tracking must not fail a finished step
+        log.warning("could not log inference results to wandb: %s: %s", type(exc).__name__, exc)

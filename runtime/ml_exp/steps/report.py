@@ -1,0 +1,120 @@
+"""The models of a run side by side: ``comparison.json``, ``report.md`` and ``comparison.png``
+at the run root, rebuilt from the per-model inference results (so overwriting them is safe)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from ml_exp.steps import StepError, inference_dir
+
+
+def greater_is_better(metric: str) -> bool:
+    """As HF ``TrainingArguments``: a metric is maximised unless it is a loss."""
+    return not metric.endswith("loss")
+
+
+def write_report(ctx: Any, results: dict[str, dict]) -> dict:
+    """Compare the models of ``results`` (model name -> what ``run_inference`` returned) on
+    ``METRIC_FOR_BEST_MODEL`` and write the comparison at the run root.
+
+    Returns ``{"best_model": ..., "metric": ..., "value": ...}``. Raises :class:`StepError` when
+    no model has the metric.
+    """
+    run, config = ctx.run, ctx.config
+    metric = config.metric_for_best_model
+    if not results:
+        raise StepError("no inference results to compare; switch RUN_INFERENCE on for at least one model.")
+    models = {name: {k: float(v) for k, v in dict(result.get("metrics") or {}).items()} for name, result in results.items()}
+    scored = {name: m[metric] for name, m in models.items() if metric in m}
+    if not scored:
+        available = sorted({k for m in models.values() for k in m})
+        raise StepError(f"METRIC_FOR_BEST_MODEL = {metric} is not among the metrics of any model ({', '.join(available) or 'none'}); "
+                        "set METRIC_FOR_BEST_MODEL to one of them or return it from compute_metrics.")
+    pick = max if greater_is_better(metric) else min
+    best = pick(scored, key=lambda name: scored[name])  # ties: the first model in MODEL_NAMES order
+    value = scored[best]
+    missing = sorted(set(models) - set(scored))
+    if missing:
+        ctx.log.warning("models without %s (left out of the comparison): %s", metric, ", ".join(missing))
+
+    comparison = {
+        "metric": metric,
+        "greater_is_better": greater_is_better(metric),
+        "best_model": best,
+        "value": value,
+        "experiment": config.experiment_name,
+        "run": run.num,
+        "models": models,
+        "test_records": {name: result.get("test_records") for name, result in results.items()},
+    }
+    run.write_json("comparison.json", comparison, overwrite=True)
+    run.write_text("report.md", _markdown(config, run, results, models, metric, best), overwrite=True)
+    run.write_bytes("comparison.png", comparison_png(scored, metric, best, title=f"{config.experiment_name} run_{run.num}"),
+                    overwrite=True)
+    ctx.log.info("best model on %s: %s (%.4f)", metric, best, value)
+    return {"best_model": best, "metric": metric, "value": value}
+
+
+def _markdown(config: Any, run: Any, results: dict[str, dict], models: dict[str, dict[str, float]], metric: str,
+              best: str) -> str:
+    names: list[str] = [metric]
+    for m in models.values():
+        names += [k for k in m if k not in names]
+
+    def cell(text: str, bold: bool) -> str:
+        return f"**{text}**" if bold else text
+
+    direction = "higher" if greater_is_better(metric) else "lower"
+    lines = [
+        f"# {config.experiment_name} — run {run.num}: model comparison",
+        "",
+        f"Models compared on the test split by **{metric}** ({direction} is better). "
+        f"Best model: **{best}** ({metric} = {models[best][metric]:.4f}).",
+        "",
+        "| model | " + " | ".join(names) + " | test records | inference |",
+        "|---|" + "---:|" * len(names) + "---:|---|",
+    ]
+    for name, m in models.items():
+        bold = name == best
+        values = [cell(f"{m[k]:.4f}", bold) if k in m else "—" for k in names]
+        folder = inference_dir(name)
+        records = results[name].get("test_records")
+        lines.append(f"| {cell(_escape(name), bold)} | " + " | ".join(values)
+                     + f" | {'' if records is None else records} | [{folder}/]({folder}/) |")
+    lines += ["", "![comparison](comparison.png)", ""]
+    for name in models:
+        folder = inference_dir(name)
+        lines += [f"## {_escape(name)}", "",
+                  f"Outputs: [{folder}/]({folder}/) — {results[name].get('uri', '')}", "",
+                  f"![confusion matrix of {_escape(name)}]({folder}/confusion_matrix.png)", ""]
+    return "\n".join(lines)
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def comparison_png(scores: dict[str, float], metric: str, best: str, title: str = "") -> bytes:
+    """A bar chart of ``metric`` per model (the best one highlighted), rendered with Agg."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(scores)
+    figure = Figure(figsize=(max(5.0, 1.2 * len(names) + 2), 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    colors = ["tab:orange" if name == best else "tab:blue" for name in names]
+    bars = axes.bar(range(len(names)), [scores[n] for n in names], color=colors)
+    axes.set_xticks(range(len(names)), labels=names, rotation=30 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
+    axes.bar_label(bars, fmt="%.4f", padding=2)
+    axes.set_ylabel(metric)
+    axes.set_xlabel("model")
+    top = max(scores.values(), default=1.0)
+    if 0 <= min(scores.values(), default=0.0) and top <= 1.0:
+        axes.set_ylim(0, 1.08)
+    axes.set_title(title or f"{metric} per model")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -1,0 +1,201 @@
+"""ml_exp.defaults: the one-line encode and metrics a user's functions can call (offline)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+from ml_exp import defaults
+from ml_exp.config import load_config
+from ml_exp.context import Context
+
+METRIC_KEYS = {f"{m}_{a}" for m in ("precision", "recall", "f1") for a in ("macro", "micro", "weighted")} | {"accuracy"}
+SHIPPED_METRIC = Path(defaults.__file__).with_name("metrics") / "classification.py"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline_hf(tmp_path_factory):
+    """Where evaluate copies local metric scripts (read when evaluate is first imported), and no Hub."""
+    os.environ.setdefault("HF_MODULES_CACHE", str(tmp_path_factory.mktemp("hf_modules")))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+
+
+def sklearn_metrics(preds, refs, num_labels):
+    labels = list(range(num_labels))
+    out = {"accuracy": accuracy_score(refs, preds)}
+    for average in ("macro", "micro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(refs, preds, labels=labels, average=average, zero_division=0)
+        out.update({f"precision_{average}": p, f"recall_{average}": r, f"f1_{average}": f})
+    return out
+
+
+# --- classification_metrics -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("as_numpy", [True, False], ids=["numpy", "lists"])
+def test_metrics_equal_sklearn_on_random_data(as_numpy):
+    rng = np.random.default_rng(7)
+    labels = ["contract", "audit", "policy", "memo", "never-seen"]  # the last class occurs nowhere
+    refs = rng.integers(0, 4, size=300)
+    preds = np.where(rng.random(300) < 0.6, refs, rng.integers(0, 4, size=300))
+    got = defaults.classification_metrics(preds if as_numpy else preds.tolist(), refs if as_numpy else refs.tolist(), labels)
+    assert set(got) == METRIC_KEYS
+    assert all(type(v) is float for v in got.values())
+    expected = sklearn_metrics(preds, refs, len(labels))
+    for key in METRIC_KEYS:
+        assert got[key] == pytest.approx(expected[key], abs=1e-12), key
+    # the unseen class counts in macro averaging (a 0 for it), so macro < what 4 labels give
+    assert got["f1_macro"] < sklearn_metrics(preds, refs, 4)["f1_macro"]
+
+
+def test_perfect_predictions_score_one():
+    refs = [0, 1, 2, 2, 1, 0, 2]
+    got = defaults.classification_metrics(list(refs), refs, ["a", "b", "c"])
+    assert got == {key: 1.0 for key in METRIC_KEYS}
+
+
+def test_logits_are_reduced_with_argmax():
+    logits = np.array([[2.0, 0.1], [0.3, 0.9], [0.0, -1.0]])
+    got = defaults.classification_metrics(logits, [0, 1, 1], ["a", "b"])
+    assert got["accuracy"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    "preds, refs, labels, match",
+    [
+        ([0, 1], [0], ["a", "b"], "2 predictions but 1 references"),
+        ([], [], ["a"], "no predictions"),
+        ([0, 3], [0, 1], ["a", "b"], r"outside 0\.\.1"),
+        ([0, 1], [0, 1], [], "labels is empty"),
+    ],
+)
+def test_metrics_reject_bad_input(preds, refs, labels, match):
+    with pytest.raises(ValueError, match=match):
+        defaults.classification_metrics(preds, refs, labels)
+
+
+def test_evaluate_loads_the_shipped_module_once(monkeypatch):
+    import evaluate
+
+    module = defaults.classification_metric_module()
+    assert isinstance(module, evaluate.Metric)
+    assert type(module).__name__ == "ClassificationMetrics"
+    # evaluate imported a copy of the file shipped in the runtime, from HF_MODULES_CACHE
+    copied = Path(inspect.getfile(type(module)))
+    assert copied.read_text() == SHIPPED_METRIC.read_text()
+    assert copied != SHIPPED_METRIC.resolve()
+    assert str(copied).startswith(os.path.realpath(evaluate.config.HF_MODULES_CACHE)) or str(copied).startswith(
+        str(evaluate.config.HF_MODULES_CACHE))
+    # cached: no second evaluate.load
+    monkeypatch.setattr(evaluate, "load", lambda *a, **k: pytest.fail("evaluate.load called again"))
+    assert defaults.classification_metric_module() is module
+    got = defaults.classification_metrics([0, 1, 1], [0, 1, 0], ["a", "b"])
+    assert got == module.compute(predictions=[0, 1, 1], references=[0, 1, 0], num_labels=2)
+
+
+def test_metrics_go_through_the_evaluate_module(monkeypatch):
+    module = defaults.classification_metric_module()
+    seen = []
+    original = type(module)._compute
+
+    def spy(self, predictions, references, num_labels=None):
+        seen.append((list(predictions), list(references), num_labels))
+        return original(self, predictions, references, num_labels)
+
+    monkeypatch.setattr(type(module), "_compute", spy)
+    defaults.classification_metrics(np.array([1, 0]), np.array([1, 1]), ["x", "y", "z"])
+    assert seen == [([1, 0], [1, 1], 3)]
+
+
+def test_metrics_folder_is_part_of_the_installed_package():
+    import ml_exp.metrics
+
+    assert Path(ml_exp.metrics.CLASSIFICATION) == SHIPPED_METRIC.resolve()
+    assert Path(ml_exp.metrics.CLASSIFICATION).is_file()
+
+
+def test_import_is_light():
+    """exp validate imports experiment.py, which imports ml_exp.defaults: no ML stack at import."""
+    code = ("import sys, ml_exp.defaults; "
+            "print(','.join(m for m in ('torch', 'transformers', 'evaluate', 'datasets', 'sklearn', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+# --- tokenizer_encode -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    corpus = ["the contract is signed today.", "audit report of the finances.", "policy for remote work."] * 20
+    backend.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=100, special_tokens=specials))
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", backend.token_to_id("[CLS]")), ("[SEP]", backend.token_to_id("[SEP]"))])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    (tmp_path / "settings.ini").write_text("[settings]\nEXPERIMENT_NAME = EXP-1-t\nMODEL_NAMES = tiny\n"
+                                           "WANDB_MODE = disabled\nMAX_LENGTH = 7\n")
+    return Context(config=load_config(tmp_path, environ={}))
+
+
+def test_encode_joins_fields_and_skips_missing_values(tokenizer, ctx):
+    batch = {"title": ["Contract", None, ""], "text": ["signed today", "audit report", "remote work"], "label": [0, 1, 2]}
+    got = defaults.tokenizer_encode(batch, tokenizer, ctx, text_fields=("title", "text"), max_length=64)
+    assert isinstance(got, dict) and all(isinstance(v, list) for v in got.values())
+    expected = tokenizer(["Contract. signed today", "audit report", "remote work"])
+    assert got["input_ids"] == expected["input_ids"]
+    assert got["attention_mask"] == expected["attention_mask"]
+    period = tokenizer.convert_tokens_to_ids(".")
+    assert period != tokenizer.unk_token_id
+    assert period in got["input_ids"][0] and period not in got["input_ids"][1]  # ". " only between present fields
+    assert tokenizer.unk_token_id not in sum(got["input_ids"], [])
+    # no padding: the collator pads each batch
+    assert len({len(ids) for ids in got["input_ids"]}) > 1
+    assert tokenizer.pad_token_id not in got["input_ids"][0]
+
+
+def test_encode_truncates_to_max_length(tokenizer, ctx):
+    batch = {"text": ["the contract is signed today " * 10, "policy"]}
+    default = defaults.tokenizer_encode(batch, tokenizer, ctx)  # MAX_LENGTH = 7 from settings.ini
+    assert [len(ids) for ids in default["input_ids"]] == [7, 3]
+    assert default["input_ids"][0][-1] == tokenizer.sep_token_id
+    explicit = defaults.tokenizer_encode(batch, tokenizer, ctx, max_length=5)
+    assert [len(ids) for ids in explicit["input_ids"]] == [5, 3]
+    tokenizer.model_max_length, saved = 4, tokenizer.model_max_length
+    try:  # never beyond what the model accepts
+        assert len(defaults.tokenizer_encode(batch, tokenizer, ctx)["input_ids"][0]) == 4
+    finally:
+        tokenizer.model_max_length = saved
+
+
+def test_encode_names_a_missing_field(tokenizer, ctx):
+    with pytest.raises(ValueError, match=r"'title'.*their fields: label, text"):
+        defaults.tokenizer_encode({"text": ["a"], "label": [0]}, tokenizer, ctx, text_fields=("title", "text"))
+
+
+def test_encode_works_with_datasets_map(tokenizer, ctx):
+    import datasets
+
+    raw = datasets.Dataset.from_dict({"id": ["1", "2", "3"], "text": ["audit report", "the contract", "policy"] , "label": [1, 0, 2]})
+    encoded = raw.map(lambda b: defaults.tokenizer_encode(b, tokenizer, ctx), batched=True, batch_size=2)
+    assert set(encoded.column_names) >= {"id", "label", "input_ids", "attention_mask"}
+    assert encoded[1]["input_ids"] == tokenizer("the contract")["input_ids"]
