@@ -93,7 +93,7 @@ def test_two_process_training_resumes_after_kill(tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "reconciliation: already completed" in resumed.stdout and "training: resuming" in resumed.stdout
     training = json.loads((run_dir(project, 1) / "models" / "tiny-bert" / "training_metrics.json").read_text())
-    assert training["resumed_from"] is not None
+    assert training["resumed_from"] is not None, (resumed.stdout + resumed.stderr)[-3000:]
     assert int(training["resumed_from"].split("-")[1]) >= first_checkpoint
     assert training["world_size"] == 2
     assert sorted(r["rank"] for r in training["ranks"]) == [0, 1]

@@ -13,13 +13,12 @@ import os
 import sys
 from pathlib import Path
 
+from ml_exp.backends.local import ERROR_FILE, die_with_parent
 from ml_exp.config import load_config
 from ml_exp.context import Context
 from ml_exp.steps import StepError
 from ml_exp.store import Store
 from ml_exp.udf import load_udfs
-
-ERROR_FILE = "ML_EXP_ERROR_FILE"  # where a failing worker leaves its message for the launcher
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", type=Path, required=True)
     args = parser.parse_args(argv)
 
+    die_with_parent()  # torchrun starts workers in their own process group; tie them to it
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO, format=f"[rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
     try:

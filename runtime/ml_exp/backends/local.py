@@ -15,7 +15,19 @@ from pathlib import Path
 
 from ml_exp.context import Context
 from ml_exp.steps import StepError
-from ml_exp.worker import ERROR_FILE
+
+ERROR_FILE = "ML_EXP_ERROR_FILE"  # where a failing worker leaves its message for the launcher
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent dies, so that killing `exp run` (even with -9)
+    never leaves orphan training processes that go on writing into the run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def num_processes(ctx: Context) -> int:
@@ -49,7 +61,7 @@ def launch(ctx: Context, step: str, model_name: str, data_dir: Path, checkpoints
     ctx.log.info("%s of %s: %d process(es)", step, model_name, processes)
     with tempfile.TemporaryDirectory(prefix="ml-exp-errors-") as errors:
         env[ERROR_FILE] = os.path.join(errors, "error")
-        returncode = subprocess.run(command, env=env).returncode
+        returncode = subprocess.run(command, env=env, preexec_fn=die_with_parent).returncode
         if returncode:
             messages = sorted(json.loads(p.read_text())["error"] for p in Path(errors).glob("error.rank*"))
             detail = messages[0] if messages else f"the workers exited with status {returncode} (their output is above)"

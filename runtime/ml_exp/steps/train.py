@@ -100,6 +100,7 @@ def train_model(ctx: Context, udfs: UDFs, model_name: str, data_dir: Path, check
         seed=config.seed,
         use_cpu=not cuda,
         ddp_backend=None if cuda else "gloo",
+        ddp_find_unused_parameters=False,
         report_to="none",
         disable_tqdm=not _interactive(),
     )
