@@ -115,10 +115,10 @@ def _run_inference(ctx: Context, udfs: UDFs) -> dict[str, Any]:
 
 
 def _run_training(ctx: Context, udfs: UDFs) -> dict[str, Any]:
-    from ml_exp.backends.local import launch
+    from ml_exp.backends.local import train
     from ml_exp.steps.train import run_training
 
-    return run_training(ctx, udfs, launch)
+    return run_training(ctx, udfs, train)
 
 
 def _run_reconciliation(ctx: Context, udfs: UDFs) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"))
         from ml_exp.steps.train import train_model
 
-        train_model(ctx, udfs, args.model, args.data_dir, args.checkpoints)
+        train_model(ctx, udfs, args.model, args.data_dir, args.checkpoints, sync_checkpoints=run.store.is_s3)
     except Exception as exc:
         message = str(exc) if isinstance(exc, StepError) else f"{type(exc).__name__}: {exc}"
         if os.environ.get(ERROR_FILE):

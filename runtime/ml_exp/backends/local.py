@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from ml_exp.context import Context
-from ml_exp.steps import StepError
+from ml_exp.steps import StepError, checkpoint_dir, local_input, prepared_dir
 
 ERROR_FILE = "ML_EXP_ERROR_FILE"  # where a failing worker leaves its message for the launcher
 
@@ -37,6 +37,26 @@ def num_processes(ctx: Context) -> int:
     import torch
 
     return max(1, torch.cuda.device_count())
+
+
+def train(ctx: Context, model_name: str) -> None:
+    """Train one model in NUM_PROCESSES local workers, from the run's prepared data."""
+    with tempfile.TemporaryDirectory(prefix="ml-exp-train-") as scratch:
+        data = local_input(ctx.run, prepared_dir(model_name), scratch)
+        launch(ctx, "training", model_name, data, checkpoints_for(ctx, model_name, Path(scratch)))
+
+
+def checkpoints_for(ctx: Context, model_name: str, scratch: Path) -> Path:
+    """Where the Trainer writes checkpoints: the run's own folder on local storage (so a
+    re-run resumes from it); on S3 a local copy of the run's checkpoints, which the workers
+    mirror back after every save."""
+    if not ctx.run.store.is_s3:
+        return Path(ctx.run.local_path_or_url(checkpoint_dir(model_name)))
+    local = scratch / "checkpoints"
+    for name in ctx.run.listdir(checkpoint_dir(model_name)):
+        if ctx.run.is_complete(f"{checkpoint_dir(model_name)}/{name}"):
+            ctx.run.get_dir(f"{checkpoint_dir(model_name)}/{name}", str(local / name))
+    return local
 
 
 def launch(ctx: Context, step: str, model_name: str, data_dir: Path, checkpoints: Path) -> None:

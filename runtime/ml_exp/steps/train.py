@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -18,22 +19,20 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ml_exp.context import Context
-from ml_exp.steps import LABELS, PROCESSOR, StepError, checkpoint_dir, local_input, model_dir, prepared_dir
+from ml_exp.steps import LABELS, PROCESSOR, StepError, checkpoint_dir, model_dir
 from ml_exp.udf import UDFs
 
 TRAINING_METRICS = "training_metrics.json"
-# launcher(ctx, step, model_name, data_dir, checkpoints) runs train_model in worker processes
-Launcher = Callable[[Context, str, str, Path, Path], None]
+# train_one(ctx, model_name): the backend trains one model until models/<model>/ is complete
+TrainOne = Callable[[Context, str], None]
 
 
-def run_training(ctx: Context, udfs: UDFs, launch: Launcher) -> dict[str, Any]:
+def run_training(ctx: Context, udfs: UDFs, train_one: TrainOne) -> dict[str, Any]:
     """Train every model of MODEL_NAMES; a model already saved in this run is kept, not retrained."""
     results: dict[str, Any] = {}
     for model_name in ctx.config.model_names:
         if not ctx.run.is_complete(model_dir(model_name)):
-            with tempfile.TemporaryDirectory(prefix="ml-exp-train-") as scratch:
-                data = local_input(ctx.run, prepared_dir(model_name), scratch)
-                launch(ctx, "training", model_name, data, checkpoints_for(ctx, model_name, Path(scratch)))
+            train_one(ctx, model_name)
         else:
             ctx.log.info("%s: already trained in this run, kept", model_name)
         summary = ctx.run.read_json(f"{model_dir(model_name)}/{TRAINING_METRICS}")
@@ -42,20 +41,21 @@ def run_training(ctx: Context, udfs: UDFs, launch: Launcher) -> dict[str, Any]:
     return {"models": results, "metrics": {name: r["validation"] for name, r in results.items()}}
 
 
-def checkpoints_for(ctx: Context, model_name: str, scratch: Path) -> Path:
-    """Where the Trainer writes checkpoints: the run's own folder on local storage (so a
-    re-run resumes from it); on S3 a local folder that :class:`_SyncCheckpoints` mirrors."""
-    if not ctx.run.store.is_s3:
-        return Path(ctx.run.local_path_or_url(checkpoint_dir(model_name)))
-    local = scratch / "checkpoints"
-    for name in ctx.run.listdir(checkpoint_dir(model_name)):
-        if ctx.run.is_complete(f"{checkpoint_dir(model_name)}/{name}"):
-            ctx.run.get_dir(f"{checkpoint_dir(model_name)}/{name}", str(local / name))
-    return local
+def train_model(
+    ctx: Context,
+    udfs: UDFs,
+    model_name: str,
+    data_dir: Path,
+    checkpoints: Path,
+    sync_checkpoints: bool = False,
+    export_to: Path | None = None,
+) -> dict[str, Any]:
+    """Fine-tune one model in this process (one rank of possibly several).
 
-
-def train_model(ctx: Context, udfs: UDFs, model_name: str, data_dir: Path, checkpoints: Path) -> dict[str, Any]:
-    """Fine-tune one model in this process (one rank of possibly several)."""
+    ``sync_checkpoints`` mirrors each checkpoint into the run's storage (local backend on S3;
+    SageMaker syncs /opt/ml/checkpoints itself); ``export_to`` also receives the saved model
+    (SageMaker's /opt/ml/model, packed into model.tar.gz).
+    """
     import datasets
     import numpy as np
     import torch
@@ -99,7 +99,8 @@ def train_model(ctx: Context, udfs: UDFs, model_name: str, data_dir: Path, check
         save_total_limit=2,
         seed=config.seed,
         use_cpu=not cuda,
-        ddp_backend=None if cuda else "gloo",
+        # gloo between CPU ranks; None when alone (an explicit backend makes Accelerate expect a group)
+        ddp_backend="gloo" if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         ddp_find_unused_parameters=False,
         report_to="none",
         disable_tqdm=not _interactive(),
@@ -125,7 +126,7 @@ def train_model(ctx: Context, udfs: UDFs, model_name: str, data_dir: Path, check
     with tracked(ctx, model_name, "training") if trainer.is_world_process_zero() else nullcontext() as wb:
         if wb is not None:
             trainer.add_callback(_WandbLog(wb))
-        if ctx.run.store.is_s3 and trainer.is_world_process_zero():
+        if sync_checkpoints and trainer.is_world_process_zero():
             trainer.add_callback(_SyncCheckpoints(ctx, model_name))
         result = trainer.train(resume_from_checkpoint=last)
     summary = {
@@ -150,6 +151,8 @@ def train_model(ctx: Context, udfs: UDFs, model_name: str, data_dir: Path, check
             Path(out, "labels.json").write_text(json.dumps(labels))
             Path(out, TRAINING_METRICS).write_text(json.dumps(summary, indent=2, default=str))
             ctx.run.put_dir(out, model_dir(model_name), overwrite=True)
+            if export_to is not None:
+                shutil.copytree(out, export_to, dirs_exist_ok=True)
     return summary
 
 
