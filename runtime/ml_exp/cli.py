@@ -96,6 +96,10 @@ def run(
         bool,
         typer.Option("--smoke", help="The whole pipeline on a small sample (one short epoch), in a run marked as smoke."),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show (and save in the run) what would run, every SageMaker job specification; submit nothing."),
+    ] = False,
 ) -> None:
     """Validate, then run the steps in a new run (or continue one with --run)."""
     from ml_exp.config import STEPS
@@ -110,7 +114,7 @@ def run(
     from ml_exp.store import StoreError
 
     try:
-        done = run_pipeline(experiment_dir, steps=chosen, run_num=run_num, smoke=smoke, announce=_announce)
+        done = run_pipeline(experiment_dir, steps=chosen, run_num=run_num, smoke=smoke, dry_run=dry_run, announce=_announce)
     except ProblemsFound as exc:
         _print_problems(exc.problems)
         raise typer.Exit(1) from None
@@ -121,6 +125,9 @@ def run(
         _print_problems([_problem(exc.step, exc.message)])
         typer.echo(f"run_{exc.run.num}: {exc.step} is marked failed; fix it, then `exp run --run {exc.run.num}` resumes from there.", err=True)
         raise typer.Exit(1) from None
+    if dry_run:
+        typer.echo(f"run_{done.num}: dry run, nothing submitted; `exp run --run {done.num}` runs it.")
+        return
     from ml_exp.summary import print_summary
 
     print_summary(done)

@@ -47,11 +47,13 @@ def run_pipeline(
     steps: Sequence[str] | None = None,
     run_num: int | None = None,
     smoke: bool = False,
+    dry_run: bool = False,
     announce: Callable[[str], None] = print,
 ) -> Run:
     """Run the steps (default: those switched on in settings.ini) and return the run.
 
-    ``run_num`` continues that existing run instead of claiming a new one.
+    ``run_num`` continues that existing run instead of claiming a new one; ``dry_run`` only
+    shows (and saves in the run) what would be run: every SageMaker job specification.
     """
     overrides = _smoke_settings(Path(experiment_dir)) if smoke else {}
     environ = {**os.environ, **overrides}
@@ -67,15 +69,18 @@ def run_pipeline(
 
     store = Store(config.storage_uri, config.experiment_name)
     if run_num is None:
-        run = store.claim_run(config.run_num, lambda num: {**new_manifest(config, num), "smoke": smoke, "overrides": overrides})
+        run = store.claim_run(config.run_num, lambda num: {**new_manifest(config, num), "smoke": smoke, "dry_run": dry_run, "overrides": overrides})
         announce(f"run_{run.num}: {run.uri}")
     else:
         run = store.open_run(run_num)
         announce(f"run_{run.num} (continued): {run.uri}")
     ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"), extra={"environment": overrides, "smoke": smoke})
+    if dry_run:
+        show_plan(ctx, chosen, announce)
+        return run
     udfs = load_udfs(config.experiment_dir, config.udf_module, keep_loaded=True)
 
-    run.update_manifest(lambda m: m.update(status="running"))
+    run.update_manifest(lambda m: m.update(status="running", dry_run=False))
     for step in chosen:
         state = run.step(step)
         if state.get("status") == "completed":
@@ -100,25 +105,21 @@ def run_pipeline(
     return run
 
 
-def _run_inference(ctx: Context, udfs: UDFs) -> dict[str, Any]:
-    from ml_exp.steps import inference_dir
-    from ml_exp.steps.infer import load_result, run_inference
-    from ml_exp.steps.report import write_report
-
-    # A model tested by an earlier, interrupted attempt keeps its results.
-    results = {
-        name: load_result(ctx.run, name) if ctx.run.is_complete(inference_dir(name)) else run_inference(ctx, udfs, name)
-        for name in ctx.config.model_names
-    }
-    best = write_report(ctx, results)
-    return {"metrics": {name: result["metrics"] for name, result in results.items()}, "best": best}
+# --- what each step runs, by backend: local processes, or SageMaker jobs from the image ---------
+# Reconciliation always runs here: it reads the team's sources.
 
 
-def _run_training(ctx: Context, udfs: UDFs) -> dict[str, Any]:
-    from ml_exp.backends.local import train
-    from ml_exp.steps.train import run_training
+def _on_sagemaker(ctx: Context) -> bool:
+    return ctx.config.backend == "sagemaker"
 
-    return run_training(ctx, udfs, train)
+
+def _job(ctx: Context, step: str, model_name: str | None) -> dict[str, Any]:
+    """Run a step as a SageMaker job; the container leaves its facts in jobs/<name>.result.json."""
+    from ml_exp.backends import sagemaker
+
+    job = sagemaker.run_step(ctx, step, model_name)
+    result = f"jobs/{job['job_name']}.result.json"
+    return {**(ctx.run.read_json(result) if ctx.run.exists(result) else {}), "job_name": job["job_name"]}
 
 
 def _run_reconciliation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
@@ -128,9 +129,42 @@ def _run_reconciliation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
 
 
 def _run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
+    if _on_sagemaker(ctx):
+        return _job(ctx, "preparation", None)
     from ml_exp.steps.prepare import run_preparation
 
     return run_preparation(ctx, udfs)
+
+
+def _run_training(ctx: Context, udfs: UDFs) -> dict[str, Any]:
+    from ml_exp.steps.train import run_training
+
+    if _on_sagemaker(ctx):
+
+        def train_in_job(ctx: Context, model_name: str) -> None:
+            _job(ctx, "training", model_name)
+
+        return run_training(ctx, udfs, train_in_job)
+    from ml_exp.backends.local import train
+
+    return run_training(ctx, udfs, train)
+
+
+def _run_inference(ctx: Context, udfs: UDFs) -> dict[str, Any]:
+    from ml_exp.steps import inference_dir
+    from ml_exp.steps.infer import load_result, run_inference
+    from ml_exp.steps.report import write_report
+
+    results = {}
+    for name in ctx.config.model_names:
+        if not ctx.run.is_complete(inference_dir(name)):  # kept from an earlier, interrupted attempt
+            if _on_sagemaker(ctx):
+                _job(ctx, "inference", name)
+            else:
+                run_inference(ctx, udfs, name)
+        results[name] = load_result(ctx.run, name)
+    best = write_report(ctx, results)
+    return {"metrics": {name: result["metrics"] for name, result in results.items()}, "best": best}
 
 
 RUNNERS: Mapping[str, Callable[[Context, UDFs], dict[str, Any]]] = {
@@ -139,6 +173,28 @@ RUNNERS: Mapping[str, Callable[[Context, UDFs], dict[str, Any]]] = {
     "training": _run_training,
     "inference": _run_inference,
 }
+
+
+def show_plan(ctx: Context, steps: Sequence[str], announce: Callable[[str], None]) -> None:
+    """`exp run --dry-run`: what each step would do; SageMaker job specifications are printed
+    and saved in the run (jobs/<job name>.json), nothing is submitted."""
+    import json
+
+    config, run = ctx.config, ctx.run
+    for step in steps:
+        if run.step(step).get("status") == "completed":
+            announce(f"{step}: already completed in run_{run.num}; would be skipped")
+        elif step == "reconciliation" or not _on_sagemaker(ctx):
+            where = "here" if step != "training" else f"here, {config.num_processes or 'auto'} process(es) per model"
+            announce(f"{step}: would run {where} (backend {config.backend})")
+        else:
+            from ml_exp.backends import sagemaker
+
+            for model_name in [None] if step == "preparation" else config.model_names:
+                spec = sagemaker.run_step(ctx, step, model_name, dry_run=True)
+                announce(f"{step}: job {spec['job_name']} (saved in {run.path('jobs', spec['job_name'] + '.json')}):")
+                announce(json.dumps(spec.get("spec", spec), indent=2, default=str))
+    run.update_manifest(lambda m: m.update(status="dry-run", dry_run=True))
 
 
 def _smoke_settings(experiment_dir: Path) -> dict[str, str]:

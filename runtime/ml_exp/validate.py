@@ -60,8 +60,6 @@ def check_available(config: Config) -> list[Problem]:
     problems = []
     if config.run_tuning:
         problems.append(Problem("RUN_TUNING", "hyper-parameter tuning is not available in this version of ml-exp yet; set RUN_TUNING = false"))
-    if config.backend == "sagemaker":
-        problems.append(Problem("BACKEND", "the sagemaker backend is not available in this version of ml-exp yet; use BACKEND = local"))
     return problems
 
 
