@@ -71,3 +71,24 @@ def storage_uri(request: pytest.FixtureRequest, tmp_path) -> str:
         return f"file://{tmp_path}/storage"
     info: S3Info = request.getfixturevalue("s3_env")
     return f"s3://{info.bucket}/t-{uuid.uuid4().hex[:12]}"
+
+
+# --- moto's server: the loopback SageMaker API (and S3, IAM...) for the SageMaker backend ------
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> str:
+    """moto's server on 127.0.0.1 (a free port), for the whole session; returns its endpoint.
+    Tests reset its state with ``POST <endpoint>/moto-api/reset``."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
