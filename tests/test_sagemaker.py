@@ -8,6 +8,7 @@ recorder. A failing job (moto has none) comes from a stubbed DescribeTrainingJob
 from __future__ import annotations
 
 import base64
+import os
 import json
 import re
 import subprocess
@@ -386,3 +387,58 @@ def test_interrupting_the_wait_says_how_to_stop_the_job(make_ctx, monkeypatch: p
     with pytest.raises(KeyboardInterrupt):
         sm.submit(ctx, spec, on_status=interrupt)
     assert f"stop-training-job --training-job-name {spec['job_name']}" in caplog.text
+
+
+@pytest.mark.slow
+def test_exp_run_on_sagemaker_end_to_end(aws, tmp_path, monkeypatch):
+    """As a user would: dry run, then `exp run` with every step as a job in moto; since moto runs
+    nothing, each job's container runs here under the emulated contract, fed from the job's spec."""
+    import fsspec
+
+    from ml_exp.container import emulate
+    from ml_exp.pipeline import run_pipeline
+
+    project = bake(tmp_path, ticket="EXP-83", model_slug="sm-e2e")
+    settings = {"BACKEND": "sagemaker", "STORAGE_URI": f"s3://{BUCKET}/runs", "SAGEMAKER_ROLE_ARN": ROLE, "IMAGE_URI": IMAGE,
+                "WANDB_MODE": "disabled", "NUM_TRAIN_EPOCHS": "6", "INSTANCE_TYPE": "ml.g5.12xlarge"}
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    said: list[str] = []
+    planned = run_pipeline(project, dry_run=True, announce=said.append)
+    sagemaker = boto3.client("sagemaker")
+    assert sagemaker.list_training_jobs()["TrainingJobSummaries"] == []
+    specs = sorted(n for n in planned.listdir("jobs") if n.endswith(".json"))
+    assert [n.split("-r1-")[1].split("-")[0] for n in specs] == ["infer", "prep", "train"]
+    assert any(line.startswith("reconciliation: would run here") for line in said)
+
+    original = sm.submit
+    ran: list[str] = []
+
+    def submit_then_run_here(ctx, spec, **kwargs):
+        description = original(ctx, spec, **kwargs)  # the real request, to moto
+        channels = {}
+        s3 = fsspec.filesystem("s3")
+        for name, uri in spec["input_data"].items():
+            channels[name] = tmp_path / "channels" / spec["job_name"] / name
+            s3.get(uri.rstrip("/") + "/", str(channels[name]), recursive=True)
+        environment = {**os.environ, **{k: v for k, v in spec["environment"].items() if v != REDACTED}}
+        result = emulate(project, tmp_path / "opt-ml" / spec["job_name"], spec["step"], spec["run"], spec["model"] or None,
+                         channels, environment, job_name=spec["job_name"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        ran.append(spec["job_name"])
+        return description
+
+    monkeypatch.setattr(sm, "submit", submit_then_run_here)
+    run = run_pipeline(project, run_num=planned.num, announce=said.append)
+    manifest = run.read_manifest()
+    assert manifest["status"] == "completed", manifest["steps"]
+    assert [n.split("-r1-")[1].split("-")[0] for n in ran] == ["prep", "train", "infer"]
+    jobs = {j["TrainingJobName"]: sagemaker.describe_training_job(TrainingJobName=j["TrainingJobName"]) for j in sagemaker.list_training_jobs()["TrainingJobSummaries"]}
+    assert set(jobs) == set(ran)
+    train = next(d for name, d in jobs.items() if "-train-" in name)
+    assert train["AlgorithmSpecification"]["TrainingImage"] == IMAGE and train["RoleArn"] == ROLE
+    assert train["ResourceConfig"]["InstanceType"] == "ml.g5.12xlarge"
+    assert train["CheckpointConfig"]["S3Uri"] == run.path("checkpoints", "tiny-bert") + "/"
+    assert manifest["steps"]["preparation"]["job_name"] in ran
+    assert run.is_complete("models/tiny-bert") and run.is_complete("inference/tiny-bert")
+    assert manifest["steps"]["inference"]["metrics"]["tiny-bert"]["accuracy"] > 0.25

@@ -84,7 +84,17 @@ def run_in_container(ctx: Any, udfs: Any, step: str, model_name: str | None, roo
     return run_inference(ctx, udfs, model_name)
 
 
-def emulate(experiment_dir: Path, root: Path, step: str, run_num: int, model_name: str | None, channels: dict[str, Path], environ: dict[str, str], processes: int = 1) -> subprocess.CompletedProcess:
+def emulate(
+    experiment_dir: Path,
+    root: Path,
+    step: str,
+    run_num: int,
+    model_name: str | None,
+    channels: dict[str, Path],
+    environ: dict[str, str],
+    processes: int = 1,
+    job_name: str | None = None,
+) -> subprocess.CompletedProcess:
     """Run the entrypoint here as SageMaker would: a fresh /opt/ml-like tree under ``root``,
     the hyperparameters file, channels, ``SM_*`` variables; ``processes`` > 1 under torchrun."""
     config_dir = root / "input" / "config"
@@ -97,7 +107,7 @@ def emulate(experiment_dir: Path, root: Path, step: str, run_num: int, model_nam
         **environ,
         ROOT_VARIABLE: str(root),
         "ML_EXP_EXPERIMENT_DIR": str(experiment_dir),
-        "TRAINING_JOB_NAME": f"emulated-{step}",
+        "TRAINING_JOB_NAME": job_name or f"emulated-{step}",
         "SM_MODEL_DIR": str(root / "model"),
         "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
         "SM_CHANNELS": json.dumps(sorted(channels)),

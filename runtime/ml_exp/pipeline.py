@@ -130,7 +130,12 @@ def _run_reconciliation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
 
 def _run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
     if _on_sagemaker(ctx):
-        return _job(ctx, "preparation", None)
+        from ml_exp.steps import LABELS
+
+        facts = _job(ctx, "preparation", None)
+        if not ctx.run.exists(LABELS):
+            raise StepError(f"preparation job {facts['job_name']} ended but wrote no {ctx.run.path(LABELS)}; see its logs")
+        return facts
     from ml_exp.steps.prepare import run_preparation
 
     return run_preparation(ctx, udfs)

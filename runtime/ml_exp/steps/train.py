@@ -33,6 +33,8 @@ def run_training(ctx: Context, udfs: UDFs, train_one: TrainOne) -> dict[str, Any
     for model_name in ctx.config.model_names:
         if not ctx.run.is_complete(model_dir(model_name)):
             train_one(ctx, model_name)
+            if not ctx.run.is_complete(model_dir(model_name)):
+                raise StepError(f"training of {model_name} ended but {ctx.run.path(model_dir(model_name))} is incomplete; see the training logs")
         else:
             ctx.log.info("%s: already trained in this run, kept", model_name)
         summary = ctx.run.read_json(f"{model_dir(model_name)}/{TRAINING_METRICS}")
