@@ -29,6 +29,10 @@ ROOT_VARIABLE = "ML_EXP_SAGEMAKER_ROOT"
 STEPS = ("preparation", "training", "inference")
 
 
+def hps_output(root: Path) -> str:
+    return hyperparameters(root).get("output", "")
+
+
 def sagemaker_root() -> Path:
     return Path(os.environ.get(ROOT_VARIABLE, "/opt/ml"))
 
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO, format=f"[{step} rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
     experiment_dir = Path(os.environ.get("ML_EXP_EXPERIMENT_DIR", root / "code"))
+    os.environ.update(tuned_settings(hps))  # a tuning trial's values override the settings
     config = load_config(experiment_dir)
     run = Store(config.storage_uri, config.experiment_name).open_run(int(hps["run"]))
     udfs = load_udfs(experiment_dir, config.udf_module, keep_loaded=True)
@@ -64,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         run.write_json(f"jobs/{os.environ.get('TRAINING_JOB_NAME', 'local')}.result.json", facts, overwrite=True)
     return 0
+
+
+def tuned_settings(hps: dict[str, str]) -> dict[str, str]:
+    """Hyper-parameters named like a tunable setting (SageMaker's tuner sets them per trial)."""
+    from ml_exp.search_space import TUNABLE
+
+    return {name.upper(): str(value) for name, value in hps.items() if name in TUNABLE}
 
 
 def run_in_container(ctx: Any, udfs: Any, step: str, model_name: str | None, root: Path) -> dict[str, Any]:
@@ -78,7 +90,12 @@ def run_in_container(ctx: Any, udfs: Any, step: str, model_name: str | None, roo
 
         data_dir = Path(os.environ.get("SM_CHANNEL_PREPARED", root / "input" / "data" / "prepared"))
         model_out = Path(os.environ.get("SM_MODEL_DIR", root / "model"))
-        return train_model(ctx, udfs, model_name, data_dir, root / "checkpoints", export_to=model_out)
+        output = None
+        if hps_output(root) == "tuning":  # a trial of SageMaker's tuner: its own folder, no shared checkpoints
+            from ml_exp.steps import model_key
+
+            output = f"tuning/{model_key(model_name)}/{os.environ.get('TRAINING_JOB_NAME', 'trial')}"
+        return train_model(ctx, udfs, model_name, data_dir, root / "checkpoints", export_to=model_out, output=output)
     from ml_exp.steps.infer import run_inference
 
     return run_inference(ctx, udfs, model_name)

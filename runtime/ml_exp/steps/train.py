@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -51,12 +51,15 @@ def train_model(
     checkpoints: Path,
     sync_checkpoints: bool = False,
     export_to: Path | None = None,
+    output: str | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Fine-tune one model in this process (one rank of possibly several).
 
     ``sync_checkpoints`` mirrors each checkpoint into the run's storage (local backend on S3;
     SageMaker syncs /opt/ml/checkpoints itself); ``export_to`` also receives the saved model
-    (SageMaker's /opt/ml/model, packed into model.tar.gz).
+    (SageMaker's /opt/ml/model, packed into model.tar.gz); ``output`` is where the model goes
+    in the run (default ``models/<model>``; tuning trials go to ``tuning/<model>/<trial>``).
     """
     import datasets
     import numpy as np
@@ -108,7 +111,7 @@ def train_model(
         disable_tqdm=not _interactive(),
     )
     ranks = _RankRecorder()
-    callbacks: list[Any] = [ranks]
+    callbacks = [ranks, _MetricLines(), *callbacks]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     pads = getattr(processor, "pad_token", None) is not None
@@ -152,7 +155,7 @@ def train_model(
                 processor.save_pretrained(out)
             Path(out, "labels.json").write_text(json.dumps(labels))
             Path(out, TRAINING_METRICS).write_text(json.dumps(summary, indent=2, default=str))
-            ctx.run.put_dir(out, model_dir(model_name), overwrite=True)
+            ctx.run.put_dir(out, output or model_dir(model_name), overwrite=True)
             if export_to is not None:
                 shutil.copytree(out, export_to, dirs_exist_ok=True)
     return summary
@@ -236,6 +239,19 @@ class _RankRecorder(TrainerCallback):
             dist.all_gather_object(everyone, mine)
             return everyone
         return [mine]
+
+
+METRIC_LINE = "ml-exp-metric: {name}={value};"  # SageMaker metric definitions match these lines
+
+
+class _MetricLines(TrainerCallback):
+    """One line per validation metric on stdout (rank 0), for SageMaker's metric definitions."""
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+        if state.is_world_process_zero:
+            for name, value in (metrics or {}).items():
+                if isinstance(value, (int, float)):
+                    print(METRIC_LINE.format(name=name, value=value), flush=True)
 
 
 class _WandbLog(TrainerCallback):
