@@ -101,6 +101,13 @@ def _auto_or_int(raw: str) -> int | None:
         raise ValueError(f"{raw!r} is neither 'auto' nor a whole number >= 1") from None
 
 
+def _optional_float(low: float) -> Callable[[str], float | None]:
+    def parse(raw: str) -> float | None:
+        return None if not raw.strip() else _float(low, low_open=True)(raw)
+
+    return parse
+
+
 def _text(raw: str) -> str:
     return raw.strip()
 
@@ -214,6 +221,7 @@ def _settings() -> tuple[Setting, ...]:
         s("TUNING_SPACE", "", _text, "tuning"),
         s("TUNING_OBJECTIVE", "", _pattern(r"[A-Za-z_][\w]*", "a metric name (empty = METRIC_FOR_BEST_MODEL)"), "tuning"),
         s("TUNING_DIRECTION", "maximize", _choice("maximize", "minimize"), "tuning"),
+        s("TUNING_TRIAL_EPOCHS", "", _optional_float(0), "tuning"),
         # tracking
         s("WANDB_PROJECT", "", _pattern(r"[^/\\#?%:]{1,128}", "a W&B project name (no / \\ # ? % :, at most 128 characters)"), "tracking"),
         s("WANDB_ENTITY", "", _pattern(r"[\w-]{1,64}", "a W&B entity (user or team name)"), "tracking"),
@@ -277,6 +285,7 @@ class Config:
     tuning_space: str
     tuning_objective: str
     tuning_direction: str
+    tuning_trial_epochs: float | None
     wandb_project: str
     wandb_entity: str
     wandb_mode: str

@@ -141,18 +141,61 @@ def _run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
     return run_preparation(ctx, udfs)
 
 
+def _run_tuning(ctx: Context, udfs: UDFs) -> dict[str, Any]:
+    if _on_sagemaker(ctx):
+        from ml_exp.backends.sagemaker_tuning import tune
+        from ml_exp.search_space import parse_space
+
+        parameters = parse_space(ctx.config.tuning_space)
+        best = {name: tune(ctx, name, parameters) for name in ctx.config.model_names}
+        return {"objective": ctx.config.objective, "best": best, "metrics": {n: {ctx.config.objective: b["value"]} for n, b in best.items()}}
+    from ml_exp.backends.local import train_trial
+    from ml_exp.steps.tune import run_tuning
+
+    return run_tuning(ctx, train_trial)
+
+
 def _run_training(ctx: Context, udfs: UDFs) -> dict[str, Any]:
     from ml_exp.steps.train import run_training
 
     if _on_sagemaker(ctx):
 
-        def train_in_job(ctx: Context, model_name: str) -> None:
-            _job(ctx, "training", model_name)
+        def train_one(ctx: Context, model_name: str) -> None:
+            _job(_tuned(ctx, model_name), "training", model_name)
 
-        return run_training(ctx, udfs, train_in_job)
-    from ml_exp.backends.local import train
+    else:
+        from ml_exp.backends.local import train
 
-    return run_training(ctx, udfs, train)
+        def train_one(ctx: Context, model_name: str) -> None:
+            train(_tuned(ctx, model_name), model_name)
+
+    facts = run_training(ctx, udfs, train_one)
+    tuned = {name: _best(ctx, name) for name in ctx.config.model_names}
+    facts["hyperparameters"] = {name: best for name, best in tuned.items() if best}  # recorded as such
+    return facts
+
+
+def _best(ctx: Context, model_name: str) -> dict[str, Any] | None:
+    from ml_exp.steps.tune import best_params, tuning_dir
+
+    best = best_params(ctx, model_name)
+    return {"from": ctx.run.path(tuning_dir(model_name), "best.json"), "params": best["params"]} if best else None
+
+
+def _tuned(ctx: Context, model_name: str) -> Context:
+    """The context to train ``model_name`` with: the best values of this run's tuning, if any."""
+    best = _best(ctx, model_name)
+    if best is None:
+        return ctx
+    from dataclasses import replace
+
+    from ml_exp.config import load_config
+    from ml_exp.search_space import as_settings
+
+    settings = {**ctx.extra.get("environment", {}), **as_settings(best["params"])}
+    ctx.log.info("%s: training with the best values of tuning: %s", model_name, best["params"])
+    config = load_config(ctx.config.experiment_dir, {**os.environ, **settings})
+    return replace(ctx, config=config, extra={**ctx.extra, "environment": settings})
 
 
 def _run_inference(ctx: Context, udfs: UDFs) -> dict[str, Any]:
@@ -175,6 +218,7 @@ def _run_inference(ctx: Context, udfs: UDFs) -> dict[str, Any]:
 RUNNERS: Mapping[str, Callable[[Context, UDFs], dict[str, Any]]] = {
     "reconciliation": _run_reconciliation,
     "preparation": _run_preparation,
+    "tuning": _run_tuning,
     "training": _run_training,
     "inference": _run_inference,
 }
@@ -192,6 +236,14 @@ def show_plan(ctx: Context, steps: Sequence[str], announce: Callable[[str], None
         elif step == "reconciliation" or not _on_sagemaker(ctx):
             where = "here" if step != "training" else f"here, {config.num_processes or 'auto'} process(es) per model"
             announce(f"{step}: would run {where} (backend {config.backend})")
+        elif step == "tuning":
+            from ml_exp.backends.sagemaker_tuning import tune
+            from ml_exp.search_space import parse_space
+
+            for model_name in config.model_names:
+                planned = tune(ctx, model_name, parse_space(config.tuning_space), dry_run=True)
+                announce(f"tuning: SageMaker tuning job for {model_name}:")
+                announce(json.dumps(planned, indent=2, default=str))
         else:
             from ml_exp.backends import sagemaker
 

@@ -17,8 +17,11 @@ def wandb_name(ctx: Context, model: str, step: str) -> str:
 
 
 @contextmanager
-def tracked(ctx: Context, model: str, step: str, extra_config: dict[str, Any] | None = None) -> Iterator[Any]:
-    """Yield a wandb run (or None when WANDB_MODE = disabled); finished on exit."""
+def tracked(ctx: Context, model: str, step: str, extra_config: dict[str, Any] | None = None, job_type: str | None = None) -> Iterator[Any]:
+    """Yield a wandb run (or None when WANDB_MODE = disabled); finished on exit.
+
+    ``step`` names the run (``run_<N>-<model>-<step>``, e.g. ``tune-3`` for a trial);
+    ``job_type`` defaults to the step."""
     config = ctx.config
     if config.wandb_mode == "disabled":
         yield None
@@ -30,7 +33,7 @@ def tracked(ctx: Context, model: str, step: str, extra_config: dict[str, Any] | 
         entity=config.wandb_entity or None,
         group=config.experiment_name,
         name=wandb_name(ctx, model, step),
-        job_type=step,
+        job_type=job_type or step,
         mode=config.wandb_mode,
         dir=str(config.experiment_dir),
         config={"settings": dict(config.raw), "model": model, "run": ctx.run.num if ctx.run else None, **(extra_config or {})},

@@ -48,19 +48,24 @@ def validate(
     udf_module = config.udf_module if config else env.get("UDF_MODULE", DEFAULT_UDF_MODULE)
     problems += check_udfs(directory, udf_module)
     if config is not None:
-        problems += check_available(config)
+        problems += check_tuning(config)
         problems += check_tracking(config, env)
         if check_storage:
             problems += check_store(config, new_run)
     return Report(config, problems)
 
 
-def check_available(config: Config) -> list[Problem]:
-    """Settings this version of ml-exp accepts but cannot run yet."""
-    problems = []
-    if config.run_tuning:
-        problems.append(Problem("RUN_TUNING", "hyper-parameter tuning is not available in this version of ml-exp yet; set RUN_TUNING = false"))
-    return problems
+def check_tuning(config: Config) -> list[Problem]:
+    """TUNING_SPACE, term by term (when tuning is on or a space is written)."""
+    if not config.tuning_space:
+        return []
+    from ml_exp.search_space import SearchSpaceError, parse_space
+
+    try:
+        parse_space(config.tuning_space)
+    except SearchSpaceError as exc:
+        return [Problem("TUNING_SPACE", line) for line in str(exc).splitlines()]
+    return []
 
 
 def check_tracking(config: Config, env: Mapping[str, str]) -> list[Problem]:

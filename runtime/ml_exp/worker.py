@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--checkpoints", type=Path, required=True)
+    parser.add_argument("--output", default=None, help="where the model goes in the run (default models/<model>)")
+    parser.add_argument("--tracking-name", default="training")
     args = parser.parse_args(argv)
 
     die_with_parent()  # torchrun starts workers in their own process group; tie them to it
@@ -41,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"))
         from ml_exp.steps.train import train_model
 
-        train_model(ctx, udfs, args.model, args.data_dir, args.checkpoints, sync_checkpoints=run.store.is_s3)
+        from ml_exp.steps.tune import pruning_callbacks
+
+        train_model(
+            ctx, udfs, args.model, args.data_dir, args.checkpoints,
+            sync_checkpoints=run.store.is_s3 and args.output is None,
+            output=args.output, callbacks=pruning_callbacks(config), tracking_name=args.tracking_name,
+        )  # fmt: skip
     except Exception as exc:
         message = str(exc) if isinstance(exc, StepError) else f"{type(exc).__name__}: {exc}"
         if os.environ.get(ERROR_FILE):

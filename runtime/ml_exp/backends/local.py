@@ -59,12 +59,31 @@ def checkpoints_for(ctx: Context, model_name: str, scratch: Path) -> Path:
     return local
 
 
-def launch(ctx: Context, step: str, model_name: str, data_dir: Path, checkpoints: Path) -> None:
-    """Run ``ml_exp.worker <step>`` for one model in N processes; StepError when it fails."""
+def train_trial(ctx: Context, model_name: str, settings: dict[str, str], output: str, tracking_name: str) -> None:
+    """One tuning trial: the training path with the trial's settings, its model into ``output``,
+    its checkpoints thrown away afterwards (an interrupted study re-runs unfinished trials)."""
+    with tempfile.TemporaryDirectory(prefix="ml-exp-trial-") as scratch:
+        data = local_input(ctx.run, prepared_dir(model_name), scratch)
+        extra = ["--output", output, "--tracking-name", tracking_name]
+        launch(ctx, "training", model_name, data, Path(scratch) / "checkpoints", settings, extra)
+
+
+def launch(
+    ctx: Context,
+    step: str,
+    model_name: str,
+    data_dir: Path,
+    checkpoints: Path,
+    settings: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+) -> None:
+    """Run ``ml_exp.worker <step>`` for one model in N processes; StepError when it fails.
+
+    ``settings`` override the run's settings in the workers (environment variables)."""
     import torch
 
     processes = num_processes(ctx)
-    env = {**os.environ, **ctx.extra.get("environment", {})}
+    env = {**os.environ, **ctx.extra.get("environment", {}), **(settings or {})}
     if not torch.cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "1"
         # torchrun sets 1 thread per worker by default: share the cores instead.
@@ -77,6 +96,7 @@ def launch(ctx: Context, step: str, model_name: str, data_dir: Path, checkpoints
         "--model", model_name,
         "--data-dir", str(data_dir),
         "--checkpoints", str(checkpoints),
+        *(extra_args or []),
     ]  # fmt: skip
     ctx.log.info("%s of %s: %d process(es)", step, model_name, processes)
     with tempfile.TemporaryDirectory(prefix="ml-exp-errors-") as errors:

@@ -53,6 +53,7 @@ def train_model(
     export_to: Path | None = None,
     output: str | None = None,
     callbacks: Sequence[Any] = (),
+    tracking_name: str = "training",
 ) -> dict[str, Any]:
     """Fine-tune one model in this process (one rank of possibly several).
 
@@ -128,7 +129,8 @@ def train_model(
     last = last_complete_checkpoint(checkpoints)
     if last:
         ctx.log.info("%s: resuming from %s", model_name, last)
-    with tracked(ctx, model_name, "training") if trainer.is_world_process_zero() else nullcontext() as wb:
+    job_type = "tuning" if tracking_name.startswith("tune") else "training"
+    with tracked(ctx, model_name, tracking_name, job_type=job_type) if trainer.is_world_process_zero() else nullcontext() as wb:
         if wb is not None:
             trainer.add_callback(_WandbLog(wb))
         if sync_checkpoints and trainer.is_world_process_zero():
@@ -144,7 +146,16 @@ def train_model(
         "global_step": trainer.state.global_step,
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
         "resumed_from": os.path.basename(last) if last else None,
+        "pruned": any(getattr(c, "pruned", False) for c in callbacks),
         "world_size": args.world_size,
+        "hyperparameters": {
+            "learning_rate": args.learning_rate,
+            "num_train_epochs": args.num_train_epochs,
+            "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "warmup_ratio": config.warmup_ratio,
+            "weight_decay": args.weight_decay,
+        },
         "ranks": ranks.gather(),
         "log_history": trainer.state.log_history,
     }
