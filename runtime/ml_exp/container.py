@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     experiment_dir = Path(os.environ.get("ML_EXP_EXPERIMENT_DIR", root / "code"))
     os.environ.update(tuned_settings(hps))  # a tuning trial's values override the settings
     config = load_config(experiment_dir)
+    if hps.get("output") == "tuning" and config.tuning_trial_epochs is not None:  # a trial's smaller budget
+        os.environ["NUM_TRAIN_EPOCHS"] = repr(min(config.num_train_epochs, config.tuning_trial_epochs))
+        config = load_config(experiment_dir)
     run = Store(config.storage_uri, config.experiment_name).open_run(int(hps["run"]))
     udfs = load_udfs(experiment_dir, config.udf_module, keep_loaded=True)
     ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"))
