@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ml_exp.config import STEPS, Config, Problem
+from ml_exp.config import STEPS, Config, Problem, load_config
 from ml_exp.context import Context
 from ml_exp.manifest import new_manifest
 from ml_exp.steps import StepError
@@ -63,9 +63,6 @@ def run_pipeline(
     config = report.config
     assert config is not None
     chosen = [step for step in STEPS if step in (steps or config.steps)]
-    unavailable = [step for step in chosen if step not in RUNNERS]
-    if unavailable:
-        raise ProblemsFound([Problem("--steps", f"step {step} is not available in this version of ml-exp") for step in unavailable])
 
     store = Store(config.storage_uri, config.experiment_name)
     if run_num is None:
@@ -74,6 +71,10 @@ def run_pipeline(
     else:
         run = store.open_run(run_num)
         announce(f"run_{run.num} (continued): {run.uri}")
+        recorded = run.read_manifest()
+        if recorded.get("overrides") and not smoke:  # a smoke run goes on as a smoke run
+            overrides, smoke = recorded["overrides"], bool(recorded.get("smoke"))
+            config = load_config(config.experiment_dir, {**os.environ, **overrides})
     ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"), extra={"environment": overrides, "smoke": smoke})
     if dry_run:
         show_plan(ctx, chosen, announce)
@@ -118,8 +119,7 @@ def _job(ctx: Context, step: str, model_name: str | None) -> dict[str, Any]:
     from ml_exp.backends import sagemaker
 
     job = sagemaker.run_step(ctx, step, model_name)
-    result = f"jobs/{job['job_name']}.result.json"
-    return {**(ctx.run.read_json(result) if ctx.run.exists(result) else {}), "job_name": job["job_name"]}
+    return {**(job.get("result") or {}), "job_name": job["job_name"]}
 
 
 def _run_reconciliation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
@@ -189,7 +189,6 @@ def _tuned(ctx: Context, model_name: str) -> Context:
         return ctx
     from dataclasses import replace
 
-    from ml_exp.config import load_config
     from ml_exp.search_space import as_settings
 
     settings = {**ctx.extra.get("environment", {}), **as_settings(best["params"])}
@@ -258,8 +257,6 @@ def _smoke_settings(experiment_dir: Path) -> dict[str, str]:
     """Smoke settings, never larger than the experiment's own (MAX_LENGTH stays <= 32)."""
     overrides = dict(SMOKE_SETTINGS)
     try:
-        from ml_exp.config import load_config
-
         own = load_config(experiment_dir)
         overrides["MAX_LENGTH"] = str(min(own.max_length, int(SMOKE_SETTINGS["MAX_LENGTH"])))
     except Exception:  # validation reports the settings' own problems
