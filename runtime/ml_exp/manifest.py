@@ -43,7 +43,7 @@ def new_manifest(config: Config, run_num: int, environ: Mapping[str, str] | None
         "status": "created",
         "command": argv if argv is not None else sys.argv,
         "host": socket.gethostname(),
-        "settings": redact(dict(config.raw)),
+        "settings": dict(config.raw),  # no secret can be a setting (validation refuses them)
         "settings_from_environment": sorted(key for key in config.raw if key in env),
         "environment": redact({k: v for k, v in sorted(env.items()) if k.startswith(RECORDED_ENV_PREFIXES)}),
         "git": git_state(config.experiment_dir),
