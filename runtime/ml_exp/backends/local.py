@@ -88,8 +88,11 @@ def launch(
         env["ACCELERATE_USE_CPU"] = "1"
         # torchrun sets 1 thread per worker by default: share the cores instead.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    # One process needs no torchrun: started directly it skips torchrun's start-up and DDP's
+    # single-rank wrapping (docs/benchmarks.md: 2-3 s per model, ~12% of tiny-model throughput).
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        *launcher,
         "-m", "ml_exp.worker", step,
         "--experiment-dir", str(ctx.config.experiment_dir),
         "--run-num", str(ctx.run.num),

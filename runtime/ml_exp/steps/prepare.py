@@ -70,11 +70,21 @@ def split_records(raw, ratios: tuple[float, float, float], seed: int, ctx: Conte
 
 
 def _split(dataset, test_size: float, seed: int, ctx: Context):
+    """Stratified by label. The labels are read in one batch: datasets' own
+    ``train_test_split(stratify_by_column=...)`` reads them row by row (~90 µs a record)."""
+    import math
+
+    import numpy as np
+    from datasets.arrow_dataset import stratified_shuffle_split_generate_indices
+
+    n_test = math.ceil(test_size * len(dataset))
     try:
-        return dataset.train_test_split(test_size=test_size, seed=seed, stratify_by_column="label")
+        labels = np.asarray(dataset.select_columns(["label"]).with_format("numpy")[:]["label"])
+        train, test = next(stratified_shuffle_split_generate_indices(labels, len(dataset) - n_test, n_test, rng=np.random.default_rng(seed)))
     except ValueError as exc:  # a label with too few records to stratify
         ctx.log.warning("stratified split impossible (%s); splitting at random", exc)
         return dataset.train_test_split(test_size=test_size, seed=seed)
+    return {"train": dataset.select(train), "test": dataset.select(test)}
 
 
 def _encode_for(model_name: str, splits, content: list[str], labels: list[str], ctx: Context, udfs: UDFs, scratch: Path) -> dict[str, Any]:

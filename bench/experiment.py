@@ -1,0 +1,40 @@
+"""The bench experiment's five functions (copied into a baked experiment by bench/run.py).
+
+What it reconciles is chosen by environment variables that bench/run.py sets per run:
+BENCH_RECORDS = docs | small, BENCH_N (records), BENCH_WORDS (words per document),
+BENCH_SPLITS (e.g. ``train:64,validation:32,test:2000``: pinned splits).
+MODEL_NAMES picks the models (minilm, tiny-bert), as for any experiment.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bench_models
+from ml_exp.defaults import classification_metrics, tokenizer_encode
+
+
+def reconcile(ctx):
+    if os.environ.get("BENCH_RECORDS", "docs") == "small":
+        yield from bench_models.small_records(int(os.environ["BENCH_N"]))
+        return
+    splits = None
+    if os.environ.get("BENCH_SPLITS"):
+        splits = {name: int(count) for name, count in (part.split(":") for part in os.environ["BENCH_SPLITS"].split(","))}
+    yield from bench_models.documents(int(os.environ.get("BENCH_N", "0")), int(os.environ.get("BENCH_WORDS", "120")), ctx.config.seed, splits)
+
+
+def load_processor(model_name, ctx):
+    return bench_models.load_tokenizer(model_name)
+
+
+def encode(batch, processor, ctx):
+    return tokenizer_encode(batch, processor, ctx, text_fields=("title", "text"))
+
+
+def load_model(model_name, labels, ctx):
+    return bench_models.build_model(model_name, labels, ctx.config.seed)
+
+
+def compute_metrics(predictions, references, labels, ctx):
+    return classification_metrics(predictions, references, labels)

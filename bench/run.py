@@ -1,0 +1,577 @@
+"""`make bench`: ml-exp's steps side by side with bare baselines, as ratios (docs/benchmarks.md).
+
+    .venv/bin/python bench/run.py [--reps 3] [--only training,preparation,...] [--threads 1] [--keep]
+
+Every measurement runs in its own process, ml-exp and its baseline interleaved (A B, then B A,
+...), ``--reps`` times; the table shows the median of the per-repetition ratios (and the
+medians of the raw values). ml-exp is driven as a user drives it: a baked experiment whose
+experiment.py is bench/experiment.py, settings through environment variables, and
+``exp run --run N --steps <step>`` on a copy ("fork") of a base run that holds the step's
+inputs, so that each repetition runs exactly one step, from scratch, through the real CLI.
+
+Results: the table on stdout, and out/bench/results.md + results.json (every repetition).
+Not a test: nothing asserts a time; CI does not run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+BIN = Path(sys.executable).parent
+EXP = str(BIN / "exp")
+PYTHON = sys.executable
+RESULTS = ROOT / "out" / "bench"
+EXPERIMENT = "EXP-9000-bench"
+SECTIONS = ("cli", "reconciliation", "preparation", "inference", "training")
+# torch threads of every measured process, both sides (OMP_NUM_THREADS). 1 by default: on a
+# shared 2-core machine a 1-thread process keeps its speed while another process is busy, where
+# 2 OpenMP threads slow down erratically (spinning barriers). --threads 2 measures ml-exp's
+# own default on this machine (cores // NUM_PROCESSES).
+THREADS = os.environ.get("BENCH_THREADS", "1")
+
+# Sizes: the whole bench takes about 12 minutes on 2 cores (the goal: at most 15).
+TRAIN = {  # model -> documents reconciled (split 0.8/0.1/0.1), max length, batch size
+    "tiny-bert": {"docs": 4000, "max_length": 64, "batch": 16},
+    "minilm": {"docs": 240, "max_length": 64, "batch": 16},
+}
+PREPARE_DOCS, PREPARE_WORDS, PREPARE_MAX_LENGTH = 20_000, 120, 128
+INFER_MINILM_TEST = 400
+INFER_TINY_TEST = 2000  # and 10x that
+INFER_TRAIN_SPLITS = "train:64,validation:16"
+RECONCILE_RECORDS = 1_000_000
+EVAL_BATCH = 16
+
+started = time.perf_counter()
+
+
+def say(message: str) -> None:
+    print(f"[{time.perf_counter() - started:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def base_env(**settings: Any) -> dict[str, str]:
+    """The environment of every measured process (both sides): same threads, offline, quiet."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BENCH_", "WANDB_"))}
+    env.update(
+        OMP_NUM_THREADS=THREADS, MKL_NUM_THREADS=THREADS, WANDB_MODE="disabled",
+        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+        TQDM_DISABLE="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1", PYTHONWARNINGS="ignore",
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    env.update({k: str(v) for k, v in settings.items()})
+    return env
+
+
+class Measured(dict):
+    """wall_s (perf_counter around the process), maxrss_mb (the largest process of its tree,
+    from wait4), cpu_s (its tree's CPU time), foreign_cores (CPU used meanwhile by processes
+    that are not ours, in cores: other work on the machine disturbs a measurement), log."""
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds spent busy by the whole machine since boot (all cores, /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+QUIET_CORES = 0.5  # foreign load above this (in cores) marks a measurement as disturbed
+BUSY_CORES = 1.0  # before a measurement, wait while other processes use more than this
+_waited = [0.0]
+
+
+def wait_for_quiet(budget_s: float = 90.0) -> None:
+    """Before a measurement: while other processes keep more than BUSY_CORES busy, wait (at
+    most ``budget_s`` over the whole bench, so that it still ends in time)."""
+    while _waited[0] < budget_s:
+        before, t0 = busy_cpu_s(), time.perf_counter()
+        time.sleep(0.5)
+        elapsed = time.perf_counter() - t0
+        if (busy_cpu_s() - before) / elapsed <= BUSY_CORES:
+            return
+        _waited[0] += elapsed
+        if _waited[0] >= budget_s:
+            say(f"the machine is busy with other processes; measuring anyway (waited {budget_s:.0f} s in all)")
+
+
+def measure(name: str, command: list[str], env: dict[str, str], cwd: Path, logs: Path) -> Measured:
+    log = logs / f"{name}.log"
+    wait_for_quiet()
+    with open(log, "w") as out:
+        busy0, own0 = busy_cpu_s(), _own_cpu_s()
+        t0 = time.perf_counter()
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - t0
+        busy = busy_cpu_s() - busy0
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{name} failed (exit {process.returncode}): {' '.join(command)}\n--- {log} ---\n{tail}")
+    cpu = usage.ru_utime + usage.ru_stime
+    foreign = max(0.0, busy - cpu - (_own_cpu_s() - own0)) / wall
+    measured = Measured(name=name, wall_s=wall, maxrss_mb=usage.ru_maxrss / 1024, cpu_s=cpu, foreign_cores=foreign, log=str(log))
+    MEASURED.append(measured)
+    return measured
+
+
+MEASURED: list[Measured] = []
+
+
+def _own_cpu_s() -> float:
+    usage = os.times()
+    return usage.user + usage.system
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+# --- the bench experiment and its runs ---------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, work: Path, reps: int):
+        self.work, self.reps = work, reps
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.experiment = self._bake()
+        self.store_dir = self.experiment / ".exp-store" / EXPERIMENT
+        self.rows: list[dict[str, Any]] = []
+        self.raw: dict[str, Any] = {}
+        self.counter = 0
+
+    def _bake(self) -> Path:
+        subprocess.run([str(BIN / "cookiecutter"), str(ROOT), "--no-input", "-o", str(self.work), "ticket=EXP-9000",
+                        "model_slug=bench", f"runtime_requirement=ml-exp @ {ROOT.as_uri()}"],
+                       check=True, capture_output=True)
+        experiment = self.work / EXPERIMENT
+        for name in ("experiment.py", "bench_models.py"):
+            shutil.copy(BENCH / name, experiment / name)
+        return experiment
+
+    def name(self, what: str) -> str:
+        self.counter += 1
+        return f"{self.counter:03d}-{what}"
+
+    def settings(self, model: str, max_length: int = 64, batch: int = 16, **bench: Any) -> dict[str, str]:
+        return base_env(
+            MODEL_NAMES=model, NUM_TRAIN_EPOCHS=1, MAX_LENGTH=max_length, PER_DEVICE_TRAIN_BATCH_SIZE=batch,
+            PER_DEVICE_EVAL_BATCH_SIZE=EVAL_BATCH, LEARNING_RATE="5e-5", WARMUP_RATIO=0, WEIGHT_DECAY=0,
+            EARLY_STOPPING_PATIENCE=0, NUM_PROCESSES=1, SEED=42, SPLIT_RATIOS="0.8,0.1,0.1",
+            RUN_TUNING="false", **{f"BENCH_{k.upper()}": v for k, v in bench.items()},
+        )
+
+    def exp(self, what: str, args: list[str], env: dict[str, str]) -> Measured:
+        return measure(self.name(what), [EXP, *args], env, self.experiment, self.logs)
+
+    def python(self, what: str, script: str, args: list[str], env: dict[str, str]) -> Measured:
+        return measure(self.name(what), [PYTHON, str(BENCH / script), *args], env, self.experiment, self.logs)
+
+    def latest_run(self) -> int:
+        return max(int(p.name.split("_")[1]) for p in self.store_dir.glob("run_*") if (p / "manifest.json").is_file())
+
+    def run_dir(self, num: int) -> Path:
+        return self.store_dir / f"run_{num}"
+
+    def manifest(self, num: int) -> dict[str, Any]:
+        return json.loads((self.run_dir(num) / "manifest.json").read_text())
+
+    def base_run(self, what: str, steps: str, env: dict[str, str]) -> int:
+        """A run that holds the inputs of the step to measure (made once, never measured)."""
+        self.exp(f"base-{what}", ["run", "--steps", steps], env)
+        return self.latest_run()
+
+    def fork(self, base: int, keep: tuple[str, ...], rerun: str) -> int:
+        """A new run (claimed through the store, as exp run claims one) holding a copy of the
+        base run's ``keep`` folders, with ``rerun`` and the steps after it pending: ``exp run
+        --run N --steps <rerun>`` then runs that one step as on a resumed run."""
+        from ml_exp.config import STEPS
+        from ml_exp.store import Store
+
+        manifest = self.manifest(base)
+        pending = set(STEPS[STEPS.index(rerun):])
+
+        def initial(num: int) -> dict[str, Any]:
+            m = {k: v for k, v in manifest.items() if k not in ("run", "claimed_at", "claim_token")}
+            m["status"], m["bench_fork_of"] = "partial", base
+            m["steps"] = {s: ({"status": "pending"} if s in pending else v) for s, v in manifest["steps"].items()}
+            return m
+
+        run = Store(f"file://{self.store_dir.parent}", EXPERIMENT).claim_run(None, initial)
+        for folder in keep:
+            shutil.copytree(self.run_dir(base) / folder, self.run_dir(run.num) / folder)
+        return run.num
+
+    def step_duration(self, num: int, step: str) -> float:
+        state = self.manifest(num)["steps"][step]
+        assert state["status"] == "completed", state
+        return float(state["duration_s"])
+
+    def drop(self, num: int) -> None:
+        shutil.rmtree(self.run_dir(num), ignore_errors=True)
+
+    def interleaved(self, what: str, mlexp: Callable[[], dict], baseline: Callable[[], dict]) -> list[dict]:
+        """``reps`` pairs, the order alternating (A B, B A, ...)."""
+        pairs = []
+        for rep in range(self.reps):
+            if rep % 2 == 0:
+                a = mlexp()
+                b = baseline()
+            else:
+                b = baseline()
+                a = mlexp()
+            pairs.append({"ml-exp": a, "baseline": b})
+            say(f"{what} {rep + 1}/{self.reps}: ml-exp {_short(a)} | baseline {_short(b)}")
+        self.raw[what] = pairs
+        return pairs
+
+    def row(self, section: str, measurement: str, pairs: list[dict], key: str, unit: str, goal: str,
+            check: Callable[[float], bool] | None, higher_is_better: bool = True, baseline_key: str | None = None,
+            baseline_name: str = "", note: str = "") -> None:
+        """One table row: medians of both sides and the median of the per-repetition ratios."""
+        a = [p["ml-exp"][key] for p in pairs]
+        b = [p["baseline"][baseline_key or key] for p in pairs]
+        ratios = [x / y for x, y in zip(a, b)]
+        ratio = median(ratios)
+        disturbed = sum(1 for p in pairs if max(p["ml-exp"].get("foreign_cores", 0), p["baseline"].get("foreign_cores", 0)) > QUIET_CORES)
+        if disturbed:
+            note = f"{note}; " if note else ""
+            note += f"{disturbed}/{len(pairs)} repetitions disturbed by other processes"
+        self.rows.append({
+            "section": section, "measurement": measurement, "unit": unit, "baseline": baseline_name,
+            "ml_exp": median(a), "baseline_value": median(b), "ratio": ratio, "ratios": ratios,
+            "goal": goal, "met": None if check is None else bool(check(ratio)),
+            "ratio_kind": "ml-exp / baseline" if higher_is_better else "ml-exp time / baseline time", "note": note,
+        })
+
+    def value_row(self, section: str, measurement: str, values: list[float], unit: str, goal: str,
+                  check: Callable[[float], bool] | None, note: str = "") -> None:
+        """A row without a baseline: the median value is compared with the goal."""
+        value = median(values)
+        self.rows.append({
+            "section": section, "measurement": measurement, "unit": unit, "baseline": "", "ml_exp": value,
+            "baseline_value": None, "ratio": None, "ratios": [], "values": values, "goal": goal,
+            "met": None if check is None else bool(check(value)), "ratio_kind": "", "note": note,
+        })
+
+    # --- 4. CLI start --------------------------------------------------------------------------
+
+    def cli(self) -> None:
+        say("CLI start: exp --help, exp validate (baked demo) vs python -c 'import typer'")
+        demo = Path(subprocess.run(
+            [PYTHON, "-c", "import sys; from cookiecutter.main import cookiecutter; print(cookiecutter(sys.argv[1], no_input=True, "
+             "output_dir=sys.argv[2], extra_context={'runtime_requirement': sys.argv[3]}))",
+             str(ROOT), str(self.work / "demo"), f"ml-exp @ {ROOT.as_uri()}"],
+            check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        env = base_env()
+        reps = max(5, 2 * self.reps + 1)
+        pairs, validate = [], []
+        for rep in range(reps):
+            order = ["typer", "help", "validate"] if rep % 2 == 0 else ["validate", "help", "typer"]
+            got = {}
+            for what in order:
+                command = {"typer": [PYTHON, "-c", "import typer"], "help": [EXP, "--help"], "validate": [EXP, "validate"]}[what]
+                got[what] = measure(self.name(f"cli-{what}"), command, env, demo, self.logs)
+            pairs.append({"ml-exp": got["help"], "baseline": got["typer"], "validate": got["validate"]})
+            validate.append(got["validate"]["wall_s"])
+        say(f"CLI: exp --help {median([p['ml-exp']['wall_s'] for p in pairs]):.2f} s, import typer "
+            f"{median([p['baseline']['wall_s'] for p in pairs]):.2f} s, exp validate {median(validate):.2f} s ({reps} reps)")
+        self.raw["cli"] = pairs
+        self.row("4 CLI start", "`exp --help` wall time", pairs, "wall_s", "s", "<= 1.5x", lambda r: r <= 1.5,
+                 higher_is_better=False, baseline_name="`python -c 'import typer'`")
+        ratios = [v / p["baseline"]["wall_s"] for v, p in zip(validate, pairs)]
+        self.rows.append({**self.rows[-1], "measurement": "`exp validate` wall time (baked demo)",
+                          "ml_exp": median(validate), "ratio": median(ratios), "ratios": ratios, "values": validate,
+                          "goal": "<= 1.5 s", "met": median(validate) <= 1.5,
+                          "note": "goal on the absolute time; ratio vs `import typer` for context"})
+
+    # --- 5. reconciliation at scale ----------------------------------------------------------------
+
+    def reconciliation(self) -> None:
+        n = RECONCILE_RECORDS
+        say(f"reconciliation: {n:,} small records, exp run --steps reconciliation vs bare pyarrow")
+        env = self.settings("tiny-bert", records="small", n=n)
+
+        def mlexp() -> dict:
+            got = self.exp("reconcile-1m", ["run", "--steps", "reconciliation"], env)
+            num = self.latest_run()
+            got["step_s"] = self.step_duration(num, "reconciliation")
+            got["records_per_s"] = n / got["step_s"]
+            self.drop(num)
+            return got
+
+        def baseline() -> dict:
+            result = self.work / "bare-reconcile.json"
+            got = self.python("bare-reconcile-1m", "baseline_reconcile.py", ["--records", str(n), "--result", str(result)], env)
+            got["step_s"] = json.loads(result.read_text())["elapsed_s"]
+            got["records_per_s"] = n / got["step_s"]
+            return got
+
+        pairs = self.interleaved("reconciliation 1M", mlexp, baseline)
+        section = "5 reconciliation, 1M records"
+        self.value_row(section, "step wall time (manifest duration_s)", [p["ml-exp"]["step_s"] for p in pairs], "s", "", None)
+        self.row(section, "records/s (step) vs bare pyarrow shards", pairs, "records_per_s", "records/s", "", None,
+                 baseline_name="bare pyarrow, no checks", note="context: what the per-record checks cost")
+        self.value_row(section, "peak RSS of `exp run --steps reconciliation`", [p["ml-exp"]["maxrss_mb"] for p in pairs], "MB",
+                       "< 1024 MB", lambda v: v < 1024, note=f"bare pyarrow: {median([p['baseline']['maxrss_mb'] for p in pairs]):.0f} MB")
+
+    # --- 2. preparation --------------------------------------------------------------------------
+
+    def preparation(self) -> None:
+        n = PREPARE_DOCS
+        say(f"preparation: {n:,} documents of ~{PREPARE_WORDS} words, MiniLM tokenizer, max length {PREPARE_MAX_LENGTH}")
+        env = self.settings("minilm", max_length=PREPARE_MAX_LENGTH, n=n, words=PREPARE_WORDS)
+        base = self.base_run("prepare", "reconciliation", env)
+
+        def mlexp() -> dict:
+            num = self.fork(base, ("data",), "preparation")
+            got = self.exp("prepare", ["run", "--run", str(num), "--steps", "preparation"], env)
+            got["step_s"] = self.step_duration(num, "preparation")
+            got["docs_per_s"] = n / got["step_s"]
+            got["wall_docs_per_s"] = n / got["wall_s"]
+            got["workers"] = self.manifest(num)["steps"]["preparation"]["models"]["minilm"]["workers"]
+            self.drop(num)
+            return got
+
+        def baseline() -> dict:
+            result = self.work / "bare-prepare.json"
+            got = self.python("bare-prepare", "baseline_prepare.py", [
+                "--reconciled", str(self.run_dir(base) / "data" / "reconciled"), "--max-length", str(PREPARE_MAX_LENGTH),
+                "--result", str(result)], env)
+            got["step_s"] = json.loads(result.read_text())["elapsed_s"]
+            got["docs_per_s"] = n / got["step_s"]
+            got["wall_docs_per_s"] = n / got["wall_s"]
+            return got
+
+        pairs = self.interleaved("preparation", mlexp, baseline)
+        section = f"2 preparation, {n // 1000}k docs"
+        self.row(section, "docs/s (step duration vs in-script time, imports included)", pairs, "docs_per_s", "docs/s", ">= 0.9",
+                 lambda r: r >= 0.9, baseline_name="bare `datasets.map(batched=True)` + save_to_disk",
+                 note=f"ml-exp map workers: {pairs[0]['ml-exp']['workers']}")
+        self.row(section, "docs/s over the whole process (exp CLI start included)", pairs, "wall_docs_per_s", "docs/s", "", None,
+                 baseline_name="same, process wall time")
+
+    # --- 3. inference ------------------------------------------------------------------------------
+
+    def inference(self) -> None:
+        say(f"inference: MiniLM on {INFER_MINILM_TEST} test docs; tiny BERT on {INFER_TINY_TEST} and {10 * INFER_TINY_TEST} (peak RSS)")
+        cases = [("minilm", INFER_MINILM_TEST, "minilm"), ("tiny-bert", INFER_TINY_TEST, "tiny-bert 1x"),
+                 ("tiny-bert", 10 * INFER_TINY_TEST, "tiny-bert 10x")]
+        bases = {}
+        for model, test, label in cases:
+            env = self.settings(model, splits=f"{INFER_TRAIN_SPLITS},test:{test}")
+            bases[label] = (model, test, env, self.base_run(f"infer-{label.replace(' ', '-')}", "reconciliation,preparation,training", env))
+
+        results = {}
+        for label, (model, test, env, base) in bases.items():
+            def mlexp(model=model, test=test, env=env, base=base) -> dict:
+                num = self.fork(base, ("data", "models"), "inference")
+                got = self.exp(f"infer-{model}-{test}", ["run", "--run", str(num), "--steps", "inference"], env)
+                got["step_s"] = self.step_duration(num, "inference")
+                got["docs_per_s"] = test / got["step_s"]
+                self.drop(num)
+                return got
+
+            def baseline(model=model, test=test, env=env, base=base) -> dict:
+                result = self.work / "bare-infer.json"
+                got = self.python(f"bare-infer-{model}-{test}", "baseline_infer.py", [
+                    "--data", str(self.run_dir(base) / "data" / "prepared" / model),
+                    "--model-dir", str(self.run_dir(base) / "models" / model), "--batch-size", str(EVAL_BATCH),
+                    "--result", str(result)], env)
+                got["step_s"] = json.loads(result.read_text())["elapsed_s"]
+                got["docs_per_s"] = test / got["step_s"]
+                return got
+
+            results[label] = self.interleaved(f"inference {label}", mlexp, baseline)
+
+        section = "3 inference"
+        for label, pairs in results.items():
+            test = bases[label][1]
+            self.row(section, f"{label}: docs/s over {test:,} test docs (step duration vs in-script time)", pairs, "docs_per_s",
+                     "docs/s", "", None, baseline_name="bare batched `torch.no_grad()` forward")
+        one, ten = results["tiny-bert 1x"], results["tiny-bert 10x"]
+        self.rows.append({
+            "section": section, "measurement": f"peak RSS of the inference step, {10 * INFER_TINY_TEST:,} vs {INFER_TINY_TEST:,} test docs (tiny BERT)",
+            "unit": "MB", "baseline": "the same step at 1x", "ml_exp": median([p["ml-exp"]["maxrss_mb"] for p in ten]),
+            "baseline_value": median([p["ml-exp"]["maxrss_mb"] for p in one]),
+            "ratio": median([b["ml-exp"]["maxrss_mb"] / a["ml-exp"]["maxrss_mb"] for a, b in zip(one, ten)]),
+            "goal": "flat (<= 1.10)", "ratio_kind": "10x / 1x",
+            "note": f"bare forward: {median([p['baseline']['maxrss_mb'] for p in one]):.0f} MB at 1x, "
+                    f"{median([p['baseline']['maxrss_mb'] for p in ten]):.0f} MB at 10x",
+        })
+        self.rows[-1]["met"] = self.rows[-1]["ratio"] <= 1.10
+
+    # --- 1. training -------------------------------------------------------------------------------
+
+    def training(self) -> None:
+        for model, size in TRAIN.items():
+            say(f"training {model}: {size['docs']} docs (train split {int(size['docs'] * 0.8)}), max length {size['max_length']}, "
+                f"batch {size['batch']}, 1 epoch, {THREADS} threads")
+            env = self.settings(model, max_length=size["max_length"], batch=size["batch"], n=size["docs"])
+            base = self.base_run(f"train-{model}", "reconciliation,preparation", env)
+            data = self.run_dir(base) / "data" / "prepared" / model
+
+            def mlexp(model=model, env=env, base=base) -> dict:
+                num = self.fork(base, ("data",), "training")
+                threads = self.work / f"threads-{num}"
+                got = self.exp(f"train-{model}", ["run", "--run", str(num), "--steps", "training"],
+                               {**env, "BENCH_THREADS_FILE": str(threads)})
+                summary = json.loads((self.run_dir(num) / "models" / model / "training_metrics.json").read_text())
+                got["trainer_sps"] = summary["train_samples_per_second"]
+                got["samples"] = self._train_rows(num, model) * float(summary["epochs"])
+                got["step_s"] = self.step_duration(num, "training")
+                got["step_sps"] = got["samples"] / got["step_s"]
+                got["threads"] = int(threads.read_text())
+                self.drop(num)
+                return got
+
+            def baseline(matched: bool, model=model, env=env, data=data, size=size) -> dict:
+                result = self.work / "bare-train.json"
+                got = self.python(f"bare-train-{model}{'-matched' if matched else ''}", "baseline_train.py", [
+                    "--data", str(data), "--model", model, "--result", str(result), "--epochs", "1",
+                    "--batch-size", str(size["batch"]), "--eval-batch-size", str(EVAL_BATCH), "--learning-rate", "5e-5",
+                    "--seed", "42", *(["--matched"] if matched else [])], env)
+                out = json.loads(result.read_text())
+                got["trainer_sps"] = out["train_samples_per_second"]
+                got["samples"] = out["train_samples"] * out["epochs"]
+                got["step_s"] = got["wall_s"]
+                got["step_sps"] = got["samples"] / got["wall_s"]
+                got["threads"] = out["threads"]
+                return got
+
+            pairs = []
+            for rep in range(self.reps):
+                order = ["mlexp", "bare", "matched"] if rep % 2 == 0 else ["matched", "bare", "mlexp"]
+                got = {}
+                for what in order:
+                    got[what] = mlexp() if what == "mlexp" else baseline(what == "matched")
+                pairs.append({"ml-exp": got["mlexp"], "baseline": got["bare"], "matched": got["matched"]})
+                say(f"training {model} {rep + 1}/{self.reps}: ml-exp {_short(got['mlexp'])} | bare {_short(got['bare'])} | "
+                    f"matched {_short(got['matched'])}")
+            self.raw[f"training {model}"] = pairs
+            threads = {p[side]["threads"] for p in pairs for side in ("ml-exp", "baseline", "matched")}
+            section = f"1 training, {model}"
+            self.row(section, "Trainer's train_samples_per_second", pairs, "trainer_sps", "samples/s", ">= 0.95",
+                     lambda r: r >= 0.95, baseline_name="bare Trainer script (no eval/checkpoint)", note=f"torch threads: {sorted(threads)}")
+            matched = [{"ml-exp": p["ml-exp"], "baseline": p["matched"]} for p in pairs]
+            self.row(section, "Trainer's train_samples_per_second, vs matched baseline", matched, "trainer_sps", "samples/s",
+                     ">= 0.95", lambda r: r >= 0.95, baseline_name="bare Trainer + eval/checkpoint each epoch, best model reloaded")
+            self.row(section, "train samples / wall time of the whole step (process launch included)", pairs, "step_sps",
+                     "samples/s", "", None, baseline_name="bare script, process wall time")
+
+    def _train_rows(self, num: int, model: str) -> int:
+        sizes = self.manifest(num)["steps"]["preparation"]["models"][model]["rows"]
+        return int(sizes["train"])
+
+
+def _short(measured: dict) -> str:
+    busy = f", other processes used {measured['foreign_cores']:.1f} cores" if measured["foreign_cores"] > QUIET_CORES else ""
+    for key in ("trainer_sps", "docs_per_s", "records_per_s"):
+        if key in measured:
+            return f"{measured[key]:.1f}/s ({measured['wall_s']:.1f} s wall, {measured['maxrss_mb']:.0f} MB{busy})"
+    return f"{measured['wall_s']:.2f} s{busy}"
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    from importlib import metadata
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "0")
+    versions = {name: metadata.version(name) for name in ("torch", "transformers", "datasets", "accelerate", "tokenizers", "ml-exp")}
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") + (" + uncommitted runtime changes" if git("status", "--porcelain", "runtime") else "")
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory_gb": f"{int(memory) / 1024 / 1024:.1f}",
+            "python": platform.python_version(), **versions, "ml_exp_commit": commit}
+
+
+def _fmt(value: Any, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "MB":
+        return f"{value:.0f} MB"
+    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| # | measurement | ml-exp | baseline | ratio | goal | met |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        baseline = "—" if r["baseline_value"] is None else f"{_fmt(r['baseline_value'], r['unit'])} ({r['baseline']})"
+        unit = "" if r["unit"] in ("s", "MB") else f" {r['unit']}"
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        met = {True: "yes", False: "**no**", None: ""}[r["met"]]
+        note = f" — {r['note']}" if r.get("note") else ""
+        lines.append(f"| {r['section']} | {r['measurement']}{note} | {_fmt(r['ml_exp'], r['unit'])}{unit} | {baseline} | "
+                     f"{ratio} | {r['goal'] or '—'} | {met} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
+    parser.add_argument("--only", default="", help=f"comma separated sections of {', '.join(SECTIONS)}")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (runs and logs)")
+    parser.add_argument("--threads", type=int, help="torch threads per process, both sides (default: BENCH_THREADS or 1)")
+    args = parser.parse_args()
+    global THREADS
+    THREADS = str(args.threads or THREADS)
+    only = [s for s in args.only.split(",") if s] or list(SECTIONS)
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+
+    work = Path(tempfile.mkdtemp(prefix="ml-exp-bench-"))
+    say(f"work folder {work}; {args.reps} repetitions; sections {', '.join(only)}")
+    bench = Bench(work, args.reps)
+    try:
+        for section in SECTIONS:
+            if section in only:
+                getattr(bench, section)()
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    rows = sorted(bench.rows, key=lambda r: r["section"])
+    total = time.perf_counter() - started
+    info = machine()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "results.json").write_text(json.dumps({"machine": info, "reps": args.reps, "total_s": total, "rows": rows,
+                                                       "raw": bench.raw, "measured": MEASURED}, indent=2, default=str))
+    disturbed = [m for m in MEASURED if m["foreign_cores"] > QUIET_CORES]
+    load = (f"other processes: {len(disturbed)} of {len(MEASURED)} measured processes ran while other processes used more than "
+            f"{QUIET_CORES} cores (max {max((m['foreign_cores'] for m in MEASURED), default=0):.2f} cores)"
+            + (": those numbers are noisier, rerun on a quiet machine" if disturbed else "")
+            + f"; waited {_waited[0]:.0f} s for the machine to calm down")
+    text = (f"{table(rows)}\n\nmachine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB; Python {info['python']}, "
+            f"torch {info['torch']}, transformers {info['transformers']}, datasets {info['datasets']}; "
+            f"ml-exp {info['ml_exp_commit']}; torch threads per process: {THREADS}; {args.reps} repetitions (median); "
+            f"total {total / 60:.1f} min\n{load}\n")
+    (RESULTS / "results.md").write_text(text)
+    print(text)
+    print(f"(also in {RESULTS.relative_to(ROOT)}/results.md and results.json)")
+
+
+if __name__ == "__main__":
+    main()
