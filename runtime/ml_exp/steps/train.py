@@ -19,7 +19,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ml_exp.context import Context
-from ml_exp.steps import LABELS, PROCESSOR, StepError, checkpoint_dir, model_dir
+from ml_exp.steps import LABELS, PROCESSOR, StepError, checkpoint_dir, model_dir, model_key
 from ml_exp.udf import UDFs
 
 TRAINING_METRICS = "training_metrics.json"
@@ -130,7 +130,7 @@ def train_model(
     if last:
         ctx.log.info("%s: resuming from %s", model_name, last)
     job_type = "tuning" if tracking_name.startswith("tune") else "training"
-    with tracked(ctx, model_name, tracking_name, job_type=job_type) if trainer.is_world_process_zero() else nullcontext() as wb:
+    with tracked(ctx, model_key(model_name), tracking_name, job_type=job_type) if trainer.is_world_process_zero() else nullcontext() as wb:
         if wb is not None:
             trainer.add_callback(_WandbLog(wb))
         if sync_checkpoints and trainer.is_world_process_zero():

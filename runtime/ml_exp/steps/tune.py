@@ -159,7 +159,7 @@ def _table(trials: list[dict[str, Any]]) -> str:
 def _track_study(ctx: Context, model_name: str, trials: list[dict[str, Any]], best: dict[str, Any]) -> None:
     from ml_exp.tracking import tracked
 
-    with tracked(ctx, model_name, "tuning", extra_config={"best": best}) as wb:
+    with tracked(ctx, model_key(model_name), "tuning", extra_config={"best": best}) as wb:
         if wb is not None:
             import wandb
 
