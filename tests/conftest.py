@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.s3server import SeaweedS3
+from tests.s3server import SeaweedS3, aws_env
 
 TEST_BUCKET = "mlexp-test"
 
@@ -27,12 +27,7 @@ class S3Info:
     bucket: str
 
     def env(self) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_DEFAULT_REGION": self.region,
-        }
+        return aws_env(self.endpoint, self.access_key, self.secret_key, self.region)
 
 
 @pytest.fixture(scope="session")

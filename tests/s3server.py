@@ -84,12 +84,7 @@ class SeaweedS3:
 
     def env(self) -> dict[str, str]:
         """AWS environment variables that point a client at this server."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_DEFAULT_REGION": self.region,
-        }
+        return aws_env(self.endpoint, self.access_key, self.secret_key, self.region)
 
     def start(self) -> "SeaweedS3":
         self.tmpdir = tempfile.mkdtemp(prefix="mlexp-weed-")
@@ -205,3 +200,13 @@ if __name__ == "__main__":  # manual check: python tests/s3server.py
     with SeaweedS3() as srv:
         print(f"ready at {srv.endpoint} in {time.monotonic() - t0:.1f}s")
     print(f"stopped after {time.monotonic() - t0:.1f}s")
+
+
+def aws_env(endpoint: str, access_key: str, secret_key: str, region: str) -> dict[str, str]:
+    """AWS environment variables that point a client at an S3 endpoint."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret_key,
+        "AWS_DEFAULT_REGION": region,
+    }

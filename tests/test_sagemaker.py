@@ -67,19 +67,19 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> str:
     return moto_server
 
 
+def sagemaker_context(project, monkeypatch: pytest.MonkeyPatch, **settings: str) -> Context:
+    """A Context with a real config (the baked demo + overrides) and a run claimed in moto's S3."""
+    base = {"BACKEND": "sagemaker", "STORAGE_URI": f"s3://{BUCKET}/runs", "SAGEMAKER_ROLE_ARN": ROLE, "IMAGE_URI": IMAGE}
+    for key, value in {**base, **settings}.items():
+        monkeypatch.setenv(key, value)
+    config = load_config(project)
+    run = Store(config.storage_uri, config.experiment_name).claim_run(None, {"steps": {}})
+    return Context(config=config, run=run)
+
+
 @pytest.fixture
 def make_ctx(aws: str, project, monkeypatch: pytest.MonkeyPatch):
-    """A Context with a real config (the baked demo + overrides) and a run claimed in moto's S3."""
-
-    def make(**settings: str) -> Context:
-        base = {"BACKEND": "sagemaker", "STORAGE_URI": f"s3://{BUCKET}/runs", "SAGEMAKER_ROLE_ARN": ROLE, "IMAGE_URI": IMAGE}
-        for key, value in {**base, **settings}.items():
-            monkeypatch.setenv(key, value)
-        config = load_config(project)
-        run = Store(config.storage_uri, config.experiment_name).claim_run(None, {"steps": {}})
-        return Context(config=config, run=run)
-
-    return make
+    return lambda **settings: sagemaker_context(project, monkeypatch, **settings)
 
 
 @pytest.fixture

@@ -27,14 +27,11 @@ from botocore.stub import ANY, Stubber
 
 from ml_exp.backends import sagemaker as sm
 from ml_exp.backends import sagemaker_tuning as smt
-from ml_exp.config import load_config
-from ml_exp.context import Context
 from ml_exp.manifest import REDACTED
 from ml_exp.search_space import parse_space
 from ml_exp.steps import StepError
 from ml_exp.steps.train import METRIC_LINE
-from ml_exp.store import Store
-from tests.test_sagemaker import BUCKET, FULL, IMAGE, ROLE, SECRET, aws, project, s3_text  # noqa: F401 - fixtures
+from tests.test_sagemaker import BUCKET, FULL, IMAGE, ROLE, SECRET, aws, project, s3_text, sagemaker_context  # noqa: F401 - fixtures
 
 MODEL = "org/Model_v2.1"
 SPACE = ("learning_rate = log-uniform(1e-5, 5e-4); per_device_train_batch_size = choice(8, 16, 32); "
@@ -46,17 +43,8 @@ WHEN = datetime(2026, 11, 28, tzinfo=timezone.utc)
 
 @pytest.fixture
 def make_ctx(aws: str, project, monkeypatch: pytest.MonkeyPatch):
-    """A Context with a real config (the baked demo + the tuning settings + overrides) and a run in moto's S3."""
-
-    def make(**settings: str) -> Context:
-        base = {"BACKEND": "sagemaker", "STORAGE_URI": f"s3://{BUCKET}/runs", "SAGEMAKER_ROLE_ARN": ROLE, "IMAGE_URI": IMAGE, **TUNING}
-        for key, value in {**base, **settings}.items():
-            monkeypatch.setenv(key, value)
-        config = load_config(project)
-        run = Store(config.storage_uri, config.experiment_name).claim_run(None, {"steps": {}})
-        return Context(config=config, run=run)
-
-    return make
+    """test_sagemaker's context, with the tuning settings (a test's own settings win)."""
+    return lambda **settings: sagemaker_context(project, monkeypatch, **{**TUNING, **settings})
 
 
 @pytest.fixture
