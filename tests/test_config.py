@@ -107,8 +107,8 @@ BAD = [
     ({"UDF_MODULE": "my-module"}, "UDF_MODULE"),
     ({"AWS_REGION": "mars"}, "AWS_REGION"),
     ({"SAGEMAKER_ROLE_ARN": "role/SageMaker"}, "SAGEMAKER_ROLE_ARN"),
-    ({"INSTANCE_TYPE": "g5.2xlarge"}, "INSTANCE_TYPE"),
-    ({"INSTANCE_COUNT": "0"}, "INSTANCE_COUNT"),
+    ({"TRAINING_INSTANCE_TYPE": "g5.2xlarge"}, "TRAINING_INSTANCE_TYPE"),
+    ({"TRAINING_INSTANCE_COUNT": "0"}, "TRAINING_INSTANCE_COUNT"),
     ({"SUBNETS": "subnet-0abc"}, "SECURITY_GROUP_IDS"),
     ({"SECURITY_GROUP_IDS": "group-1", "SUBNETS": "subnet-0abc"}, "SECURITY_GROUP_IDS"),
     ({"BACKEND": "sagemaker"}, "SAGEMAKER_ROLE_ARN"),
@@ -181,8 +181,31 @@ def test_known_keys_cover_the_brief():
         "PER_DEVICE_EVAL_BATCH_SIZE", "GRADIENT_ACCUMULATION_STEPS", "WARMUP_RATIO", "WEIGHT_DECAY",
         "MIXED_PRECISION", "EARLY_STOPPING_PATIENCE", "METRIC_FOR_BEST_MODEL", "TUNING_TRIALS",
         "TUNING_PARALLEL_TRIALS", "TUNING_SPACE", "TUNING_OBJECTIVE", "TUNING_DIRECTION", "WANDB_PROJECT",
-        "WANDB_ENTITY", "WANDB_MODE", "AWS_REGION", "SAGEMAKER_ROLE_ARN", "IMAGE_URI", "INSTANCE_TYPE",
-        "INSTANCE_COUNT", "PREPARATION_INSTANCE_TYPE", "INFERENCE_INSTANCE_TYPE", "USE_SPOT", "MAX_RUN_HOURS",
+        "WANDB_ENTITY", "WANDB_MODE", "AWS_REGION", "SAGEMAKER_ROLE_ARN", "IMAGE_URI", "TRAINING_INSTANCE_TYPE",
+        "TRAINING_INSTANCE_COUNT", "PREPARATION_INSTANCE_TYPE", "INFERENCE_INSTANCE_TYPE", "USE_SPOT", "MAX_RUN_HOURS",
         "MAX_WAIT_HOURS", "VOLUME_SIZE_GB", "KMS_KEY_ID", "SUBNETS", "SECURITY_GROUP_IDS",
     }  # fmt: skip
     assert KNOWN_KEYS - brief == {"TUNING_TRIAL_EPOCHS"}  # added in the same style
+
+
+@pytest.mark.parametrize(("old", "new"), [("INSTANCE_TYPE", "TRAINING_INSTANCE_TYPE"), ("INSTANCE_COUNT", "TRAINING_INSTANCE_COUNT")])
+def test_renamed_settings_are_refused_with_the_new_name(tmp_path, old, new):
+    write_settings(tmp_path, {**GOOD, old: "1"})
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, environ={})
+    assert [str(p) for p in caught.value.problems] == [f"{old}: was renamed to {new}; rename it in settings.ini"]
+    write_settings(tmp_path, GOOD)
+    with pytest.raises(ConfigError, match=f"{old}: was renamed to {new}; set the environment variable {new}"):
+        load_config(tmp_path, environ={old: "1"})
+
+
+def test_overrides_are_checked_and_kept_in_raw(tmp_path):
+    config = load_config(write_settings(tmp_path, GOOD), environ={})
+    tuned = config.with_overrides({"LEARNING_RATE": "3e-05", "NUM_TRAIN_EPOCHS": "2"}, source="tuning")
+    assert (tuned.learning_rate, tuned.num_train_epochs, tuned.seed) == (3e-05, 2.0, config.seed)
+    assert tuned.raw["LEARNING_RATE"] == "3e-05" and config.raw["LEARNING_RATE"] == "5e-5"
+    assert tuned.storage_uri == config.storage_uri
+    with pytest.raises(ConfigError, match=r"LEARNING_RATE: 'fast' is not a number \(from tuning\)"):
+        config.with_overrides({"LEARNING_RATE": "fast"}, source="tuning")
+    with pytest.raises(ConfigError, match="LERNING_RATE: is not a setting"):
+        config.with_overrides({"LERNING_RATE": "1"})

@@ -33,7 +33,7 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ml-exp/exp-80:tag"
 MODEL = "org/Model_v2.1"
 SECRET = "wandb-secret-0123456789"
 FULL = {  # every optional SageMaker setting switched on
-    "INSTANCE_TYPE": "ml.g5.12xlarge", "INSTANCE_COUNT": "2", "PREPARATION_INSTANCE_TYPE": "ml.m5.4xlarge",
+    "TRAINING_INSTANCE_TYPE": "ml.g5.12xlarge", "TRAINING_INSTANCE_COUNT": "2", "PREPARATION_INSTANCE_TYPE": "ml.m5.4xlarge",
     "INFERENCE_INSTANCE_TYPE": "ml.g5.2xlarge", "VOLUME_SIZE_GB": "77", "MAX_RUN_HOURS": "2", "USE_SPOT": "true",
     "MAX_WAIT_HOURS": "3.5", "KMS_KEY_ID": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     "SUBNETS": "subnet-0abc,subnet-0def", "SECURITY_GROUP_IDS": "sg-0123", "NUM_PROCESSES": "4",
@@ -186,7 +186,7 @@ def test_each_step_creates_the_job_it_describes(make_ctx, recorded, monkeypatch:
     assert environment["WANDB_API_KEY"] == SECRET  # the job gets the secret ...
     assert environment["ML_EXP_EXPERIMENT_DIR"] == "/opt/ml/code"
     assert {key: environment[key] for key in ctx.config.raw} == dict(ctx.config.raw)
-    assert environment["INSTANCE_COUNT"] == "2" and environment["BACKEND"] == "sagemaker"
+    assert environment["TRAINING_INSTANCE_COUNT"] == "2" and environment["BACKEND"] == "sagemaker"
     saved = ctx.run.read_text(f"jobs/{name}.json")  # ... the saved spec does not
     assert SECRET not in saved and spec["environment"]["WANDB_API_KEY"] == REDACTED
     assert SECRET not in json.dumps(result, default=str)
@@ -400,7 +400,7 @@ def test_exp_run_on_sagemaker_end_to_end(aws, tmp_path, monkeypatch):
 
     project = bake(tmp_path, ticket="EXP-83", model_slug="sm-e2e")
     settings = {"BACKEND": "sagemaker", "STORAGE_URI": f"s3://{BUCKET}/runs", "SAGEMAKER_ROLE_ARN": ROLE, "IMAGE_URI": IMAGE,
-                "WANDB_MODE": "disabled", "NUM_TRAIN_EPOCHS": "6", "INSTANCE_TYPE": "ml.g5.12xlarge"}
+                "WANDB_MODE": "disabled", "NUM_TRAIN_EPOCHS": "6", "TRAINING_INSTANCE_TYPE": "ml.g5.12xlarge"}
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
     said: list[str] = []

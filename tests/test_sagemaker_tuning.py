@@ -242,7 +242,7 @@ def test_tuning_creates_the_job_it_describes_and_writes_the_best_trial(make_ctx,
     assert all(environment[key] == ctx.config.raw[key] for key in environment)
     in_file = _settings_ini(project)
     assert all(key in in_file and in_file[key] == ctx.config.raw[key] for key in left)
-    for key in ("BACKEND", "STORAGE_URI", "TUNING_SPACE", "INSTANCE_COUNT", "NUM_PROCESSES", "MODEL_NAMES"):  # set in the environment here
+    for key in ("BACKEND", "STORAGE_URI", "TUNING_SPACE", "TRAINING_INSTANCE_COUNT", "NUM_PROCESSES", "MODEL_NAMES"):  # set in the environment here
         assert environment[key] == ctx.config.raw[key]
     saved = ctx.run.read_text(f"{folder}/sagemaker_tuning_job.json")
     assert SECRET not in saved and spec["training"]["environment"]["WANDB_API_KEY"] == REDACTED

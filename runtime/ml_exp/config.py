@@ -18,10 +18,12 @@ from typing import Any
 
 from decouple import RepositoryIni
 
+from ml_exp.names import STEP_NAMES as STEPS
+
 SETTINGS_FILE = "settings.ini"
 SECTION = "settings"
-# Pipeline order: tuning comes before training (training then uses the best values found).
-STEPS = ("reconciliation", "preparation", "tuning", "training", "inference")
+# Settings that were renamed: refused under their old name, with the new one.
+RENAMED = {"INSTANCE_TYPE": "TRAINING_INSTANCE_TYPE", "INSTANCE_COUNT": "TRAINING_INSTANCE_COUNT"}
 
 
 @dataclass(frozen=True)
@@ -230,8 +232,8 @@ def _settings() -> tuple[Setting, ...]:
         s("AWS_REGION", "us-east-1", _pattern(AWS_REGION_RE, "an AWS region such as us-east-1"), "sagemaker"),
         s("SAGEMAKER_ROLE_ARN", "", _pattern(ROLE_ARN_RE, "an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole"), "sagemaker"),
         s("IMAGE_URI", "", _pattern(r"\S+(:[\w.-]+|@sha256:[0-9a-f]{64})", "an image URI with a tag, such as 123456789012.dkr.ecr.us-east-1.amazonaws.com/repo:tag"), "sagemaker"),
-        s("INSTANCE_TYPE", "ml.g5.2xlarge", _pattern(INSTANCE_TYPE_RE, "a SageMaker instance type such as ml.g5.2xlarge"), "sagemaker"),
-        s("INSTANCE_COUNT", "1", _int(1), "sagemaker"),
+        s("TRAINING_INSTANCE_TYPE", "ml.g5.2xlarge", _pattern(INSTANCE_TYPE_RE, "a SageMaker instance type such as ml.g5.2xlarge"), "sagemaker"),
+        s("TRAINING_INSTANCE_COUNT", "1", _int(1), "sagemaker"),
         s("PREPARATION_INSTANCE_TYPE", "ml.m5.2xlarge", _pattern(INSTANCE_TYPE_RE, "a SageMaker instance type such as ml.m5.2xlarge"), "sagemaker"),
         s("INFERENCE_INSTANCE_TYPE", "ml.g5.xlarge", _pattern(INSTANCE_TYPE_RE, "a SageMaker instance type such as ml.g5.xlarge"), "sagemaker"),
         s("USE_SPOT", "false", _bool, "sagemaker"),
@@ -292,8 +294,8 @@ class Config:
     aws_region: str
     sagemaker_role_arn: str
     image_uri: str
-    instance_type: str
-    instance_count: int
+    training_instance_type: str
+    training_instance_count: int
     preparation_instance_type: str
     inference_instance_type: str
     use_spot: bool
@@ -315,6 +317,18 @@ class Config:
     def objective(self) -> str:
         return self.tuning_objective or self.metric_for_best_model
 
+    def with_overrides(self, overrides: Mapping[str, str], source: str = "override") -> Config:
+        """The same settings with ``overrides`` (key -> text, as in settings.ini) applied and
+        checked like the rest; ``raw`` holds them too, so every process and job that starts
+        from this config gets them. ConfigError names each bad override."""
+        unknown = sorted(set(overrides) - KNOWN_KEYS)
+        if unknown:
+            raise ConfigError([Problem(key, f"is not a setting ({source})") for key in unknown])
+        if not overrides:
+            return self
+        raw = {**self.raw, **{key: str(value) for key, value in overrides.items()}}
+        return _build(self.experiment_dir, raw, [], lambda key: source if key in overrides else SETTINGS_FILE)
+
 
 def load_config(experiment_dir: str | os.PathLike[str] = ".", environ: Mapping[str, str] | None = None) -> Config:
     """Read ``<experiment_dir>/settings.ini`` (environment variables override it).
@@ -332,30 +346,39 @@ def load_config(experiment_dir: str | os.PathLike[str] = ".", environ: Mapping[s
     for key in sorted(file_keys - KNOWN_KEYS):
         if key in SECRET_KEYS:
             problems.append(Problem(key, f"is a secret and must not be in {SETTINGS_FILE} (it gets committed); remove it and set it in the environment instead"))
-            continue
-        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
-        hint = f"did you mean {close[0]}?" if close else "remove it or check the spelling"
-        problems.append(Problem(key, f"unknown setting in {SETTINGS_FILE}; {hint}"))
+        elif key in RENAMED:
+            problems.append(Problem(key, f"was renamed to {RENAMED[key]}; rename it in {SETTINGS_FILE}"))
+        else:
+            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+            hint = f"did you mean {close[0]}?" if close else "remove it or check the spelling"
+            problems.append(Problem(key, f"unknown setting in {SETTINGS_FILE}; {hint}"))
+    for key in sorted(set(RENAMED) & set(env)):
+        problems.append(Problem(key, f"was renamed to {RENAMED[key]}; set the environment variable {RENAMED[key]} instead (and unset {key})"))
 
-    values: dict[str, Any] = {}
     raw: dict[str, str] = {}
+    from_env: set[str] = set()
     for setting in SETTINGS:
         # As python-decouple does: the environment first, then the file, then the default.
         # (``environ`` is explicit so that tests and callers control it.)
         if setting.key in env:
-            text = env[setting.key]
+            raw[setting.key] = env[setting.key]
+            from_env.add(setting.key)
         elif setting.key.lower() in file_keys_lower:
             # raw: a '%' in a value is just a character, not configparser interpolation
-            text = repository.parser.get(SECTION, setting.key, raw=True)
+            raw[setting.key] = repository.parser.get(SECTION, setting.key, raw=True)
         else:
-            text = setting.default
-        raw[setting.key] = text
-        try:
-            values[setting.key.lower()] = setting.parse(text)
-        except ValueError as exc:
-            source = "environment variable" if setting.key in env else SETTINGS_FILE
-            problems.append(Problem(setting.key, f"{exc} (from {source})"))
+            raw[setting.key] = setting.default
+    return _build(experiment_dir, raw, problems, lambda key: "environment variable" if key in from_env else SETTINGS_FILE)
 
+
+def _build(experiment_dir: Path, raw: dict[str, str], problems: list[Problem], source: Callable[[str], str]) -> Config:
+    """Parse every setting's text (``raw``), check the rules between settings, build the Config."""
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        try:
+            values[setting.key.lower()] = setting.parse(raw[setting.key])
+        except ValueError as exc:
+            problems.append(Problem(setting.key, f"{exc} (from {source(setting.key)})"))
     problems.extend(_cross_checks(values))
     if problems:
         raise ConfigError(problems)
@@ -401,7 +424,7 @@ def _cross_checks(v: dict[str, Any]) -> list[Problem]:
         missing = "SUBNETS" if not v["subnets"] else "SECURITY_GROUP_IDS"
         problems.append(Problem(missing, "SUBNETS and SECURITY_GROUP_IDS go together (VPC mode); set both or neither"))
     if has("backend") and v["backend"] == "sagemaker":
-        for key in ("SAGEMAKER_ROLE_ARN", "IMAGE_URI", "AWS_REGION", "INSTANCE_TYPE", "PREPARATION_INSTANCE_TYPE", "INFERENCE_INSTANCE_TYPE"):
+        for key in ("SAGEMAKER_ROLE_ARN", "IMAGE_URI", "AWS_REGION", "TRAINING_INSTANCE_TYPE", "PREPARATION_INSTANCE_TYPE", "INFERENCE_INSTANCE_TYPE"):
             if has(key.lower()) and not v[key.lower()]:
                 problems.append(Problem(key, "is required when BACKEND = sagemaker"))
         if has("storage_uri") and not v["storage_uri"].startswith("s3://"):

@@ -152,8 +152,8 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
     training = step == "training"
     kms = config.kms_key_id or None
     compute = {
-        "instance_type": config.instance_type if training else getattr(config, f"{step}_instance_type"),
-        "instance_count": config.instance_count if training else 1,
+        "instance_type": config.training_instance_type if training else getattr(config, f"{step}_instance_type"),
+        "instance_count": config.training_instance_count if training else 1,
         "volume_size_in_gb": config.volume_size_gb,
         "volume_kms_key_id": kms,
         "enable_managed_spot_training": config.use_spot,
