@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ml_exp.config import load_config
-from ml_exp.container import emulate
+from ml_exp.backends.sagemaker.container import emulate
 from tests.bake import bake
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Inference testing (ml_exp.steps.infer) and the model comparison report (ml_exp.steps.report).
+"""Inference testing (ml_exp.steps.inference) and the model comparison report (ml_exp.steps.report).
 
 Real artefacts, built in well under a second: a tiny BERT from a config, a WordPiece tokenizer
 trained with ``tokenizers``, a DatasetDict saved with ``save_to_disk``, in a real file:// run.
@@ -21,8 +21,9 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from ml_exp import defaults
 from ml_exp.config import load_config
 from ml_exp.context import Context
-from ml_exp.steps import LABELS, StepError, inference_dir, model_dir, prepared_dir
-from ml_exp.steps import infer
+from ml_exp.layout import LABELS, inference_dir, model_dir, prepared_dir
+from ml_exp.steps import StepError
+from ml_exp.steps import inference
 from ml_exp.steps.report import write_report
 from ml_exp.store import OutputExistsError, Store
 from ml_exp.udf import UDFs
@@ -147,7 +148,7 @@ def ctx(tmp_path, artefacts):
 
 
 def test_inference_writes_predictions_metrics_report_and_confusion_matrix(ctx, artefacts):
-    result = infer.run_inference(ctx, make_udfs(), "tiny-bert")
+    result = inference.infer_model(ctx, make_udfs(), "tiny-bert")
     run, folder = ctx.run, inference_dir("tiny-bert")
     assert run.is_complete(folder)
     assert result["test_records"] == N_TEST
@@ -211,7 +212,7 @@ def test_inference_streams_batches_and_row_groups(ctx, artefacts, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(BertForSequenceClassification, "forward", spy)
-    monkeypatch.setattr(infer, "PARQUET_ROWS_PER_GROUP", 8)
+    monkeypatch.setattr(inference, "PARQUET_ROWS_PER_GROUP", 8)
     writes = []
     import pyarrow.parquet
 
@@ -219,7 +220,7 @@ def test_inference_streams_batches_and_row_groups(ctx, artefacts, monkeypatch):
     monkeypatch.setattr(pyarrow.parquet.ParquetWriter, "write_table",
                         lambda self, table, *a, **k: (writes.append(table.num_rows), original_write(self, table, *a, **k))[1])
 
-    infer.run_inference(ctx, make_udfs(), "tiny-bert")
+    inference.infer_model(ctx, make_udfs(), "tiny-bert")
 
     assert len(seen) == math.ceil(N_TEST / EVAL_BATCH)
     assert all(rows <= EVAL_BATCH for rows, _ in seen) and sum(rows for rows, _ in seen) == N_TEST
@@ -238,34 +239,34 @@ def test_failing_compute_metrics_is_a_step_error(ctx):
         raise KeyError("f1")
 
     with pytest.raises(StepError, match=r"compute_metrics raised KeyError.*'tiny-bert'"):
-        infer.run_inference(ctx, make_udfs(broken), "tiny-bert")
+        inference.infer_model(ctx, make_udfs(broken), "tiny-bert")
     assert not ctx.run.is_complete(inference_dir("tiny-bert"))  # nothing half-written
 
 
 def test_compute_metrics_must_return_numbers(ctx):
     with pytest.raises(StepError, match=r"compute_metrics returned 'f1' = 'high'"):
-        infer.run_inference(ctx, make_udfs(lambda p, r, labels, ctx: {"f1": "high"}), "tiny-bert")
+        inference.infer_model(ctx, make_udfs(lambda p, r, labels, ctx: {"f1": "high"}), "tiny-bert")
 
 
 def test_second_inference_into_the_same_run_refuses_to_overwrite(ctx):
-    first = infer.run_inference(ctx, make_udfs(), "tiny-bert")
+    first = inference.infer_model(ctx, make_udfs(), "tiny-bert")
     stored = (Path(ctx.run.local_path_or_url(inference_dir("tiny-bert"))) / "metrics.json").read_text()
     with pytest.raises(OutputExistsError, match="refusing to overwrite"):
-        infer.run_inference(ctx, make_udfs(lambda *a: pytest.fail("must refuse before computing")), "tiny-bert")
+        inference.infer_model(ctx, make_udfs(lambda *a: pytest.fail("must refuse before computing")), "tiny-bert")
     assert json.loads(stored) == first["metrics"]
     assert (Path(ctx.run.local_path_or_url(inference_dir("tiny-bert"))) / "metrics.json").read_text() == stored
 
 
 def test_load_result_reads_back_what_inference_returned(ctx):
-    result = infer.run_inference(ctx, make_udfs(), "tiny-bert")
-    assert infer.load_result(ctx.run, "tiny-bert") == result
+    result = inference.infer_model(ctx, make_udfs(), "tiny-bert")
+    assert inference.load_result(ctx.run, "tiny-bert") == result
     with pytest.raises(StepError, match="inference/other.*missing or incomplete"):
-        infer.load_result(ctx.run, "other")
+        inference.load_result(ctx.run, "other")
 
 
 def test_the_store_itself_refuses_a_second_inference_folder(ctx, monkeypatch):
     """Even past the early check (e.g. two concurrent inferences), put_dir refuses."""
-    infer.run_inference(ctx, make_udfs(), "tiny-bert")
+    inference.infer_model(ctx, make_udfs(), "tiny-bert")
     run = ctx.run
     calls = {"n": 0}
     original = type(run).is_complete
@@ -279,7 +280,7 @@ def test_the_store_itself_refuses_a_second_inference_folder(ctx, monkeypatch):
 
     monkeypatch.setattr(type(run), "is_complete", first_call_says_missing)
     with pytest.raises(OutputExistsError):
-        infer.run_inference(ctx, make_udfs(), "tiny-bert")
+        inference.infer_model(ctx, make_udfs(), "tiny-bert")
     assert calls["n"] == 2  # the early check, then put_dir's own
 
 
@@ -288,13 +289,13 @@ def test_missing_model_is_a_step_error(tmp_path, artefacts):
     context.run.write_json(LABELS, LABEL_NAMES)
     context.run.put_dir(str(artefacts["prepared"]), prepared_dir("tiny-bert"))
     with pytest.raises(StepError, match=r"models/tiny-bert.*missing or incomplete"):
-        infer.run_inference(context, make_udfs(), "tiny-bert")
+        inference.infer_model(context, make_udfs(), "tiny-bert")
 
 
 def test_label_maps_that_disagree_are_a_step_error(ctx):
     ctx.run.write_json(LABELS, ["policy", "audit", "contract"], overwrite=True)
     with pytest.raises(StepError, match="label map"):
-        infer.run_inference(ctx, make_udfs(), "tiny-bert")
+        inference.infer_model(ctx, make_udfs(), "tiny-bert")
 
 
 def test_inference_logs_to_wandb_offline(tmp_path, artefacts, monkeypatch):
@@ -303,7 +304,7 @@ def test_inference_logs_to_wandb_offline(tmp_path, artefacts, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     context = make_ctx(tmp_path, WANDB_MODE="offline", WANDB_PROJECT="ml-exp-tests")
     publish(context, artefacts, "tiny-bert")
-    infer.run_inference(context, make_udfs(), "tiny-bert")
+    inference.infer_model(context, make_udfs(), "tiny-bert")
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     media = runs[0] / "files" / "media"
@@ -325,7 +326,7 @@ def test_report_compares_two_real_models(tmp_path, artefacts):
     results = {}
     for seed, name in enumerate(names):
         publish(context, artefacts, name, seed=seed)
-        results[name] = infer.run_inference(context, make_udfs(), name)
+        results[name] = inference.infer_model(context, make_udfs(), name)
     accuracies = {name: results[name]["metrics"]["accuracy"] for name in names}
     # two random inits rarely tie; when they do the first listed model wins
     expected_best = max(names, key=lambda n: accuracies[n])
@@ -385,7 +386,7 @@ def test_without_a_saved_tokenizer_inputs_must_have_equal_lengths(tmp_path, arte
     ragged.run.put_dir(str(artefacts["prepared"]), prepared_dir("bare"))
     ragged.run.put_dir(str(bare), model_dir("bare"))
     with pytest.raises(StepError, match="different lengths and no tokenizer"):
-        infer.run_inference(ragged, make_udfs(), "bare")
+        inference.infer_model(ragged, make_udfs(), "bare")
 
     # encoded with fixed-length padding (what encode() must do for a model saved without one): fine
     tokenizer = artefacts["tokenizer"]
@@ -397,5 +398,5 @@ def test_without_a_saved_tokenizer_inputs_must_have_equal_lengths(tmp_path, arte
     even.run.write_json(LABELS, LABEL_NAMES)
     even.run.put_dir(str(tmp_path / "fixed"), prepared_dir("bare"))
     even.run.put_dir(str(bare), model_dir("bare"))
-    result = infer.run_inference(even, make_udfs(), "bare")
+    result = inference.infer_model(even, make_udfs(), "bare")
     assert result["test_records"] == N_TEST

@@ -19,10 +19,11 @@ import pytest
 import requests
 from botocore.stub import Stubber
 
-from ml_exp.backends import sagemaker as sm
+from ml_exp.backends.sagemaker import jobs as sm
 from ml_exp.config import load_config
 from ml_exp.context import Context
 from ml_exp.manifest import REDACTED
+from ml_exp.names import TOKENS
 from ml_exp.steps import StepError
 from ml_exp.store import Store
 from tests.bake import bake
@@ -198,11 +199,11 @@ def test_each_step_creates_the_job_it_describes(make_ctx, recorded, monkeypatch:
         assert json.loads(s3_text(f"{staged}/sm_drivers/distributed.json")) == {"process_count_per_node": 4, "smp": None}
         assert json.loads(s3_text(f"{staged}/sm_drivers/sourcecode.json"))["entry_script"] == "ml_exp_entry.py"
         entry = s3_text(f"{staged}/code/ml_exp_entry.py")
-        assert "from ml_exp.container import main" in entry
+        assert "from ml_exp.backends.sagemaker.container import main" in entry
         compile(entry, "ml_exp_entry.py", "exec")
         assert spec["distributed"] == {"torchrun": {"process_count_per_node": 4}}
     else:  # one process: the container command itself
-        assert f"python3 -m ml_exp.container {step}" in train_sh and "torchrun" not in train_sh
+        assert f"python3 -m ml_exp.backends.sagemaker.container {step}" in train_sh and "torchrun" not in train_sh
         assert spec["distributed"] is None
 
 
@@ -277,7 +278,7 @@ def test_job_names_are_valid_for_sagemaker(experiment: str, model: str | None):
     for step in ("preparation", "training", "inference"):
         name = sm.job_name(experiment, 123456, step, model, token="20261128t021326")
         assert len(name) <= 63 and re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name), name
-        assert f"-r123456-{sm.STEPS[step]}-" in name and name.endswith("-20261128t021326")
+        assert f"-r123456-{TOKENS[step]}-" in name and name.endswith("-20261128t021326")
 
 
 def test_long_names_stay_distinct_and_odd_characters_are_cleaned():
@@ -335,7 +336,7 @@ def test_a_stopped_job_fails_the_step_too():
 def test_run_step_turns_a_failed_job_into_a_step_error(make_ctx, monkeypatch: pytest.MonkeyPatch):
     reason = "ClientError: prepared data missing under /opt/ml/input/data/prepared"
     client, _ = _stubbed_client(("InProgress", "Downloading", None), ("Failed", "Failed", reason))
-    monkeypatch.setattr(sm, "_sagemaker_client", lambda region: client)  # the job itself is created in moto
+    monkeypatch.setattr(sm, "sagemaker_client", lambda region: client)  # the job itself is created in moto
     ctx = make_ctx(MODEL_NAMES=MODEL)
     with pytest.raises(StepError) as failed:
         sm.run_step(ctx, "training", MODEL, poll_seconds=0)
@@ -359,7 +360,8 @@ def test_settings_sagemaker_cannot_carry_are_refused_before_any_job(make_ctx, pr
 
 
 def test_importing_the_backend_does_not_import_the_sdk():
-    code = "import sys, ml_exp.backends.sagemaker; sys.exit(any(m.split('.')[0] in ('sagemaker', 'boto3') for m in sys.modules))"
+    code = ("import sys, ml_exp.backends.sagemaker.jobs, ml_exp.backends.sagemaker.tuner, ml_exp.backends.sagemaker.container; "
+            "sys.exit(any(m.split('.')[0] in ('sagemaker', 'boto3') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -376,7 +378,7 @@ def test_an_aws_error_creating_the_job_is_a_step_error(make_ctx, monkeypatch: py
 
 def test_interrupting_the_wait_says_how_to_stop_the_job(make_ctx, monkeypatch: pytest.MonkeyPatch, caplog):
     client, _ = _stubbed_client(("InProgress", "Training", None))
-    monkeypatch.setattr(sm, "_sagemaker_client", lambda region: client)
+    monkeypatch.setattr(sm, "sagemaker_client", lambda region: client)
     monkeypatch.setattr(sm, "_create", lambda spec: None)
     ctx = make_ctx(MODEL_NAMES=MODEL)
     spec = sm.job_spec(ctx, "training", MODEL)
@@ -395,7 +397,7 @@ def test_exp_run_on_sagemaker_end_to_end(aws, tmp_path, monkeypatch):
     nothing, each job's container runs here under the emulated contract, fed from the job's spec."""
     import fsspec
 
-    from ml_exp.container import emulate
+    from ml_exp.backends.sagemaker.container import emulate
     from ml_exp.pipeline import run_pipeline
 
     project = bake(tmp_path, ticket="EXP-83", model_slug="sm-e2e")

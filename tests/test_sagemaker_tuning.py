@@ -25,15 +25,21 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from ml_exp.backends import sagemaker as sm
-from ml_exp.backends import sagemaker_tuning as smt
+from ml_exp.backends.sagemaker import jobs as sm
+from ml_exp.backends.sagemaker import tuner as smt
 from ml_exp.manifest import REDACTED
 from ml_exp.search_space import parse_space
 from ml_exp.steps import StepError
-from ml_exp.steps.train import METRIC_LINE
+from ml_exp.steps.training import METRIC_LINE
+from ml_exp.steps.tuning import tune_model
 from tests.test_sagemaker import BUCKET, FULL, IMAGE, ROLE, SECRET, aws, project, s3_text, sagemaker_context  # noqa: F401 - fixtures
 
 MODEL = "org/Model_v2.1"
+
+
+def tune(ctx, **driver):
+    """The tuning step for MODEL, with the SageMaker driver (``driver``: its polling options)."""
+    return tune_model(ctx, MODEL, parse_space(SPACE), lambda ctx, model, parameters: smt.search(ctx, model, parameters, **driver))
 SPACE = ("learning_rate = log-uniform(1e-5, 5e-4); per_device_train_batch_size = choice(8, 16, 32); "
          "num_train_epochs = int(2, 5); warmup_ratio = uniform(0, 0.2)")
 TUNING = {"MODEL_NAMES": MODEL, "RUN_TUNING": "true", "TUNING_SPACE": SPACE, "TUNING_TRIALS": "6", "TUNING_PARALLEL_TRIALS": "2"}
@@ -122,7 +128,7 @@ def _polling_client(monkeypatch: pytest.MonkeyPatch, answers) -> tuple[object, S
             expected.update({"MaxResults": 100}, **({"NextToken": token[0]} if token else {}))
         stub.add_response(operation, response, expected)
     stub.activate()
-    monkeypatch.setattr(sm, "_sagemaker_client", lambda region: client)
+    monkeypatch.setattr(sm, "sagemaker_client", lambda region: client)
     return client, stub, calls
 
 
@@ -158,7 +164,7 @@ def _start_as_the_toolkit_does(root, program: str, script: str) -> None:
     data.mkdir(parents=True)
     (data / "ml_exp_trial.sh").write_text(script)
     os.chmod(os.path.join(code_dir, program), 511)
-    started = subprocess.run(["/bin/sh", "-c", f"./{program} --learning_rate 3e-05 --step training"], cwd=code_dir, capture_output=True, text=True)
+    started = subprocess.run(["/bin/sh", "-c", f"./{program} --learning_rate 3e-05 --step tuning"], cwd=code_dir, capture_output=True, text=True)
     assert started.returncode == 127 and "/opt/ml/input/data/sm_drivers/sm_train.sh" in started.stderr, started
 
 
@@ -167,7 +173,7 @@ def test_tuning_creates_the_job_it_describes_and_writes_the_best_trial(make_ctx,
     ctx = make_ctx(**FULL)
     _, stub, calls = _polling_client(monkeypatch, _completed_answers())
     seen: list = []
-    best = smt.tune(ctx, MODEL, parse_space(SPACE), poll_seconds=0, on_status=lambda *s: seen.append(s))
+    best = tune(ctx, poll_seconds=0, on_status=lambda *s: seen.append(s))
     stub.assert_no_pending_responses()
 
     folder = f"tuning/{'org--Model_v2.1'}"
@@ -211,7 +217,7 @@ def test_tuning_creates_the_job_it_describes_and_writes_the_best_trial(make_ctx,
     assert definition["OutputDataConfig"] == {"S3OutputPath": f"{run}/jobs/", "KmsKeyId": FULL["KMS_KEY_ID"], "CompressionType": "GZIP"}
     assert "CheckpointConfig" not in definition  # trials never resume from each other's checkpoints
     static = definition["StaticHyperParameters"]
-    assert {key: static[key] for key in ("step", "run", "model", "output")} == {"step": "training", "run": str(ctx.run.num), "model": MODEL, "output": "tuning"}
+    assert {key: static[key] for key in ("step", "run", "model")} == {"step": "tuning", "run": str(ctx.run.num), "model": MODEL}
     # the toolkit runs a program that is no .py file as /bin/sh -c "./<program> <args>" in /opt/ml/code
     assert os.path.normpath(os.path.join("/opt/ml/code", static["sagemaker_program"])) == "/opt/ml/input/data/code/ml_exp_trial.sh"
     assert not static["sagemaker_program"].endswith(".py")  # a .py program: pip install -r /opt/ml/code/requirements.txt first
@@ -250,29 +256,30 @@ def test_tuning_creates_the_job_it_describes_and_writes_the_best_trial(make_ctx,
     stored = boto3.client("sagemaker").describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)  # moto kept it
     assert stored["TrainingJobDefinition"]["StaticHyperParameters"] == static
 
-    # the results, as the local backend writes them
-    trial = lambda n: f"job-{n:03d}-{n:08x}"  # noqa: E731
+    # the results, as with the local backend: trials named trial_<k>, SageMaker's job name beside
+    job = lambda n: f"job-{n:03d}-{n:08x}"  # noqa: E731
     assert best == {
-        "model": MODEL, "objective": "f1_macro", "direction": "maximize", "best_trial": trial(2), "value": 0.8333,
+        "model": MODEL, "objective": "f1_macro", "direction": "maximize", "best_trial": "trial_1", "value": 0.8333,
         "params": {"learning_rate": 0.00021, "per_device_train_batch_size": 32, "num_train_epochs": 5, "warmup_ratio": 0.1},
-        "trials": 3, "backend": "sagemaker",
+        "trials": 3, "backend": "sagemaker", "job_name": job(2),
     }
     assert isinstance(best["params"]["per_device_train_batch_size"], int) and isinstance(best["params"]["num_train_epochs"], int)
     assert isinstance(best["params"]["warmup_ratio"], float)
     assert ctx.run.read_json(f"{folder}/best.json") == best
-    assert list(best) == ["model", "objective", "direction", "best_trial", "value", "params", "trials", "backend"]
     trials = ctx.run.read_json(f"{folder}/trials.json")
-    assert [(t["trial"], t["state"], t["value"]) for t in trials] == [(trial(1), "Completed", 0.71), (trial(2), "Completed", 0.8333), (trial(3), "Failed", None)]
+    assert [(t["trial"], t["state"], t["value"], t["job_name"]) for t in trials] == [
+        ("trial_0", "completed", 0.71, job(1)), ("trial_1", "completed", 0.8333, job(2)), ("trial_2", "failed", None, job(3))]
     assert trials[0]["params"] == {"learning_rate": 3.1e-05, "per_device_train_batch_size": 16, "num_train_epochs": 3, "warmup_ratio": 0.05}
+    assert ctx.run.read_text(f"{folder}/trials.csv").splitlines()[2].startswith("trial_1,completed,0.8333,")
 
-    assert smt.tune(ctx, MODEL, parse_space(SPACE)) == best  # done: nothing is created or asked again
+    assert tune(ctx) == best  # done: nothing is created or asked again
     assert len(created()) == 1
 
 
 def test_minimizing_the_loss(make_ctx, created):
     ctx = make_ctx(TUNING_OBJECTIVE="loss", TUNING_DIRECTION="minimize")
     spec = smt.tuning_spec(ctx, MODEL, parse_space(SPACE))
-    smt._create(spec)
+    smt.create(spec)
     (request,) = created()
     assert request["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "eval_loss"}
     (metric,) = request["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"]
@@ -289,7 +296,7 @@ def test_minimizing_the_loss(make_ctx, created):
 def test_dry_run_saves_the_spec_and_creates_nothing_then_the_saved_spec_is_the_job(make_ctx, created, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     ctx = make_ctx()
-    result = smt.tune(ctx, MODEL, parse_space(SPACE), dry_run=True)
+    result = smt.plan(ctx, MODEL, parse_space(SPACE))
     name, folder = result["tuning_job_name"], "tuning/org--Model_v2.1"
     assert result["status"] == "dry-run" and result["spec_uri"] == f"{ctx.run.uri}/{folder}/sagemaker_tuning_job.json"
     assert ctx.run.listdir(folder) == ["sagemaker_tuning_job.json"]
@@ -302,27 +309,27 @@ def test_dry_run_saves_the_spec_and_creates_nothing_then_the_saved_spec_is_the_j
     answers = [("describe_hyper_parameter_tuning_job", ("error", "ResourceNotFound", f"Amazon SageMaker can't find a tuning job with name {name}")),
                *_completed_answers(name)]
     _, stub, calls = _polling_client(monkeypatch, answers)
-    best = smt.tune(ctx, MODEL, parse_space(SPACE), poll_seconds=0)
+    best = tune(ctx, poll_seconds=0)
     stub.assert_no_pending_responses()
     (request,) = created()
     assert request["HyperParameterTuningJobName"] == name and {p["HyperParameterTuningJobName"] for _, p in calls} == {name}
     assert request["TrainingJobDefinition"]["Environment"]["WANDB_API_KEY"] == SECRET
     assert ctx.run.read_json(f"{folder}/sagemaker_tuning_job.json") == saved  # not overwritten
-    assert best["best_trial"] == f"{name}-002-00000002" and best["trials"] == 3
+    assert (best["best_trial"], best["job_name"], best["trials"]) == ("trial_1", f"{name}-002-00000002", 3)
 
 
 def test_a_retry_attaches_to_the_tuning_job_of_the_earlier_attempt(make_ctx, created, monkeypatch):
     ctx = make_ctx()
     spec = smt.tuning_spec(ctx, MODEL, parse_space(SPACE))
     ctx.run.write_json("tuning/org--Model_v2.1/sagemaker_tuning_job.json", spec)  # an attempt that created its job, then died
-    smt._create(spec)
+    smt.create(spec)
     assert len(created()) == 1
     answers = [("describe_hyper_parameter_tuning_job", _description(spec["tuning_job_name"], "InProgress")), *_completed_answers(spec["tuning_job_name"])]
     _, stub, _ = _polling_client(monkeypatch, answers)
-    best = smt.tune(ctx, MODEL, parse_space(SPACE), poll_seconds=0)
+    best = tune(ctx, poll_seconds=0)
     stub.assert_no_pending_responses()
     assert len(created()) == 1  # no second job
-    assert best["best_trial"].startswith(spec["tuning_job_name"] + "-002-")
+    assert best["best_trial"] == "trial_1" and best["job_name"].startswith(spec["tuning_job_name"] + "-002-")
 
 
 # --- failures --------------------------------------------------------------------------------------
@@ -334,7 +341,7 @@ def test_a_failed_tuning_job_is_a_step_error_naming_its_reason(make_ctx, created
                                   ("describe_hyper_parameter_tuning_job", _description("j", "Failed", reason=reason))])
     ctx = make_ctx()
     with pytest.raises(StepError) as failed:
-        smt.tune(ctx, MODEL, parse_space(SPACE), poll_seconds=0)
+        tune(ctx, poll_seconds=0)
     name = ctx.run.read_json("tuning/org--Model_v2.1/sagemaker_tuning_job.json")["tuning_job_name"]
     for text in (reason, f"tuning job {name} failed", "/aws/sagemaker/TrainingJobs", "list-training-jobs-for-hyper-parameter-tuning-job"):
         assert text in str(failed.value)
@@ -352,9 +359,10 @@ def test_a_completed_job_without_a_best_trial_says_what_the_trials_must_print(ma
     _polling_client(monkeypatch, [("describe_hyper_parameter_tuning_job", _description("j", "Completed")),
                                   ("list_training_jobs_for_hyper_parameter_tuning_job", {"TrainingJobSummaries": trials})])
     ctx = make_ctx()
-    with pytest.raises(StepError, match=r"without a best trial: no trial reported eval_f1_macro \(a line like 'ml-exp-metric: eval_f1_macro=0.5;'\)"):
-        smt.tune(ctx, MODEL, parse_space(SPACE), poll_seconds=0)
-    assert ctx.run.read_json("tuning/org--Model_v2.1/trials.json")[0]["state"] == "Failed"
+    with pytest.raises(StepError, match=r"no trial completed with a value of f1_macro \(1 tried\); each trial must get 'f1_macro'"):
+        tune(ctx, poll_seconds=0)
+    assert ctx.run.read_json("tuning/org--Model_v2.1/trials.json")[0]["state"] == "failed"
+    assert not ctx.run.exists("tuning/org--Model_v2.1/best.json")
 
 
 def test_an_aws_error_creating_the_job_is_a_step_error(make_ctx, monkeypatch):
@@ -363,19 +371,19 @@ def test_an_aws_error_creating_the_job_is_a_step_error(make_ctx, monkeypatch):
     def refuse(spec):
         raise ClientError({"Error": {"Code": "ResourceLimitExceeded", "Message": "tuning jobs quota is 0"}}, "CreateHyperParameterTuningJob")
 
-    monkeypatch.setattr(smt, "_create", refuse)
+    monkeypatch.setattr(smt, "create", refuse)
     with pytest.raises(StepError, match=r"CreateHyperParameterTuningJob failed \(ResourceLimitExceeded\): tuning jobs quota is 0"):
-        smt.tune(make_ctx(), MODEL, parse_space(SPACE), poll_seconds=0)
+        tune(make_ctx(), poll_seconds=0)
 
 
 def test_too_many_settings_set_in_the_environment_are_refused_before_any_job(make_ctx, created):
     ctx = make_ctx()
     environment = {key: value + "-changed" for key, value in ctx.config.raw.items()}  # none as in settings.ini
     with pytest.raises(StepError, match="at most 48 environment variables"):
-        smt._fit_environment(ctx.config, {**environment, "ML_EXP_EXPERIMENT_DIR": "/opt/ml/code"})
+        smt.fit_environment(ctx.config, {**environment, "ML_EXP_EXPERIMENT_DIR": "/opt/ml/code"})
     fits = {key: ctx.config.raw[key] for key in list(ctx.config.raw)[:47]}  # + room for WANDB_API_KEY
-    assert smt._fit_environment(ctx.config, fits) == (fits, [])
-    environment, left = smt._fit_environment(ctx.config, {**fits, "ML_EXP_EXPERIMENT_DIR": "/opt/ml/code"})
+    assert smt.fit_environment(ctx.config, fits) == (fits, [])
+    environment, left = smt.fit_environment(ctx.config, {**fits, "ML_EXP_EXPERIMENT_DIR": "/opt/ml/code"})
     assert len(environment) == 47 and len(left) == 1 and left[0] not in environment
     with pytest.raises(StepError, match="TUNING_SPACE is empty"):
         smt.tuning_spec(ctx, MODEL, ())
@@ -414,5 +422,11 @@ def test_long_tuning_job_names_stay_distinct():
 
 
 def test_importing_the_tuning_backend_does_not_import_the_sdk():
-    code = "import sys, ml_exp.backends.sagemaker_tuning; sys.exit(any(m.split('.')[0] in ('sagemaker', 'boto3') for m in sys.modules))"
+    code = "import sys, ml_exp.backends.sagemaker.tuner; sys.exit(any(m.split('.')[0] in ('sagemaker', 'boto3') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_trial_is_named_as_a_local_trial():
+    assert smt.trial_of("EXP-80-r1-tiny-bert-abc123-001-4a7a8f5e") == "trial_0"
+    assert smt.trial_of("EXP-80-r1-tiny-bert-abc123-012-4a7a8f5e") == "trial_11"
+    assert smt.trial_of("some-other-job") == "some-other-job"  # not the tuner's: its own name

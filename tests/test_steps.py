@@ -156,7 +156,7 @@ def test_split_honours_pinned_records_and_stratifies(project):
 
 
 def test_reconciliation_writes_several_shards(project, monkeypatch):
-    import ml_exp.steps.reconcile as reconcile
+    import ml_exp.steps.reconciliation as reconcile
 
     monkeypatch.setattr(reconcile, "SHARD_ROWS", 7)
     write_experiment(project)

@@ -200,17 +200,17 @@ def test_s3_objects_without_marker_are_not_complete(s3_env, tmp_path, monkeypatc
     src = tmp_path / "saved"
     src.mkdir()
     (src / "weights.bin").write_bytes(b"w" * 1000)
-    real_put = Store._put
+    real_put = Store.put
 
     def crash_before_marker(self, url, *args, **kwargs):
         if url.endswith("/_COMPLETE"):
             raise ConnectionResetError("simulated crash")
         return real_put(self, url, *args, **kwargs)
 
-    monkeypatch.setattr(Store, "_put", crash_before_marker)
+    monkeypatch.setattr(Store, "put", crash_before_marker)
     with pytest.raises(StoreError):
         run.put_dir(str(src), "models/m")
-    monkeypatch.setattr(Store, "_put", real_put)
+    monkeypatch.setattr(Store, "put", real_put)
     assert run.listdir("models/m") == ["weights.bin"] and not run.is_complete("models/m")
     with pytest.raises(StoreError, match="incomplete"):
         run.get_dir("models/m", str(tmp_path / "out"))

@@ -77,7 +77,7 @@ def test_tuning_then_training_uses_the_best_trial(tmp_path):
     best = json.loads((run / "tuning" / "tiny-bert" / "best.json").read_text())
     trials = json.loads((run / "tuning" / "tiny-bert" / "trials.json").read_text())
     assert len(trials) == 3 and best["trials"] == 3
-    complete = [t for t in trials if t["state"] == "complete"]
+    complete = [t for t in trials if t["state"] == "completed"]
     winner = max(complete, key=lambda t: t["value"])
     assert (best["best_trial"], best["value"], best["params"]) == (winner["trial"], winner["value"], winner["params"])
     for trial in trials:  # each trial is a real training run with its own values
@@ -115,5 +115,5 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path):
     assert "tuning: resuming" in resumed.stdout
     assert {p.name: p.stat().st_mtime_ns for p in (folder / "trial_0").iterdir()} == finished  # not re-run
     trials = json.loads((folder / "trials.json").read_text())
-    assert sum(t["state"] in ("complete", "pruned") for t in trials) == 3
-    assert trials[0]["trial"] == "trial_0" and trials[0]["state"] == "complete"
+    assert sum(t["state"] in ("completed", "pruned") for t in trials) == 3
+    assert trials[0]["trial"] == "trial_0" and trials[0]["state"] == "completed"

@@ -103,7 +103,7 @@ def run(
     ] = False,
 ) -> None:
     """Validate, then run the steps in a new run (or continue one with --run)."""
-    from ml_exp.config import STEPS
+    from ml_exp.names import STEP_NAMES as STEPS
 
     chosen = [s.strip() for s in steps.split(",") if s.strip()] if steps else None
     unknown = [s for s in chosen or [] if s not in STEPS]

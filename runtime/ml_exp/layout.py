@@ -38,6 +38,8 @@ PROCESSOR = "processor"
 SPLITS = ("train", "validation", "test")
 TRAIN, VALIDATION, TEST = SPLITS
 
+MODELS = "models"
+CHECKPOINTS = "checkpoints"
 # Inside a model folder (and a trial folder).
 MODEL_LABELS = "labels.json"
 TRAINING_METRICS = "training_metrics.json"
@@ -79,11 +81,11 @@ def prepared_dir(model_name: str) -> str:
 
 
 def model_dir(model_name: str) -> str:
-    return f"models/{model_key(model_name)}"
+    return f"{MODELS}/{model_key(model_name)}"
 
 
 def checkpoint_dir(model_name: str) -> str:
-    return f"checkpoints/{model_key(model_name)}"
+    return f"{CHECKPOINTS}/{model_key(model_name)}"
 
 
 def tuning_dir(model_name: str) -> str:

@@ -9,13 +9,13 @@ import re
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
 from ml_exp import __version__
 from ml_exp.config import Config
+from ml_exp.store import now
 
 TEMPLATE_RECORD = ".ml-exp.json"
 REDACTED = "***redacted***"
@@ -24,10 +24,6 @@ SECRET_NAME = re.compile(r"KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|AUTH|SESS
 # Environment variables worth recording: they change what a run does.
 RECORDED_ENV_PREFIXES = ("ML_EXP_", "WANDB_", "AWS_", "HF_", "TRANSFORMERS_", "CUDA_", "ACCELERATE_", "SM_")
 KEY_PACKAGES = ("torch", "transformers", "datasets", "accelerate", "evaluate", "scikit-learn", "wandb", "sagemaker", "fsspec", "s3fs", "optuna")
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def redact(values: Mapping[str, str]) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """`exp run`: validate, claim (or continue) a run, then run the chosen steps in order.
 
-What runs is here; where it runs is the backend's business (``ml_exp.backends``). Every step
-records its status, times and facts in the manifest; a completed step is never run again in
-the same run, an interrupted or failed one is resumed.
+What runs is here; where it runs is the backend's (:mod:`ml_exp.backends`), picked once from
+BACKEND. Every step records its status, times and facts in the manifest; a completed step is
+never run again in the same run, an interrupted or failed one is resumed.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ml_exp.config import STEPS, Config, Problem, load_config
+from ml_exp.backends import backend_for
+from ml_exp.backends.base import Backend
+from ml_exp.config import Config, Problem, load_config
 from ml_exp.context import Context
 from ml_exp.manifest import new_manifest
+from ml_exp.names import INFERENCE, PREPARATION, RECONCILIATION, STEP_NAMES, TRAINING, TUNING
 from ml_exp.steps import StepError
 from ml_exp.store import Run, Store
 from ml_exp.udf import UDFs, load_udfs
@@ -62,7 +65,7 @@ def run_pipeline(
         raise ProblemsFound(report.problems)
     config = report.config
     assert config is not None
-    chosen = [step for step in STEPS if step in (steps or config.steps)]
+    chosen = [step for step in STEP_NAMES if step in (steps or config.steps)]
 
     store = Store(config.storage_uri, config.experiment_name)
     if run_num is None:
@@ -74,10 +77,11 @@ def run_pipeline(
         recorded = run.read_manifest()
         if recorded.get("overrides") and not smoke:  # a smoke run goes on as a smoke run
             overrides, smoke = recorded["overrides"], bool(recorded.get("smoke"))
-            config = load_config(config.experiment_dir, {**os.environ, **overrides})
-    ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"), extra={"environment": overrides, "smoke": smoke})
+            config = config.with_overrides(overrides, source="the run's manifest (smoke)")
+    ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"), smoke=smoke)
+    backend = backend_for(config.backend)
     if dry_run:
-        show_plan(ctx, chosen, announce)
+        show_plan(ctx, backend, chosen, announce)
         return run
     udfs = load_udfs(config.experiment_dir, config.udf_module, keep_loaded=True)
 
@@ -93,7 +97,7 @@ def run_pipeline(
             announce(f"{step}: started")
         run.begin_step(step)
         try:
-            facts = RUNNERS[step](ctx, udfs)
+            facts = RUNNERS[step](ctx, udfs, backend)
         except StepError as exc:
             _fail(run, step, str(exc))
             raise StepFailed(run, step, str(exc)) from exc
@@ -106,150 +110,60 @@ def run_pipeline(
     return run
 
 
-# --- what each step runs, by backend: local processes, or SageMaker jobs from the image ---------
-# Reconciliation always runs here: it reads the team's sources.
+# --- what each step runs; the backend runs it where it runs ------------------------------------
 
 
-def _on_sagemaker(ctx: Context) -> bool:
-    return ctx.config.backend == "sagemaker"
+def _reconciliation(ctx: Context, udfs: UDFs, backend: Backend) -> dict[str, Any]:
+    """Always here, whatever the backend: it reads the team's own sources."""
+    from ml_exp.steps.reconciliation import run_reconciliation
+
+    return run_reconciliation(ctx, udfs, sample_per_label=SMOKE_RECORDS_PER_LABEL if ctx.smoke else None)
 
 
-def _job(ctx: Context, step: str, model_name: str | None) -> dict[str, Any]:
-    """Run a step as a SageMaker job; the container leaves its facts in jobs/<name>.result.json."""
-    from ml_exp.backends import sagemaker
-
-    job = sagemaker.run_step(ctx, step, model_name)
-    return {**(job.get("result") or {}), "job_name": job["job_name"]}
+def _preparation(ctx: Context, udfs: UDFs, backend: Backend) -> dict[str, Any]:
+    return backend.prepare(ctx, udfs)
 
 
-def _run_reconciliation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
-    from ml_exp.steps.reconcile import run_reconciliation
+def _tuning(ctx: Context, udfs: UDFs, backend: Backend) -> dict[str, Any]:
+    from ml_exp.steps.tuning import run_tuning
 
-    return run_reconciliation(ctx, udfs, sample_per_label=SMOKE_RECORDS_PER_LABEL if ctx.extra.get("smoke") else None)
-
-
-def _run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
-    if _on_sagemaker(ctx):
-        from ml_exp.steps import LABELS
-
-        facts = _job(ctx, "preparation", None)
-        if not ctx.run.exists(LABELS):
-            raise StepError(f"preparation job {facts['job_name']} ended but wrote no {ctx.run.path(LABELS)}; see its logs")
-        return facts
-    from ml_exp.steps.prepare import run_preparation
-
-    return run_preparation(ctx, udfs)
+    return run_tuning(ctx, backend.search)
 
 
-def _run_tuning(ctx: Context, udfs: UDFs) -> dict[str, Any]:
-    if _on_sagemaker(ctx):
-        from ml_exp.backends.sagemaker_tuning import tune
-        from ml_exp.search_space import parse_space
+def _training(ctx: Context, udfs: UDFs, backend: Backend) -> dict[str, Any]:
+    from ml_exp.steps.training import run_training
 
-        parameters = parse_space(ctx.config.tuning_space)
-        best = {name: tune(ctx, name, parameters) for name in ctx.config.model_names}
-        return {"objective": ctx.config.objective, "best": best, "metrics": {n: {ctx.config.objective: b["value"]} for n, b in best.items()}}
-    from ml_exp.backends.local import train_trial
-    from ml_exp.steps.tune import run_tuning
-
-    return run_tuning(ctx, train_trial)
+    return run_training(ctx, backend.train)
 
 
-def _run_training(ctx: Context, udfs: UDFs) -> dict[str, Any]:
-    from ml_exp.steps.train import run_training
+def _inference(ctx: Context, udfs: UDFs, backend: Backend) -> dict[str, Any]:
+    from ml_exp.steps.inference import run_inference
 
-    if _on_sagemaker(ctx):
-
-        def train_one(ctx: Context, model_name: str) -> None:
-            _job(_tuned(ctx, model_name), "training", model_name)
-
-    else:
-        from ml_exp.backends.local import train
-
-        def train_one(ctx: Context, model_name: str) -> None:
-            train(_tuned(ctx, model_name), model_name)
-
-    facts = run_training(ctx, udfs, train_one)
-    tuned = {name: _best(ctx, name) for name in ctx.config.model_names}
-    facts["hyperparameters"] = {name: best for name, best in tuned.items() if best}  # recorded as such
-    return facts
+    return run_inference(ctx, lambda ctx, model_name: backend.infer(ctx, udfs, model_name))
 
 
-def _best(ctx: Context, model_name: str) -> dict[str, Any] | None:
-    from ml_exp.steps.tune import best_params, tuning_dir
-
-    best = best_params(ctx, model_name)
-    return {"from": ctx.run.path(tuning_dir(model_name), "best.json"), "params": best["params"]} if best else None
-
-
-def _tuned(ctx: Context, model_name: str) -> Context:
-    """The context to train ``model_name`` with: the best values of this run's tuning, if any."""
-    best = _best(ctx, model_name)
-    if best is None:
-        return ctx
-    from dataclasses import replace
-
-    from ml_exp.search_space import as_settings
-
-    settings = {**ctx.extra.get("environment", {}), **as_settings(best["params"])}
-    ctx.log.info("%s: training with the best values of tuning: %s", model_name, best["params"])
-    config = load_config(ctx.config.experiment_dir, {**os.environ, **settings})
-    return replace(ctx, config=config, extra={**ctx.extra, "environment": settings})
-
-
-def _run_inference(ctx: Context, udfs: UDFs) -> dict[str, Any]:
-    from ml_exp.steps import inference_dir
-    from ml_exp.steps.infer import load_result, run_inference
-    from ml_exp.steps.report import write_report
-
-    results = {}
-    for name in ctx.config.model_names:
-        if not ctx.run.is_complete(inference_dir(name)):  # kept from an earlier, interrupted attempt
-            if _on_sagemaker(ctx):
-                _job(ctx, "inference", name)
-            else:
-                run_inference(ctx, udfs, name)
-        results[name] = load_result(ctx.run, name)
-    best = write_report(ctx, results)
-    return {"metrics": {name: result["metrics"] for name, result in results.items()}, "best": best}
-
-
-RUNNERS: Mapping[str, Callable[[Context, UDFs], dict[str, Any]]] = {
-    "reconciliation": _run_reconciliation,
-    "preparation": _run_preparation,
-    "tuning": _run_tuning,
-    "training": _run_training,
-    "inference": _run_inference,
+RUNNERS: Mapping[str, Callable[[Context, UDFs, Backend], dict[str, Any]]] = {
+    RECONCILIATION: _reconciliation,
+    PREPARATION: _preparation,
+    TUNING: _tuning,
+    TRAINING: _training,
+    INFERENCE: _inference,
 }
+assert tuple(RUNNERS) == STEP_NAMES
 
 
-def show_plan(ctx: Context, steps: Sequence[str], announce: Callable[[str], None]) -> None:
-    """`exp run --dry-run`: what each step would do; SageMaker job specifications are printed
-    and saved in the run (jobs/<job name>.json), nothing is submitted."""
-    import json
-
-    config, run = ctx.config, ctx.run
+def show_plan(ctx: Context, backend: Backend, steps: Sequence[str], announce: Callable[[str], None]) -> None:
+    """`exp run --dry-run`: what each step would do (a backend that submits jobs saves their
+    specifications in the run and shows them); nothing runs."""
+    run = ctx.run
     for step in steps:
         if run.step(step).get("status") == "completed":
             announce(f"{step}: already completed in run_{run.num}; would be skipped")
-        elif step == "reconciliation" or not _on_sagemaker(ctx):
-            where = "here" if step != "training" else f"here, {config.num_processes or 'auto'} process(es) per model"
-            announce(f"{step}: would run {where} (backend {config.backend})")
-        elif step == "tuning":
-            from ml_exp.backends.sagemaker_tuning import tune
-            from ml_exp.search_space import parse_space
-
-            for model_name in config.model_names:
-                planned = tune(ctx, model_name, parse_space(config.tuning_space), dry_run=True)
-                announce(f"tuning: SageMaker tuning job for {model_name}:")
-                announce(json.dumps(planned, indent=2, default=str))
+        elif step == RECONCILIATION:
+            announce(f"{step}: would run here (backend {backend.name})")
         else:
-            from ml_exp.backends import sagemaker
-
-            for model_name in [None] if step == "preparation" else config.model_names:
-                spec = sagemaker.run_step(ctx, step, model_name, dry_run=True)
-                announce(f"{step}: job {spec['job_name']} (saved in {run.path('jobs', spec['job_name'] + '.json')}):")
-                announce(json.dumps(spec.get("spec", spec), indent=2, default=str))
+            for line in backend.describe(ctx, step):
+                announce(line)
     run.update_manifest(lambda m: m.update(status="dry-run", dry_run=True))
 
 

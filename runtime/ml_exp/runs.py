@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml_exp.config import STEPS
+from ml_exp.store import Store
+
+from ml_exp.metrics import greater_is_better
+from ml_exp.names import INFERENCE, STEP_NAMES, TRAINING, TUNING
 
 STATUS_STYLE = {"completed": "green", "running": "yellow", "failed": "red", "pending": "dim"}
 # Where a step records its metrics: manifest["steps"][step]["metrics"] = {model: {name: value}}.
-METRIC_STEPS = ("inference", "training", "tuning")
+METRIC_STEPS = (INFERENCE, TRAINING, TUNING)
 
 
-def run_summaries(store, metric: str) -> list[dict[str, Any]]:
+def run_summaries(store: Store, metric: str) -> list[dict[str, Any]]:
     """One dict per run, oldest first: number, created, status, per-step status, best metric."""
     summaries = []
     for run in store.runs():
@@ -36,7 +39,8 @@ def best_metric(steps: dict[str, Any], metric: str) -> dict[str, Any] | None:
         per_model = steps.get(step, {}).get("metrics") or {}
         scored = [(values[metric], model) for model, values in per_model.items() if isinstance(values, dict) and metric in values]
         if scored:
-            value, model = max(scored)
+            pick = max if greater_is_better(metric) else min
+            value, model = pick(scored)
             return {"metric": metric, "value": value, "model": model, "step": step}
     return None
 
@@ -47,12 +51,12 @@ def runs_table(experiment_name: str, summaries: list[dict[str, Any]]):
     table = Table(title=f"{experiment_name}: {len(summaries)} run(s)")
     table.add_column("run", justify="right")
     table.add_column("created")
-    for step in STEPS:
+    for step in STEP_NAMES:
         table.add_column(step)
     table.add_column("best")
     for summary in summaries:
         cells = []
-        for step in STEPS:
+        for step in STEP_NAMES:
             status = summary["steps"].get(step)
             cells.append(f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]" if status else "-")
         best = summary["best"]

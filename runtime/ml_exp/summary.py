@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from ml_exp.layout import MODELS, REPORT
+from ml_exp.names import INFERENCE, TRAINING
+from ml_exp.store import Run
+
 # What the Trainer adds to validation metrics besides the user's own.
 TRAINER_BOOKKEEPING = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
 
 
-def print_summary(run: Any) -> None:
+def print_summary(run: Run) -> None:
     from rich.console import Console
     from rich.table import Table
 
     manifest = run.read_manifest()
     steps = manifest.get("steps", {})
     console = Console()
-    validation = steps.get("training", {}).get("metrics") or {}
-    test = steps.get("inference", {}).get("metrics") or {}
+    validation = steps.get(TRAINING, {}).get("metrics") or {}
+    test = steps.get(INFERENCE, {}).get("metrics") or {}
     columns = [(model, split, metrics) for split, per_model in (("validation", validation), ("test", test)) for model, metrics in per_model.items()]
     names = sorted({name for _, _, metrics in columns for name in metrics if name not in TRAINER_BOOKKEEPING})
     if names:
@@ -28,11 +32,11 @@ def print_summary(run: Any) -> None:
             table.add_row(name, *(_cell(metrics.get(name)) for _, _, metrics in columns))
         console.print(table)
     console.print(f"run_{manifest['run']} ({manifest.get('status')}): {run.uri}")
-    for folder in ("models", "inference"):
+    for folder in (MODELS, INFERENCE):
         if run.listdir(folder):
             console.print(f"  {folder}: {run.path(folder)}/")
-    if run.exists("report.md"):
-        console.print(f"  report: {run.path('report.md')}")
+    if run.exists(REPORT):
+        console.print(f"  report: {run.path(REPORT)}")
 
 
 def _cell(value: Any) -> str:

@@ -1,4 +1,5 @@
-"""Weights & Biases tracking: one wandb run per (run, model, step); a no-op when disabled.
+"""Weights & Biases tracking: one wandb run per (run, model, step) and per tuning trial; a no-op
+when disabled.
 
 Everything logged here is also written to the run's storage by the steps, so nothing depends
 on wandb being reachable (offline mode is the default).
@@ -12,16 +13,15 @@ from typing import Any, Iterator
 from ml_exp.context import Context
 
 
-def wandb_name(ctx: Context, model: str, step: str) -> str:
-    return f"run_{ctx.run.num if ctx.run else 0}-{model}-{step}"
+def wandb_name(ctx: Context, model: str, step: str, trial: str | None = None) -> str:
+    """``run_<N>-<model>-<step>``, and ``run_<N>-<model>-tuning-trial_<k>`` for a tuning trial."""
+    return "-".join([f"run_{ctx.run.num if ctx.run else 0}", model, step, *([trial] if trial else [])])
 
 
 @contextmanager
-def tracked(ctx: Context, model: str, step: str, extra_config: dict[str, Any] | None = None, job_type: str | None = None) -> Iterator[Any]:
-    """Yield a wandb run (or None when WANDB_MODE = disabled); finished on exit.
-
-    ``step`` names the run (``run_<N>-<model>-<step>``, e.g. ``tune-3`` for a trial);
-    ``job_type`` defaults to the step."""
+def tracked(ctx: Context, model: str, step: str, trial: str | None = None, extra_config: dict[str, Any] | None = None) -> Iterator[Any]:
+    """Yield a wandb run (or None when WANDB_MODE = disabled) of ``step`` (its job_type), for
+    ``model`` (its folder key) or one of its tuning trials; finished on exit."""
     config = ctx.config
     if config.wandb_mode == "disabled":
         yield None
@@ -32,11 +32,12 @@ def tracked(ctx: Context, model: str, step: str, extra_config: dict[str, Any] | 
         project=config.wandb_project,
         entity=config.wandb_entity or None,
         group=config.experiment_name,
-        name=wandb_name(ctx, model, step),
-        job_type=job_type or step,
+        name=wandb_name(ctx, model, step, trial),
+        job_type=step,
         mode=config.wandb_mode,
         dir=str(config.experiment_dir),
-        config={"settings": dict(config.raw), "model": model, "run": ctx.run.num if ctx.run else None, **(extra_config or {})},
+        config={"settings": dict(config.raw), "model": model, "run": ctx.run.num if ctx.run else None,
+                **({"trial": trial} if trial else {}), **(extra_config or {})},
         reinit="create_new",
         settings=wandb.Settings(silent=True),
     )

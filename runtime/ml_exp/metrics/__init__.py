@@ -1,7 +1,8 @@
-"""Evaluation modules shipped with the runtime (loaded with ``evaluate.load(<path>)``, offline).
+"""Metrics: which way is better, and the evaluation modules shipped with the runtime.
 
-``classification.py`` is an ``evaluate.Metric`` script; :data:`CLASSIFICATION` is its absolute
-path. Nothing heavy is imported here: the script itself is only imported by ``evaluate``.
+``classification.py`` is an ``evaluate.Metric`` script (loaded with ``evaluate.load(<path>)``,
+offline); :data:`CLASSIFICATION` is its absolute path. Nothing heavy is imported here: the script
+itself is only imported by ``evaluate``.
 """
 
 from __future__ import annotations
@@ -9,3 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 CLASSIFICATION = str(Path(__file__).resolve().with_name("classification.py"))
+
+
+def greater_is_better(metric: str) -> bool:
+    """As HF ``TrainingArguments``: a metric is maximised unless it is a loss."""
+    return not metric.endswith("loss")

@@ -4,17 +4,16 @@ at the run root, rebuilt from the per-model inference results (so overwriting th
 from __future__ import annotations
 
 import io
-from typing import Any
 
-from ml_exp.steps import StepError, inference_dir
+from ml_exp.config import Config
+from ml_exp.context import Context
+from ml_exp.layout import COMPARISON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, REPORT, inference_dir
+from ml_exp.metrics import greater_is_better
+from ml_exp.steps import StepError
+from ml_exp.store import Run
 
 
-def greater_is_better(metric: str) -> bool:
-    """As HF ``TrainingArguments``: a metric is maximised unless it is a loss."""
-    return not metric.endswith("loss")
-
-
-def write_report(ctx: Any, results: dict[str, dict]) -> dict:
+def write_report(ctx: Context, results: dict[str, dict]) -> dict:
     """Compare the models of ``results`` (model name -> what ``run_inference`` returned) on
     ``METRIC_FOR_BEST_MODEL`` and write the comparison at the run root.
 
@@ -48,15 +47,15 @@ def write_report(ctx: Any, results: dict[str, dict]) -> dict:
         "models": models,
         "test_records": {name: result.get("test_records") for name, result in results.items()},
     }
-    run.write_json("comparison.json", comparison, overwrite=True)
-    run.write_text("report.md", _markdown(config, run, results, models, metric, best), overwrite=True)
-    run.write_bytes("comparison.png", comparison_png(scored, metric, best, title=f"{config.experiment_name} run_{run.num}"),
+    run.write_json(COMPARISON, comparison, overwrite=True)
+    run.write_text(REPORT, _markdown(config, run, results, models, metric, best), overwrite=True)
+    run.write_bytes(COMPARISON_PNG, comparison_png(scored, metric, best, title=f"{config.experiment_name} run_{run.num}"),
                     overwrite=True)
     ctx.log.info("best model on %s: %s (%.4f)", metric, best, value)
     return {"best_model": best, "metric": metric, "value": value}
 
 
-def _markdown(config: Any, run: Any, results: dict[str, dict], models: dict[str, dict[str, float]], metric: str,
+def _markdown(config: Config, run: Run, results: dict[str, dict], models: dict[str, dict[str, float]], metric: str,
               best: str) -> str:
     names: list[str] = [metric]
     for m in models.values():
@@ -82,12 +81,12 @@ def _markdown(config: Any, run: Any, results: dict[str, dict], models: dict[str,
         records = results[name].get("test_records")
         lines.append(f"| {cell(_escape(name), bold)} | " + " | ".join(values)
                      + f" | {'' if records is None else records} | [{folder}/]({folder}/) |")
-    lines += ["", "![comparison](comparison.png)", ""]
+    lines += ["", f"![comparison]({COMPARISON_PNG})", ""]
     for name in models:
         folder = inference_dir(name)
         lines += [f"## {_escape(name)}", "",
                   f"Outputs: [{folder}/]({folder}/) — {results[name].get('uri', '')}", "",
-                  f"![confusion matrix of {_escape(name)}]({folder}/confusion_matrix.png)", ""]
+                  f"![confusion matrix of {_escape(name)}]({folder}/{CONFUSION_MATRIX_PNG})", ""]
     return "\n".join(lines)
 
 

@@ -1,16 +1,18 @@
-"""Tuning on SageMaker: one hyperparameter tuning job per model, over the training step's job.
+"""The SageMaker search driver: one hyperparameter tuning job per model, its trials training jobs.
 
-The trials are training jobs of the training step (:func:`ml_exp.backends.sagemaker.job_spec`),
-created by SageMaker's tuner through the SDK v3 :class:`sagemaker.train.tuner.HyperparameterTuner`
-over the same :class:`~sagemaker.train.ModelTrainer`. What a trial differs in:
+The trials are jobs of the tuning step (:func:`ml_exp.backends.sagemaker.jobs.job_spec`: a
+training job without checkpoints, since a tuning job gives all its trials the same one and a
+trial must not resume from another's), created by SageMaker's tuner through the SDK v3
+:class:`sagemaker.train.tuner.HyperparameterTuner` over the same :class:`~sagemaker.train.ModelTrainer`.
+This driver only runs the trials and reads them back; the tuning step keeps the results. What a
+trial differs in from a training job:
 
-- hyperparameter ``output=tuning``: the container writes the trial's model to
-  ``tuning/<model>/<TRAINING_JOB_NAME>/`` (not ``models/<model>/``); and the tuned values, as
-  hyperparameters named like the settings (``learning_rate``...), which override the settings;
-- no checkpoint configuration: a tuning job gives all its trials the same one, and a trial must
-  not resume from another trial's checkpoints;
+- hyperparameter ``step=tuning``: the container trains into the trial's folder, ``trial_<k>``
+  for SageMaker's trial ``<tuning job>-<k+1, 3 digits>-<hex>`` (:func:`trial_of`), as a local
+  trial would; and the tuned values, as hyperparameters named
+  like the settings (``learning_rate``...), which override the settings;
 - metric definitions read the objective (and the loss) from the lines the training step prints
-  (``ml-exp-metric: eval_<name>=<value>;``, :data:`ml_exp.steps.train.METRIC_LINE`);
+  (``ml-exp-metric: eval_<name>=<value>;``, :data:`ml_exp.steps.training.METRIC_LINE`);
 - how it starts. The tuning API cannot set a container entrypoint, so a trial runs the image's
   own: the training toolkit of the Deep Learning Container the image extends, which runs the
   hyperparameter ``sagemaker_program`` from ``/opt/ml/code``. The SDK sets it to the entry
@@ -28,15 +30,13 @@ over the same :class:`~sagemaker.train.ModelTrainer`. What a trial differs in:
 What the SDK's tuner leaves out of the trials' definition, put back here: the volume KMS key.
 It stages its driver scripts under ``<run>/jobs/<tuning job>/tuning-<unix time>/input/``.
 
-Files in the run: ``tuning/<model>/sagemaker_tuning_job.json`` (the spec: saved before the job
-is created; a later attempt attaches to that job instead of creating another), then
-``tuning/<model>/best.json`` (as the local backend writes it) and ``trials.json``.
+In the model's tuning folder it keeps ``sagemaker_tuning_job.json`` (the spec: saved before the
+job is created; a later attempt attaches to that job instead of creating another).
 ``sagemaker`` is imported only when a job is created.
 """
 
 from __future__ import annotations
 
-import configparser
 import hashlib
 import json
 import logging
@@ -49,15 +49,16 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from ml_exp.backends import sagemaker as sm
+from ml_exp.backends.sagemaker import jobs
+from ml_exp.config import SETTINGS, Config, read_settings_file
 from ml_exp.context import Context
+from ml_exp.layout import SAGEMAKER_TUNING_JOB, model_key, trial_name, tuning_dir
+from ml_exp.names import TUNING
 from ml_exp.search_space import Parameter
-from ml_exp.steps import StepError, model_key
+from ml_exp.steps import StepError
+from ml_exp.steps.tuning import Trial
 from ml_exp.store import OutputExistsError
 
-SPEC_FILE = "sagemaker_tuning_job.json"
-BEST = "best.json"
-TRIALS = "trials.json"
 MAX_NAME = 32  # CreateHyperParameterTuningJob: a tuning job's name has at most 32 characters
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
 ENV_MAX = 48  # HyperParameterTrainingJobDefinition: at most 48 environment variables
@@ -66,7 +67,9 @@ FINAL = ("Completed", "Failed", "Stopped")
 GONE = ("Deleting", "DeleteFailed")
 COUNTERS = (("Completed", "completed"), ("InProgress", "in progress"), ("RetryableError", "retrying"),
             ("NonRetryableError", "failed"), ("Stopped", "stopped"))
-METRIC_REGEX = r"ml-exp-metric: {name}=([-+0-9.eE]+);"  # matches ml_exp.steps.train.METRIC_LINE
+# A trial's TrainingJobStatus as the tuning step's trial state.
+STATES = {"InProgress": "running", "Completed": "completed", "Failed": "failed", "Stopping": "stopped", "Stopped": "stopped"}
+METRIC_REGEX = r"ml-exp-metric: {name}=([-+0-9.eE]+);"  # matches ml_exp.steps.training.METRIC_LINE
 SCALING = {"uniform": ("Continuous", "Linear"), "log-uniform": ("Continuous", "Logarithmic"),
            "int": ("Integer", "Linear"), "log-int": ("Integer", "Logarithmic")}
 # Settings left to the image's settings.ini first when the environment is over ENV_MAX: those
@@ -77,7 +80,7 @@ TRIAL_ENTRY = "ml_exp_trial.sh"
 # for a .py program, installs no requirements.txt it finds there): the script in the code channel.
 TRIAL_PROGRAM = f"../input/data/code/{TRIAL_ENTRY}"
 TRIAL_ENTRY_SOURCE = """#!/bin/sh
-# ml-exp trial entry for SageMaker tuning jobs (from ml_exp.backends.sagemaker_tuning).
+# ml-exp trial entry for SageMaker tuning jobs (from ml_exp.backends.sagemaker.tuner).
 # A tuning job cannot set the container's entrypoint: the image's training toolkit runs this script
 # (hyperparameter sagemaker_program) with the hyperparameters as arguments. It hands over to the
 # SageMaker SDK's driver script, as a training job starts: torchrun runs ml_exp_entry.py in every
@@ -92,8 +95,8 @@ def tuning_job_name(experiment: str, run_num: int, model: str, token: str | None
     ``token`` (default: 6 random hex digits) makes retries unique. Too long: the experiment and
     model parts are shortened and a hash of the full name is added, so two long names stay
     distinct. (SageMaker names the trials ``<tuning job>-<NNN>-<hex>``.)"""
-    token = sm._clean(token if token is not None else secrets.token_hex(3))[:8] or secrets.token_hex(3)
-    exp, mod, run = sm._clean(experiment) or "exp", sm._clean(model_key(model)) or "model", f"r{run_num}"
+    token = jobs.clean_name(token if token is not None else secrets.token_hex(3))[:8] or secrets.token_hex(3)
+    exp, mod, run = jobs.clean_name(experiment) or "exp", jobs.clean_name(model_key(model)) or "model", f"r{run_num}"
     name = "-".join([exp, run, mod, token])
     if len(name) > MAX_NAME:
         digest = hashlib.sha256("\0".join([experiment, str(run_num), model]).encode()).hexdigest()[:4]
@@ -129,18 +132,16 @@ def metric_definitions(objective: str) -> list[dict[str, str]]:
 
 
 def tuning_spec(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], name: str | None = None) -> dict[str, Any]:
-    """The complete, JSON-serialisable description of the tuning job :func:`tune` creates
+    """The complete, JSON-serialisable description of the tuning job :func:`search` creates
     (saved before it is created); ``WANDB_API_KEY`` shows as redacted."""
     config = ctx.config
     if not parameters:
         raise StepError("TUNING_SPACE is empty: nothing to tune on SageMaker; describe the search space")
     run = ctx.run
     name = name or (tuning_job_name(config.experiment_name, run.num, model_name) if run is not None else None)
-    training = sm.job_spec(ctx, "training", model_name, name=name)  # the checks of a training job too
+    training = jobs.job_spec(ctx, TUNING, model_name, name=name)  # the checks of a training job too
     name = training["job_name"]
-    training["hyperparameters"]["output"] = "tuning"
-    training["checkpoint_config"] = None  # one per tuning job: trials would resume from each other
-    training["environment"], training["environment_from_image"] = _fit_environment(config, training["environment"])
+    training["environment"], training["environment_from_image"] = fit_environment(config, training["environment"])
     staging = training["staging"]
     staged = f"s3://{staging['bucket']}/{staging['key_prefix']}/{name}"
     # the SDK stages its driver scripts and a sourcedir.tar.gz under a folder named by the time
@@ -169,17 +170,15 @@ def tuning_spec(ctx: Context, model_name: str, parameters: tuple[Parameter, ...]
     return json.loads(json.dumps(spec))
 
 
-def _fit_environment(config: Any, environment: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+def fit_environment(config: Config, environment: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """At most ENV_MAX variables: leave settings to the image's settings.ini (where their value
     is the same) until the rest fits. Room is kept for the secrets (WANDB_API_KEY), which the job
     gets whenever the environment that creates it has them. Returns (environment, the settings
     left to the image)."""
-    excess = len(environment) + sum(1 for key in sm.SECRET_ENV if key not in environment) - ENV_MAX
+    excess = len(environment) + sum(1 for key in jobs.SECRET_ENV if key not in environment) - ENV_MAX
     if excess <= 0:
         return environment, []
-    from ml_exp.config import SETTINGS
-
-    in_image = _settings_file_values(config)
+    in_image = read_settings_file(config.experiment_dir)
     order = {group: i for i, group in enumerate(LEAVE_FIRST)}
     candidates = [s.key for s in sorted(SETTINGS, key=lambda s: order.get(s.group, len(order)))
                   if s.key in environment and environment[s.key] == in_image.get(s.key)]
@@ -192,19 +191,7 @@ def _fit_environment(config: Any, environment: dict[str, str]) -> tuple[dict[str
     return {key: value for key, value in environment.items() if key not in left}, sorted(left)
 
 
-def _settings_file_values(config: Any) -> dict[str, str]:
-    """Every setting as the experiment's settings.ini (the one in the image) gives it: its value
-    there, else the default; as load_config reads the file."""
-    from ml_exp.config import SECTION, SETTINGS, SETTINGS_FILE
-
-    parser = configparser.ConfigParser()
-    parser.read(os.path.join(config.experiment_dir, SETTINGS_FILE), encoding="utf-8")
-    in_file = parser.has_section(SECTION)
-    return {s.key: parser.get(SECTION, s.key, raw=True) if in_file and parser.has_option(SECTION, s.key) else s.default
-            for s in SETTINGS}
-
-
-def _create(spec: dict[str, Any]) -> None:
+def create(spec: dict[str, Any]) -> None:
     """Create the tuning job ``spec`` describes through the SDK's HyperparameterTuner."""
     with warnings.catch_warnings():  # the SDK imports its own deprecated sagemaker.train.configs
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -220,11 +207,11 @@ def _create(spec: dict[str, Any]) -> None:
     for r in spec["parameter_ranges"]["CategoricalParameterRanges"]:
         ranges[r["Name"]] = CategoricalParameter(list(r["Values"]))
 
-    with tempfile.TemporaryDirectory(prefix="ml-exp-entry-") as source_dir:
-        for script, source in ((sm.ENTRY_SCRIPT, sm.ENTRY_SOURCE), (TRIAL_ENTRY, TRIAL_ENTRY_SOURCE)):
+    with tempfile.TemporaryDirectory(prefix="ml-exp-sagemaker-entry-") as source_dir:
+        for script, source in ((jobs.ENTRY_SCRIPT, jobs.ENTRY_SOURCE), (TRIAL_ENTRY, TRIAL_ENTRY_SOURCE)):
             with open(os.path.join(source_dir, script), "w") as f:
                 f.write(source)
-        trainer = sm._trainer(training, source_dir)
+        trainer = jobs.model_trainer(training, source_dir)
         staging = training["staging"]
         # The tuner stages the SDK's driver scripts under <base_job_name>/tuning-<time>/: in the run.
         trainer.base_job_name = f"{staging['key_prefix']}/{name}"
@@ -256,7 +243,7 @@ def _create(spec: dict[str, Any]) -> None:
             return definition
 
         tuner._build_training_job_definition = build_with_the_volume_key
-        quiet, sdk_log = sm._QuietSDK(), logging.getLogger("sagemaker.core.utils.utils")
+        quiet, sdk_log = jobs.QuietSDK(), logging.getLogger("sagemaker.core.utils.utils")
         sdk_log.addFilter(quiet)
         try:
             tuner.tune(inputs=[*trainer.input_data_config, code], job_name=name, wait=False)
@@ -293,7 +280,7 @@ def wait_for_tuning_job(client: Any, name: str, region: str, poll_seconds: float
     if status != "Completed":
         reason = description.get("FailureReason") or {"Stopped": "it was stopped (by a user, or a limit ran out)"}.get(status, "no reason given")
         raise StepError(
-            f"SageMaker tuning job {name} {status.lower()}: {reason}. Its trials' logs are in CloudWatch log group {sm.LOG_GROUP}, "
+            f"SageMaker tuning job {name} {status.lower()}: {reason}. Its trials' logs are in CloudWatch log group {jobs.LOG_GROUP}, "
             f"streams {name}-*: https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/hyper-tuning-jobs/{name} "
             f"(or: aws sagemaker list-training-jobs-for-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name {name} --region {region})")
     return description
@@ -311,47 +298,26 @@ def _typed(parameters: list[dict[str, Any]], tuned: dict[str, str]) -> dict[str,
     return values
 
 
-def _trials(client: Any, name: str, parameters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def trial_of(training_job: str) -> str:
+    """The trial's name (``trial_<k>``, numbered from 0 as optuna's) of a training job SageMaker's
+    tuner named ``<tuning job>-<k+1, 3 digits>-<8 hex>``; the job's own name if it is not one."""
+    match = re.search(r"-(\d{3,})-[0-9a-f]{8}$", training_job)
+    return trial_name(int(match.group(1)) - 1) if match else (training_job or "trial")
+
+
+def _trials(client: Any, name: str, parameters: list[dict[str, Any]]) -> list[Trial]:
     trials, token = [], None
     while True:
         page = client.list_training_jobs_for_hyper_parameter_tuning_job(
             HyperParameterTuningJobName=name, MaxResults=100, **({"NextToken": token} if token else {}))
         for job in page["TrainingJobSummaries"]:
             metric = job.get("FinalHyperParameterTuningJobObjectiveMetric")
-            trials.append({"trial": job["TrainingJobName"], "state": job["TrainingJobStatus"],
+            trials.append({"trial": trial_of(job["TrainingJobName"]), "state": STATES.get(job["TrainingJobStatus"], "running"),
                            "value": float(metric["Value"]) if metric else None,
-                           "params": _typed(parameters, job.get("TunedHyperParameters", {}))})
+                           "params": _typed(parameters, job.get("TunedHyperParameters", {})), "job_name": job["TrainingJobName"]})
         token = page.get("NextToken")
         if not token:
-            return sorted(trials, key=lambda t: t["trial"])
-
-
-def _write_results(ctx: Context, spec: dict[str, Any], description: dict[str, Any], client: Any) -> dict[str, Any]:
-    name, folder = spec["tuning_job_name"], tuning_dir(spec["model"])
-    trials = _trials(client, name, spec["parameters"])
-    ctx.run.write_json(f"{folder}/{TRIALS}", trials, overwrite=True)
-    best_job = description.get("BestTrainingJob")
-    metric = (best_job or {}).get("FinalHyperParameterTuningJobObjectiveMetric")
-    if not best_job or not metric:
-        raise StepError(f"SageMaker tuning job {name} completed without a best trial: no trial reported {spec['objective']['metric_name']} "
-                        f"(a line like 'ml-exp-metric: {spec['objective']['metric_name']}=0.5;'); see the trials in {ctx.run.path(folder, TRIALS)}")
-    counters = description.get("TrainingJobStatusCounters") or {}
-    best = {
-        "model": spec["model"],
-        "objective": spec["objective"]["name"],
-        "direction": spec["objective"]["direction"],
-        "best_trial": best_job["TrainingJobName"],
-        "value": float(metric["Value"]),
-        "params": _typed(spec["parameters"], best_job.get("TunedHyperParameters", {})),
-        "trials": len(trials) or sum(counters.values()),
-        "backend": "sagemaker",
-    }
-    ctx.run.write_json(f"{folder}/{BEST}", best)
-    return best
-
-
-def tuning_dir(model_name: str) -> str:
-    return f"tuning/{model_key(model_name)}"
+            return sorted(trials, key=lambda t: t["job_name"])  # by trial number (3 digits and more)
 
 
 def _exists(client: Any, name: str) -> bool:
@@ -368,44 +334,47 @@ def _exists(client: Any, name: str) -> bool:
         raise
 
 
-def tune(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], dry_run: bool = False,
-         poll_seconds: float = 30, on_status: Callable[[str, str, str], None] | None = None) -> dict[str, Any]:
-    """Tune ``model_name`` with a SageMaker tuning job; returns best.json's content.
-
-    The spec is saved as ``tuning/<model>/sagemaker_tuning_job.json`` first; when an earlier
-    attempt saved one, its job is used (attached to, or created when it never was). With
-    ``dry_run`` nothing is created: returns ``{"tuning_job_name", "status": "dry-run",
-    "spec_uri", "spec"}``. StepError when the job fails, is stopped or finds no best trial."""
-    folder = tuning_dir(model_name)
-    if ctx.run.exists(f"{folder}/{BEST}"):
-        return ctx.run.read_json(f"{folder}/{BEST}")
-    spec_path = f"{folder}/{SPEC_FILE}"
-    earlier = ctx.run.exists(spec_path)
-    if not earlier:
+def saved_spec(ctx: Context, model_name: str, parameters: tuple[Parameter, ...]) -> tuple[dict[str, Any], str, bool]:
+    """The tuning job of ``model_name`` in this run: (spec, its URI, whether an earlier attempt
+    saved it). A new spec is saved before any job is created, so that a later attempt finds it."""
+    path = f"{tuning_dir(model_name)}/{SAGEMAKER_TUNING_JOB}"
+    if not ctx.run.exists(path):
         spec = tuning_spec(ctx, model_name, parameters)
         try:
-            spec_uri = ctx.run.write_json(spec_path, spec)
+            return spec, ctx.run.write_json(path, spec), False
         except OutputExistsError:  # another attempt saved one meanwhile: that one counts
-            earlier = True
-    if earlier:
-        spec, spec_uri = ctx.run.read_json(spec_path), ctx.run.path(spec_path)
+            pass
+    return ctx.run.read_json(path), ctx.run.path(path), True
+
+
+def plan(ctx: Context, model_name: str, parameters: tuple[Parameter, ...]) -> dict[str, Any]:
+    """``exp run --dry-run``: save (or find) the spec, create nothing; ``{"tuning_job_name",
+    "status": "dry-run", "spec_uri", "spec"}``."""
+    spec, spec_uri, _ = saved_spec(ctx, model_name, parameters)
+    return {"tuning_job_name": spec["tuning_job_name"], "status": "dry-run", "spec_uri": spec_uri, "spec": spec}
+
+
+def search(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], poll_seconds: float = 30,
+           on_status: Callable[[str, str, str], None] | None = None) -> list[Trial]:
+    """Run the trials of ``model_name`` as a SageMaker tuning job; every trial, as the tuning step
+    takes them. When an earlier attempt saved a spec, its job is used (attached to, or created
+    when it never was). StepError when the job fails or is stopped."""
+    spec, spec_uri, earlier = saved_spec(ctx, model_name, parameters)
     name, region = spec["tuning_job_name"], spec["region"]
-    if dry_run:
-        return {"tuning_job_name": name, "status": "dry-run", "spec_uri": spec_uri, "spec": spec}
     if on_status is None:
         def on_status(job: str, status: str, counts: str) -> None:
             ctx.log.info("SageMaker tuning job %s: %s (trials: %s)", job, status, counts)
     training = spec["training"]
-    client = sm._sagemaker_client(region)
+    client = jobs.sagemaker_client(region)
     try:
         if earlier and _exists(client, name):
             ctx.log.info("tuning %s: attaching to SageMaker tuning job %s (from %s)", model_name, name, spec_uri)
         else:
             ctx.log.info("tuning %s: SageMaker tuning job %s (%s trials, %s at a time, each %s x %s)", model_name, name, spec["max_jobs"],
                          spec["max_parallel_jobs"], training["compute"]["instance_count"], training["compute"]["instance_type"])
-            _create(spec)
-        description = wait_for_tuning_job(client, name, region, poll_seconds, on_status)
-        return _write_results(ctx, spec, description, client)
+            create(spec)
+        wait_for_tuning_job(client, name, region, poll_seconds, on_status)
+        return _trials(client, name, spec["parameters"])
     except KeyboardInterrupt:  # the job goes on (and costs) without us: say how to stop it
         ctx.log.warning("SageMaker tuning job %s keeps running; stop it with: aws sagemaker stop-hyper-parameter-tuning-job "
                         "--hyper-parameter-tuning-job-name %s --region %s", name, name, region)
@@ -413,7 +382,7 @@ def tune(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], dry_r
     except StepError:
         raise
     except Exception as exc:  # noqa: BLE001 - explained when it is an AWS error the user can fix
-        message = sm._aws_error(exc, {"job_name": name, "region": region})
+        message = jobs.aws_error(exc, {"job_name": name, "region": region})
         if message is None:
             raise
         raise StepError(message) from None

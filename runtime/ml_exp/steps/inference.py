@@ -1,14 +1,14 @@
-"""Inference testing: one trained model on the test split of its prepared data.
+"""Inference testing: every trained model on the test split of its prepared data, then the models compared.
 
-Inputs (written by earlier steps): ``data/prepared/<key>/`` (a ``DatasetDict`` saved with
-``save_to_disk``: ``id``, ``label`` and the encoded model inputs), ``data/prepared/labels.json``
-and ``models/<key>/`` (``save_pretrained`` model + tokenizer + ``labels.json``).
+``run_inference`` is the step: it hands each model not yet tested in this run to the backend
+(here, or a SageMaker job), then writes the comparison (:mod:`ml_exp.steps.report`);
+``infer_model`` is what tests one model, wherever it runs.
 
-Outputs, in ``inference/<key>/`` (uploaded as one complete folder, never overwritten):
-``predictions.parquet`` / ``predictions.csv`` (id, true_label, predicted_label, one
-``score_<label>`` softmax column per class), ``metrics.json`` (the experiment's
-``compute_metrics``), ``classification_report.json``, ``confusion_matrix.json`` and
-``confusion_matrix.png``.
+It reads a model's prepared data (``id``, ``label``, the encoded inputs) and its trained model,
+and writes its inference folder (one complete folder, never overwritten): predictions as
+Parquet and CSV (id, true_label, predicted_label, one ``score_<label>`` softmax column per
+class), the experiment's ``compute_metrics``, a per-class report and the confusion matrix
+(JSON and PNG). Every path is :mod:`ml_exp.layout`'s.
 
 Memory stays flat however large the test split: the split is memory-mapped and read batch by
 batch, predictions are streamed to the Parquet/CSV writers (one Parquet row group per
@@ -25,32 +25,55 @@ import json
 import math
 import tempfile
 from array import array
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from numbers import Real
 from pathlib import Path
 from typing import Any
 
-from ml_exp.steps import (
+from ml_exp.context import Context
+from ml_exp.layout import (
+    CLASSIFICATION_REPORT,
+    CONFUSION_MATRIX,
+    CONFUSION_MATRIX_PNG,
     LABELS,
-    StepError,
+    METRICS,
+    MODEL_LABELS,
+    PREDICTIONS,
+    PREDICTIONS_CSV,
+    TEST,
     inference_dir,
-    local_input,
     model_dir,
     model_key,
     prepared_dir,
 )
-from ml_exp.store import OutputExistsError
+from ml_exp.names import INFERENCE
+from ml_exp.steps import StepError, local_input
+from ml_exp.store import OutputExistsError, Run
 
-STEP = "inference"
-TEST_SPLIT = "test"
+TEST_SPLIT = TEST
+# infer_one(ctx, model_name): the backend tests one model until inference/<model>/ is complete
+InferOne = Callable[[Context, str], Any]
 # Rows buffered before a Parquet row group is written (bounded memory per group).
 PARQUET_ROWS_PER_GROUP = 65_536
 # Columns of the prepared data that are not model inputs.
 _NOT_INPUTS = {"id", "label", "labels"}
 
 
-def run_inference(ctx: Any, udfs: Any, model_name: str) -> dict:
+def run_inference(ctx: Context, infer_one: InferOne) -> dict[str, Any]:
+    """Test every model of MODEL_NAMES (one already tested in this run is kept), then compare them."""
+    from ml_exp.steps.report import write_report
+
+    results = {}
+    for name in ctx.config.model_names:
+        if not ctx.run.is_complete(inference_dir(name)):  # kept from an earlier, interrupted attempt
+            infer_one(ctx, name)
+        results[name] = load_result(ctx.run, name)
+    best = write_report(ctx, results)
+    return {"metrics": {name: result["metrics"] for name, result in results.items()}, "best": best}
+
+
+def infer_model(ctx: Context, udfs: Any, model_name: str) -> dict:
     """Run ``model_name``'s trained model on the test split and write ``inference/<key>/``.
 
     Returns ``{"metrics": <compute_metrics result>, "test_records": n, "uri": <folder URL>}``.
@@ -69,7 +92,7 @@ def run_inference(ctx: Any, udfs: Any, model_name: str) -> dict:
 
     from ml_exp.tracking import tracked
 
-    with tempfile.TemporaryDirectory(prefix=f"ml-exp-inference-{key}-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"ml-exp-{INFERENCE}-{key}-") as scratch:
         scratch_dir = Path(scratch)
         prepared = local_input(run, prepared_dir(model_name), scratch_dir / "inputs")
         trained = local_input(run, model_dir(model_name), scratch_dir / "inputs")
@@ -77,36 +100,36 @@ def run_inference(ctx: Any, udfs: Any, model_name: str) -> dict:
         out = scratch_dir / "out"
         out.mkdir()
 
-        with tracked(ctx, key, STEP) as wb:
+        with tracked(ctx, key, INFERENCE) as wb:
             n, predictions, references, matrix = _predict(ctx, model_name, prepared, trained, labels, out)
             log.info("inference %s: %d test records scored", model_name, n)
 
             metrics = _user_metrics(udfs, ctx, model_name, predictions, references, labels)
             report = _classification_report(predictions, references, labels)
             del predictions, references
-            _write_json(out / "metrics.json", metrics)
-            _write_json(out / "classification_report.json", report)
-            _write_json(out / "confusion_matrix.json", {"labels": list(labels), "matrix": matrix})
-            (out / "confusion_matrix.png").write_bytes(confusion_matrix_png(matrix, labels, title=f"{model_name} — test"))
+            _write_json(out / METRICS, metrics)
+            _write_json(out / CLASSIFICATION_REPORT, report)
+            _write_json(out / CONFUSION_MATRIX, {"labels": list(labels), "matrix": matrix})
+            (out / CONFUSION_MATRIX_PNG).write_bytes(confusion_matrix_png(matrix, labels, title=f"{model_name} — test"))
 
             uri = run.put_dir(str(out), target)
             log.info("inference %s: outputs in %s", model_name, uri)
             if wb is not None:
-                _log_to_wandb(wb, log, metrics, report, labels, out / "confusion_matrix.png", n)
+                _log_to_wandb(wb, log, metrics, report, labels, out / CONFUSION_MATRIX_PNG, n)
 
     return {"metrics": metrics, "test_records": n, "uri": uri}
 
 
-def load_result(run: Any, model_name: str) -> dict:
-    """What :func:`run_inference` returned, read back from a complete ``inference/<key>/`` folder
+def load_result(run: Run, model_name: str) -> dict:
+    """What :func:`infer_model` returned, read back from a complete ``inference/<key>/`` folder
     (to rebuild the report, or to skip a model already tested when a step is resumed)."""
     import pyarrow.parquet as pq
 
     folder = inference_dir(model_name)
     if not run.is_complete(folder):
         raise StepError(f"{run.path(folder)} is missing or incomplete: run the inference step for {model_name!r} first.")
-    metrics = run.read_json(f"{folder}/metrics.json")
-    with run.store.fs.open(run.path(folder, "predictions.parquet"), "rb") as f:
+    metrics = run.read_json(f"{folder}/{METRICS}")
+    with run.store.fs.open(run.path(folder, PREDICTIONS), "rb") as f:
         records = pq.ParquetFile(f).metadata.num_rows
     return {"metrics": metrics, "test_records": records, "uri": run.path(folder)}
 
@@ -114,12 +137,12 @@ def load_result(run: Any, model_name: str) -> dict:
 # --- inputs ------------------------------------------------------------------------------------
 
 
-def _labels(run: Any, trained: Path, model_name: str) -> list[str]:
+def _labels(run: Run, trained: Path, model_name: str) -> list[str]:
     try:
         data_labels = run.read_json(LABELS)
     except Exception as exc:
         raise StepError(f"{run.path(LABELS)} cannot be read ({exc}); run the preparation step first.") from None
-    model_labels_file = trained / "labels.json"
+    model_labels_file = trained / MODEL_LABELS
     if model_labels_file.is_file():
         model_labels = json.loads(model_labels_file.read_text())
         if list(model_labels) != list(data_labels):
@@ -177,7 +200,7 @@ def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
 # --- the forward pass, streamed ------------------------------------------------------------------
 
 
-def _predict(ctx: Any, model_name: str, prepared: Path, trained: Path, labels: list[str], out: Path):
+def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, labels: list[str], out: Path):
     """Score the test split batch by batch, streaming rows to predictions.parquet/.csv.
 
     Returns (n, predictions, references, confusion matrix as lists)."""
@@ -223,8 +246,8 @@ def _predict(ctx: Any, model_name: str, prepared: Path, trained: Path, labels: l
     batches = math.ceil(n / batch_size)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("batches"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
-    with pq.ParquetWriter(str(out / "predictions.parquet"), schema) as writer, \
-            open(out / "predictions.csv", "w", newline="", encoding="utf-8") as csv_file, progress:
+    with pq.ParquetWriter(str(out / PREDICTIONS), schema) as writer, \
+            open(out / PREDICTIONS_CSV, "w", newline="", encoding="utf-8") as csv_file, progress:
         rows = csv.writer(csv_file)
         rows.writerow(schema.names)
         task = progress.add_task(f"inference {model_name}", total=batches)
@@ -278,7 +301,7 @@ def _tensors(batch: Mapping[str, list], inputs: list[str], collator: Any, model_
 # --- metrics and outputs -------------------------------------------------------------------------
 
 
-def _user_metrics(udfs: Any, ctx: Any, model_name: str, predictions: list[int], references: list[int],
+def _user_metrics(udfs: Any, ctx: Context, model_name: str, predictions: list[int], references: list[int],
                   labels: list[str]) -> dict[str, float]:
     where = getattr(getattr(udfs, "module", None), "__name__", None) or "experiment"
     try:

@@ -1,8 +1,9 @@
 """Training: fine-tune each model with the HF Trainer (on Accelerate), best model into the run.
 
-``run_training`` runs where ``exp run`` runs and hands each model to a launcher (the local
-backend starts ``NUM_PROCESSES`` torchrun workers); ``train_model`` is what every worker
-process runs, top to bottom like HF accelerate's ``nlp_example.py``.
+``run_training`` is the step: it runs where ``exp run`` runs and hands each model, with the best
+values of this run's tuning when there are some, to the backend (local torchrun workers, a
+SageMaker job); ``train_model`` is what every training process runs, top to bottom like HF
+accelerate's ``nlp_example.py``. A tuning trial is a ``train_model`` too, into its trial folder.
 """
 
 from __future__ import annotations
@@ -13,26 +14,31 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
+from ml_exp.console import interactive
 from ml_exp.context import Context
-from ml_exp.steps import LABELS, PROCESSOR, StepError, checkpoint_dir, model_dir, model_key
+from ml_exp.layout import LABELS, MODEL_LABELS, PROCESSOR, TRAINING_METRICS, checkpoint_dir, model_dir, model_key, trial_dir
+from ml_exp.names import TRAINING, TUNING
+from ml_exp.search_space import as_settings
+from ml_exp.steps import StepError
+from ml_exp.steps.tuning import best_params
 from ml_exp.udf import UDFs
 
-TRAINING_METRICS = "training_metrics.json"
 # train_one(ctx, model_name): the backend trains one model until models/<model>/ is complete
-TrainOne = Callable[[Context, str], None]
+TrainOne = Callable[[Context, str], Any]
 
 
-def run_training(ctx: Context, udfs: UDFs, train_one: TrainOne) -> dict[str, Any]:
+def run_training(ctx: Context, train_one: TrainOne) -> dict[str, Any]:
     """Train every model of MODEL_NAMES; a model already saved in this run is kept, not retrained."""
     results: dict[str, Any] = {}
     for model_name in ctx.config.model_names:
         if not ctx.run.is_complete(model_dir(model_name)):
-            train_one(ctx, model_name)
+            train_one(tuned(ctx, model_name), model_name)
             if not ctx.run.is_complete(model_dir(model_name)):
                 raise StepError(f"training of {model_name} ended but {ctx.run.path(model_dir(model_name))} is incomplete; see the training logs")
         else:
@@ -40,7 +46,19 @@ def run_training(ctx: Context, udfs: UDFs, train_one: TrainOne) -> dict[str, Any
         summary = ctx.run.read_json(f"{model_dir(model_name)}/{TRAINING_METRICS}")
         results[model_name] = {key: summary[key] for key in ("best_metric", "metric", "epochs", "world_size", "resumed_from", "train_samples_per_second")}
         results[model_name]["validation"] = summary["best_eval"]
-    return {"models": results, "metrics": {name: r["validation"] for name, r in results.items()}}
+    facts: dict[str, Any] = {"models": results, "metrics": {name: r["validation"] for name, r in results.items()}}
+    tuned_values = {name: best_params(ctx.run, name) for name in ctx.config.model_names}
+    facts["hyperparameters"] = {name: best for name, best in tuned_values.items() if best}  # recorded as such
+    return facts
+
+
+def tuned(ctx: Context, model_name: str) -> Context:
+    """The context to train ``model_name`` with: the best values of this run's tuning, if any."""
+    best = best_params(ctx.run, model_name)
+    if best is None:
+        return ctx
+    ctx.log.info("%s: training with the best values of tuning: %s", model_name, best["params"])
+    return replace(ctx, config=ctx.config.with_overrides(as_settings(best["params"]), source=best["from"]))
 
 
 def train_model(
@@ -49,18 +67,19 @@ def train_model(
     model_name: str,
     data_dir: Path,
     checkpoints: Path,
+    *,
+    trial: str | None = None,
     sync_checkpoints: bool = False,
     export_to: Path | None = None,
-    output: str | None = None,
     callbacks: Sequence[Any] = (),
-    tracking_name: str = "training",
 ) -> dict[str, Any]:
     """Fine-tune one model in this process (one rank of possibly several).
 
-    ``sync_checkpoints`` mirrors each checkpoint into the run's storage (local backend on S3;
-    SageMaker syncs /opt/ml/checkpoints itself); ``export_to`` also receives the saved model
-    (SageMaker's /opt/ml/model, packed into model.tar.gz); ``output`` is where the model goes
-    in the run (default ``models/<model>``; tuning trials go to ``tuning/<model>/<trial>``).
+    ``trial``: a tuning trial of that name (its model goes to the trial's folder, its tracking
+    to the tuning step); else the model goes to the run's model folder. ``sync_checkpoints``
+    mirrors each checkpoint into the run's storage (local backend on S3; SageMaker syncs
+    /opt/ml/checkpoints itself); ``export_to`` also receives the saved model (SageMaker's
+    /opt/ml/model, packed into model.tar.gz).
     """
     import datasets
     import numpy as np
@@ -109,7 +128,7 @@ def train_model(
         ddp_backend="gloo" if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         ddp_find_unused_parameters=False,
         report_to="none",
-        disable_tqdm=not _interactive(),
+        disable_tqdm=not interactive(),
     )
     ranks = _RankRecorder()
     callbacks = [ranks, _MetricLines(), *callbacks]
@@ -129,8 +148,8 @@ def train_model(
     last = last_complete_checkpoint(checkpoints)
     if last:
         ctx.log.info("%s: resuming from %s", model_name, last)
-    job_type = "tuning" if tracking_name.startswith("tune") else "training"
-    with tracked(ctx, model_key(model_name), tracking_name, job_type=job_type) if trainer.is_world_process_zero() else nullcontext() as wb:
+    step = TUNING if trial else TRAINING
+    with tracked(ctx, model_key(model_name), step, trial=trial) if trainer.is_world_process_zero() else nullcontext() as wb:
         if wb is not None:
             trainer.add_callback(_WandbLog(wb))
         if sync_checkpoints and trainer.is_world_process_zero():
@@ -159,14 +178,14 @@ def train_model(
         "ranks": ranks.gather(),
         "log_history": trainer.state.log_history,
     }
-    with tempfile.TemporaryDirectory(prefix="ml-exp-model-") as out:
+    with tempfile.TemporaryDirectory(prefix=f"ml-exp-{step}-model-") as out:
         trainer.save_model(out)  # the best model (load_best_model_at_end), safetensors; rank 0 writes
         if trainer.is_world_process_zero():
             if hasattr(processor, "save_pretrained"):
                 processor.save_pretrained(out)
-            Path(out, "labels.json").write_text(json.dumps(labels))
+            Path(out, MODEL_LABELS).write_text(json.dumps(labels))
             Path(out, TRAINING_METRICS).write_text(json.dumps(summary, indent=2, default=str))
-            ctx.run.put_dir(out, output or model_dir(model_name), overwrite=True)
+            ctx.run.put_dir(out, trial_dir(model_name, trial) if trial else model_dir(model_name), overwrite=True)
             if export_to is not None:
                 shutil.copytree(out, export_to, dirs_exist_ok=True)
     return summary
@@ -222,12 +241,6 @@ def _best_eval(history: list[dict[str, Any]], best_step: int | None) -> dict[str
     evals = [h for h in history if any(k.startswith("eval_") for k in h)]
     chosen = next((h for h in evals if h.get("step") == best_step), evals[-1] if evals else {})
     return {k[len("eval_"):]: v for k, v in chosen.items() if k.startswith("eval_") and isinstance(v, (int, float))}
-
-
-def _interactive() -> bool:
-    import sys
-
-    return sys.stderr.isatty()
 
 
 class _RankRecorder(TrainerCallback):

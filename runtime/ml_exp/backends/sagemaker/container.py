@@ -1,17 +1,21 @@
-"""``python -m ml_exp.container [step]``: a step inside a SageMaker job, from the experiment's image.
+"""``python -m ml_exp.backends.sagemaker.container [step]``: a step inside a SageMaker job, from the
+experiment's image (the child half of the SageMaker backend).
 
 It reads SageMaker's training-job contract and calls the same step functions as the local
 backend. What it reads (SageMaker sets all of it; :func:`emulate` sets it up locally):
 
-- ``/opt/ml/input/config/hyperparameters.json``: ``{"step", "run", "model"}`` (strings);
+- ``/opt/ml/input/config/hyperparameters.json``: ``{"step", "run", "model"}`` (strings); a tuning
+  trial also gets its values, named like the settings (``learning_rate``...);
 - the environment: every setting of the run (they override the image's settings.ini),
   ``ML_EXP_EXPERIMENT_DIR`` (``/opt/ml/code``: settings.ini and the five functions),
   ``TRAINING_JOB_NAME``, ``SM_MODEL_DIR``, ``SM_CHANNEL_<NAME>``, ``RANK`` under torchrun;
 - channels ``/opt/ml/input/data/<name>`` (training: ``prepared``), checkpoints in
-  ``/opt/ml/checkpoints`` (SageMaker syncs them with the run's ``checkpoints/<model>/``),
+  ``/opt/ml/checkpoints`` (SageMaker syncs them with the run's checkpoint folder of the model),
   and the model written to ``/opt/ml/model`` too, so SageMaker packs a deployable model.tar.gz.
 
-The step's facts go to ``<run>/jobs/<job name>.result.json`` for the driver's manifest.
+The step's facts go to the run's jobs folder (:func:`ml_exp.layout.job_result`) for the driver's
+manifest. A tuning trial trains with its values within the per-trial budget
+(:func:`ml_exp.steps.tuning.trial_settings`) into its trial folder, as a trial of the local backend.
 ``ML_EXP_SAGEMAKER_ROOT`` moves ``/opt/ml`` elsewhere (local emulation only).
 """
 
@@ -25,12 +29,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ml_exp.backends.sagemaker.jobs import CONTAINER, JOB_STEPS, SAGEMAKER_TRAIN_ARGUMENT
+from ml_exp.names import INFERENCE, PREPARATION, TRAINING, TUNING
+
 ROOT_VARIABLE = "ML_EXP_SAGEMAKER_ROOT"
-STEPS = ("preparation", "training", "inference")
-
-
-def hps_output(root: Path) -> str:
-    return hyperparameters(root).get("output", "")
 
 
 def sagemaker_root() -> Path:
@@ -47,61 +49,68 @@ def hyperparameters(root: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     from ml_exp.config import load_config
     from ml_exp.context import Context
+    from ml_exp.layout import job_result
     from ml_exp.store import Store
     from ml_exp.udf import load_udfs
 
     argv = sys.argv[1:] if argv is None else argv
     root = sagemaker_root()
     hps = hyperparameters(root)
-    step = argv[0] if argv and argv[0] != "train" else hps.get("step", "")  # SageMaker passes "train"
-    if step not in STEPS:
-        print(f"ml_exp.container: unknown step {step!r}; hyperparameter 'step' must be one of {', '.join(STEPS)}", file=sys.stderr)
+    step = argv[0] if argv and argv[0] != SAGEMAKER_TRAIN_ARGUMENT else hps.get("step", "")
+    if step not in JOB_STEPS:
+        print(f"{CONTAINER}: unknown step {step!r}; hyperparameter 'step' must be one of {', '.join(JOB_STEPS)}", file=sys.stderr)
         return 2
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO, format=f"[{step} rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
     experiment_dir = Path(os.environ.get("ML_EXP_EXPERIMENT_DIR", root / "code"))
-    os.environ.update(tuned_settings(hps))  # a tuning trial's values override the settings
     config = load_config(experiment_dir)
-    if hps.get("output") == "tuning" and config.tuning_trial_epochs is not None:  # a trial's smaller budget
-        os.environ["NUM_TRAIN_EPOCHS"] = repr(min(config.num_train_epochs, config.tuning_trial_epochs))
-        config = load_config(experiment_dir)
+    trial = None
+    if step == TUNING:  # a trial of SageMaker's tuner: its values (within the per-trial budget) override the settings
+        from ml_exp.backends.sagemaker.tuner import trial_of
+        from ml_exp.steps.tuning import trial_settings
+
+        trial = trial_of(os.environ.get("TRAINING_JOB_NAME", ""))
+        config = config.with_overrides(trial_settings(config, tuned_values(hps)), source=f"{TUNING} {trial}")
     run = Store(config.storage_uri, config.experiment_name).open_run(int(hps["run"]))
     udfs = load_udfs(experiment_dir, config.udf_module, keep_loaded=True)
     ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"))
-    facts = run_in_container(ctx, udfs, step, hps.get("model") or None, root)
+    facts = run_in_container(ctx, udfs, step, hps.get("model") or None, root, trial)
     if rank == 0:
-        run.write_json(f"jobs/{os.environ.get('TRAINING_JOB_NAME', 'local')}.result.json", facts, overwrite=True)
+        run.write_json(job_result(os.environ.get("TRAINING_JOB_NAME", "local")), facts, overwrite=True)
     return 0
 
 
-def tuned_settings(hps: dict[str, str]) -> dict[str, str]:
-    """Hyper-parameters named like a tunable setting (SageMaker's tuner sets them per trial)."""
+def tuned_values(hps: dict[str, str]) -> dict[str, float | int]:
+    """The hyper-parameters named like a tunable setting (SageMaker's tuner sets them per trial), typed."""
     from ml_exp.search_space import TUNABLE
 
-    return {name.upper(): str(value) for name, value in hps.items() if name in TUNABLE}
+    return {name: _number(value) for name, value in hps.items() if name in TUNABLE}
 
 
-def run_in_container(ctx: Any, udfs: Any, step: str, model_name: str | None, root: Path) -> dict[str, Any]:
+def _number(text: str) -> float | int:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def run_in_container(ctx: Any, udfs: Any, step: str, model_name: str | None, root: Path, trial: str | None = None) -> dict[str, Any]:
     """The same step functions as the local backend, with SageMaker's paths."""
-    if step == "preparation":
-        from ml_exp.steps.prepare import run_preparation
+    if step == PREPARATION:
+        from ml_exp.steps.preparation import run_preparation
 
         return run_preparation(ctx, udfs)
     assert model_name, f"the {step} step needs the hyperparameter 'model'"
-    if step == "training":
-        from ml_exp.steps.train import train_model
+    if step in (TRAINING, TUNING):
+        from ml_exp.steps.training import train_model
 
         data_dir = Path(os.environ.get("SM_CHANNEL_PREPARED", root / "input" / "data" / "prepared"))
         model_out = Path(os.environ.get("SM_MODEL_DIR", root / "model"))
-        output = None
-        if hps_output(root) == "tuning":  # a trial of SageMaker's tuner: its own folder, no shared checkpoints
-            from ml_exp.steps import model_key
+        return train_model(ctx, udfs, model_name, data_dir, root / "checkpoints", trial=trial, export_to=model_out)
+    assert step == INFERENCE, step
+    from ml_exp.steps.inference import infer_model
 
-            output = f"tuning/{model_key(model_name)}/{os.environ.get('TRAINING_JOB_NAME', 'trial')}"
-        return train_model(ctx, udfs, model_name, data_dir, root / "checkpoints", export_to=model_out, output=output)
-    from ml_exp.steps.infer import run_inference
-
-    return run_inference(ctx, udfs, model_name)
+    return infer_model(ctx, udfs, model_name)
 
 
 def emulate(
@@ -138,9 +147,9 @@ def emulate(
     }
     for name, path in channels.items():
         env[f"SM_CHANNEL_{name.upper()}"] = str(path)
-    entry = [sys.executable, "-m", "ml_exp.container", "train"]
+    entry = [sys.executable, "-m", CONTAINER, SAGEMAKER_TRAIN_ARGUMENT]
     if processes > 1:
-        entry = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", "ml_exp.container", "train"]
+        entry = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", CONTAINER, SAGEMAKER_TRAIN_ARGUMENT]
         env["ACCELERATE_USE_CPU"] = "1"
     return subprocess.run(entry, cwd=experiment_dir, env=env, capture_output=True, text=True)
 

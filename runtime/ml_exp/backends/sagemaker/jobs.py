@@ -1,7 +1,7 @@
-"""The SageMaker backend: a step of a run as a SageMaker training job from the experiment's image.
+"""SageMaker jobs: a step of a run (for one model) as a SageMaker training job from the experiment's image.
 
-One job per step (and model): the image is ``IMAGE_URI``, the command is the same container
-entrypoint the local backend emulates (``python -m ml_exp.container <step>``), submitted through
+One job per step (and model): the image is ``IMAGE_URI``, the command is the container side of
+this backend (``python -m ml_exp.backends.sagemaker.container <step>``), submitted through
 the SageMaker Python SDK v3 :class:`sagemaker.train.ModelTrainer`. The job/container contract:
 
 - hyperparameters ``{"step", "run", "model"}`` (strings);
@@ -9,15 +9,15 @@ the SageMaker Python SDK v3 :class:`sagemaker.train.ModelTrainer`. The job/conta
   ``ML_EXP_EXPERIMENT_DIR=/opt/ml/code``, and ``WANDB_API_KEY`` only when the driver has it
   (redacted in every saved or printed spec);
 - channels: preparation ``reconciled``; training ``prepared``; inference ``model`` + ``prepared``;
-- output ``<run>/jobs/`` (SageMaker writes ``<job>/output/model.tar.gz``); training checkpoints
-  ``<run>/checkpoints/<model>/`` <-> ``/opt/ml/checkpoints``.
+- output: the run's jobs folder (SageMaker writes ``<job>/output/model.tar.gz``); training
+  checkpoints: the run's checkpoint folder of the model <-> ``/opt/ml/checkpoints``.
 
 What the SDK adds: with a ``SourceCode`` it uploads its driver scripts as channel ``sm_drivers``
 and overrides the image's entrypoint with ``/bin/bash -c .../sm_drivers/sm_train.sh``. Training
 runs under the SDK's ``Torchrun`` driver, which needs an entry *script*: the runtime ships a
-tiny one (``ml_exp_entry.py``, channel ``code``) that calls ``ml_exp.container``. Preparation
+tiny one (``ml_exp_entry.py``, channel ``code``) that calls the container side. Preparation
 and inference run the container command directly, one process. Everything the SDK stages goes
-under ``<run>/jobs/<job>/input/``. ``sagemaker`` is imported only when a job is submitted.
+under the run's jobs folder, ``<job>/input/``. ``sagemaker`` is imported only when a job is submitted.
 """
 
 from __future__ import annotations
@@ -37,25 +37,30 @@ from importlib import metadata
 from typing import Any
 
 from ml_exp.context import Context
+from ml_exp.layout import JOBS, RECONCILED, checkpoint_dir, job_result, job_spec as job_spec_file, model_dir, model_key, prepared_dir
 from ml_exp.manifest import REDACTED
-from ml_exp.steps import RECONCILED, StepError, checkpoint_dir, model_dir, model_key, prepared_dir
+from ml_exp.names import INFERENCE, PREPARATION, TOKENS, TRAINING, TUNING
+from ml_exp.steps import StepError
 
-STEPS = {"preparation": "prep", "training": "train", "inference": "infer"}
+# The steps that run as SageMaker jobs (a tuning trial is a job of the tuning step).
+JOB_STEPS = (PREPARATION, TUNING, TRAINING, INFERENCE)
+# A training image starts as "<image> train" (SageMaker's contract): that word names no step.
+SAGEMAKER_TRAIN_ARGUMENT = "train"
+CONTAINER = "ml_exp.backends.sagemaker.container"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 EXPERIMENT_DIR = "/opt/ml/code"
 CHECKPOINTS = "/opt/ml/checkpoints"
 SECRET_ENV = ("WANDB_API_KEY",)  # passed from the driver's environment, never saved
 ENTRY_SCRIPT = "ml_exp_entry.py"
-ENTRY_SOURCE = '''"""ml-exp entry script for the SageMaker SDK's torchrun driver (from ml_exp.backends.sagemaker).
+ENTRY_SOURCE = '''"""ml-exp entry script for the SageMaker SDK's torchrun driver (from ml_exp.backends.sagemaker.jobs).
 
 torchrun runs it in every process as ``ml_exp_entry.py --step S --run N --model M``."""
 import sys
 
-from ml_exp.container import main
+from ml_exp.backends.sagemaker.container import main
 
 args = sys.argv[1:]
-step = args[args.index("--step") + 1] if "--step" in args[:-1] else "train"  # "train": read the hyperparameters
-sys.exit(main([step]))
+sys.exit(main([args[args.index("--step") + 1]] if "--step" in args[:-1] else []))  # none: the hyperparameters say
 '''
 FINAL = ("Completed", "Failed", "Stopped")
 MAX_NAME = 63
@@ -64,7 +69,7 @@ ENV_VALUE_MAX = 512  # CreateTrainingJob: environment values are at most 512 cha
 _sdk_lock = threading.Lock()
 
 
-class _QuietSDK(logging.Filter):
+class QuietSDK(logging.Filter):
     """Drop SDK warnings that mislead here: the container reads the hyperparameters from
     hyperparameters.json, and the region is the boto session's (AWS_REGION)."""
 
@@ -91,20 +96,20 @@ class JobFailed(Exception):
             f"(or: aws logs tail {LOG_GROUP} --log-stream-name-prefix {job_name} --region {region})")
 
 
-def _clean(text: str) -> str:
+def clean_name(text: str) -> str:
     """Letters and digits, other runs of characters -> one '-', no '-' at the ends."""
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
 
 
 def job_name(experiment: str, run_num: int, step: str, model: str | None, token: str | None = None) -> str:
-    """``<experiment>-r<N>-<prep|train|infer>-<model>-<token>``, valid as a SageMaker job name.
+    """``<experiment>-r<N>-<step token>-<model>-<token>``, valid as a SageMaker job name.
 
     ``token`` (default: 6 random hex digits) makes retries unique; give it to get the same name
     again. Too long: the experiment and model parts are shortened and a hash of the full name
     is added, so two long names stay distinct."""
-    token = _clean(token if token is not None else secrets.token_hex(3))[:16] or secrets.token_hex(3)
-    exp, mod = _clean(experiment) or "exp", _clean(model_key(model)) if model else ""
-    fixed = [f"r{run_num}", _clean(STEPS.get(step, step)) or "step"]
+    token = clean_name(token if token is not None else secrets.token_hex(3))[:16] or secrets.token_hex(3)
+    exp, mod = clean_name(experiment) or "exp", clean_name(model_key(model)) if model else ""
+    fixed = [f"r{run_num}", clean_name(TOKENS.get(step, step)) or "step"]
     name = "-".join(p for p in [exp, *fixed, mod, token] if p)
     if len(name) > MAX_NAME:
         digest = hashlib.sha256("\0".join([experiment, str(run_num), step, model or ""]).encode()).hexdigest()[:6]
@@ -124,16 +129,16 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
     """The complete, JSON-serialisable description of the job :func:`submit` will create
     (``exp run --dry-run`` prints and saves it); ``WANDB_API_KEY`` shows as redacted."""
     config, run = ctx.config, ctx.run
-    if step not in STEPS:
-        raise StepError(f"the {step} step does not run as a SageMaker job (SageMaker runs: {', '.join(STEPS)})")
-    if step != "preparation" and not model_name:
+    if step not in JOB_STEPS:
+        raise StepError(f"the {step} step does not run as a SageMaker job (SageMaker runs: {', '.join(JOB_STEPS)})")
+    if step != PREPARATION and not model_name:
         raise StepError(f"the {step} step needs a model name")
     if run is None or not run.store.is_s3:
         raise StepError(f"BACKEND = sagemaker needs STORAGE_URI = s3://bucket/prefix (SageMaker jobs read and write S3), not {config.storage_uri}")
     for key in ("SAGEMAKER_ROLE_ARN", "IMAGE_URI"):
         if not config.raw.get(key):
             raise StepError(f"{key} is required when BACKEND = sagemaker; set it in settings.ini or the environment")
-    model_name = model_name if step != "preparation" else None  # preparation encodes for every model
+    model_name = model_name if step != PREPARATION else None  # preparation encodes for every model
     name = name or job_name(config.experiment_name, run.num, step, model_name)
 
     environment = {key: str(value) for key, value in config.raw.items()}
@@ -143,13 +148,13 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
     if too_long:
         raise StepError(f"{', '.join(too_long)}: longer than the {ENV_VALUE_MAX} characters SageMaker allows an environment variable of a job; shorten it")
 
-    if step == "preparation":
+    if step == PREPARATION:
         channels = {"reconciled": _s3_dir(ctx, RECONCILED)}
-    elif step == "training":
+    elif step in (TRAINING, TUNING):
         channels = {"prepared": _s3_dir(ctx, prepared_dir(model_name))}
     else:
         channels = {"model": _s3_dir(ctx, model_dir(model_name)), "prepared": _s3_dir(ctx, prepared_dir(model_name))}
-    training = step == "training"
+    training = step in (TRAINING, TUNING)  # a tuning trial trains
     kms = config.kms_key_id or None
     compute = {
         "instance_type": config.training_instance_type if training else getattr(config, f"{step}_instance_type"),
@@ -165,8 +170,8 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
         source_code = {"source_dir": f"<{ENTRY_SCRIPT} written by ml_exp.backends.sagemaker.submit()>", "entry_script": ENTRY_SCRIPT}
         distributed = {"torchrun": {"process_count_per_node": config.num_processes}}  # None: one per GPU
     else:
-        source_code, distributed = {"command": f"python3 -m ml_exp.container {step}"}, None
-    staging_prefix = run.uri[len(f"s3://{run.store.bucket}/"):] + "/jobs"
+        source_code, distributed = {"command": f"python3 -m {CONTAINER} {step}"}, None
+    staging_prefix = run.uri[len(f"s3://{run.store.bucket}/"):] + f"/{JOBS}"
     staged = f"s3://{run.store.bucket}/{staging_prefix}/{name}/input"
     spec = {
         "job_name": name,
@@ -180,8 +185,10 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
         "hyperparameters": {"step": step, "run": str(run.num), "model": model_name or ""},
         "environment": environment,
         "input_data": channels,
-        "output_data_config": _drop_none({"s3_output_path": _s3_dir(ctx, "jobs"), "kms_key_id": kms}),
-        "checkpoint_config": {"s3_uri": _s3_dir(ctx, checkpoint_dir(model_name)), "local_path": CHECKPOINTS} if training else None,
+        "output_data_config": _drop_none({"s3_output_path": _s3_dir(ctx, JOBS), "kms_key_id": kms}),
+        # not for tuning trials: a tuning job gives all its trials one, and a trial must not
+        # resume from another trial's checkpoints
+        "checkpoint_config": {"s3_uri": _s3_dir(ctx, checkpoint_dir(model_name)), "local_path": CHECKPOINTS} if step == TRAINING else None,
         "compute": _drop_none(compute),
         "stopping_condition": stopping,
         "networking": {"subnets": list(config.subnets), "security_group_ids": list(config.security_group_ids)} if config.subnets else None,
@@ -212,12 +219,12 @@ def _boto_session(region: str) -> Any:
     return boto3.Session(region_name=region)
 
 
-def _sagemaker_client(region: str) -> Any:
+def sagemaker_client(region: str) -> Any:
     """The client that polls jobs (a function, so tests can hand in a stubbed one)."""
     return _boto_session(region).client("sagemaker")
 
 
-def _trainer(spec: dict[str, Any], source_dir: str | None) -> Any:
+def model_trainer(spec: dict[str, Any], source_dir: str | None) -> Any:
     """The ModelTrainer for ``spec`` (secrets filled in from the environment)."""
     with warnings.catch_warnings():  # the SDK imports its own deprecated sagemaker.train.configs
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -262,23 +269,23 @@ def _create(spec: dict[str, Any]) -> None:
     """Create the job named ``spec["job_name"]`` through ModelTrainer.train(wait=False)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        import sagemaker.train.model_trainer as model_trainer
+        import sagemaker.train.model_trainer as sdk_model_trainer
 
-    with tempfile.TemporaryDirectory(prefix="ml-exp-entry-") as source_dir:
+    with tempfile.TemporaryDirectory(prefix="ml-exp-sagemaker-entry-") as source_dir:
         with open(os.path.join(source_dir, ENTRY_SCRIPT), "w") as f:
             f.write(ENTRY_SOURCE)
-        trainer = _trainer(spec, source_dir)
+        trainer = model_trainer(spec, source_dir)
         # ModelTrainer names a job <base_job_name>-<timestamp>; the spec's name is already unique
         # and was saved (and maybe printed) before submission, so it is used as it is.
-        quiet, sdk_log = _QuietSDK(), logging.getLogger("sagemaker.core.utils.utils")
+        quiet, sdk_log = QuietSDK(), logging.getLogger("sagemaker.core.utils.utils")
         with _sdk_lock:
-            unique_name = model_trainer._get_unique_name
-            model_trainer._get_unique_name = lambda base, max_length=MAX_NAME: base
+            unique_name = sdk_model_trainer._get_unique_name
+            sdk_model_trainer._get_unique_name = lambda base, max_length=MAX_NAME: base
             sdk_log.addFilter(quiet)
             try:
                 trainer.train(wait=False, logs=False)
             finally:
-                model_trainer._get_unique_name = unique_name
+                sdk_model_trainer._get_unique_name = unique_name
                 sdk_log.removeFilter(quiet)
     created = getattr(trainer._latest_training_job, "training_job_name", spec["job_name"])
     if created != spec["job_name"]:
@@ -310,7 +317,7 @@ def submit(ctx: Context, spec: dict[str, Any], wait: bool = True, poll_seconds: 
     SDK's ModelTrainer; with ``wait``, poll until it ends (JobFailed if Failed or Stopped).
     Returns the job's last description."""
     _create(spec)
-    client = _sagemaker_client(spec["region"])
+    client = sagemaker_client(spec["region"])
     if not wait:
         return client.describe_training_job(TrainingJobName=spec["job_name"])
     try:
@@ -321,7 +328,7 @@ def submit(ctx: Context, spec: dict[str, Any], wait: bool = True, poll_seconds: 
         raise
 
 
-def _aws_error(exc: Exception, spec: dict[str, Any]) -> str | None:
+def aws_error(exc: Exception, spec: dict[str, Any]) -> str | None:
     """A message for AWS errors creating or watching a job (None: not one we explain)."""
     name = type(exc).__name__
     response = getattr(exc, "response", None)
@@ -335,11 +342,11 @@ def _aws_error(exc: Exception, spec: dict[str, Any]) -> str | None:
 
 def run_step(ctx: Context, step: str, model_name: str | None, dry_run: bool = False,
              poll_seconds: float = 30, on_status: Callable[[str, str, str], None] | None = None) -> dict[str, Any]:
-    """Describe the job, save the description as ``jobs/<job>.json`` in the run, then (unless
+    """Describe the job, save the description in the run's jobs folder, then (unless
     ``dry_run``) run it to the end. StepError when the job fails (the message says where the logs are)."""
     spec = job_spec(ctx, step, model_name)
     name = spec["job_name"]
-    spec_uri = ctx.run.write_json(f"jobs/{name}.json", spec)
+    spec_uri = ctx.run.write_json(job_spec_file(name), spec)
     if dry_run:
         return {"job_name": name, "status": "dry-run", "spec_uri": spec_uri, "spec": spec}
     if on_status is None:
@@ -351,11 +358,11 @@ def run_step(ctx: Context, step: str, model_name: str | None, dry_run: bool = Fa
     except JobFailed as exc:
         raise StepError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - explained when it is an AWS error the user can fix
-        message = _aws_error(exc, spec)
+        message = aws_error(exc, spec)
         if message is None:
             raise
         raise StepError(message) from None
-    result_path = f"jobs/{name}.result.json"  # the container's facts for the manifest
+    result_path = job_result(name)  # the container's facts for the manifest
     return {
         "job_name": name,
         "status": description["TrainingJobStatus"],

@@ -13,13 +13,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ml_exp.console import interactive
 from ml_exp.context import Context
-from ml_exp.steps import RECONCILED, StepError
+from ml_exp.layout import RECONCILED, SPLITS
+from ml_exp.steps import StepError
 from ml_exp.udf import UDFs
 
 SHARD_ROWS = 100_000
 RESERVED = ("id", "label", "split")
-SPLITS = ("train", "validation", "test")
 # Fewer examples than this and a label cannot appear in every split.
 MIN_PER_LABEL = 3
 
@@ -50,8 +51,8 @@ def run_reconciliation(ctx: Context, udfs: UDFs, sample_per_label: int | None = 
     digest = hashlib.sha256()
     schema: list[Any] = []  # fixed by the first shard, so that every shard agrees
 
-    with tempfile.TemporaryDirectory(prefix="ml-exp-reconciled-") as scratch, Progress(
-        SpinnerColumn(), TextColumn("reconciliation: {task.completed:,} records"), TimeElapsedColumn(), transient=True, disable=not _interactive()
+    with tempfile.TemporaryDirectory(prefix="ml-exp-reconciliation-") as scratch, Progress(
+        SpinnerColumn(), TextColumn("reconciliation: {task.completed:,} records"), TimeElapsedColumn(), transient=True, disable=not interactive()
     ) as progress:
         task = progress.add_task("reconcile", total=None)
 
@@ -149,9 +150,3 @@ def _schema(fields: Iterable[str], rows: list[dict[str, Any]]):
     columns += [inferred.field(name) for name in fields]
     columns.append(pa.field("split", pa.string()))
     return pa.schema(columns)
-
-
-def _interactive() -> bool:
-    import sys
-
-    return sys.stderr.isatty()

@@ -1,7 +1,8 @@
-"""``python -m ml_exp.worker <step> ...``: one worker process of a step, as a backend starts it.
+"""``python -m ml_exp.backends.local.worker <step> ...``: one worker process of the local backend.
 
-The local backend starts it through torchrun (one per rank); settings come from the
-experiment's settings.ini and the environment, exactly as for ``exp run``.
+The local backend (:mod:`ml_exp.backends.local`) starts it through torchrun (one per rank) to
+train a model (step ``training``) or to run a tuning trial (step ``tuning`` with ``--trial``);
+settings come from the experiment's settings.ini and the environment the backend hands over.
 """
 
 from __future__ import annotations
@@ -16,22 +17,24 @@ from pathlib import Path
 from ml_exp.backends.local import ERROR_FILE, die_with_parent
 from ml_exp.config import load_config
 from ml_exp.context import Context
+from ml_exp.names import TRAINING, TUNING
 from ml_exp.steps import StepError
 from ml_exp.store import Store
 from ml_exp.udf import load_udfs
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ml_exp.worker")
-    parser.add_argument("step", choices=["training"])
+    parser = argparse.ArgumentParser(prog="python -m ml_exp.backends.local.worker")
+    parser.add_argument("step", choices=[TRAINING, TUNING], help="training, or a trial of tuning")
     parser.add_argument("--experiment-dir", type=Path, required=True)
     parser.add_argument("--run-num", type=int, required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--checkpoints", type=Path, required=True)
-    parser.add_argument("--output", default=None, help="where the model goes in the run (default models/<model>)")
-    parser.add_argument("--tracking-name", default="training")
+    parser.add_argument("--trial", default=None, help="the tuning trial's name (trial_<k>): its model goes to its trial folder")
     args = parser.parse_args(argv)
+    if (args.step == TUNING) != bool(args.trial):
+        parser.error("--trial goes with the tuning step, and only with it")
 
     die_with_parent()  # torchrun starts workers in their own process group; tie them to it
     rank = int(os.environ.get("RANK", 0))
@@ -41,14 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         run = Store(config.storage_uri, config.experiment_name).open_run(args.run_num)
         udfs = load_udfs(args.experiment_dir, config.udf_module, keep_loaded=True)
         ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"))
-        from ml_exp.steps.train import train_model
-
-        from ml_exp.steps.tune import pruning_callbacks
+        from ml_exp.backends.local.search import pruning_callbacks
+        from ml_exp.steps.training import train_model
 
         train_model(
-            ctx, udfs, args.model, args.data_dir, args.checkpoints,
-            sync_checkpoints=run.store.is_s3 and args.output is None,
-            output=args.output, callbacks=pruning_callbacks(config), tracking_name=args.tracking_name,
+            ctx, udfs, args.model, args.data_dir, args.checkpoints, trial=args.trial,
+            sync_checkpoints=run.store.is_s3 and args.trial is None, callbacks=pruning_callbacks(config),
         )  # fmt: skip
     except Exception as exc:
         message = str(exc) if isinstance(exc, StepError) else f"{type(exc).__name__}: {exc}"

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ml_exp.context import Context
-from ml_exp.steps import LABELS, PROCESSOR, RECONCILED, StepError, local_input, prepared_dir
+from ml_exp.layout import LABELS, MODEL_LABELS, PROCESSOR, RECONCILED, SPLITS, prepared_dir
+from ml_exp.names import PREPARATION
+from ml_exp.steps import StepError, local_input
 from ml_exp.udf import UDFs
 
-SPLITS = ("train", "validation", "test")
 # Model inputs a classifier can start from; encode must return at least one of them.
 INPUT_COLUMNS = ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features")
 PROBE_ROWS = 8
@@ -27,7 +28,7 @@ def run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
     import datasets
 
     config = ctx.config
-    with tempfile.TemporaryDirectory(prefix="ml-exp-prepare-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="ml-exp-preparation-") as scratch:
         shards = sorted(str(p) for p in local_input(ctx.run, RECONCILED, scratch).glob("part-*.parquet"))
         raw = datasets.Dataset.from_parquet(shards, cache_dir=os.path.join(scratch, "cache"))
         labels = sorted(raw.unique("label"))
@@ -118,7 +119,7 @@ def _encode_for(model_name: str, splits, content: list[str], labels: list[str], 
         raise StepError(f"encode for {model_name!r} failed while encoding all records: {type(exc).__name__}: {exc}") from exc
     local = scratch / "prepared" / prepared_dir(model_name)
     encoded.save_to_disk(str(local))
-    (local / "labels.json").write_text(json.dumps(labels))
+    (local / MODEL_LABELS).write_text(json.dumps(labels))
     if hasattr(processor, "save_pretrained"):
         # Training and inference use this very processor: the ids were made by it.
         processor.save_pretrained(str(local / PROCESSOR))
@@ -156,4 +157,4 @@ def _workers(rows: int) -> int | None:
 
 def _rewriting(ctx: Context) -> bool:
     """A failed earlier attempt of this step may have left outputs: they are not final, replace them."""
-    return ctx.run.step("preparation").get("attempt", 1) > 1
+    return ctx.run.step(PREPARATION).get("attempt", 1) > 1

@@ -1,0 +1,146 @@
+"""The local backend: the steps run in this machine's processes.
+
+Preparation and inference run in this process; training and each tuning trial run as
+``NUM_PROCESSES`` workers (``python -m ml_exp.backends.local.worker``, its child half) under
+torchrun. On CPU the workers use gloo (``accelerate launch --cpu`` would silently start one
+process, so torchrun is used directly); on GPUs NCCL, one process per GPU. The workers get the
+run's settings as environment variables (``ctx.config.raw``: tuned values included), so they
+read exactly the configuration of the step that started them. Tuning searches with optuna
+(:mod:`ml_exp.backends.local.search`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ml_exp.backends.base import Backend, Facts
+from ml_exp.context import Context
+from ml_exp.layout import checkpoint_dir, prepared_dir
+from ml_exp.names import TRAINING, TUNING
+from ml_exp.search_space import Parameter
+from ml_exp.steps import StepError, local_input
+from ml_exp.steps.tuning import Trial
+from ml_exp.udf import UDFs
+
+ERROR_FILE = "ML_EXP_ERROR_FILE"  # where a failing worker leaves its message for the launcher
+WORKER = "ml_exp.backends.local.worker"
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def prepare(self, ctx: Context, udfs: UDFs) -> Facts:
+        from ml_exp.steps.preparation import run_preparation
+
+        return run_preparation(ctx, udfs)
+
+    def search(self, ctx: Context, model_name: str, parameters: tuple[Parameter, ...]) -> list[Trial]:
+        from ml_exp.backends.local.search import optuna_search
+
+        return optuna_search(ctx, model_name, parameters, run_trial)
+
+    def train(self, ctx: Context, model_name: str) -> Facts:
+        with tempfile.TemporaryDirectory(prefix=f"ml-exp-{TRAINING}-") as scratch:
+            data = local_input(ctx.run, prepared_dir(model_name), scratch)
+            launch(ctx, TRAINING, model_name, data, checkpoints_for(ctx, model_name, Path(scratch)))
+        return {}
+
+    def infer(self, ctx: Context, udfs: UDFs, model_name: str) -> Facts:
+        from ml_exp.steps.inference import infer_model
+
+        return infer_model(ctx, udfs, model_name)
+
+    def describe(self, ctx: Context, step: str) -> list[str]:
+        processes = f", {ctx.config.num_processes or 'auto'} process(es) per model" if step in (TRAINING, TUNING) else ""
+        return [f"{step}: would run here{processes} (backend {self.name})"]
+
+
+BACKEND = LocalBackend()
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent dies, so that killing `exp run` (even with -9)
+    never leaves orphan training processes that go on writing into the run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def num_processes(ctx: Context) -> int:
+    """NUM_PROCESSES: auto = one per GPU (1 without GPUs); an integer forces that many."""
+    if ctx.config.num_processes is not None:
+        return ctx.config.num_processes
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+def checkpoints_for(ctx: Context, model_name: str, scratch: Path) -> Path:
+    """Where the Trainer writes checkpoints: the run's own folder on local storage (so a
+    re-run resumes from it); on S3 a local copy of the run's checkpoints, which the workers
+    mirror back after every save."""
+    if not ctx.run.store.is_s3:
+        return Path(ctx.run.local_path_or_url(checkpoint_dir(model_name)))
+    local = scratch / "checkpoints"
+    for name in ctx.run.listdir(checkpoint_dir(model_name)):
+        if ctx.run.is_complete(f"{checkpoint_dir(model_name)}/{name}"):
+            ctx.run.get_dir(f"{checkpoint_dir(model_name)}/{name}", str(local / name))
+    return local
+
+
+def run_trial(ctx: Context, model_name: str, trial: str, environment: dict[str, str]) -> None:
+    """One tuning trial (``ctx.config`` holds its settings): the training path into the trial's
+    folder, its checkpoints thrown away afterwards (an interrupted study re-runs unfinished trials)."""
+    with tempfile.TemporaryDirectory(prefix=f"ml-exp-{TUNING}-") as scratch:
+        data = local_input(ctx.run, prepared_dir(model_name), scratch)
+        launch(ctx, TUNING, model_name, data, Path(scratch) / "checkpoints", trial=trial, environment=environment)
+
+
+def launch(
+    ctx: Context,
+    step: str,
+    model_name: str,
+    data_dir: Path,
+    checkpoints: Path,
+    trial: str | None = None,
+    environment: dict[str, str] | None = None,
+) -> None:
+    """Run the worker of ``step`` (training, or a tuning ``trial``) for one model in N processes,
+    with the settings of ``ctx.config`` and ``environment``; StepError when it fails."""
+    import torch
+
+    processes = num_processes(ctx)
+    env = {**os.environ, **ctx.config.raw, **(environment or {})}
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "1"
+        # torchrun sets 1 thread per worker by default: share the cores instead.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    # One process needs no torchrun: started directly it skips torchrun's start-up and DDP's
+    # single-rank wrapping (docs/benchmarks.md: 2-3 s per model, ~12% of tiny-model throughput).
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
+    command = [
+        *launcher,
+        "-m", WORKER, step,
+        "--experiment-dir", str(ctx.config.experiment_dir),
+        "--run-num", str(ctx.run.num),
+        "--model", model_name,
+        "--data-dir", str(data_dir),
+        "--checkpoints", str(checkpoints),
+        *(["--trial", trial] if trial else []),
+    ]  # fmt: skip
+    ctx.log.info("%s of %s: %d process(es)", step, model_name, processes)
+    with tempfile.TemporaryDirectory(prefix=f"ml-exp-{step}-errors-") as errors:
+        env[ERROR_FILE] = os.path.join(errors, "error")
+        returncode = subprocess.run(command, env=env, preexec_fn=die_with_parent).returncode
+        if returncode:
+            messages = sorted(json.loads(p.read_text())["error"] for p in Path(errors).glob("error.rank*"))
+            detail = messages[0] if messages else f"the workers exited with status {returncode} (their output is above)"
+            raise StepError(f"{step} of {model_name}{f' ({trial})' if trial else ''} failed: {detail}")
