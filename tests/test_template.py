@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import py_compile
@@ -17,7 +18,7 @@ from cookiecutter.exceptions import FailedHookException
 from dockerfile_parse import DockerfileParser
 
 import ml_exp
-from ml_exp.config import KNOWN_KEYS, SECTION, load_config
+from ml_exp.config import KNOWN_KEYS, SECTION, SETTINGS, load_config
 from tests.bake import ROOT, bake
 
 COMMON_FILES = {
@@ -162,6 +163,29 @@ def test_settings_hold_every_setting_filled_from_answers(baked):
     assert config.storage_uri == (project / ".exp-store").as_uri()
     for line in text.splitlines():  # every setting has a comment or a group heading above it
         assert not re.match(r"^(WANDB_API_KEY|AWS_SECRET_ACCESS_KEY|AWS_ACCESS_KEY_ID)\s*=", line)
+
+
+def _settings_ini_tool():
+    spec = importlib.util.spec_from_file_location("settings_ini_tool", ROOT / "tools" / "settings_ini.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_template_settings_ini_is_the_settings_table():
+    """The committed template is what the table (ml_exp.config) writes: `make settings-ini`."""
+    tool = _settings_ini_tool()
+    assert tool.TEMPLATE_FILE.read_text(encoding="utf-8") == tool.render(), "out of date: run `make settings-ini`"
+    check = subprocess.run([sys.executable, str(ROOT / "tools" / "settings_ini.py"), "--check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_baked_settings_carry_each_settings_help(baked):
+    project, _ = baked
+    text = (project / "settings.ini").read_text()
+    for setting in SETTINGS:
+        comment = "".join(f"# {line}".rstrip() + "\n" for line in setting.help.splitlines())
+        assert re.search(re.escape(comment) + rf"(#[^\n]*\n)*{setting.key} =", text), f"{setting.key} has lost its help"
 
 
 def test_template_record_matches_runtime_version_and_answers(baked):
