@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -207,6 +208,29 @@ def test_template_version_is_the_runtime_version():
     assert f"@v{ml_exp.__version__}" in context["runtime_requirement"]
     prompted = {k for k in context if not k.startswith("_")}
     assert prompted == set(context["__prompts__"]), "every variable has a prompt text"
+
+
+# Which step calls which of the five functions (the runtime's steps/*.py): each experiment.py says so.
+CALLS = {
+    "reconciliation": "reconcile",
+    "preparation": "load_processor, encode",
+    "tuning": "load_model, compute_metrics",
+    "training": "load_model, compute_metrics",
+    "inference": "compute_metrics",
+}
+
+
+def test_experiment_says_which_step_calls_which_function(baked):
+    project, _ = baked
+    tree = ast.parse((project / "experiment.py").read_text())
+    docstring = ast.get_docstring(tree)
+    for step in names.STEP_NAMES:
+        assert re.search(rf"^ *{step} +{re.escape(CALLS[step])}\b", docstring, re.MULTILINE), f"no row for {step}"
+    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+    assert [f.name for f in functions] == ["reconcile", "load_processor", "encode", "load_model", "compute_metrics"]
+    for function in functions:  # a few readable lines each; the demo's machinery is in demo_documents.py
+        body = function.body[1:] if ast.get_docstring(function) else function.body
+        assert body[-1].end_lineno - body[0].lineno < 8, f"{function.name} is {body[-1].end_lineno - body[0].lineno + 1} lines"
 
 
 def test_requirements_install_the_runtime(baked):
