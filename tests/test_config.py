@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ml_exp.config import KNOWN_KEYS, SETTINGS, Config, ConfigError, load_config
+from ml_exp import names
+from ml_exp.config import GROUPS, KNOWN_KEYS, SETTINGS, Config, ConfigError, load_config, read_settings_file
 from ml_exp.validate import validate
 
 GOOD = {
@@ -209,3 +210,49 @@ def test_overrides_are_checked_and_kept_in_raw(tmp_path):
         config.with_overrides({"LEARNING_RATE": "fast"}, source="tuning")
     with pytest.raises(ConfigError, match="LERNING_RATE: is not a setting"):
         config.with_overrides({"LERNING_RATE": "1"})
+
+
+def test_each_setting_is_declared_once_as_a_field():
+    """Config's fields are the settings (plus the folder and the raw text), each with its help."""
+    fields = [f.name for f in dataclasses.fields(Config)]
+    assert fields == ["experiment_dir", *(s.key.lower() for s in SETTINGS), "raw"]
+    assert len(KNOWN_KEYS) == len(SETTINGS)
+    assert [s.group for s in SETTINGS if s.group not in GROUPS] == []
+    for s in SETTINGS:
+        assert s.help.strip() and not s.help.startswith("#"), f"{s.key} needs a help line"
+        if s.key != "EXPERIMENT_NAME":  # the template fills it in
+            s.parse(s.default)  # every default is a valid value
+
+
+def test_step_switches_are_the_steps_of_names():
+    switches = [s for s in SETTINGS if s.group == "steps"]
+    assert [s.key for s in switches] == [f"RUN_{step.name.upper()}" for step in names.STEPS]
+    for setting, step in zip(switches, names.STEPS):
+        assert step.summary in setting.help
+
+
+def test_name_rules_are_the_runtime_ones(tmp_path):
+    longest = "EXP-1-" + "x" * (names.EXPERIMENT_NAME_MAX - 6)
+    assert load_config(write_settings(tmp_path, {**GOOD, "EXPERIMENT_NAME": longest}), environ={}).experiment_name == longest
+    for bad, fragment in [(longest + "y", "64 characters long; use at most 63"), ("EXP-1-", "joined by '-'")]:
+        write_settings(tmp_path, {**GOOD, "EXPERIMENT_NAME": bad})
+        with pytest.raises(ConfigError, match=fragment):
+            load_config(tmp_path, environ={})
+    write_settings(tmp_path, {**GOOD, "STORAGE_URI": "s3://192.168.1.1/x"})  # names.S3_BUCKET_RE: no IP-like bucket
+    with pytest.raises(ConfigError, match="STORAGE_URI: '192.168.1.1' is not a valid S3 bucket name"):
+        load_config(tmp_path, environ={})
+
+
+def test_read_settings_file_gives_the_text_without_checking_it(tmp_path):
+    write_settings(tmp_path, {"SEED": "forty-two", "BACKEND": "cloud", "TUNING_SPACE": "a = choice(1, 2) % literal", "TYPO_KEY": "1"})
+    text = read_settings_file(tmp_path)
+    assert list(text) == [s.key for s in SETTINGS]  # every setting, none other
+    assert (text["SEED"], text["BACKEND"], text["TUNING_SPACE"]) == ("forty-two", "cloud", "a = choice(1, 2) % literal")
+    assert text["LEARNING_RATE"] == "5e-5" and text["EXPERIMENT_NAME"] == ""  # missing: the default
+
+
+def test_read_settings_file_ignores_the_environment(tmp_path, monkeypatch):
+    write_settings(tmp_path, GOOD)
+    monkeypatch.setenv("SEED", "7")
+    assert read_settings_file(tmp_path)["SEED"] == "42"
+    assert load_config(tmp_path, environ={"SEED": "7"}).raw == {**read_settings_file(tmp_path), "SEED": "7"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import os
 import py_compile
@@ -14,10 +16,14 @@ from pathlib import Path
 
 import pytest
 from cookiecutter.exceptions import FailedHookException
+from cookiecutter.generate import generate_context, generate_files
+from cookiecutter.main import cookiecutter
+from cookiecutter.prompt import prompt_for_config
 from dockerfile_parse import DockerfileParser
 
 import ml_exp
-from ml_exp.config import KNOWN_KEYS, SECTION, load_config
+from ml_exp import names
+from ml_exp.config import KNOWN_KEYS, SECTION, SETTINGS, load_config
 from tests.bake import ROOT, bake
 
 COMMON_FILES = {
@@ -164,6 +170,29 @@ def test_settings_hold_every_setting_filled_from_answers(baked):
         assert not re.match(r"^(WANDB_API_KEY|AWS_SECRET_ACCESS_KEY|AWS_ACCESS_KEY_ID)\s*=", line)
 
 
+def _settings_ini_tool():
+    spec = importlib.util.spec_from_file_location("settings_ini_tool", ROOT / "tools" / "settings_ini.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_template_settings_ini_is_the_settings_table():
+    """The committed template is what the table (ml_exp.config) writes: `make settings-ini`."""
+    tool = _settings_ini_tool()
+    assert tool.TEMPLATE_FILE.read_text(encoding="utf-8") == tool.render(), "out of date: run `make settings-ini`"
+    check = subprocess.run([sys.executable, str(ROOT / "tools" / "settings_ini.py"), "--check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_baked_settings_carry_each_settings_help(baked):
+    project, _ = baked
+    text = (project / "settings.ini").read_text()
+    for setting in SETTINGS:
+        comment = "".join(f"# {line}".rstrip() + "\n" for line in setting.help.splitlines())
+        assert re.search(re.escape(comment) + rf"(#[^\n]*\n)*{setting.key} =", text), f"{setting.key} has lost its help"
+
+
 def test_template_record_matches_runtime_version_and_answers(baked):
     project, answers = baked
     record = json.loads((project / ".ml-exp.json").read_text())
@@ -179,6 +208,29 @@ def test_template_version_is_the_runtime_version():
     assert f"@v{ml_exp.__version__}" in context["runtime_requirement"]
     prompted = {k for k in context if not k.startswith("_")}
     assert prompted == set(context["__prompts__"]), "every variable has a prompt text"
+
+
+# Which step calls which of the five functions (the runtime's steps/*.py): each experiment.py says so.
+CALLS = {
+    "reconciliation": "reconcile",
+    "preparation": "load_processor, encode",
+    "tuning": "load_model, compute_metrics",
+    "training": "load_model, compute_metrics",
+    "inference": "compute_metrics",
+}
+
+
+def test_experiment_says_which_step_calls_which_function(baked):
+    project, _ = baked
+    tree = ast.parse((project / "experiment.py").read_text())
+    docstring = ast.get_docstring(tree)
+    for step in names.STEP_NAMES:
+        assert re.search(rf"^ *{step} +{re.escape(CALLS[step])}\b", docstring, re.MULTILINE), f"no row for {step}"
+    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+    assert [f.name for f in functions] == ["reconcile", "load_processor", "encode", "load_model", "compute_metrics"]
+    for function in functions:  # a few readable lines each; the demo's machinery is in demo_documents.py
+        body = function.body[1:] if ast.get_docstring(function) else function.body
+        assert body[-1].end_lineno - body[0].lineno < 8, f"{function.name} is {body[-1].end_lineno - body[0].lineno + 1} lines"
 
 
 def test_requirements_install_the_runtime(baked):
@@ -232,6 +284,83 @@ def test_every_bad_answer_reported_at_once(tmp_path, capfd):
     for variable in ("ticket", "s3_bucket", "aws_region", "model_names"):
         assert f"ERROR: {variable}: " in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("length", [49, names.EXPERIMENT_NAME_MAX])
+def test_experiment_name_limit_is_the_runtimes(tmp_path, length):
+    name = "EXP-1-" + "x" * (length - len("EXP-1-"))
+    project = bake(tmp_path, experiment_name=name)
+    assert load_config(project, environ={}).experiment_name == name
+
+
+def test_experiment_name_over_the_limit_is_refused(tmp_path, capfd):
+    name = "EXP-1-" + "x" * (names.EXPERIMENT_NAME_MAX + 1 - len("EXP-1-"))
+    with pytest.raises(FailedHookException):
+        bake(tmp_path, experiment_name=name)
+    assert f"ERROR: experiment_name: {name!r} is longer than {names.EXPERIMENT_NAME_MAX} characters" in capfd.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hook_holds_no_copy_of_the_runtime_name_rules():
+    hook = (ROOT / "hooks" / "pre_gen_project.py").read_text()
+    for rule in ("EXPERIMENT_NAME_RE", "AWS_REGION_RE", "ROLE_ARN_RE", "S3_BUCKET_RE", "WANDB_PROJECT_RE", "WANDB_ENTITY_RE"):
+        assert getattr(names, rule) not in hook and f"names.{rule}" in hook, rule
+
+
+def _template_copy(tmp_path: Path, aws_region_rule: str | None) -> Path:
+    """The template without git (hooks, answers, tree) and, unless aws_region_rule is None, a
+    runtime/ml_exp/names.py whose region rule is ``aws_region_rule``."""
+    template = tmp_path / "template"
+    for name in ("hooks", "{{cookiecutter.experiment_name}}"):
+        shutil.copytree(ROOT / name, template / name)
+    shutil.copy(ROOT / "cookiecutter.json", template)
+    if aws_region_rule is not None:
+        rules = (ROOT / "runtime/ml_exp/names.py").read_text()
+        (template / "runtime/ml_exp").mkdir(parents=True)
+        (template / "runtime/ml_exp/names.py").write_text(re.sub(r"(?m)^AWS_REGION_RE = .*$", f"AWS_REGION_RE = r{aws_region_rule!r}", rules))
+    return template
+
+
+def _bake_like_cruft(template: Path, output_dir: Path, **answers: str) -> None:
+    """What cruft does: generate_files without cookiecutter(), so the hook gets no _repo_dir."""
+    context = generate_context(context_file=str(template / "cookiecutter.json"), extra_context=answers)
+    context["cookiecutter"] = prompt_for_config(context, no_input=True)
+    assert "_repo_dir" not in context["cookiecutter"]
+    generate_files(repo_dir=str(template), context=context, output_dir=str(output_dir))
+
+
+@pytest.mark.parametrize("how", ["cookiecutter", "cruft"])
+def test_hook_reads_the_rules_from_the_templates_names_py(tmp_path, capfd, how):
+    """A rule changed in the template's names.py changes what the hook accepts: 'mars-1' is no
+    region for the real rule, the only one for this copy's."""
+    template = _template_copy(tmp_path, aws_region_rule=r"mars-[0-9]")
+    answers = {"runtime_requirement": "ml-exp"}
+
+    def make(output: Path, region: str) -> None:
+        if how == "cookiecutter":
+            cookiecutter(str(template), no_input=True, output_dir=str(output), extra_context={**answers, "aws_region": region})
+        else:
+            _bake_like_cruft(template, output, **answers, aws_region=region)
+
+    make(tmp_path / "good", "mars-1")
+    assert (tmp_path / "good" / "EXP-0001-tiny-bert" / "settings.ini").is_file()
+    with pytest.raises(FailedHookException):
+        make(tmp_path / "bad", "us-east-1")
+    assert "ERROR: aws_region: 'us-east-1' is not valid" in capfd.readouterr().err
+    assert not (tmp_path / "bad").exists() or list((tmp_path / "bad").iterdir()) == []
+
+
+def test_hook_without_rules_fails_with_one_clear_line(tmp_path):
+    template = _template_copy(tmp_path, aws_region_rule=None)
+    blocked = tmp_path / "blocked" / "ml_exp"  # shadows the installed runtime
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('ml_exp hidden by the test')\n")
+    code = f"from cookiecutter.main import cookiecutter; cookiecutter({str(template)!r}, no_input=True, output_dir={str(tmp_path / 'out')!r})"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(blocked.parent)})
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 1 and errors[0].startswith("ERROR: template: cannot load the name rules (runtime/ml_exp/names.py)"), result.stderr
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 def test_unknown_example_is_refused(tmp_path):

@@ -1,12 +1,14 @@
-"""Synthetic business documents for the document-types demo: no downloads, same output per seed.
+"""The document-types demo's data and models: no downloads, the same output for the same seed.
 
-Each document mixes phrases typical of its type with boilerplate shared by all types, so the
-classes overlap enough that a model has something to learn.
+Synthetic business documents: each mixes phrases typical of its type with boilerplate shared
+by all types, so the classes overlap enough that a model has something to learn. The models are
+tiny BERTs built on the spot, with a WordPiece tokenizer over the documents' own words.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 
 PHRASES = {
@@ -76,3 +78,54 @@ def documents(per_label: int, seed: int) -> Iterator[dict]:
 def vocabulary() -> list[str]:
     """Every text the demo can produce, for training the tiny demo tokenizer."""
     return [*(p for phrases in PHRASES.values() for p in phrases), *BOILERPLATE, *LABELS]
+
+
+# Models built on the spot (no download): name -> BERT sizes.
+TINY_BERTS = {
+    "tiny-bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+    "tiny-bert-wide": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
+}
+
+
+def tiny_bert_tokenizer():
+    """A WordPiece tokenizer over the demo's own words: built in milliseconds, the same every time."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted({word for text in vocabulary() for word in re.findall(r"\w+|[^\w\s]", text.lower())})
+    tokenizer = Tokenizer(models.WordPiece(vocab={token: i for i, token in enumerate(special + words)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[(token, special.index(token)) for token in ("[CLS]", "[SEP]")],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def tiny_bert(model_name: str, labels: list[str], seed: int, max_length: int):
+    """A new BERT classifier of ``TINY_BERTS[model_name]`` sizes with one output per label;
+    its initial weights depend on ``seed`` only."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    id2label = dict(enumerate(labels))
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=tiny_bert_tokenizer().vocab_size,
+        **TINY_BERTS[model_name],
+        max_position_embeddings=max(128, max_length),
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id={label: index for index, label in id2label.items()},
+    )
+    return BertForSequenceClassification(config)

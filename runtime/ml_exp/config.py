@@ -1,5 +1,9 @@
 """settings.ini -> one typed, immutable, validated :class:`Config`.
 
+Every setting is declared once, as a field of :class:`Config`: its type, its default (the text,
+as written in settings.ini), its parser, its group and its help (the comment above it in the
+template's settings.ini, which ``make settings-ini`` writes from these declarations).
+
 Pure: reads the file (through python-decouple, so environment variables override it) and the
 environment, nothing else. Every problem is collected, none stops the reading early, so a user
 sees all of them at once in a :class:`ConfigError`.
@@ -8,9 +12,9 @@ sees all of them at once in a :class:`ConfigError`.
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import difflib
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +22,43 @@ from typing import Any
 
 from decouple import RepositoryIni
 
+from ml_exp import names
+from ml_exp.names import AWS_REGION_RE, INSTANCE_TYPE_RE, ROLE_ARN_RE, WANDB_ENTITY_RE, WANDB_PROJECT_RE
 from ml_exp.names import STEP_NAMES as STEPS
+from ml_exp.parsers import (
+    Parser,
+    parse_auto_or_int,
+    parse_bool,
+    parse_choice,
+    parse_experiment_name,
+    parse_float,
+    parse_int,
+    parse_list,
+    parse_model_names,
+    parse_optional_float,
+    parse_pattern,
+    parse_split_ratios,
+    parse_storage_uri,
+    parse_text,
+)
 
 SETTINGS_FILE = "settings.ini"
 SECTION = "settings"
 # Settings that were renamed: refused under their old name, with the new one.
 RENAMED = {"INSTANCE_TYPE": "TRAINING_INSTANCE_TYPE", "INSTANCE_COUNT": "TRAINING_INSTANCE_COUNT"}
+# Secrets never belong in settings.ini (it is committed); they come from the environment.
+SECRET_KEYS = frozenset({"WANDB_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN"})
+# The groups of settings, in settings.ini's order: name -> the heading of its part of the file.
+GROUPS = {
+    "identity": "identity",
+    "steps": "steps: which ones `exp run` runs, in this order",
+    "where": "where",
+    "data": "data",
+    "training": "training (names as in transformers.TrainingArguments)",
+    "tuning": "tuning (used when RUN_TUNING = true)",
+    "tracking": "tracking (Weights & Biases; the key comes from the WANDB_API_KEY environment variable)",
+    "sagemaker": "SageMaker (used when BACKEND = sagemaker)",
+}
 
 
 @dataclass(frozen=True)
@@ -43,213 +78,38 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-# --- value parsers: each raises ValueError with a message that says how to fix it ------------
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE | _FALSE:
-        return value in _TRUE
-    raise ValueError(f"{raw!r} is not true/false; write true or false")
-
-
-def _int(minimum: int | None = None) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a whole number") from None
-        if minimum is not None and value < minimum:
-            raise ValueError(f"{value} is too small; use a whole number >= {minimum}")
-        return value
-
-    return parse
-
-
-def _float(low: float | None = None, high: float | None = None, low_open: bool = False) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a number") from None
-        if low is not None and (value < low or (low_open and value == low)):
-            raise ValueError(f"{value} is out of range; use a number {'>' if low_open else '>='} {low}")
-        if high is not None and value > high:
-            raise ValueError(f"{value} is out of range; use a number <= {high}")
-        return value
-
-    return parse
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in allowed:
-            raise ValueError(f"{raw!r} is not allowed; use one of: {', '.join(allowed)}")
-        return value
-
-    return parse
-
-
-def _auto_or_int(raw: str) -> int | None:
-    if raw.strip().lower() == "auto":
-        return None
-    try:
-        return _int(1)(raw)
-    except ValueError:
-        raise ValueError(f"{raw!r} is neither 'auto' nor a whole number >= 1") from None
-
-
-def _optional_float(low: float) -> Callable[[str], float | None]:
-    def parse(raw: str) -> float | None:
-        return None if not raw.strip() else _float(low, low_open=True)(raw)
-
-    return parse
-
-
-def _text(raw: str) -> str:
-    return raw.strip()
-
-
-def _pattern(regex: str, what: str, optional: bool = True) -> Callable[[str], str]:
-    compiled = re.compile(regex)
-
-    def parse(raw: str) -> str:
-        value = raw.strip()
-        if not value and optional:
-            return ""
-        if not compiled.fullmatch(value):
-            raise ValueError(f"{value!r} is not {what}")
-        return value
-
-    return parse
-
-
-def _list(item: Callable[[str], str] = _text) -> Callable[[str], tuple[str, ...]]:
-    def parse(raw: str) -> tuple[str, ...]:
-        return tuple(item(part) for part in raw.split(",") if part.strip())
-
-    return parse
-
-
-def _model_names(raw: str) -> tuple[str, ...]:
-    names = _list()(raw)
-    for name in names:
-        if re.search(r"\s", name):
-            raise ValueError(f"model name {name!r} contains spaces; separate model names with commas")
-    if len(set(names)) != len(names):
-        raise ValueError("a model name is listed twice; list each model once")
-    return names
-
-
-def _split_ratios(raw: str) -> tuple[float, float, float]:
-    parts = [p.strip() for p in raw.split(",")]
-    if len(parts) != 3:
-        raise ValueError(f"{raw!r} needs three numbers: train,validation,test (e.g. 0.8,0.1,0.1)")
-    try:
-        ratios = tuple(float(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"{raw!r} must be three numbers, e.g. 0.8,0.1,0.1") from None
-    if any(r <= 0 or r >= 1 for r in ratios):
-        raise ValueError(f"{raw!r}: each ratio must be between 0 and 1 (exclusive)")
-    if abs(sum(ratios) - 1.0) > 1e-6:
-        raise ValueError(f"{raw!r} sums to {sum(ratios):g}; the three ratios must sum to 1")
-    return ratios  # type: ignore[return-value]
-
-
-def _storage_uri(raw: str) -> str:
-    value = raw.strip()
-    if not value:
-        raise ValueError("is empty; use file://.exp-store (local disk) or s3://bucket/prefix")
-    if value.startswith("s3://"):
-        bucket = value[5:].split("/", 1)[0]
-        if not _S3_BUCKET.fullmatch(bucket):
-            raise ValueError(f"{bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
-        return value.rstrip("/")
-    if value.startswith("file://"):
-        return value.rstrip("/") or value
-    raise ValueError(f"{value!r} must start with file:// (local disk) or s3:// (S3)")
-
-
-_S3_BUCKET = re.compile(r"(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-AWS_REGION_RE = r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d"
-ROLE_ARN_RE = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+"
-INSTANCE_TYPE_RE = r"ml\.[a-z0-9-]+\.[a-z0-9]+"
-
-
 @dataclass(frozen=True)
 class Setting:
+    """One setting: ``key`` in settings.ini, ``default`` text, ``parse`` (text -> value, raises
+    ValueError), ``group`` (one of GROUPS) and ``help`` (lines of the comment above it)."""
+
     key: str
     default: str
-    parse: Callable[[str], Any]
+    parse: Parser
     group: str
+    help: str
 
 
-def _settings() -> tuple[Setting, ...]:
-    s = Setting
-    return (
-        # identity
-        s("EXPERIMENT_NAME", "", _pattern(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", "a name of letters, digits and '-' (e.g. EXP-3333-longformer)", optional=False), "identity"),
-        s("RUN_NUM", "auto", _auto_or_int, "identity"),
-        s("UDF_MODULE", "experiment", _pattern(r"[A-Za-z_][\w.]*", "a Python module name (e.g. experiment)", optional=False), "identity"),
-        # steps
-        *(s(f"RUN_{step.upper()}", "true" if step != "tuning" else "false", _bool, "steps") for step in STEPS),
-        # where
-        s("BACKEND", "local", _choice("local", "sagemaker"), "where"),
-        s("STORAGE_URI", "file://.exp-store", _storage_uri, "where"),
-        s("NUM_PROCESSES", "auto", _auto_or_int, "where"),
-        # data
-        s("MODEL_NAMES", "", _model_names, "data"),
-        s("SPLIT_RATIOS", "0.8,0.1,0.1", _split_ratios, "data"),
-        s("SEED", "42", _int(0), "data"),
-        s("MAX_LENGTH", "512", _int(1), "data"),
-        # training (names follow transformers.TrainingArguments)
-        s("NUM_TRAIN_EPOCHS", "3", _float(0, low_open=True), "training"),
-        s("LEARNING_RATE", "5e-5", _float(0, 1, low_open=True), "training"),
-        s("PER_DEVICE_TRAIN_BATCH_SIZE", "8", _int(1), "training"),
-        s("PER_DEVICE_EVAL_BATCH_SIZE", "16", _int(1), "training"),
-        s("GRADIENT_ACCUMULATION_STEPS", "1", _int(1), "training"),
-        s("WARMUP_RATIO", "0.0", _float(0, 1), "training"),
-        s("WEIGHT_DECAY", "0.0", _float(0), "training"),
-        s("MIXED_PRECISION", "no", _choice("no", "fp16", "bf16"), "training"),
-        s("EARLY_STOPPING_PATIENCE", "3", _int(0), "training"),
-        s("METRIC_FOR_BEST_MODEL", "f1_macro", _pattern(r"[A-Za-z_][\w]*", "a metric name returned by compute_metrics (e.g. f1_macro)", optional=False), "training"),
-        # tuning
-        s("TUNING_TRIALS", "10", _int(1), "tuning"),
-        s("TUNING_PARALLEL_TRIALS", "1", _int(1), "tuning"),
-        s("TUNING_SPACE", "", _text, "tuning"),
-        s("TUNING_OBJECTIVE", "", _pattern(r"[A-Za-z_][\w]*", "a metric name (empty = METRIC_FOR_BEST_MODEL)"), "tuning"),
-        s("TUNING_DIRECTION", "maximize", _choice("maximize", "minimize"), "tuning"),
-        s("TUNING_TRIAL_EPOCHS", "", _optional_float(0), "tuning"),
-        # tracking
-        s("WANDB_PROJECT", "", _pattern(r"[^/\\#?%:]{1,128}", "a W&B project name (no / \\ # ? % :, at most 128 characters)"), "tracking"),
-        s("WANDB_ENTITY", "", _pattern(r"[\w-]{1,64}", "a W&B entity (user or team name)"), "tracking"),
-        s("WANDB_MODE", "offline", _choice("offline", "online", "disabled"), "tracking"),
-        # SageMaker
-        s("AWS_REGION", "us-east-1", _pattern(AWS_REGION_RE, "an AWS region such as us-east-1"), "sagemaker"),
-        s("SAGEMAKER_ROLE_ARN", "", _pattern(ROLE_ARN_RE, "an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole"), "sagemaker"),
-        s("IMAGE_URI", "", _pattern(r"\S+(:[\w.-]+|@sha256:[0-9a-f]{64})", "an image URI with a tag, such as 123456789012.dkr.ecr.us-east-1.amazonaws.com/repo:tag"), "sagemaker"),
-        s("TRAINING_INSTANCE_TYPE", "ml.g5.2xlarge", _pattern(INSTANCE_TYPE_RE, "a SageMaker instance type such as ml.g5.2xlarge"), "sagemaker"),
-        s("TRAINING_INSTANCE_COUNT", "1", _int(1), "sagemaker"),
-        s("PREPARATION_INSTANCE_TYPE", "ml.m5.2xlarge", _pattern(INSTANCE_TYPE_RE, "a SageMaker instance type such as ml.m5.2xlarge"), "sagemaker"),
-        s("INFERENCE_INSTANCE_TYPE", "ml.g5.xlarge", _pattern(INSTANCE_TYPE_RE, "a SageMaker instance type such as ml.g5.xlarge"), "sagemaker"),
-        s("USE_SPOT", "false", _bool, "sagemaker"),
-        s("MAX_RUN_HOURS", "24", _float(0, 28 * 24, low_open=True), "sagemaker"),
-        s("MAX_WAIT_HOURS", "48", _float(0, 28 * 24, low_open=True), "sagemaker"),
-        s("VOLUME_SIZE_GB", "100", _int(1), "sagemaker"),
-        s("KMS_KEY_ID", "", _text, "sagemaker"),
-        s("SUBNETS", "", _list(_pattern(r"subnet-[0-9a-f]+", "a subnet id such as subnet-0abc123")), "sagemaker"),
-        s("SECURITY_GROUP_IDS", "", _list(_pattern(r"sg-[0-9a-f]+", "a security group id such as sg-0abc123")), "sagemaker"),
-    )
+def setting(default: str, parse: Parser, group: str, help: str) -> Any:
+    """Declare a setting as a field of Config (the field's name in upper case is its key).
+    No dataclass default: a Config is always built by load_config, from the text."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown settings group {group!r}; use one of {', '.join(GROUPS)}")
+    return field(metadata={"setting": {"default": default, "parse": parse, "group": group, "help": help}})
 
 
-SETTINGS: tuple[Setting, ...] = _settings()
-KNOWN_KEYS = frozenset(s.key for s in SETTINGS)
-# Secrets never belong in settings.ini (it is committed); they come from the environment.
-SECRET_KEYS = frozenset({"WANDB_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN"})
+def step_switch(step: str, default: str) -> Any:
+    """``RUN_<STEP>``: its help is the step's own summary (ml_exp.names.STEPS)."""
+    summary = next(s.summary for s in names.STEPS if s.name == step)
+    return setting(default, parse_bool, "steps", f"{step.capitalize()}: {summary}.")
+
+
+def _instance_type(example: str) -> Parser:
+    return parse_pattern(INSTANCE_TYPE_RE, f"a SageMaker instance type such as {example}")
+
+
+def _metric_name(what: str, optional: bool) -> Parser:
+    return parse_pattern(r"[A-Za-z_]\w*", what, optional=optional)
 
 
 @dataclass(frozen=True)
@@ -257,54 +117,111 @@ class Config:
     """Every setting of every step, typed. Field names are the settings' keys in lower case."""
 
     experiment_dir: Path
-    experiment_name: str
-    run_num: int | None
-    udf_module: str
-    run_reconciliation: bool
-    run_preparation: bool
-    run_training: bool
-    run_tuning: bool
-    run_inference: bool
-    backend: str
-    storage_uri: str
-    num_processes: int | None
-    model_names: tuple[str, ...]
-    split_ratios: tuple[float, float, float]
-    seed: int
-    max_length: int
-    num_train_epochs: float
-    learning_rate: float
-    per_device_train_batch_size: int
-    per_device_eval_batch_size: int
-    gradient_accumulation_steps: int
-    warmup_ratio: float
-    weight_decay: float
-    mixed_precision: str
-    early_stopping_patience: int
-    metric_for_best_model: str
-    tuning_trials: int
-    tuning_parallel_trials: int
-    tuning_space: str
-    tuning_objective: str
-    tuning_direction: str
-    tuning_trial_epochs: float | None
-    wandb_project: str
-    wandb_entity: str
-    wandb_mode: str
-    aws_region: str
-    sagemaker_role_arn: str
-    image_uri: str
-    training_instance_type: str
-    training_instance_count: int
-    preparation_instance_type: str
-    inference_instance_type: str
-    use_spot: bool
-    max_run_hours: float
-    max_wait_hours: float
-    volume_size_gb: int
-    kms_key_id: str
-    subnets: tuple[str, ...]
-    security_group_ids: tuple[str, ...]
+    # --- identity
+    experiment_name: str = setting("", parse_experiment_name, "identity",
+        "Folder name of this experiment in storage, wandb group, prefix of SageMaker job names.")
+    run_num: int | None = setting("auto", parse_auto_or_int, "identity",
+        "auto = the next free run number; an integer = that run (it must not exist yet).")
+    udf_module: str = setting("experiment", parse_pattern(r"[A-Za-z_][\w.]*", "a Python module name (e.g. experiment)", optional=False), "identity",
+        "Python module (in this folder) holding the five functions.")
+    # --- steps, in pipeline order (checked against ml_exp.names.STEPS below)
+    run_reconciliation: bool = step_switch(names.RECONCILIATION, "true")
+    run_preparation: bool = step_switch(names.PREPARATION, "true")
+    run_tuning: bool = step_switch(names.TUNING, "false")
+    run_training: bool = step_switch(names.TRAINING, "true")
+    run_inference: bool = step_switch(names.INFERENCE, "true")
+    # --- where
+    backend: str = setting("local", parse_choice("local", "sagemaker"), "where",
+        "local = processes on this machine; sagemaker = SageMaker jobs from IMAGE_URI.")
+    storage_uri: str = setting("file://.exp-store", parse_storage_uri, "where",
+        "file://<path> (a relative path is relative to this folder) or s3://bucket/prefix.\n"
+        "Runs land in <STORAGE_URI>/<EXPERIMENT_NAME>/run_<N>/.")
+    num_processes: int | None = setting("auto", parse_auto_or_int, "where",
+        "Training processes: auto = one per GPU (1 on CPU); an integer forces that many (gloo on CPU).")
+    # --- data
+    model_names: tuple[str, ...] = setting("", parse_model_names, "data",
+        "Models to fine-tune, comma separated (Hub names, or names load_model knows); several make a comparison job.")
+    split_ratios: tuple[float, float, float] = setting("0.8,0.1,0.1", parse_split_ratios, "data",
+        "train,validation,test fractions of the reconciled records (stratified by label); sum to 1.")
+    seed: int = setting("42", parse_int(0), "data",
+        "Random seed of the split, of training and of the tuning sampler.")
+    max_length: int = setting("512", parse_int(1), "data",
+        "Tokens per document after encoding (longer ones are truncated).")
+    # --- training
+    num_train_epochs: float = setting("3", parse_float(0, low_open=True), "training",
+        "Passes over the training split (a fraction is allowed).")
+    learning_rate: float = setting("5e-5", parse_float(0, 1, low_open=True), "training",
+        "Peak learning rate of AdamW (reached after the warm-up, then decaying linearly).")
+    per_device_train_batch_size: int = setting("8", parse_int(1), "training",
+        "Records per batch in each training process.")
+    per_device_eval_batch_size: int = setting("16", parse_int(1), "training",
+        "Records per batch in evaluation and inference.")
+    gradient_accumulation_steps: int = setting("1", parse_int(1), "training",
+        "Batches per optimizer step (effective batch = this x batch size x processes).")
+    warmup_ratio: float = setting("0.0", parse_float(0, 1), "training",
+        "Fraction of the training steps that warm the learning rate up from 0.")
+    weight_decay: float = setting("0.0", parse_float(0), "training",
+        "AdamW weight decay (0 = none).")
+    mixed_precision: str = setting("no", parse_choice("no", "fp16", "bf16"), "training",
+        "no | fp16 | bf16 (fp16/bf16 need a GPU that supports them).")
+    early_stopping_patience: int = setting("3", parse_int(0), "training",
+        "Stop after this many evaluations without improvement (0 = never stop early).")
+    metric_for_best_model: str = setting("f1_macro", _metric_name("a metric name returned by compute_metrics (e.g. f1_macro)", optional=False), "training",
+        "A key of the dict compute_metrics returns; picks the best checkpoint.")
+    # --- tuning
+    tuning_trials: int = setting("10", parse_int(1), "tuning",
+        "Trials per model.")
+    tuning_parallel_trials: int = setting("1", parse_int(1), "tuning",
+        "Trials run at the same time (at most TUNING_TRIALS).")
+    tuning_space: str = setting("", parse_text, "tuning",
+        "The search space, one term per hyper-parameter, separated by ';' (or on indented lines), e.g.\n"
+        "TUNING_SPACE = learning_rate = log-uniform(1e-5, 5e-4); per_device_train_batch_size = choice(8, 16, 32);\n"
+        "    num_train_epochs = int(2, 5); warmup_ratio = uniform(0, 0.2)\n"
+        "Distributions: uniform(low, high), log-uniform(low, high), int(low, high), log-int(low, high),\n"
+        "choice(a, b, ...). Tunable: learning_rate, num_train_epochs, per_device_train_batch_size,\n"
+        "gradient_accumulation_steps, warmup_ratio, weight_decay.")
+    tuning_objective: str = setting("", _metric_name("a metric name (empty = METRIC_FOR_BEST_MODEL)", optional=True), "tuning",
+        "Metric to optimise (empty = METRIC_FOR_BEST_MODEL).")
+    tuning_direction: str = setting("maximize", parse_choice("maximize", "minimize"), "tuning",
+        "Direction of the objective: maximize | minimize.")
+    tuning_trial_epochs: float | None = setting("", parse_optional_float(0), "tuning",
+        "A smaller budget per trial: at most this many epochs (empty = as NUM_TRAIN_EPOCHS / the space).")
+    # --- tracking
+    wandb_project: str = setting("", parse_pattern(WANDB_PROJECT_RE, "a W&B project name (no spaces, no / \\ # ? % :, at most 128 characters)"), "tracking",
+        "W&B project of the runs (the experiment is a group in it).")
+    wandb_entity: str = setting("", parse_pattern(WANDB_ENTITY_RE, "a W&B entity (user or team name)"), "tracking",
+        "W&B user or team (empty = the default entity of your API key).")
+    wandb_mode: str = setting("offline", parse_choice("offline", "online", "disabled"), "tracking",
+        "offline (default, nothing leaves this machine) | online (needs WANDB_API_KEY) | disabled.")
+    # --- sagemaker
+    aws_region: str = setting("us-east-1", parse_pattern(AWS_REGION_RE, "an AWS region such as us-east-1"), "sagemaker",
+        "Region of the SageMaker jobs.")
+    sagemaker_role_arn: str = setting("", parse_pattern(ROLE_ARN_RE, "an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole"), "sagemaker",
+        "IAM role the SageMaker jobs run as.")
+    image_uri: str = setting("", parse_pattern(r"\S+(:[\w.-]+|@sha256:[0-9a-f]{64})", "an image URI with a tag, such as 123456789012.dkr.ecr.us-east-1.amazonaws.com/repo:tag"), "sagemaker",
+        "The image of the SageMaker jobs, with its tag: the URI scripts/build_and_push.sh prints.")
+    training_instance_type: str = setting("ml.g5.2xlarge", _instance_type("ml.g5.2xlarge"), "sagemaker",
+        "Training instances (tuning trials use them too): their type.")
+    training_instance_count: int = setting("1", parse_int(1), "sagemaker",
+        "Training instances (tuning trials use them too): how many; more than 1 = one torchrun across them.")
+    preparation_instance_type: str = setting("ml.m5.2xlarge", _instance_type("ml.m5.2xlarge"), "sagemaker",
+        "Instance of the preparation job (encoding: CPUs, no GPU needed).")
+    inference_instance_type: str = setting("ml.g5.xlarge", _instance_type("ml.g5.xlarge"), "sagemaker",
+        "Instance of the inference jobs (every model on the test split).")
+    use_spot: bool = setting("false", parse_bool, "sagemaker",
+        "Managed spot training; MAX_WAIT_HOURS (>= MAX_RUN_HOURS) bounds the wait for capacity.")
+    max_run_hours: float = setting("24", parse_float(0, 28 * 24, low_open=True), "sagemaker",
+        "A job is stopped after running this many hours (at most 28 days).")
+    max_wait_hours: float = setting("48", parse_float(0, 28 * 24, low_open=True), "sagemaker",
+        "With USE_SPOT: hours a job may take in all, waiting for capacity included.")
+    volume_size_gb: int = setting("100", parse_int(1), "sagemaker",
+        "Disk of each instance in GB (data, checkpoints, the model).")
+    kms_key_id: str = setting("", parse_text, "sagemaker",
+        "Optional: KMS key for volumes and outputs.")
+    subnets: tuple[str, ...] = setting("", parse_list(parse_pattern(r"subnet-[0-9a-f]+", "a subnet id such as subnet-0abc123")), "sagemaker",
+        "Optional VPC mode: subnets (comma separated), together with SECURITY_GROUP_IDS.")
+    security_group_ids: tuple[str, ...] = setting("", parse_list(parse_pattern(r"sg-[0-9a-f]+", "a security group id such as sg-0abc123")), "sagemaker",
+        "Optional VPC mode: security groups (comma separated), together with SUBNETS.")
     # The raw text of every setting as read (file or environment): the manifest's snapshot.
     raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -330,6 +247,35 @@ class Config:
         return _build(self.experiment_dir, raw, [], lambda key: source if key in overrides else SETTINGS_FILE)
 
 
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(key=f.name.upper(), **f.metadata["setting"]) for f in dataclasses.fields(Config) if "setting" in f.metadata
+)
+KNOWN_KEYS = frozenset(s.key for s in SETTINGS)
+
+
+def _check_table() -> None:
+    """The declarations above are the single source: refuse to import when they disagree with
+    the steps, or when a group is scattered (settings.ini is written group by group)."""
+    switches = tuple(s.key for s in SETTINGS if s.group == "steps")
+    if switches != tuple(f"RUN_{step.upper()}" for step in STEPS):
+        raise AssertionError(f"the steps settings {switches} must be RUN_<STEP> for ml_exp.names.STEPS, in order")
+    groups = [s.group for s in SETTINGS]
+    runs = [group for i, group in enumerate(groups) if i == 0 or groups[i - 1] != group]
+    if runs != list(GROUPS):
+        raise AssertionError(f"settings must be declared group by group, in the order of GROUPS ({', '.join(GROUPS)}), not {runs}")
+
+
+_check_table()
+
+
+def read_settings_file(experiment_dir: str | os.PathLike[str] = ".") -> dict[str, str]:
+    """Every setting's text as ``<experiment_dir>/settings.ini`` gives it: its value there, else
+    its default. No environment, nothing parsed or checked (a bad value comes back as written).
+    Raises :class:`ConfigError` only when the file itself cannot be read (missing, not ini,
+    no [settings] section)."""
+    return _with_defaults(_read_ini(Path(experiment_dir) / SETTINGS_FILE))
+
+
 def load_config(experiment_dir: str | os.PathLike[str] = ".", environ: Mapping[str, str] | None = None) -> Config:
     """Read ``<experiment_dir>/settings.ini`` (environment variables override it).
 
@@ -337,11 +283,39 @@ def load_config(experiment_dir: str | os.PathLike[str] = ".", environ: Mapping[s
     """
     env = os.environ if environ is None else environ
     experiment_dir = Path(experiment_dir).resolve()
-    path = experiment_dir / SETTINGS_FILE
-    repository = _read_ini(path)
-    file_keys_lower = set(repository.parser.options(SECTION))
-    file_keys = {k.upper() for k in file_keys_lower}
+    in_file = _read_ini(experiment_dir / SETTINGS_FILE)
+    problems = _unknown_keys(set(in_file), env)
+    # As python-decouple does: the environment first, then the file, then the default
+    # (``environ`` is explicit so that tests and callers control it).
+    from_env = {key for key in KNOWN_KEYS if key in env}
+    raw = {key: env[key] if key in from_env else text for key, text in _with_defaults(in_file).items()}
+    return _build(experiment_dir, raw, problems, lambda key: "environment variable" if key in from_env else SETTINGS_FILE)
 
+
+def _read_ini(path: Path) -> dict[str, str]:
+    """Every key of the file's [settings] section (upper case) -> its text as written."""
+    if not path.is_file():
+        raise ConfigError([Problem(str(path), f"not found; run exp in an experiment folder (one with a {SETTINGS_FILE})")])
+    try:
+        parser = RepositoryIni(str(path)).parser
+    except configparser.MissingSectionHeaderError:
+        raise ConfigError([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put a [{SECTION}] line above the settings")]) from None
+    except configparser.Error as exc:
+        message = str(exc).replace("\n", " ")
+        raise ConfigError([Problem(SETTINGS_FILE, f"is not a valid ini file: {message}")]) from None
+    if not parser.has_section(SECTION):
+        raise ConfigError([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put every setting under a [{SECTION}] line")])
+    # raw: a '%' in a value is just a character, not configparser interpolation
+    return {key.upper(): parser.get(SECTION, key, raw=True) for key in parser.options(SECTION)}
+
+
+def _with_defaults(in_file: Mapping[str, str]) -> dict[str, str]:
+    return {s.key: in_file.get(s.key, s.default) for s in SETTINGS}
+
+
+def _unknown_keys(file_keys: set[str], env: Mapping[str, str]) -> list[Problem]:
+    """Keys in the file that are no setting (secrets, renamed ones, typos), and renamed
+    settings still set in the environment."""
     problems: list[Problem] = []
     for key in sorted(file_keys - KNOWN_KEYS):
         if key in SECRET_KEYS:
@@ -354,51 +328,22 @@ def load_config(experiment_dir: str | os.PathLike[str] = ".", environ: Mapping[s
             problems.append(Problem(key, f"unknown setting in {SETTINGS_FILE}; {hint}"))
     for key in sorted(set(RENAMED) & set(env)):
         problems.append(Problem(key, f"was renamed to {RENAMED[key]}; set the environment variable {RENAMED[key]} instead (and unset {key})"))
-
-    raw: dict[str, str] = {}
-    from_env: set[str] = set()
-    for setting in SETTINGS:
-        # As python-decouple does: the environment first, then the file, then the default.
-        # (``environ`` is explicit so that tests and callers control it.)
-        if setting.key in env:
-            raw[setting.key] = env[setting.key]
-            from_env.add(setting.key)
-        elif setting.key.lower() in file_keys_lower:
-            # raw: a '%' in a value is just a character, not configparser interpolation
-            raw[setting.key] = repository.parser.get(SECTION, setting.key, raw=True)
-        else:
-            raw[setting.key] = setting.default
-    return _build(experiment_dir, raw, problems, lambda key: "environment variable" if key in from_env else SETTINGS_FILE)
+    return problems
 
 
 def _build(experiment_dir: Path, raw: dict[str, str], problems: list[Problem], source: Callable[[str], str]) -> Config:
     """Parse every setting's text (``raw``), check the rules between settings, build the Config."""
     values: dict[str, Any] = {}
-    for setting in SETTINGS:
+    for s in SETTINGS:
         try:
-            values[setting.key.lower()] = setting.parse(raw[setting.key])
+            values[s.key.lower()] = s.parse(raw[s.key])
         except ValueError as exc:
-            problems.append(Problem(setting.key, f"{exc} (from {source(setting.key)})"))
+            problems.append(Problem(s.key, f"{exc} (from {source(s.key)})"))
     problems.extend(_cross_checks(values))
     if problems:
         raise ConfigError(problems)
     values["storage_uri"] = _resolve_storage_uri(values["storage_uri"], experiment_dir)
     return Config(experiment_dir=experiment_dir, raw=raw, **values)
-
-
-def _read_ini(path: Path) -> RepositoryIni:
-    if not path.is_file():
-        raise ConfigError([Problem(str(path), f"not found; run exp in an experiment folder (one with a {SETTINGS_FILE})")])
-    try:
-        repository = RepositoryIni(str(path))
-    except configparser.MissingSectionHeaderError:
-        raise ConfigError([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put a [{SECTION}] line above the settings")]) from None
-    except configparser.Error as exc:
-        message = str(exc).replace("\n", " ")
-        raise ConfigError([Problem(SETTINGS_FILE, f"is not a valid ini file: {message}")]) from None
-    if not repository.parser.has_section(SECTION):
-        raise ConfigError([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put every setting under a [{SECTION}] line")])
-    return repository
 
 
 def _cross_checks(v: dict[str, Any]) -> list[Problem]:

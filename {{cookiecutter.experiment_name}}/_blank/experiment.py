@@ -2,7 +2,16 @@
 
 ml-exp calls them; `exp validate` checks them before any compute and names every function that
 is still a stub. Each receives ``ctx``: ``ctx.config`` (every setting of settings.ini, typed),
-``ctx.log`` (a logger) and ``ctx.run`` (the run's storage, once a run exists).
+``ctx.log`` (a logger) and ``ctx.run`` (the run's storage, once a run exists). The steps
+switched on in settings.ini call them:
+
+    step            calls
+    reconciliation  reconcile
+    preparation     load_processor, encode
+    tuning          load_model, compute_metrics (each trial is a short training)
+    training        load_model, compute_metrics (evaluation after each epoch picks the best checkpoint)
+    inference       compute_metrics (on the test split; the trained model comes from the run)
+
 Keep the signatures; replace each body.
 """
 
