@@ -126,7 +126,7 @@ def test_smoke_comparison_of_two_models(tmp_path):
     ("broken", "message"),
     [
         ('return classification_metrics(predictions, references, labels)', "it must return a dict holding METRIC_FOR_BEST_MODEL = f1_macro"),
-        ("num_labels=len(labels),", "returned a model with 2 outputs for 4 labels"),
+        ("demo_documents.tiny_bert(model_name, labels,", "returned a model with 2 outputs for 4 labels"),
     ],
     ids=["metric-missing", "wrong-num-labels"],
 )
@@ -135,13 +135,13 @@ def test_training_failure_names_the_function_and_marks_the_step(tmp_path, broken
     source = (project / "experiment.py").read_text()
     replacement = {
         "return classification_metrics(predictions, references, labels)": 'return {"accuracy": classification_metrics(predictions, references, labels)["accuracy"]}',
-        "num_labels=len(labels),": "num_labels=2,",
+        "demo_documents.tiny_bert(model_name, labels,": "demo_documents.tiny_bert(model_name, labels[:2],",
     }[broken]
     assert broken in source
     (project / "experiment.py").write_text(source.replace(broken, replacement, 1))
     result = exp("run", "--smoke", cwd=project, env={"WANDB_MODE": "disabled"})
     assert result.returncode == 1
-    assert f"training: training of tiny-bert failed: " in result.stderr and message in result.stderr, result.stderr[-2000:]
+    assert "training: training of tiny-bert failed: " in result.stderr and message in result.stderr, result.stderr[-2000:]
     assert "exp run --run 1" in result.stderr
     manifest = json.loads((run_dir(project, 1) / "manifest.json").read_text())
     assert manifest["status"] == "failed"

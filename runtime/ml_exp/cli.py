@@ -140,11 +140,12 @@ def _announce(message: str) -> None:
 
 def _setup_logging() -> None:
     import logging
-    import sys
 
     from rich.logging import RichHandler
 
-    if not sys.stderr.isatty():  # logs and CI: no progress bars redrawn line after line
+    from ml_exp.console import interactive
+
+    if not interactive():  # logs and CI: no progress bars redrawn line after line
         os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 

@@ -387,12 +387,3 @@ def _resolve_storage_uri(uri: str, experiment_dir: Path) -> str:
             path = experiment_dir / path
         return "file://" + str(path.resolve())
     return uri
-
-
-def read_settings_file(experiment_dir: str | os.PathLike[str]) -> dict[str, str]:
-    """Every setting's text as settings.ini gives it (its value there, else the default), without
-    the environment and without checking the values."""
-    parser = configparser.ConfigParser()
-    parser.read(os.path.join(experiment_dir, SETTINGS_FILE), encoding="utf-8")
-    in_file = parser.has_section(SECTION)
-    return {s.key: parser.get(SECTION, s.key, raw=True) if in_file and parser.has_option(SECTION, s.key) else s.default for s in SETTINGS}

@@ -19,6 +19,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ml_exp.context import Context
+
 __all__ = ["tokenizer_encode", "classification_metrics", "classification_metric_module"]
 
 # Lengths above this are the "no limit" sentinels tokenizers use for model_max_length.
@@ -28,7 +30,7 @@ _NO_LIMIT = 1_000_000
 def tokenizer_encode(
     batch: Mapping[str, Sequence[Any]],
     processor: Any,
-    ctx: Any,
+    ctx: Context,
     text_fields: Sequence[str] | str = ("text",),
     max_length: int | None = None,
 ) -> dict[str, list]:

@@ -56,7 +56,7 @@ def run_pipeline(
     """Run the steps (default: those switched on in settings.ini) and return the run.
 
     ``run_num`` continues that existing run instead of claiming a new one; ``dry_run`` only
-    shows (and saves in the run) what would be run: every SageMaker job specification.
+    shows (and saves in the run) what each step would do, as the backend describes it.
     """
     overrides = _smoke_settings(Path(experiment_dir)) if smoke else {}
     environ = {**os.environ, **overrides}

@@ -50,8 +50,8 @@ from ml_exp.layout import (
 from ml_exp.names import INFERENCE
 from ml_exp.steps import StepError, local_input
 from ml_exp.store import OutputExistsError, Run
+from ml_exp.udf import UDFs
 
-TEST_SPLIT = TEST
 # infer_one(ctx, model_name): the backend tests one model until inference/<model>/ is complete
 InferOne = Callable[[Context, str], Any]
 # Rows buffered before a Parquet row group is written (bounded memory per group).
@@ -73,7 +73,7 @@ def run_inference(ctx: Context, infer_one: InferOne) -> dict[str, Any]:
     return {"metrics": {name: result["metrics"] for name, result in results.items()}, "best": best}
 
 
-def infer_model(ctx: Context, udfs: Any, model_name: str) -> dict:
+def infer_model(ctx: Context, udfs: UDFs, model_name: str) -> dict:
     """Run ``model_name``'s trained model on the test split and write ``inference/<key>/``.
 
     Returns ``{"metrics": <compute_metrics result>, "test_records": n, "uri": <folder URL>}``.
@@ -163,18 +163,18 @@ def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
     except Exception as exc:
         raise StepError(f"the prepared data of model {model_name!r} ({prepared}) cannot be loaded: {exc}; "
                         "re-run the preparation step in a new run.") from exc
-    if not isinstance(splits, datasets.DatasetDict) or TEST_SPLIT not in splits:
+    if not isinstance(splits, datasets.DatasetDict) or TEST not in splits:
         found = list(splits.keys()) if isinstance(splits, datasets.DatasetDict) else "a single Dataset"
-        raise StepError(f"the prepared data of model {model_name!r} has no {TEST_SPLIT!r} split (found: {found}).")
-    test = splits[TEST_SPLIT]
+        raise StepError(f"the prepared data of model {model_name!r} has no {TEST!r} split (found: {found}).")
+    test = splits[TEST]
     for column in ("id", "label"):
         if column not in test.column_names:
-            raise StepError(f"the {TEST_SPLIT} split of model {model_name!r} has no {column!r} column "
+            raise StepError(f"the {TEST} split of model {model_name!r} has no {column!r} column "
                             f"(columns: {test.column_names}).")
     feature = test.features["label"]
     names = getattr(feature, "names", None)
     if names is not None and list(names) != list(labels):
-        raise StepError(f"the {TEST_SPLIT} split's label names {list(names)} differ from {LABELS} {labels}.")
+        raise StepError(f"the {TEST} split's label names {list(names)} differ from {LABELS} {labels}.")
 
     model = AutoModelForSequenceClassification.from_pretrained(str(trained))
     num_labels = getattr(model.config, "num_labels", len(labels))
@@ -192,7 +192,7 @@ def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
     accepted = set(parameters)
     inputs = [c for c in test.column_names if c not in _NOT_INPUTS and (takes_any or c in accepted)]
     if not inputs:
-        raise StepError(f"the {TEST_SPLIT} split of model {model_name!r} has no model inputs (columns: {test.column_names}; "
+        raise StepError(f"the {TEST} split of model {model_name!r} has no model inputs (columns: {test.column_names}; "
                         f"the model accepts {sorted(accepted)}); check encode().")
     return test, model, tokenizer, inputs
 
@@ -213,7 +213,7 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
     test, model, tokenizer, inputs = _load(prepared, trained, labels, model_name)
     n = test.num_rows
     if n == 0:
-        raise StepError(f"the {TEST_SPLIT} split of model {model_name!r} is empty; give reconcile() more records or "
+        raise StepError(f"the {TEST} split of model {model_name!r} is empty; give reconcile() more records or "
                         "raise the test share of SPLIT_RATIOS.")
     batch_size = ctx.config.per_device_eval_batch_size
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -262,7 +262,7 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
                 predicted = probs.argmax(axis=-1)
                 truth = np.asarray(batch["label"], dtype=np.int64)
                 if truth.size and (truth.min() < 0 or truth.max() >= k):
-                    raise StepError(f"the {TEST_SPLIT} split has label ids outside 0..{k - 1}.")
+                    raise StepError(f"the {TEST} split has label ids outside 0..{k - 1}.")
                 np.add.at(matrix, (truth, predicted), 1)
                 predictions.extend(int(p) for p in predicted)
                 references.extend(int(t) for t in truth)
@@ -301,7 +301,7 @@ def _tensors(batch: Mapping[str, list], inputs: list[str], collator: Any, model_
 # --- metrics and outputs -------------------------------------------------------------------------
 
 
-def _user_metrics(udfs: Any, ctx: Context, model_name: str, predictions: list[int], references: list[int],
+def _user_metrics(udfs: UDFs, ctx: Context, model_name: str, predictions: list[int], references: list[int],
                   labels: list[str]) -> dict[str, float]:
     where = getattr(getattr(udfs, "module", None), "__name__", None) or "experiment"
     try:

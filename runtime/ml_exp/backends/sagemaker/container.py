@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from ml_exp.backends.sagemaker.jobs import CONTAINER, JOB_STEPS, SAGEMAKER_TRAIN_ARGUMENT
+from ml_exp.context import Context
 from ml_exp.names import INFERENCE, PREPARATION, TRAINING, TUNING
+from ml_exp.udf import UDFs
 
 ROOT_VARIABLE = "ML_EXP_SAGEMAKER_ROOT"
 
@@ -48,7 +50,6 @@ def hyperparameters(root: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     from ml_exp.config import load_config
-    from ml_exp.context import Context
     from ml_exp.layout import job_result
     from ml_exp.store import Store
     from ml_exp.udf import load_udfs
@@ -94,7 +95,7 @@ def _number(text: str) -> float | int:
         return float(text)
 
 
-def run_in_container(ctx: Any, udfs: Any, step: str, model_name: str | None, root: Path, trial: str | None = None) -> dict[str, Any]:
+def run_in_container(ctx: Context, udfs: UDFs, step: str, model_name: str | None, root: Path, trial: str | None = None) -> dict[str, Any]:
     """The same step functions as the local backend, with SageMaker's paths."""
     if step == PREPARATION:
         from ml_exp.steps.preparation import run_preparation
