@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.bake import bake
+from tests.wandb_records import offline_runs
 
 EXP = str(Path(sys.executable).with_name("exp"))
 pytestmark = pytest.mark.slow
@@ -73,8 +74,11 @@ def test_demo_end_to_end_then_a_second_run(tmp_path):
 
 
 def test_two_process_training_resumes_after_kill(tmp_path):
+    """Killed after its first checkpoint, training resumes from it, and its wandb run goes on:
+    one run id for both attempts, each global step logged once, the final figures once."""
     project = bake(tmp_path, ticket="EXP-61", model_slug="resume")
-    env = {"NUM_PROCESSES": "2", "EARLY_STOPPING_PATIENCE": "0", "NUM_TRAIN_EPOCHS": "6", "WANDB_MODE": "disabled"}
+    env = {"NUM_PROCESSES": "2", "EARLY_STOPPING_PATIENCE": "0", "NUM_TRAIN_EPOCHS": "6", "WANDB_MODE": "offline",
+           **{var: str(tmp_path / var.lower()) for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")}}
     checkpoints = run_dir(project, 1) / "checkpoints" / "tiny-bert"
     process = subprocess.Popen([EXP, "run", "--steps", "reconciliation,preparation,training"], cwd=project, env={**os.environ, **env}, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
@@ -88,6 +92,8 @@ def test_two_process_training_resumes_after_kill(tmp_path):
     manifest = json.loads((run_dir(project, 1) / "manifest.json").read_text())
     assert manifest["steps"]["training"]["status"] == "running"  # killed: nobody could mark it
     assert not (run_dir(project, 1) / "models" / "tiny-bert" / "_COMPLETE").exists()
+    logged = json.loads((checkpoints / "wandb.json").read_text())  # the steps the killed attempt logged
+    assert logged["last_step"] >= first_checkpoint  # a step is logged with its evaluation, before its checkpoint
 
     resumed = exp("run", "--run", "1", "--steps", "reconciliation,preparation,training", cwd=project, env=env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -99,7 +105,24 @@ def test_two_process_training_resumes_after_kill(tmp_path):
     assert sorted(r["rank"] for r in training["ranks"]) == [0, 1]
     assert all(r["steps"] > 0 for r in training["ranks"]), training["ranks"]
     assert len({r["pid"] for r in training["ranks"]}) == 2
-    assert json.loads((run_dir(project, 1) / "manifest.json").read_text())["steps"]["training"]["attempt"] == 2
+    manifest = json.loads((run_dir(project, 1) / "manifest.json").read_text())
+    assert manifest["steps"]["training"]["attempt"] == 2
+
+    # the tracker followed: both attempts wrote to one wandb run, which the manifest names
+    tracking = manifest["steps"]["training"]["tracking"]["tiny-bert"]
+    attempts = [r for r in offline_runs(project / "wandb", finished=1) if r.run_id == tracking["wandb_id"]]
+    assert len(attempts) == 2 and tracking["project"] == "ml-exp" and tracking["mode"] == "offline"
+    assert all(attempt.folder.name.endswith(tracking["wandb_id"]) for attempt in attempts)
+    steps = [step for attempt in attempts for step, _ in attempt.history]  # SIGKILL: wandb may have lost the first attempt's
+    assert steps == sorted(set(steps)), f"steps logged twice or backwards across attempts: {steps}"
+    assert attempts[1].history and min(step for step, _ in attempts[1].history) > logged["last_step"]  # none logged again
+    last_step, last_values = attempts[1].history[-1]
+    assert last_step == training["global_step"] and "eval_f1_macro" in last_values and "loss" in last_values
+    assert ["train_runtime" in attempt.summary for attempt in attempts] == [False, True]  # the final figures, once
+    assert attempts[1].config["storage"]["run_uri"] == f"file://{run_dir(project, 1).resolve()}"
+    assert attempts[1].config["storage"]["manifest"].endswith("/run_1/manifest.json") and "git_commit" in attempts[1].config
+    listed = json.loads(exp("runs", "--json", cwd=project, env=env).stdout)
+    assert listed[0]["tracking"]["training"]["tiny-bert"]["wandb_id"] == tracking["wandb_id"]
 
 
 def test_smoke_comparison_of_two_models(tmp_path):

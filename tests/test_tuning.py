@@ -15,6 +15,7 @@ import pytest
 from ml_exp.search_space import SearchSpaceError, as_settings, parse_space
 from ml_exp.validate import validate
 from tests.bake import bake
+from tests.wandb_records import offline_runs
 
 EXP = str(Path(sys.executable).with_name("exp"))
 SPACE = "learning_rate = log-uniform(1e-3, 5e-3); per_device_train_batch_size = choice(8, 16)"
@@ -97,7 +98,7 @@ def test_tuning_then_training_uses_the_best_trial(tmp_path):
 @pytest.mark.slow
 def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path):
     project = bake(tmp_path, ticket="EXP-91", model_slug="tune")
-    env = {**_tuning_env(3), "WANDB_MODE": "disabled"}
+    env = {**_tuning_env(3), **{var: str(tmp_path / var.lower()) for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")}}
     folder = project / ".exp-store" / project.name / "run_1" / "tuning" / "tiny-bert"
     process = subprocess.Popen([EXP, "run", "--steps", "reconciliation,preparation,tuning"], cwd=project, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -117,3 +118,9 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path):
     trials = json.loads((folder / "trials.json").read_text())
     assert sum(t["state"] in ("completed", "pruned") for t in trials) == 3
     assert trials[0]["trial"] == "trial_0" and trials[0]["state"] == "completed"
+    # trial_0 ran once, before the kill, and the manifest names its wandb run by the same stable id
+    manifest = json.loads((folder.parents[1] / "manifest.json").read_text())
+    ids = manifest["steps"]["tuning"]["tracking"]["tiny-bert"]["trials"]
+    assert set(ids) == {t["trial"] for t in trials} and len(set(ids.values())) == len(ids)
+    trial_0 = [run for run in offline_runs(project / "wandb") if run.run_id == ids["trial_0"]]
+    assert len(trial_0) == 1 and trial_0[0].config["trial"] == "trial_0" and trial_0[0].history

@@ -10,7 +10,7 @@
       tuning/<model>/                 tuning: best.json, trials.json, trials.csv, and the search's own
                                       state (study.db locally, sagemaker_tuning_job.json on SageMaker)
       tuning/<model>/trial_<k>/       tuning: one trial's model and training_metrics.json
-      checkpoints/<model>/            training: checkpoint-<step>/, to resume from
+      checkpoints/<model>/            training: checkpoint-<step>/, to resume from; wandb.json
       models/<model>/                 training: the best model, its processor, labels.json, training_metrics.json
       inference/<model>/              inference: predictions, metrics, per-class report, confusion matrix
       report.md, comparison.json, comparison.png   inference: the models side by side
@@ -40,6 +40,8 @@ TRAIN, VALIDATION, TEST = SPLITS
 
 MODELS = "models"
 CHECKPOINTS = "checkpoints"
+# Inside a checkpoint folder: the last global step logged to the tracker (attempts log each once).
+TRACKING_STATE = "wandb.json"
 # Inside a model folder (and a trial folder).
 MODEL_LABELS = "labels.json"
 TRAINING_METRICS = "training_metrics.json"

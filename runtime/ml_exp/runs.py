@@ -27,6 +27,7 @@ def run_summaries(store: Store, metric: str) -> list[dict[str, Any]]:
                 "status": manifest.get("status"),
                 "steps": {step: info.get("status") for step, info in steps.items()},
                 "best": best_metric(steps, metric),
+                "tracking": {step: info["tracking"] for step, info in steps.items() if info.get("tracking")},
                 "uri": run.uri,
             }
         )

@@ -9,8 +9,13 @@ reads and writes come from :mod:`ml_exp.layout`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ml_exp.layout import model_key
 from ml_exp.store import Run
+
+if TYPE_CHECKING:
+    from ml_exp.context import Context
 
 
 class StepError(Exception):
@@ -33,3 +38,12 @@ def local_input(run: Run, relpath: str, scratch_dir: str | Path) -> Path:
     destination = Path(scratch_dir) / relpath
     run.get_dir(relpath, str(destination))
     return destination
+
+
+def tracking_records(ctx: Context, step: str, live: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """Per model, where ``step`` is tracked (for the manifest): the wandb run's stable id, name,
+    project and entity, and what the live run reported (its URL when online). {} when tracking is off."""
+    from ml_exp.tracking import planned
+
+    records = {name: planned(ctx, model_key(name), step) for name in live}
+    return {name: {**record, **(live[name] or {})} for name, record in records.items() if record is not None}

@@ -10,10 +10,8 @@ Parquet and CSV (id, true_label, predicted_label, one ``score_<label>`` softmax 
 class), the experiment's ``compute_metrics``, a per-class report and the confusion matrix
 (JSON and PNG). Every path is :mod:`ml_exp.layout`'s.
 
-Memory stays flat however large the test split: the split is memory-mapped and read batch by
-batch, predictions are streamed to the Parquet/CSV writers (one Parquet row group per
-:data:`PARQUET_ROWS_PER_GROUP` rows), and only the int predictions/references (for
-``compute_metrics``) and a running confusion matrix are kept.
+Memory stays flat: the split is memory-mapped and read batch by batch, predictions stream to
+the Parquet/CSV writers; only int predictions/references and a confusion matrix are kept.
 """
 
 from __future__ import annotations
@@ -48,7 +46,7 @@ from ml_exp.layout import (
     prepared_dir,
 )
 from ml_exp.names import INFERENCE
-from ml_exp.steps import StepError, local_input
+from ml_exp.steps import StepError, local_input, tracking_records
 from ml_exp.store import OutputExistsError, Run
 from ml_exp.udf import UDFs
 
@@ -64,13 +62,14 @@ def run_inference(ctx: Context, infer_one: InferOne) -> dict[str, Any]:
     """Test every model of MODEL_NAMES (one already tested in this run is kept), then compare them."""
     from ml_exp.steps.report import write_report
 
-    results = {}
+    results, live = {}, {}
     for name in ctx.config.model_names:
         if not ctx.run.is_complete(inference_dir(name)):  # kept from an earlier, interrupted attempt
-            infer_one(ctx, name)
+            live[name] = (infer_one(ctx, name) or {}).get("tracking")
         results[name] = load_result(ctx.run, name)
     best = write_report(ctx, results)
-    return {"metrics": {name: result["metrics"] for name, result in results.items()}, "best": best}
+    tracking = tracking_records(ctx, INFERENCE, {name: live.get(name) for name in ctx.config.model_names})
+    return {"metrics": {name: result["metrics"] for name, result in results.items()}, "best": best, "tracking": tracking}
 
 
 def infer_model(ctx: Context, udfs: UDFs, model_name: str) -> dict:
@@ -90,7 +89,7 @@ def infer_model(ctx: Context, udfs: UDFs, model_name: str) -> dict:
         raise OutputExistsError(f"{run.path(target)} already exists; refusing to overwrite it (run outputs are never "
                                 "overwritten). Start a new run (RUN_NUM = auto) to test the model again.")
 
-    from ml_exp.tracking import tracked
+    from ml_exp.tracking import record, tracked
 
     with tempfile.TemporaryDirectory(prefix=f"ml-exp-{INFERENCE}-{key}-") as scratch:
         scratch_dir = Path(scratch)
@@ -116,8 +115,9 @@ def infer_model(ctx: Context, udfs: UDFs, model_name: str) -> dict:
             log.info("inference %s: outputs in %s", model_name, uri)
             if wb is not None:
                 _log_to_wandb(wb, log, metrics, report, labels, out / CONFUSION_MATRIX_PNG, n)
+            tracked_as = record(wb) if wb is not None else None
 
-    return {"metrics": metrics, "test_records": n, "uri": uri}
+    return {"metrics": metrics, "test_records": n, "uri": uri, "tracking": tracked_as}
 
 
 def load_result(run: Run, model_name: str) -> dict:

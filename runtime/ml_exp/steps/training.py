@@ -22,10 +22,10 @@ from transformers import TrainerCallback
 
 from ml_exp.console import interactive
 from ml_exp.context import Context
-from ml_exp.layout import LABELS, MODEL_LABELS, PROCESSOR, TRAINING_METRICS, checkpoint_dir, model_dir, model_key, trial_dir
+from ml_exp.layout import LABELS, MODEL_LABELS, PROCESSOR, TRACKING_STATE, TRAINING_METRICS, checkpoint_dir, model_dir, model_key, trial_dir
 from ml_exp.names import TRAINING, TUNING
 from ml_exp.search_space import as_settings
-from ml_exp.steps import StepError
+from ml_exp.steps import StepError, tracking_records
 from ml_exp.steps.tuning import best_params
 from ml_exp.udf import UDFs
 
@@ -36,6 +36,7 @@ TrainOne = Callable[[Context, str], Any]
 def run_training(ctx: Context, train_one: TrainOne) -> dict[str, Any]:
     """Train every model of MODEL_NAMES; a model already saved in this run is kept, not retrained."""
     results: dict[str, Any] = {}
+    tracked_as: dict[str, Any] = {}
     for model_name in ctx.config.model_names:
         if not ctx.run.is_complete(model_dir(model_name)):
             train_one(tuned(ctx, model_name), model_name)
@@ -44,9 +45,11 @@ def run_training(ctx: Context, train_one: TrainOne) -> dict[str, Any]:
         else:
             ctx.log.info("%s: already trained in this run, kept", model_name)
         summary = ctx.run.read_json(f"{model_dir(model_name)}/{TRAINING_METRICS}")
+        tracked_as[model_name] = summary.get("tracking")
         results[model_name] = {key: summary[key] for key in ("best_metric", "metric", "epochs", "world_size", "resumed_from", "train_samples_per_second")}
         results[model_name]["validation"] = summary["best_eval"]
     facts: dict[str, Any] = {"models": results, "metrics": {name: r["validation"] for name, r in results.items()}}
+    facts["tracking"] = tracking_records(ctx, TRAINING, {name: tracked_as.get(name) for name in ctx.config.model_names})
     tuned_values = {name: best_params(ctx.run, name) for name in ctx.config.model_names}
     facts["hyperparameters"] = {name: best for name, best in tuned_values.items() if best}  # recorded as such
     return facts
@@ -92,7 +95,7 @@ def train_model(
         default_data_collator,
     )
 
-    from ml_exp.tracking import tracked
+    from ml_exp.tracking import log_model_reference, record, tracked
 
     config = ctx.config
     labels = json.loads(ctx.run.read_text(LABELS))
@@ -150,44 +153,48 @@ def train_model(
         ctx.log.info("%s: resuming from %s", model_name, last)
     step = TUNING if trial else TRAINING
     with tracked(ctx, model_key(model_name), step, trial=trial) if trainer.is_world_process_zero() else nullcontext() as wb:
-        if wb is not None:
-            trainer.add_callback(_WandbLog(wb))
         if sync_checkpoints and trainer.is_world_process_zero():
             trainer.add_callback(_SyncCheckpoints(ctx, model_name))
+        if wb is not None:  # after the checkpoint sync: a step is logged once it can be resumed from
+            trainer.add_callback(_WandbLog(wb, ctx, None if trial else f"{checkpoint_dir(model_name)}/{TRACKING_STATE}"))
         result = trainer.train(resume_from_checkpoint=last)
-    summary = {
-        "model": model_name,
-        "metric": config.metric_for_best_model,
-        "best_metric": trainer.state.best_metric,
-        "best_checkpoint": os.path.basename(trainer.state.best_model_checkpoint or ""),
-        "best_eval": _best_eval(trainer.state.log_history, trainer.state.best_global_step),
-        "epochs": trainer.state.epoch,
-        "global_step": trainer.state.global_step,
-        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-        "resumed_from": os.path.basename(last) if last else None,
-        "pruned": any(getattr(c, "pruned", False) for c in callbacks),
-        "world_size": args.world_size,
-        "hyperparameters": {
-            "learning_rate": args.learning_rate,
-            "num_train_epochs": args.num_train_epochs,
-            "per_device_train_batch_size": args.per_device_train_batch_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "warmup_ratio": config.warmup_ratio,
-            "weight_decay": args.weight_decay,
-        },
-        "ranks": ranks.gather(),
-        "log_history": trainer.state.log_history,
-    }
-    with tempfile.TemporaryDirectory(prefix=f"ml-exp-{step}-model-") as out:
-        trainer.save_model(out)  # the best model (load_best_model_at_end), safetensors; rank 0 writes
-        if trainer.is_world_process_zero():
-            if hasattr(processor, "save_pretrained"):
-                processor.save_pretrained(out)
-            Path(out, MODEL_LABELS).write_text(json.dumps(labels))
-            Path(out, TRAINING_METRICS).write_text(json.dumps(summary, indent=2, default=str))
-            ctx.run.put_dir(out, trial_dir(model_name, trial) if trial else model_dir(model_name), overwrite=True)
-            if export_to is not None:
-                shutil.copytree(out, export_to, dirs_exist_ok=True)
+        summary = {
+            "model": model_name,
+            "metric": config.metric_for_best_model,
+            "best_metric": trainer.state.best_metric,
+            "best_checkpoint": os.path.basename(trainer.state.best_model_checkpoint or ""),
+            "best_eval": _best_eval(trainer.state.log_history, trainer.state.best_global_step),
+            "epochs": trainer.state.epoch,
+            "global_step": trainer.state.global_step,
+            "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+            "resumed_from": os.path.basename(last) if last else None,
+            "pruned": any(getattr(c, "pruned", False) for c in callbacks),
+            "world_size": args.world_size,
+            "hyperparameters": {
+                "learning_rate": args.learning_rate,
+                "num_train_epochs": args.num_train_epochs,
+                "per_device_train_batch_size": args.per_device_train_batch_size,
+                "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                "warmup_ratio": config.warmup_ratio,
+                "weight_decay": args.weight_decay,
+            },
+            "ranks": ranks.gather(),
+            "tracking": record(wb) if wb is not None else None,
+            "log_history": trainer.state.log_history,
+        }
+        folder = trial_dir(model_name, trial) if trial else model_dir(model_name)
+        with tempfile.TemporaryDirectory(prefix=f"ml-exp-{step}-model-") as out:
+            trainer.save_model(out)  # the best model (load_best_model_at_end), safetensors; rank 0 writes
+            if trainer.is_world_process_zero():
+                if hasattr(processor, "save_pretrained"):
+                    processor.save_pretrained(out)
+                Path(out, MODEL_LABELS).write_text(json.dumps(labels))
+                Path(out, TRAINING_METRICS).write_text(json.dumps(summary, indent=2, default=str))
+                ctx.run.put_dir(out, folder, overwrite=True)
+                if export_to is not None:
+                    shutil.copytree(out, export_to, dirs_exist_ok=True)
+        if wb is not None and not trial:
+            log_model_reference(ctx, wb, model_key(model_name), folder)
     return summary
 
 
@@ -279,12 +286,50 @@ class _MetricLines(TrainerCallback):
 
 
 class _WandbLog(TrainerCallback):
-    def __init__(self, wb: Any) -> None:
-        self.wb = wb
+    """The Trainer's logs to wandb, each global step once across attempts of the step.
+
+    A step's logs (training loss, then validation metrics) go out together when its evaluation
+    arrives; the step is first recorded in ``state_path`` (in the run's checkpoint folder), so
+    that a resumed attempt, which redoes the steps after its checkpoint, skips the steps an
+    earlier attempt already logged: the history stays strictly increasing. The end-of-training
+    figures (train_runtime...) go to the run's summary, once."""
+
+    FINAL = "train_runtime"
+
+    def __init__(self, wb: Any, ctx: Context, state_path: str | None) -> None:
+        self.wb, self.ctx, self.state_path = wb, ctx, state_path
+        earlier = ctx.run.read_json(state_path) if state_path and ctx.run.exists(state_path) else {}
+        self.logged = earlier.get("last_step", -1) if earlier.get("wandb_id") == wb.id else -1
+        self.pending: dict[str, float] = {}
+        self.pending_step: int | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-        if logs:
-            self.wb.log({k: v for k, v in logs.items() if isinstance(v, (int, float))}, step=state.global_step)
+        numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+        if self.FINAL in numbers:
+            self.wb.summary.update(numbers)
+            return
+        step = state.global_step
+        if step <= self.logged:
+            return  # an earlier attempt logged this step
+        if self.pending_step is not None and step != self.pending_step:
+            self._flush()
+        self.pending.update(numbers)
+        self.pending_step = step
+        if any(k.startswith("eval_") for k in numbers):
+            self._flush()
+
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.pending_step is None:
+            return
+        step, values = self.pending_step, self.pending
+        self.pending, self.pending_step = {}, None
+        if self.state_path:  # recorded first: a step may go missing in a crash, never twice
+            self.ctx.run.write_json(self.state_path, {"wandb_id": self.wb.id, "last_step": step}, overwrite=True)
+        self.logged = step
+        self.wb.log(values, step=step)
 
 
 class _SyncCheckpoints(TrainerCallback):

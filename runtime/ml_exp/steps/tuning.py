@@ -39,7 +39,21 @@ def run_tuning(ctx: Context, search: Search) -> dict[str, Any]:
         "direction": ctx.config.tuning_direction,
         "best": {name: {k: b[k] for k in ("best_trial", "value", "params")} for name, b in best.items()},
         "metrics": {name: {ctx.config.objective: b["value"]} for name, b in best.items()},
+        "tracking": _tracking(ctx),
     }
+
+
+def _tracking(ctx: Context) -> dict[str, Any]:
+    """Per model, the wandb run summing up its study, and each trial's wandb run id."""
+    from ml_exp.tracking import planned, wandb_id
+
+    tracking = {}
+    for name in ctx.config.model_names:
+        study = planned(ctx, model_key(name), TUNING)
+        if study is not None:
+            trials = ctx.run.read_json(f"{tuning_dir(name)}/{TRIALS}")
+            tracking[name] = {**study, "trials": {t["trial"]: wandb_id(ctx, model_key(name), TUNING, t["trial"]) for t in trials}}
+    return tracking
 
 
 def tune_model(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], search: Search) -> dict[str, Any]:
