@@ -31,7 +31,7 @@ def run_dir(project: Path, num: int) -> Path:
 
 def test_demo_end_to_end_then_a_second_run(tmp_path):
     project = bake(tmp_path, ticket="EXP-60", model_slug="e2e")
-    first = exp("run", cwd=project)
+    first = exp("run", cwd=project, env={"MPLCONFIGDIR": str(tmp_path / "fresh-matplotlib")})
     assert first.returncode == 0, first.stdout + first.stderr
     run = run_dir(project, 1)
     manifest = json.loads((run / "manifest.json").read_text())
@@ -59,6 +59,12 @@ def test_demo_end_to_end_then_a_second_run(tmp_path):
     assert (run / "report.md").exists() and json.loads((run / "comparison.json").read_text())["best_model"] == "tiny-bert"
     assert list((project / "wandb").glob("offline-run-*")), "wandb offline runs"
     assert "accuracy" in first.stdout and "run_1 (completed)" in first.stdout
+    # what a person watches, off a terminal: one row per evaluation, none of the libraries' noise
+    said = first.stdout + first.stderr
+    assert "tiny-bert epoch 1/10  loss " in said and "* best" in said
+    for noise in ("ml-exp-metric:", "{'loss'", "{'eval_loss'", "fontManager", "LOAD REPORT", "Running in WANDB", "━"):
+        assert noise not in said, f"{noise!r} in the console output"
+    assert max(len(line) for line in first.stdout.splitlines() if "file://" not in line) <= 80
 
     # Continuing run_1 re-runs nothing and overwrites nothing.
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".")}
@@ -127,8 +133,10 @@ def test_two_process_training_resumes_after_kill(tmp_path):
 
 def test_smoke_comparison_of_two_models(tmp_path):
     project = bake(tmp_path, ticket="EXP-62", model_slug="compare", model_names="tiny-bert,tiny-bert-wide")
-    result = exp("run", "--smoke", cwd=project, env={"WANDB_MODE": "disabled"})
+    result = exp("run", "--smoke", "--verbose", cwd=project, env={"WANDB_MODE": "disabled", "MPLCONFIGDIR": str(tmp_path / "fresh-matplotlib")})
     assert result.returncode == 0, result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    assert all(line in said for line in ("ml-exp-metric: eval_f1_macro=", "{'loss'", "fontManager")), said[-3000:]  # -v: all of it
     run = run_dir(project, 1)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["smoke"] is True and manifest["overrides"]["NUM_TRAIN_EPOCHS"] == "1"

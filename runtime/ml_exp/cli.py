@@ -7,6 +7,7 @@ Heavy modules are imported inside the commands, so that `exp --help` starts fast
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -101,6 +102,14 @@ def run(
         bool,
         typer.Option("--dry-run", help="Show (and save in the run) what would run, every SageMaker job specification; submit nothing."),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Also what the libraries say (Trainer logs, load reports, progress bars of datasets)."),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="For scripts: only problems and the run's final line."),
+    ] = False,
 ) -> None:
     """Validate, then run the steps in a new run (or continue one with --run)."""
     from ml_exp.names import STEP_NAMES as STEPS
@@ -110,6 +119,11 @@ def run(
     if unknown or chosen == []:
         raise typer.BadParameter(f"unknown step(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(STEPS)}", param_hint="--steps")
 
+    if verbose and quiet:
+        raise typer.BadParameter("--verbose and --quiet contradict each other; choose one", param_hint="--verbose/--quiet")
+    from ml_exp.console import NORMAL, QUIET, VERBOSE, set_verbosity
+
+    set_verbosity(VERBOSE if verbose else QUIET if quiet else NORMAL)
     _setup_logging()
     from ml_exp.pipeline import ProblemsFound, StepFailed, run_pipeline
     from ml_exp.store import StoreError
@@ -129,29 +143,45 @@ def run(
     if dry_run:
         typer.echo(f"run_{done.num}: dry run, nothing submitted; `exp run --run {done.num}` runs it.")
         return
+    if quiet:
+        typer.echo(f"run_{done.num}: {done.read_manifest().get('status')} {done.uri}")
+        return
     from ml_exp.summary import print_summary
 
     print_summary(done)
 
 
 def _announce(message: str) -> None:
-    typer.echo(message)
+    from ml_exp.console import QUIET, verbosity
+
+    if verbosity() != QUIET:
+        typer.echo(message)
 
 
 def _setup_logging() -> None:
-    import logging
+    """Our log lines: plain off a terminal, rich on one; INFO, WARNING with -q, DEBUG with -v."""
+    from ml_exp.console import QUIET, VERBOSE, interactive, verbosity
 
-    from rich.logging import RichHandler
+    if interactive():
+        from rich.logging import RichHandler
 
-    from ml_exp.console import interactive
-
-    if not interactive():  # logs and CI: no progress bars redrawn line after line
+        handler: logging.Handler = RichHandler(show_path=False, show_time=False, markup=False)
+    else:  # logs and CI: plain lines, no bars redrawn line after line
         os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        handler = logging.StreamHandler()
+        handler.setFormatter(_PlainFormatter())
+    level = {QUIET: logging.WARNING, VERBOSE: logging.DEBUG}.get(verbosity(), logging.INFO)
+    logging.basicConfig(level=logging.INFO if level == logging.DEBUG else level, handlers=[handler])
+    logging.getLogger("ml_exp").setLevel(level)
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False, show_time=False)])
-    for noisy in ("httpx", "urllib3", "botocore", "s3fs", "aiobotocore", "datasets", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+class _PlainFormatter(logging.Formatter):
+    """A message as it is; warnings and errors say so in front."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno < logging.WARNING else f"{record.levelname}: {message}"
 
 
 def _problem(where: str, message: str):

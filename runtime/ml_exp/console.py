@@ -1,10 +1,51 @@
-"""What a person at a terminal sees, as opposed to logs and CI."""
+"""What a person sees: a terminal or not, how much to say, and library noise kept quiet.
+
+``exp`` sets the verbosity (``-q`` quiet, ``-v`` verbose) in the environment, so the processes it
+starts (training workers) say as much as it does.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+
+VERBOSITY_VARIABLE = "ML_EXP_VERBOSITY"
+QUIET, NORMAL, VERBOSE = "quiet", "normal", "verbose"
+# Quiet unless -v: what libraries print that a person running an experiment does not need.
+NOISY_LOGGERS = ("matplotlib", "PIL", "transformers", "datasets", "accelerate", "torch", "httpx", "urllib3", "botocore",
+                 "boto3", "s3fs", "aiobotocore", "fsspec", "filelock", "wandb", "optuna", "sagemaker", "numexpr")
+QUIET_LIBRARIES = {
+    "TRANSFORMERS_VERBOSITY": "error",  # load reports, deprecation notes
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # datasets' map/filter bars
+    "WANDB_SILENT": "true",
+    "TQDM_DISABLE": "1",
+}
 
 
 def interactive() -> bool:
     """A terminal on stderr: progress bars redraw in place (off a terminal: plain lines, no bars)."""
     return sys.stderr.isatty()
+
+
+def verbosity() -> str:
+    value = os.environ.get(VERBOSITY_VARIABLE, NORMAL)
+    return value if value in (QUIET, NORMAL, VERBOSE) else NORMAL
+
+
+def set_verbosity(level: str) -> None:
+    """For this process and the ones it starts."""
+    os.environ[VERBOSITY_VARIABLE] = level
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Unless verbose: library noise off, here and in child processes (environment variables
+    they read at import); a setting the user made in the environment wins."""
+    if verbosity() == VERBOSE:
+        return
+    for name, value in QUIET_LIBRARIES.items():
+        os.environ.setdefault(name, value)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -7,7 +7,7 @@ from typing import Any
 from ml_exp.store import Store
 
 from ml_exp.metrics import greater_is_better
-from ml_exp.names import INFERENCE, STEP_NAMES, TRAINING, TUNING
+from ml_exp.names import INFERENCE, STEP_NAMES, TOKENS, TRAINING, TUNING
 
 STATUS_STYLE = {"completed": "green", "running": "yellow", "failed": "red", "pending": "dim"}
 # Where a step records its metrics: manifest["steps"][step]["metrics"] = {model: {name: value}}.
@@ -46,21 +46,28 @@ def best_metric(steps: dict[str, Any], metric: str) -> dict[str, Any] | None:
     return None
 
 
+STATUS_MARK = {"completed": "✓", "failed": "✗", "running": "▶", "pending": "·"}
+
+
 def runs_table(experiment_name: str, summaries: list[dict[str, Any]]):
+    """One row per run; its steps in one column (each step's short name and a mark), so that
+    the table fits a terminal of 80 columns; long cells wrap rather than being cut."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{experiment_name}: {len(summaries)} run(s)")
+    table = Table(title=f"{escape(experiment_name)}: {len(summaries)} run(s)")
     table.add_column("run", justify="right")
-    table.add_column("created")
-    for step in STEP_NAMES:
-        table.add_column(step)
-    table.add_column("best")
+    table.add_column("created", overflow="fold")
+    table.add_column("steps (✓ done, ✗ failed, ▶ running, · pending)", overflow="fold")
+    table.add_column("best", overflow="fold")
     for summary in summaries:
-        cells = []
+        marks = []
         for step in STEP_NAMES:
             status = summary["steps"].get(step)
-            cells.append(f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]" if status else "-")
+            if status:
+                marks.append(f"[{STATUS_STYLE.get(status, 'white')}]{TOKENS[step]}{STATUS_MARK.get(status, '?')}[/]")
         best = summary["best"]
-        best_cell = f"{best['metric']} {best['value']:.4f} ({best['model']}, {best['step']})" if best else "-"
-        table.add_row(str(summary["run"]), summary["created_at"] or "?", *cells, best_cell)
+        best_cell = f"{best['metric']} {best['value']:.4f} {escape(str(best['model']))} ({best['step']})" if best else "-"
+        created = (summary["created_at"] or "?").replace("T", " ")[:16]
+        table.add_row(str(summary["run"]), created, " ".join(marks) or "-", best_cell)
     return table

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
+
 from ml_exp.layout import MODELS, REPORT
 from ml_exp.names import INFERENCE, TRAINING
 from ml_exp.store import Run
@@ -12,31 +14,44 @@ from ml_exp.store import Run
 TRAINER_BOOKKEEPING = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
 
 
-def print_summary(run: Run) -> None:
+def print_summary(run: Run, console: Any = None) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     manifest = run.read_manifest()
-    steps = manifest.get("steps", {})
-    console = Console()
-    validation = steps.get(TRAINING, {}).get("metrics") or {}
-    test = steps.get(INFERENCE, {}).get("metrics") or {}
-    columns = [(model, split, metrics) for split, per_model in (("validation", validation), ("test", test)) for model, metrics in per_model.items()]
-    names = sorted({name for _, _, metrics in columns for name in metrics if name not in TRAINER_BOOKKEEPING})
-    if names:
-        table = Table(title=f"{manifest['experiment']} run_{manifest['run']} ({manifest.get('status')})")
-        table.add_column("metric")
-        for model, split, _ in columns:
-            table.add_column(f"{model}\n{split}", justify="right")
-        for name in names:
-            table.add_row(name, *(_cell(metrics.get(name)) for _, _, metrics in columns))
+    console = console or Console()
+    table = summary_table(manifest)
+    if table is not None:
         console.print(table)
-    console.print(f"run_{manifest['run']} ({manifest.get('status')}): {run.uri}")
+    console.print(f"run_{manifest['run']} ({manifest.get('status')}): {run.uri}", markup=False, highlight=False, soft_wrap=True)
     for folder in (MODELS, INFERENCE):
         if run.listdir(folder):
-            console.print(f"  {folder}: {run.path(folder)}/")
+            console.print(f"  {folder}: {run.path(folder)}/", markup=False, highlight=False, soft_wrap=True)
     if run.exists(REPORT):
-        console.print(f"  report: {run.path(REPORT)}")
+        console.print(f"  report: {run.path(REPORT)}", markup=False, highlight=False, soft_wrap=True)
+
+
+def summary_table(manifest: dict[str, Any]) -> Any:
+    """Per model and metric, its validation and test values: four columns, so that it fits a
+    terminal of 80 columns whatever the number of models (None when there are no metrics)."""
+    from rich.table import Table
+
+    steps = manifest.get("steps", {})
+    validation = steps.get(TRAINING, {}).get("metrics") or {}
+    test = steps.get(INFERENCE, {}).get("metrics") or {}
+    models = list(dict.fromkeys([*validation, *test]))
+    if not models:
+        return None
+    table = Table(title=f"{manifest['experiment']} run_{manifest['run']} ({manifest.get('status')})")
+    table.add_column("model", overflow="fold")
+    table.add_column("metric", overflow="fold")
+    table.add_column("validation", justify="right")
+    table.add_column("test", justify="right")
+    for model in models:
+        names = sorted({*validation.get(model, {}), *test.get(model, {})} - TRAINER_BOOKKEEPING)
+        for i, name in enumerate(names):
+            table.add_row(escape(model) if i == 0 else "", escape(name), _cell(validation.get(model, {}).get(name)),
+                          _cell(test.get(model, {}).get(name)), end_section=i == len(names) - 1)
+    return table
 
 
 def _cell(value: Any) -> str:

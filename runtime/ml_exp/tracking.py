@@ -84,7 +84,7 @@ def tracked(ctx: Context, model: str, step: str, trial: str | None = None, extra
         reinit="create_new",
         settings=wandb.Settings(silent=True),
     )
-    ctx.log.info("wandb %s run %s (%s)", config.wandb_mode, run.name, run.dir)
+    ctx.log.debug("wandb %s run %s (%s)", config.wandb_mode, run.name, run.dir)
     try:
         yield run
     except BaseException:

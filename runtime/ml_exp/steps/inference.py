@@ -8,10 +8,8 @@ It reads a model's prepared data (``id``, ``label``, the encoded inputs) and its
 and writes its inference folder (one complete folder, never overwritten): predictions as
 Parquet and CSV (id, true_label, predicted_label, one ``score_<label>`` softmax column per
 class), the experiment's ``compute_metrics``, a per-class report and the confusion matrix
-(JSON and PNG). Every path is :mod:`ml_exp.layout`'s.
-
-Memory stays flat: the split is memory-mapped and read batch by batch, predictions stream to
-the Parquet/CSV writers; only int predictions/references and a confusion matrix are kept.
+(JSON and PNG). Memory stays flat: the split is memory-mapped and read batch by batch,
+predictions stream to the writers; only int predictions/references and the matrix are kept.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
+from ml_exp.console import interactive
 from ml_exp.context import Context
 from ml_exp.layout import (
     CLASSIFICATION_REPORT,
@@ -245,7 +244,7 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
     data = test.select_columns(["id", "label", *inputs])
     batches = math.ceil(n / batch_size)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("batches"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+                        TextColumn("batches"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False, disable=not interactive())
     with pq.ParquetWriter(str(out / PREDICTIONS), schema) as writer, \
             open(out / PREDICTIONS_CSV, "w", newline="", encoding="utf-8") as csv_file, progress:
         rows = csv.writer(csv_file)

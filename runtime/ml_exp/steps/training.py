@@ -18,14 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
-from ml_exp.console import interactive
+from ml_exp.console import QUIET, VERBOSE, interactive, verbosity
 from ml_exp.context import Context
 from ml_exp.layout import LABELS, MODEL_LABELS, PROCESSOR, TRACKING_STATE, TRAINING_METRICS, checkpoint_dir, model_dir, model_key, trial_dir
 from ml_exp.names import TRAINING, TUNING
 from ml_exp.search_space import as_settings
 from ml_exp.steps import StepError, tracking_records
+from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, SyncCheckpoints, WandbLog
 from ml_exp.steps.tuning import best_params
 from ml_exp.udf import UDFs
 
@@ -75,6 +74,7 @@ def train_model(
     sync_checkpoints: bool = False,
     export_to: Path | None = None,
     callbacks: Sequence[Any] = (),
+    metric_lines: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune one model in this process (one rank of possibly several).
 
@@ -82,7 +82,8 @@ def train_model(
     to the tuning step); else the model goes to the run's model folder. ``sync_checkpoints``
     mirrors each checkpoint into the run's storage (local backend on S3; SageMaker syncs
     /opt/ml/checkpoints itself); ``export_to`` also receives the saved model (SageMaker's
-    /opt/ml/model, packed into model.tar.gz).
+    /opt/ml/model, packed into model.tar.gz); ``metric_lines``: print the lines SageMaker's metric
+    definitions read (inside SageMaker jobs).
     """
     import datasets
     import numpy as np
@@ -90,6 +91,8 @@ def train_model(
     from transformers import (
         DataCollatorWithPadding,
         EarlyStoppingCallback,
+        PrinterCallback,
+        ProgressCallback,
         Trainer,
         TrainingArguments,
         default_data_collator,
@@ -133,8 +136,8 @@ def train_model(
         report_to="none",
         disable_tqdm=not interactive(),
     )
-    ranks = _RankRecorder()
-    callbacks = [ranks, _MetricLines(), *callbacks]
+    ranks = RankRecorder()
+    callbacks = [ranks, *callbacks, *([MetricLines()] if metric_lines or verbosity() == VERBOSE else [])]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     pads = getattr(processor, "pad_token", None) is not None
@@ -148,15 +151,20 @@ def train_model(
         compute_metrics=_metrics(udfs, labels, ctx, np),
         callbacks=callbacks,
     )
+    if verbosity() != VERBOSE:  # the Trainer's raw dicts (and bars) give way to ours; -v brings them back
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        if verbosity() != QUIET:
+            trainer.add_callback(Console(model_name, config.metric_for_best_model, interactive()))
     last = last_complete_checkpoint(checkpoints)
     if last:
         ctx.log.info("%s: resuming from %s", model_name, last)
     step = TUNING if trial else TRAINING
     with tracked(ctx, model_key(model_name), step, trial=trial) if trainer.is_world_process_zero() else nullcontext() as wb:
         if sync_checkpoints and trainer.is_world_process_zero():
-            trainer.add_callback(_SyncCheckpoints(ctx, model_name))
+            trainer.add_callback(SyncCheckpoints(ctx, model_name))
         if wb is not None:  # after the checkpoint sync: a step is logged once it can be resumed from
-            trainer.add_callback(_WandbLog(wb, ctx, None if trial else f"{checkpoint_dir(model_name)}/{TRACKING_STATE}"))
+            trainer.add_callback(WandbLog(wb, ctx, None if trial else f"{checkpoint_dir(model_name)}/{TRACKING_STATE}"))
         result = trainer.train(resume_from_checkpoint=last)
         summary = {
             "model": model_name,
@@ -248,97 +256,3 @@ def _best_eval(history: list[dict[str, Any]], best_step: int | None) -> dict[str
     evals = [h for h in history if any(k.startswith("eval_") for k in h)]
     chosen = next((h for h in evals if h.get("step") == best_step), evals[-1] if evals else {})
     return {k[len("eval_"):]: v for k, v in chosen.items() if k.startswith("eval_") and isinstance(v, (int, float))}
-
-
-class _RankRecorder(TrainerCallback):
-    """Counts the optimizer steps each rank took, so a run can show every rank took part."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-        self.steps += 1
-
-    def gather(self) -> list[dict[str, Any]]:
-        import socket
-
-        import torch.distributed as dist
-
-        mine = {"rank": int(os.environ.get("RANK", 0)), "host": socket.gethostname(), "pid": os.getpid(), "steps": self.steps}
-        if dist.is_available() and dist.is_initialized():
-            everyone: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(everyone, mine)
-            return everyone
-        return [mine]
-
-
-METRIC_LINE = "ml-exp-metric: {name}={value};"  # SageMaker metric definitions match these lines
-
-
-class _MetricLines(TrainerCallback):
-    """One line per validation metric on stdout (rank 0), for SageMaker's metric definitions."""
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
-        if state.is_world_process_zero:
-            for name, value in (metrics or {}).items():
-                if isinstance(value, (int, float)):
-                    print(METRIC_LINE.format(name=name, value=value), flush=True)
-
-
-class _WandbLog(TrainerCallback):
-    """The Trainer's logs to wandb, each global step once across attempts of the step.
-
-    A step's logs (training loss, then validation metrics) go out together when its evaluation
-    arrives; the step is first recorded in ``state_path`` (in the run's checkpoint folder), so
-    that a resumed attempt, which redoes the steps after its checkpoint, skips the steps an
-    earlier attempt already logged: the history stays strictly increasing. The end-of-training
-    figures (train_runtime...) go to the run's summary, once."""
-
-    FINAL = "train_runtime"
-
-    def __init__(self, wb: Any, ctx: Context, state_path: str | None) -> None:
-        self.wb, self.ctx, self.state_path = wb, ctx, state_path
-        earlier = ctx.run.read_json(state_path) if state_path and ctx.run.exists(state_path) else {}
-        self.logged = earlier.get("last_step", -1) if earlier.get("wandb_id") == wb.id else -1
-        self.pending: dict[str, float] = {}
-        self.pending_step: int | None = None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-        numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-        if self.FINAL in numbers:
-            self.wb.summary.update(numbers)
-            return
-        step = state.global_step
-        if step <= self.logged:
-            return  # an earlier attempt logged this step
-        if self.pending_step is not None and step != self.pending_step:
-            self._flush()
-        self.pending.update(numbers)
-        self.pending_step = step
-        if any(k.startswith("eval_") for k in numbers):
-            self._flush()
-
-    def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
-        self._flush()
-
-    def _flush(self) -> None:
-        if self.pending_step is None:
-            return
-        step, values = self.pending_step, self.pending
-        self.pending, self.pending_step = {}, None
-        if self.state_path:  # recorded first: a step may go missing in a crash, never twice
-            self.ctx.run.write_json(self.state_path, {"wandb_id": self.wb.id, "last_step": step}, overwrite=True)
-        self.logged = step
-        self.wb.log(values, step=step)
-
-
-class _SyncCheckpoints(TrainerCallback):
-    """Mirror each saved checkpoint into the run's S3 checkpoints folder (as SageMaker's
-    checkpoint_s3_uri does), so that a later attempt anywhere can resume from it."""
-
-    def __init__(self, ctx: Context, model_name: str) -> None:
-        self.ctx, self.model_name = ctx, model_name
-
-    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
-        name = f"checkpoint-{state.global_step}"
-        self.ctx.run.put_dir(os.path.join(args.output_dir, name), f"{checkpoint_dir(self.model_name)}/{name}", overwrite=True)

@@ -4,8 +4,8 @@ Preparation and inference run in this process; training and each tuning trial ru
 ``NUM_PROCESSES`` workers (``python -m ml_exp.backends.local.worker``, its child half) under
 torchrun. On CPU the workers use gloo (``accelerate launch --cpu`` would silently start one
 process, so torchrun is used directly); on GPUs NCCL, one process per GPU. The workers get the
-run's settings as environment variables (``ctx.config.raw``: tuned values included), so they
-read exactly the configuration of the step that started them. Tuning searches with optuna
+settings that differ from what they would read themselves as environment variables (tuned
+values included), so they read exactly the configuration of the step that started them. Tuning searches with optuna
 (:mod:`ml_exp.backends.local.search`).
 """
 
@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ml_exp.backends.base import Backend, Facts
+from ml_exp.config import read_settings_file
 from ml_exp.context import Context
 from ml_exp.layout import checkpoint_dir, prepared_dir
 from ml_exp.names import TRAINING, TUNING
@@ -118,7 +119,12 @@ def launch(
     import torch
 
     processes = num_processes(ctx)
-    env = {**os.environ, **ctx.config.raw, **(environment or {})}
+    # The settings the workers would not read themselves (from settings.ini, or this environment):
+    # tuned or smoke values, a trial's. (Only those: e.g. WANDB_MODE in the environment makes
+    # transformers print a line at import.)
+    in_file = read_settings_file(ctx.config.experiment_dir)
+    changed = {key: value for key, value in ctx.config.raw.items() if os.environ.get(key, in_file.get(key)) != value}
+    env = {**os.environ, **changed, **(environment or {})}
     if not torch.cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "1"
         # torchrun sets 1 thread per worker by default: share the cores instead.

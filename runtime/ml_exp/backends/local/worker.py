@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ml_exp.backends.local import ERROR_FILE, die_with_parent
 from ml_exp.config import load_config
+from ml_exp.console import QUIET, quiet_libraries, verbosity
 from ml_exp.context import Context
 from ml_exp.names import TRAINING, TUNING
 from ml_exp.steps import StepError
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     die_with_parent()  # torchrun starts workers in their own process group; tie them to it
     rank = int(os.environ.get("RANK", 0))
-    logging.basicConfig(level=logging.INFO, format=f"[rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
+    quiet_libraries()
+    logging.basicConfig(level=logging.WARNING if verbosity() == QUIET else logging.INFO, format=f"[rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
     try:
         config = load_config(args.experiment_dir)
         run = Store(config.storage_uri, config.experiment_name).open_run(args.run_num)

@@ -107,7 +107,7 @@ def run_in_container(ctx: Context, udfs: UDFs, step: str, model_name: str | None
 
         data_dir = Path(os.environ.get("SM_CHANNEL_PREPARED", root / "input" / "data" / "prepared"))
         model_out = Path(os.environ.get("SM_MODEL_DIR", root / "model"))
-        return train_model(ctx, udfs, model_name, data_dir, root / "checkpoints", trial=trial, export_to=model_out)
+        return train_model(ctx, udfs, model_name, data_dir, root / "checkpoints", trial=trial, export_to=model_out, metric_lines=True)
     assert step == INFERENCE, step
     from ml_exp.steps.inference import infer_model
 
