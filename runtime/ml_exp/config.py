@@ -168,6 +168,9 @@ class Config:
         "Stop after this many evaluations without improvement (0 = never stop early).")
     metric_for_best_model: str = setting("f1_macro", _metric_name("a metric name returned by compute_metrics (e.g. f1_macro)", optional=False), "training",
         "A key of the dict compute_metrics returns; picks the best checkpoint.")
+    class_weights: str = setting("none", parse_choice("none", "balanced"), "training",
+        "none | balanced: weigh each class's loss by records / (classes x its records in the\n"
+        "training split), so that rare classes count as much as frequent ones (imbalanced data).")
     # --- tuning
     tuning_trials: int = setting("10", parse_int(1), "tuning",
         "Trials per model.")

@@ -46,6 +46,7 @@ def run_training(ctx: Context, train_one: TrainOne) -> dict[str, Any]:
         summary = ctx.run.read_json(f"{model_dir(model_name)}/{TRAINING_METRICS}")
         tracked_as[model_name] = summary.get("tracking")
         results[model_name] = {key: summary[key] for key in ("best_metric", "metric", "epochs", "world_size", "resumed_from", "train_samples_per_second")}
+        results[model_name]["class_weights"] = summary.get("class_weights")
         results[model_name]["validation"] = summary["best_eval"]
     facts: dict[str, Any] = {"models": results, "metrics": {name: r["validation"] for name, r in results.items()}}
     facts["tracking"] = tracking_records(ctx, TRAINING, {name: tracked_as.get(name) for name in ctx.config.model_names})
@@ -140,6 +141,7 @@ def train_model(
     callbacks = [ranks, *callbacks, *([MetricLines()] if metric_lines or verbosity() == VERBOSE else [])]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    weights = balanced_class_weights(splits["train"], len(labels), np) if config.class_weights == "balanced" else None
     pads = getattr(processor, "pad_token", None) is not None
     trainer = Trainer(
         model=model,
@@ -149,6 +151,7 @@ def train_model(
         eval_dataset=splits["validation"],
         processing_class=processor if pads else None,
         compute_metrics=_metrics(udfs, labels, ctx, np),
+        compute_loss_func=weighted_cross_entropy(weights) if weights is not None else None,
         callbacks=callbacks,
     )
     if verbosity() != VERBOSE:  # the Trainer's raw dicts (and bars) give way to ours; -v brings them back
@@ -186,6 +189,7 @@ def train_model(
                 "warmup_ratio": config.warmup_ratio,
                 "weight_decay": args.weight_decay,
             },
+            "class_weights": dict(zip(labels, weights)) if weights is not None else None,
             "ranks": ranks.gather(),
             "tracking": record(wb) if wb is not None else None,
             "log_history": trainer.state.log_history,
@@ -204,6 +208,29 @@ def train_model(
         if wb is not None and not trial:
             log_model_reference(ctx, wb, model_key(model_name), folder)
     return summary
+
+
+def balanced_class_weights(train: Any, classes: int, np: Any) -> list[float]:
+    """CLASS_WEIGHTS = balanced: records / (classes x records of the class) in the training split,
+    as scikit-learn's ``compute_class_weight("balanced")`` (a class without records: weight 0)."""
+    counts = np.bincount(np.asarray(train.with_format("numpy")["label"]), minlength=classes)[:classes]
+    return [float(len(train) / (classes * n)) if n else 0.0 for n in counts]
+
+
+def weighted_cross_entropy(weights: list[float]) -> Callable[..., Any]:
+    """The Trainer's loss with class weights. Summed and divided by the items of the whole
+    (accumulated) batch when the Trainer says how many, so gradient accumulation stays exact."""
+    import torch
+
+    table = torch.tensor(weights, dtype=torch.float32)
+
+    def loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+        total = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1),
+                                                  weight=table.to(logits.device), reduction="sum")
+        return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
+
+    return loss
 
 
 def saved_processor(data_dir: Path) -> Any:
