@@ -37,13 +37,22 @@ def run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
         raw = raw.cast_column("label", datasets.ClassLabel(names=labels))
         splits = split_records(raw, config.split_ratios, config.seed, ctx)
         sizes = {name: len(part) for name, part in splits.items()}
+        counts = {name: label_counts(part, labels) for name, part in splits.items()}
         ctx.run.write_json(LABELS, labels, overwrite=_rewriting(ctx))
 
         content = [c for c in raw.column_names if c not in ("id", "label", "split")]
         per_model = {}
         for model_name in config.model_names:
             per_model[model_name] = _encode_for(model_name, splits, content, labels, ctx, udfs, Path(scratch))
-    return {"labels": labels, "split_sizes": sizes, "models": per_model}
+    return {"labels": labels, "split_sizes": sizes, "label_counts": counts, "models": per_model}
+
+
+def label_counts(split: Any, labels: list[str]) -> dict[str, int]:
+    """Records per label in one split (every label, zeros included), read in one batch."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(split.with_format("numpy")["label"], dtype=np.int64), minlength=len(labels))
+    return {label: int(n) for label, n in zip(labels, counts)}
 
 
 def split_records(raw, ratios: tuple[float, float, float], seed: int, ctx: Context):

@@ -1,5 +1,6 @@
-"""The models of a run side by side: ``comparison.json``, ``report.md`` and ``comparison.png``
-at the run root, rebuilt from the per-model inference results (so overwriting them is safe)."""
+"""The models of a run side by side: ``comparison.json``, ``report.md``, ``report.html``
+(:mod:`ml_exp.steps.report_html`) and ``comparison.png`` at the run root, rebuilt from the
+per-model inference results (so overwriting them is safe)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ def write_report(ctx: Context, results: dict[str, dict]) -> dict:
     run.write_text(REPORT, _markdown(config, run, results, models, metric, best), overwrite=True)
     run.write_bytes(COMPARISON_PNG, comparison_png(scored, metric, best, title=f"{config.experiment_name} run_{run.num}"),
                     overwrite=True)
+    from ml_exp.steps.report_html import write_html_report
+
+    write_html_report(ctx, comparison)
     ctx.log.info("best model on %s: %s (%.4f)", metric, best, value)
     return {"best_model": best, "metric": metric, "value": value}
 
