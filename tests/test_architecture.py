@@ -19,7 +19,7 @@ LAYERS = [
      "ml_exp.manifest", "ml_exp.search_space", "ml_exp.tracking", "ml_exp.validate", "ml_exp.defaults"},
     {"ml_exp.steps"},
     {"ml_exp.backends"},
-    {"ml_exp.pipeline", "ml_exp.runs", "ml_exp.summary", "ml_exp.testing"},
+    {"ml_exp.pipeline", "ml_exp.runs", "ml_exp.summary", "ml_exp.testing", "ml_exp.compare"},
     {"ml_exp.cli"},
 ]
 

@@ -173,3 +173,21 @@ def test_runs_on_s3_as_a_user_would(fresh_demo, s3_env):
     assert denied.returncode == 1 and "STORAGE_URI:" in denied.stderr
     assert "Traceback" not in denied.stderr and "botocore" not in denied.stderr
     assert not (fresh_demo / ".exp-store").exists()
+
+
+@pytest.mark.slow
+def test_compare_three_runs_with_different_settings(fresh_demo, tmp_path):
+    for seed, rate in (("42", "2e-3"), ("42", "5e-3"), ("7", "5e-3")):
+        result = exp("run", "--smoke", "-q", cwd=fresh_demo, env={"SEED": seed, "LEARNING_RATE": rate, "WANDB_MODE": "disabled"})
+        assert result.returncode == 0, result.stdout + result.stderr
+    shown = exp("compare", "--output", str(tmp_path / "runs.png"), cwd=fresh_demo)
+    assert shown.returncode == 0, shown.stderr
+    assert "LEARNING_RATE: run_1=2e-3, run_2=5e-3, run_3=5e-3" in shown.stdout
+    assert "SEED: run_1=42, run_2=42, run_3=7" in shown.stdout and "data fingerprint: " in shown.stdout  # new data with the seed
+    assert "completed (smoke)" in shown.stdout and max(len(line) for line in shown.stdout.splitlines()) <= 80
+    assert (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
+    compared = json.loads(exp("compare", "1", "3", "--json", cwd=fresh_demo).stdout)
+    assert [r["run"] for r in compared["runs"]] == [1, 3] and "LEARNING_RATE" in compared["differing_settings"]
+    assert all(r["models"]["tiny-bert"]["split"] == "test" for r in compared["runs"])
+    missing = exp("compare", "9", cwd=fresh_demo)
+    assert missing.returncode == 1 and "no run run_9" in missing.stderr

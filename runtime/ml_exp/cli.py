@@ -217,5 +217,42 @@ def runs(
     Console().print(runs_table(config.experiment_name, summaries))
 
 
+@app.command()
+def compare(
+    runs: Annotated[Optional[list[int]], typer.Argument(help="Run numbers to compare (default: every run).", show_default=False)] = None,
+    experiment_dir: ExperimentDir = Path("."),
+    metric: Annotated[Optional[str], typer.Option(help="The metric to compare (default: METRIC_FOR_BEST_MODEL).")] = None,
+    output: Annotated[Path, typer.Option(help="Where to write the chart of the metric per run.")] = Path("comparison-runs.png"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts (no chart).")] = False,
+) -> None:
+    """Runs side by side: the metric per run and model, status, time, and the settings that differ."""
+    from ml_exp.compare import compare_runs, comparison_png, comparison_table, differing_lines
+    from ml_exp.config import ConfigError, load_config
+    from ml_exp.store import Store, StoreError
+
+    try:
+        config = load_config(experiment_dir)
+        comparison = compare_runs(Store(config.storage_uri, config.experiment_name), metric or config.metric_for_best_model, runs)
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        raise typer.Exit(1) from None
+    except StoreError as exc:
+        _print_problems([_problem("RUNS" if runs else "STORAGE_URI", str(exc))])
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(comparison, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(comparison_table(config.experiment_name, comparison))
+    lines = differing_lines(comparison)
+    console.print("settings that differ:" if lines else "no setting differs between these runs", markup=False)
+    for line in lines:
+        console.print(f"  {line}", markup=False, highlight=False)
+    output.write_bytes(comparison_png(comparison, f"{config.experiment_name}: {comparison['metric']} per run"))
+    console.print(f"chart: {output}", markup=False, highlight=False, soft_wrap=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app(prog_name=os.environ.get("ML_EXP_PROG", "exp"))
