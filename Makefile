@@ -36,6 +36,12 @@ bench: install  ## ml-exp's steps vs bare HF/datasets/torch baselines, as ratios
 settings-ini: install  ## rewrite the template's settings.ini from the settings table (runtime/ml_exp/config.py)
 	$(BIN)/python tools/settings_ini.py --write
 
+dist: install  ## the runtime's wheel and sdist in dist/, checked by twine (then: twine upload dist/*)
+	$(BIN)/python -c "import build, twine" 2>/dev/null || $(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[dist]"
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+
 images:  ## build the base images (needs a Docker engine)
 	docker build -f environment/sagemaker/Dockerfile -t $(REGISTRY)/ml-exp-pytorch-training:$(VERSION)-gpu-py311-cu124-ubuntu22.04 .
 	docker build -f environment/run/Dockerfile -t $(REGISTRY)/ml-exp-run:$(VERSION)-cpu-py311-debian12 .
@@ -45,4 +51,4 @@ push-images: images
 	docker push $(REGISTRY)/ml-exp-run:$(VERSION)-cpu-py311-debian12
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache dist build .test-artifacts

@@ -208,7 +208,7 @@ def test_template_record_matches_runtime_version_and_answers(baked):
 def test_template_version_is_the_runtime_version():
     context = json.loads((ROOT / "cookiecutter.json").read_text())
     assert context["_template_version"] == ml_exp.__version__
-    assert f"@v{ml_exp.__version__}" in context["runtime_requirement"]
+    assert context["runtime_requirement"].endswith("=={{ cookiecutter._template_version }}")  # the released runtime
     prompted = {k for k in context if not k.startswith("_")}
     assert prompted == set(context["__prompts__"]), "every variable has a prompt text"
 
