@@ -52,9 +52,17 @@ def test_the_report_is_one_self_contained_escaped_page(report):
 
 
 def _browser():
+    browser = browser_or_none()
+    if browser is None:
+        pytest.skip("no Chromium and chromedriver on this machine (Debian: apt-get install chromium chromium-driver; .ci/run installs them)")
+    return browser
+
+
+def browser_or_none():
+    """Headless Chromium driven by selenium, from the system's packages (None when absent)."""
     chromium, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
     if not (chromium and driver):
-        pytest.skip("no Chromium and chromedriver on this machine (Debian: apt-get install chromium chromium-driver; .ci/run installs them)")
+        return None
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -115,7 +115,7 @@ class SyncCheckpoints(TrainerCallback):
 class Console(TrainerCallback):
     """What a person watches (rank 0): on a terminal, a progress bar of the steps of the epoch
     and of the epochs; on a terminal or not, one compact row per evaluation: epoch, training
-    loss, validation loss, the best-model metric (marked when it improves) and accuracy."""
+    loss, validation loss, the best-model metric and accuracy, and ``*`` when the metric improves."""
 
     def __init__(self, model_name: str, metric: str, interactive: bool) -> None:
         self.model_name, self.metric, self.interactive = model_name, metric, interactive
@@ -159,10 +159,10 @@ class Console(TrainerCallback):
         better = value is not None and (self.best is None or (value > self.best if greater_is_better(self.metric) else value < self.best))
         if better:
             self.best = value
-        cells = [f"{self.model_name} epoch {state.epoch or 0:g}/{args.num_train_epochs:g}"]
-        cells += [f"{name} {number:.4f}" for name, number in (("loss", self.loss), ("eval_loss", metrics.get("eval_loss")),
-                  (self.metric, value), ("accuracy", metrics.get("eval_accuracy") if self.metric != "accuracy" else None)) if number is not None]
-        line = "  ".join(cells) + ("  * best" if better else "")
+        cells = [f"{name} {number:.3f}" for name, number in (("loss", self.loss), ("eval_loss", metrics.get("eval_loss"))) if number is not None]
+        cells += [f"{name} {number:.4f}" for name, number in ((self.metric, value), ("accuracy", metrics.get("eval_accuracy")
+                  if self.metric != "accuracy" else None)) if number is not None]
+        line = f"{self.model_name} {state.epoch or 0:g}/{args.num_train_epochs:g}: " + " ".join(cells) + (" *" if better else "")
         if self.progress is not None:
             self.progress.console.print(line, markup=False, highlight=False)
         else:
