@@ -6,6 +6,7 @@ botocore and fsspec errors (credentials, buckets, endpoints, permissions) become
 
 from __future__ import annotations
 
+import errno as errnos
 import os
 import shutil
 from typing import Iterator
@@ -24,6 +25,14 @@ class RunExistsError(StoreError):
 
 class StepAlreadyCompleted(StoreError):
     """Refusing to re-run (and overwrite the outputs of) a completed step."""
+
+
+class DamagedRun(StoreError):
+    """A run's record (its manifest) or a complete folder of it cannot be read as written."""
+
+
+class LeaseHeld(StoreError):
+    """Another live process is running this run (it holds the run's lease)."""
 
 
 class OutputExistsError(StoreError, FileExistsError):
@@ -49,6 +58,16 @@ def s3_code(exc: BaseException) -> tuple[str | None, int | None]:
         if isinstance(resp, dict) and "Error" in resp:
             return resp["Error"].get("Code"), resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return None, None
+
+
+def io_problem(exc: BaseException) -> str | None:
+    """One line for an I/O failure anywhere in the chain (read-only, disk full...): the path and
+    the errno, e.g. "cannot write /data/x: No space left on device (ENOSPC)"; None otherwise."""
+    for e in chain(exc):
+        if isinstance(e, OSError) and e.errno in errnos.errorcode and not isinstance(e, FileNotFoundError):
+            where = f" {e.filename}" if e.filename else ""
+            return f"I/O error on{where or ' storage'}: {e.strerror or e} ({errnos.errorcode[e.errno]})"
+    return None
 
 
 def credential_source(storage_options: dict) -> str:
@@ -103,7 +122,8 @@ def explain(exc: BaseException, action: str, url: str, storage_uri: str, storage
     elif isinstance(exc, PermissionError):
         msg = "permission denied: check the folder's owner and permissions, or choose another STORAGE_URI."
     else:
-        msg = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        errno_name = errnos.errorcode.get(getattr(exc, "errno", None) or 0)
+        msg = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) + (f" ({errno_name})" if errno_name else "")
     err = StoreError(f"Storage error while {action} {url} (STORAGE_URI={storage_uri}): {msg}")
     err.original = exc  # type: ignore[attr-defined]  # for debug logs; not chained into tracebacks
     return err
