@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno as errnos
 import os
+import re
 import shutil
 from typing import Iterator
 
@@ -60,13 +61,19 @@ def s3_code(exc: BaseException) -> tuple[str | None, int | None]:
     return None, None
 
 
-def io_problem(exc: BaseException) -> str | None:
+def io_problem(exc: BaseException, near: str | None = None) -> str | None:
     """One line for an I/O failure anywhere in the chain (read-only, disk full...): the path and
-    the errno, e.g. "cannot write /data/x: No space left on device (ENOSPC)"; None otherwise."""
+    the errno, e.g. "I/O error on /data/x: No space left on device (ENOSPC)"; None otherwise.
+    Rust-backed writers (safetensors, tokenizers) say only "(os error 28)" and no path: then
+    ``near`` (the folder being written) stands for it."""
     for e in chain(exc):
-        if isinstance(e, OSError) and e.errno in errnos.errorcode and not isinstance(e, FileNotFoundError):
-            where = f" {e.filename}" if e.filename else ""
-            return f"I/O error on{where or ' storage'}: {e.strerror or e} ({errnos.errorcode[e.errno]})"
+        number, path = getattr(e, "errno", None), getattr(e, "filename", None)
+        if not isinstance(e, OSError) or isinstance(e, FileNotFoundError):
+            found = re.search(r"\(os error (\d+)\)", str(e))
+            number, path = (int(found.group(1)), None) if found else (None, None)
+        if number in errnos.errorcode and number != errnos.ENOENT:
+            where = f"on {path}" if path else f"under {near}" if near else "on storage"
+            return f"I/O error {where}: {os.strerror(number)} ({errnos.errorcode[number]})"
     return None
 
 

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         # a problem the user can act on is one line (read-only or full storage: the path and the
         # errno); only an unexpected error keeps its traceback
-        known = str(exc) if isinstance(exc, (StepError, StoreError)) else io_problem(exc)
+        known = str(exc) if isinstance(exc, (StepError, StoreError)) else io_problem(exc, near=str(args.checkpoints))
         message = known or f"{type(exc).__name__}: {exc}"
         if os.environ.get(ERROR_FILE):
             with contextlib.suppress(OSError):
