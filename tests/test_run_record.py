@@ -333,3 +333,20 @@ def test_scratch_of_a_killed_preparation_stays_in_the_run_and_goes_on_the_next_s
     resumed = exp("run", "--run", "1", "--steps", "reconciliation,preparation", cwd=project, env={"TMPDIR": str(system_temp)})
     assert resumed.returncode == 0, resumed.stderr
     assert list(scratch.iterdir()) == [] and not list(system_temp.glob("ml-exp-*"))
+
+
+def test_a_damaged_checkpoint_is_skipped_naming_its_missing_files(tmp_path, caplog):
+    from ml_exp.steps.training import last_complete_checkpoint
+
+    for step, files in ((10, ("trainer_state.json", "optimizer.pt", "scheduler.pt", "model.safetensors")),
+                        (20, ("trainer_state.json", "optimizer.pt", "scheduler.pt")),  # its weights deleted
+                        (30, ("model.safetensors",))):  # killed while writing: no trainer_state.json yet
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_text("x")
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        assert last_complete_checkpoint(tmp_path, logging.getLogger("test")) == str(tmp_path / "checkpoint-10")
+    assert f"{tmp_path / 'checkpoint-20'} is damaged (model.safetensors missing)" in caplog.text
