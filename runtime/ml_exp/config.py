@@ -170,8 +170,8 @@ class Config:
     metric_for_best_model: str = setting("f1_macro", _metric_name("a metric name returned by compute_metrics (e.g. f1_macro)", optional=False), "training",
         "A key of the dict compute_metrics returns; picks the best checkpoint.")
     full_determinism: bool = setting("false", parse_bool, "training",
-        "true = deterministic kernels too (torch.use_deterministic_algorithms; slower, bit-identical on GPUs);\n"
-        "false = SEED alone (identical results on the same CPU machine, close but not identical on GPUs).")
+        "true = deterministic kernels too (torch.use_deterministic_algorithms; slower, repeatable on GPUs as far as\n"
+        "PyTorch allows); false = SEED alone (the same metrics on the same CPU machine; GPU kernels may still vary).")
     # --- tuning
     tuning_trials: int = setting("10", parse_int(1), "tuning",
         "Trials per model.")
