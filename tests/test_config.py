@@ -186,7 +186,7 @@ def test_known_keys_cover_the_brief():
         "TRAINING_INSTANCE_COUNT", "PREPARATION_INSTANCE_TYPE", "INFERENCE_INSTANCE_TYPE", "USE_SPOT", "MAX_RUN_HOURS",
         "MAX_WAIT_HOURS", "VOLUME_SIZE_GB", "KMS_KEY_ID", "SUBNETS", "SECURITY_GROUP_IDS",
     }  # fmt: skip
-    assert KNOWN_KEYS - brief == {"TUNING_TRIAL_EPOCHS"}  # added in the same style
+    assert KNOWN_KEYS - brief == {"TUNING_TRIAL_EPOCHS", "FULL_DETERMINISM"}  # added in the same style
 
 
 @pytest.mark.parametrize(("old", "new"), [("INSTANCE_TYPE", "TRAINING_INSTANCE_TYPE"), ("INSTANCE_COUNT", "TRAINING_INSTANCE_COUNT")])

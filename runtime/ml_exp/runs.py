@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml_exp.store import Store
+from ml_exp.store import Store, StoreError
 
 from ml_exp.metrics import greater_is_better
 from ml_exp.names import INFERENCE, STEP_NAMES, TRAINING, TUNING
 
-STATUS_STYLE = {"completed": "green", "running": "yellow", "failed": "red", "pending": "dim"}
+STATUS_STYLE = {"completed": "green", "running": "yellow", "failed": "red", "pending": "dim", "damaged": "bold red"}
 # Where a step records its metrics: manifest["steps"][step]["metrics"] = {model: {name: value}}.
 METRIC_STEPS = (INFERENCE, TRAINING, TUNING)
 
@@ -18,7 +18,11 @@ def run_summaries(store: Store, metric: str) -> list[dict[str, Any]]:
     """One dict per run, oldest first: number, created, status, per-step status, best metric."""
     summaries = []
     for run in store.runs():
-        manifest = run.read_manifest()
+        try:
+            manifest = run.read_manifest()
+        except StoreError as exc:  # one damaged run hides no other: it is listed, with the reason
+            summaries.append({"run": run.num, "created_at": None, "status": "damaged", "problem": str(exc), "steps": {}, "best": None, "uri": run.uri})
+            continue
         steps = manifest.get("steps", {})
         summaries.append(
             {
@@ -47,9 +51,10 @@ def best_metric(steps: dict[str, Any], metric: str) -> dict[str, Any] | None:
 
 
 def runs_table(experiment_name: str, summaries: list[dict[str, Any]]):
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{experiment_name}: {len(summaries)} run(s)")
+    table = Table(title=escape(f"{experiment_name}: {len(summaries)} run(s)"))
     table.add_column("run", justify="right")
     table.add_column("created")
     for step in STEP_NAMES:
@@ -59,8 +64,10 @@ def runs_table(experiment_name: str, summaries: list[dict[str, Any]]):
         cells = []
         for step in STEP_NAMES:
             status = summary["steps"].get(step)
-            cells.append(f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]" if status else "-")
+            cells.append(f"[{STATUS_STYLE.get(status, 'white')}]{escape(str(status))}[/]" if status else "-")
         best = summary["best"]
-        best_cell = f"{best['metric']} {best['value']:.4f} ({best['model']}, {best['step']})" if best else "-"
-        table.add_row(str(summary["run"]), summary["created_at"] or "?", *cells, best_cell)
+        best_cell = escape(f"{best['metric']} {best['value']:.4f} ({best['model']}, {best['step']})") if best else "-"
+        if summary.get("problem"):
+            cells, best_cell = [f"[{STATUS_STYLE['damaged']}]damaged[/]", *cells[1:]], escape(summary["problem"])
+        table.add_row(str(summary["run"]), escape(summary["created_at"] or "?"), *cells, best_cell)
     return table

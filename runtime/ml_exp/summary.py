@@ -14,6 +14,7 @@ TRAINER_BOOKKEEPING = {"runtime", "samples_per_second", "steps_per_second", "epo
 
 def print_summary(run: Run) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     manifest = run.read_manifest()
@@ -24,19 +25,19 @@ def print_summary(run: Run) -> None:
     columns = [(model, split, metrics) for split, per_model in (("validation", validation), ("test", test)) for model, metrics in per_model.items()]
     names = sorted({name for _, _, metrics in columns for name in metrics if name not in TRAINER_BOOKKEEPING})
     if names:
-        table = Table(title=f"{manifest['experiment']} run_{manifest['run']} ({manifest.get('status')})")
+        table = Table(title=escape(f"{manifest['experiment']} run_{manifest['run']} ({manifest.get('status')})"))
         table.add_column("metric")
         for model, split, _ in columns:
-            table.add_column(f"{model}\n{split}", justify="right")
+            table.add_column(escape(f"{model}\n{split}"), justify="right")
         for name in names:
-            table.add_row(name, *(_cell(metrics.get(name)) for _, _, metrics in columns))
+            table.add_row(escape(name), *(_cell(metrics.get(name)) for _, _, metrics in columns))
         console.print(table)
-    console.print(f"run_{manifest['run']} ({manifest.get('status')}): {run.uri}")
+    console.print(escape(f"run_{manifest['run']} ({manifest.get('status')}): {run.uri}"))
     for folder in (MODELS, INFERENCE):
         if run.listdir(folder):
-            console.print(f"  {folder}: {run.path(folder)}/")
+            console.print(escape(f"  {folder}: {run.path(folder)}/"))
     if run.exists(REPORT):
-        console.print(f"  report: {run.path(REPORT)}")
+        console.print(escape(f"  report: {run.path(REPORT)}"))
 
 
 def _cell(value: Any) -> str:
