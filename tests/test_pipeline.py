@@ -175,8 +175,9 @@ def test_smoke_comparison_of_two_models(tmp_path):
     [
         ('return classification_metrics(predictions, references, labels)', "it must return a dict holding METRIC_FOR_BEST_MODEL = f1_macro"),
         ("demo_documents.tiny_bert(model_name, labels,", "returned a model with 2 outputs for 4 labels"),
+        ("return classification_metrics(predictions, references, labels)#nan", "compute_metrics returned f1_macro = nan (METRIC_FOR_BEST_MODEL)"),
     ],
-    ids=["metric-missing", "wrong-num-labels"],
+    ids=["metric-missing", "wrong-num-labels", "metric-nan"],
 )
 def test_training_failure_names_the_function_and_marks_the_step(tmp_path, broken, message):
     project = bake(tmp_path, ticket="EXP-63", model_slug="broken")
@@ -184,7 +185,9 @@ def test_training_failure_names_the_function_and_marks_the_step(tmp_path, broken
     replacement = {
         "return classification_metrics(predictions, references, labels)": 'return {"accuracy": classification_metrics(predictions, references, labels)["accuracy"]}',
         "demo_documents.tiny_bert(model_name, labels,": "demo_documents.tiny_bert(model_name, labels[:2],",
+        "return classification_metrics(predictions, references, labels)#nan": 'return {**classification_metrics(predictions, references, labels), "f1_macro": float("nan")}',
     }[broken]
+    broken = broken.split("#")[0]
     assert broken in source
     (project / "experiment.py").write_text(source.replace(broken, replacement, 1))
     result = exp("run", "--smoke", cwd=project, env={"WANDB_MODE": "disabled"})

@@ -61,19 +61,19 @@ def _log(callback, step: int, **values: float) -> None:
 
 
 def test_a_resumed_step_continues_its_wandb_run_logging_each_step_once(tmp_path, monkeypatch):
-    from ml_exp.steps.training import _WandbLog
+    from ml_exp.steps.training_callbacks import WandbLog
 
     monkeypatch.setenv("TRAINING_JOB_NAME", "EXP-7-track-r1-train-tiny-bert-abc123")
     ctx = make_ctx(tmp_path)
     state = "checkpoints/tiny-bert/wandb.json"
     with tracked(ctx, "tiny-bert", "training") as wb:  # the first attempt: killed during epoch 2's evaluation
-        first = _WandbLog(wb, ctx, state)
+        first = WandbLog(wb, ctx, state)
         _log(first, 10, loss=0.9)
         _log(first, 10, eval_loss=0.8, eval_f1_macro=0.5)
         _log(first, 20, loss=0.7)  # its evaluation never came: not logged, not recorded
     assert ctx.run.read_json(state) == {"wandb_id": wb.id, "last_step": 10}
     with tracked(ctx, "tiny-bert", "training") as wb:  # resumed from checkpoint-10... or, on a lagging sync, from scratch
-        second = _WandbLog(wb, ctx, state)
+        second = WandbLog(wb, ctx, state)
         _log(second, 10, loss=0.95)
         _log(second, 10, eval_loss=0.85, eval_f1_macro=0.45)  # done again: the history keeps the first attempt's
         for step in (20, 30):

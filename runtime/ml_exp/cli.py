@@ -54,13 +54,19 @@ def main(
     """Run isolated, reproducible transformer classification experiments (ml-exp)."""
 
 
-def _print_problems(problems: list) -> None:
+NOTHING_DONE = "nothing was run or written"
+
+
+def _print_problems(problems: list, done: str = NOTHING_DONE, heading: str = "") -> None:
+    """Every text literally (settings, records and exceptions may hold '[...]', which rich would
+    read as markup); ``done`` says what was done anyway."""
     from rich.console import Console
+    from rich.text import Text
 
     console = Console(stderr=True, highlight=False)
-    console.print(f"[bold red]{len(problems)} problem(s) found[/] (nothing was run or written):")
+    console.print(Text.assemble((heading or f"{len(problems)} problem(s) found", "bold red"), f" ({done}):"), soft_wrap=True)
     for problem in problems:
-        console.print(f"  [bold]{problem.where}[/]: {problem.message}", soft_wrap=True)
+        console.print(Text.assemble("  ", (str(problem.where), "bold"), f": {problem.message}"), soft_wrap=True)
 
 
 @app.command()
@@ -102,6 +108,10 @@ def run(
         bool,
         typer.Option("--dry-run", help="Show (and save in the run) what would run, every SageMaker job specification; submit nothing."),
     ] = False,
+    accept_changed_settings: Annotated[
+        bool,
+        typer.Option("--accept-changed-settings", help="With --run: run the remaining steps with the current settings where they differ from the run's own (recorded per step)."),
+    ] = False,
     verbose: Annotated[
         bool,
         typer.Option("--verbose", "-v", help="Also what the libraries say (Trainer logs, load reports, progress bars of datasets)."),
@@ -125,20 +135,29 @@ def run(
 
     set_verbosity(VERBOSE if verbose else QUIET if quiet else NORMAL)
     _setup_logging()
-    from ml_exp.pipeline import ProblemsFound, StepFailed, run_pipeline
+    from ml_exp.pipeline import ACCEPT_OPTION, ProblemsFound, SettingsChanged, StepFailed, run_pipeline
     from ml_exp.store import StoreError
 
     try:
-        done = run_pipeline(experiment_dir, steps=chosen, run_num=run_num, smoke=smoke, dry_run=dry_run, announce=_announce)
+        done = run_pipeline(experiment_dir, steps=chosen, run_num=run_num, smoke=smoke, dry_run=dry_run, announce=_announce,
+                            accept_changed_settings=accept_changed_settings)
+    except SettingsChanged as exc:
+        _print_problems(exc.problems, heading=f"run_{exc.run_num} was started with other settings: {len(exc.problems)} differ")
+        typer.echo(f"A continued run uses the settings it started with. Restore these, start a new run (`exp run`), or pass "
+                   f"{ACCEPT_OPTION} to run the remaining steps with the current values (recorded in each step).", err=True)
+        raise typer.Exit(1) from None
     except ProblemsFound as exc:
         _print_problems(exc.problems)
         raise typer.Exit(1) from None
+    except StepFailed as exc:
+        completed = f"completed before it: {', '.join(exc.done)}" if exc.done else "no step completed in this call"
+        _print_problems([_problem(exc.step, exc.message)], done=completed, heading=f"run_{exc.run.num}: {exc.step} failed")
+        if exc.note:
+            typer.echo(f"Also: {exc.note}", err=True)
+        typer.echo(f"run_{exc.run.num}: {exc.step} is marked failed; fix it, then `exp run --run {exc.run.num}` resumes from there.", err=True)
+        raise typer.Exit(1) from None
     except StoreError as exc:
         _print_problems([_problem("--run" if run_num else "STORAGE_URI", str(exc))])
-        raise typer.Exit(1) from None
-    except StepFailed as exc:
-        _print_problems([_problem(exc.step, exc.message)])
-        typer.echo(f"run_{exc.run.num}: {exc.step} is marked failed; fix it, then `exp run --run {exc.run.num}` resumes from there.", err=True)
         raise typer.Exit(1) from None
     if dry_run:
         typer.echo(f"run_{done.num}: dry run, nothing submitted; `exp run --run {done.num}` runs it.")

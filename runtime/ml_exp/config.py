@@ -25,22 +25,9 @@ from decouple import RepositoryIni
 from ml_exp import names
 from ml_exp.names import AWS_REGION_RE, INSTANCE_TYPE_RE, ROLE_ARN_RE, WANDB_ENTITY_RE, WANDB_PROJECT_RE
 from ml_exp.names import STEP_NAMES as STEPS
-from ml_exp.parsers import (
-    Parser,
-    parse_auto_or_int,
-    parse_bool,
-    parse_choice,
-    parse_experiment_name,
-    parse_float,
-    parse_int,
-    parse_list,
-    parse_model_names,
-    parse_optional_float,
-    parse_pattern,
-    parse_split_ratios,
-    parse_storage_uri,
-    parse_text,
-)
+from ml_exp.parsers import (indented_settings, parse_auto_or_int, parse_bool, parse_choice, parse_experiment_name, parse_float,
+                            parse_int, parse_list, parse_model_names, parse_optional_float, parse_pattern,
+                            parse_split_ratios, parse_storage_uri, parse_text, Parser)
 
 SETTINGS_FILE = "settings.ini"
 SECTION = "settings"
@@ -171,6 +158,9 @@ class Config:
     class_weights: str = setting("none", parse_choice("none", "balanced"), "training",
         "none | balanced: weigh each class's loss by records / (classes x its records in the\n"
         "training split), so that rare classes count as much as frequent ones (imbalanced data).")
+    full_determinism: bool = setting("false", parse_bool, "training",
+        "true = deterministic kernels too (torch.use_deterministic_algorithms; slower, repeatable on GPUs as far as\n"
+        "PyTorch allows); false = SEED alone (the same metrics on the same CPU machine; GPU kernels may still vary).")
     # --- tuning
     tuning_trials: int = setting("10", parse_int(1), "tuning",
         "Trials per model.")
@@ -299,15 +289,22 @@ def _read_ini(path: Path) -> dict[str, str]:
     """Every key of the file's [settings] section (upper case) -> its text as written."""
     if not path.is_file():
         raise ConfigError([Problem(str(path), f"not found; run exp in an experiment folder (one with a {SETTINGS_FILE})")])
-    try:
-        parser = RepositoryIni(str(path)).parser
+    try:  # utf-8-sig: a byte-order mark (some Windows editors write one) is no part of the text
+        parser = RepositoryIni(str(path), encoding="utf-8-sig").parser
     except configparser.MissingSectionHeaderError:
         raise ConfigError([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put a [{SECTION}] line above the settings")]) from None
     except configparser.Error as exc:
         message = str(exc).replace("\n", " ")
         raise ConfigError([Problem(SETTINGS_FILE, f"is not a valid ini file: {message}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(SETTINGS_FILE, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8")]) from None
     if not parser.has_section(SECTION):
         raise ConfigError([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put every setting under a [{SECTION}] line")])
+    # ini reads an indented line as the value above continued: `\tSEED = 7` would join KMS_KEY_ID
+    hidden = indented_settings(path.read_text(encoding="utf-8-sig"), KNOWN_KEYS, free_form={"TUNING_SPACE"})
+    if hidden:
+        raise ConfigError([Problem(key, f"line {number} of {SETTINGS_FILE} ({line!r}) is indented, so it is read as part of the value of "
+                                        f"{above} above it; remove the indentation") for number, key, line, above in hidden])
     # raw: a '%' in a value is just a character, not configparser interpolation
     return {key.upper(): parser.get(SECTION, key, raw=True) for key in parser.options(SECTION)}
 

@@ -15,6 +15,8 @@
       inference/<model>/              inference: predictions, metrics, per-class report, confusion matrix
       report.md, comparison.json, comparison.png   inference: the models side by side
       jobs/<job>.json, jobs/<job>.result.json      SageMaker: each job's specification and its facts
+      .scratch/                       temporary files of the step running now (file:// storage), cleared
+                                      when a step ends and whenever the run (re)starts
 
 A folder counts once its ``_COMPLETE`` marker exists (:meth:`ml_exp.store.Run.is_complete`).
 ``<model>`` is :func:`model_key` of a model name. Pure: paths are relative to the run folder.
@@ -66,6 +68,7 @@ REPORT = "report.md"
 COMPARISON = "comparison.json"
 COMPARISON_PNG = "comparison.png"
 JOBS = "jobs"
+SCRATCH = ".scratch"
 
 
 def run_dir(num: int) -> str:

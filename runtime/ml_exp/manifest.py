@@ -26,8 +26,17 @@ RECORDED_ENV_PREFIXES = ("ML_EXP_", "WANDB_", "AWS_", "HF_", "TRANSFORMERS_", "C
 KEY_PACKAGES = ("torch", "transformers", "datasets", "accelerate", "evaluate", "scikit-learn", "wandb", "sagemaker", "fsspec", "s3fs", "optuna")
 
 
+# user[:password]@ inside a URL (https://user:token@host/...): the credentials, not the URL
+URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+
+
 def redact(values: Mapping[str, str]) -> dict[str, str]:
-    return {key: (REDACTED if SECRET_NAME.search(key) and value else value) for key, value in values.items()}
+    return {key: (REDACTED if SECRET_NAME.search(key) and value else redact_urls(value)) for key, value in values.items()}
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced."""
+    return URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{REDACTED}@", text) if isinstance(text, str) else text
 
 
 def new_manifest(config: Config, run_num: int, environ: Mapping[str, str] | None = None, argv: list[str] | None = None) -> dict[str, Any]:
@@ -37,7 +46,7 @@ def new_manifest(config: Config, run_num: int, environ: Mapping[str, str] | None
         "run": run_num,
         "created_at": now(),
         "status": "created",
-        "command": argv if argv is not None else sys.argv,
+        "command": [redact_urls(arg) for arg in (argv if argv is not None else sys.argv)],
         "host": socket.gethostname(),
         "settings": dict(config.raw),  # no secret can be a setting (validation refuses them)
         "settings_from_environment": sorted(key for key in config.raw if key in env),

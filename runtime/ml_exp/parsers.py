@@ -163,3 +163,27 @@ def parse_storage_uri(raw: str) -> str:
     if value.startswith("file://"):
         return value.rstrip("/") or value
     raise ValueError(f"{value!r} must start with file:// (local disk) or s3:// (S3)")
+
+
+_KEY_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*[=:]")
+
+
+def indented_settings(text: str, known: frozenset[str], free_form: set[str]) -> list[tuple[int, str, str, str]]:
+    """Indented lines of an ini text that look like ``KEY = value`` for a ``known`` key, as
+    (line number, KEY, the line, the key whose value it continues). Under a ``free_form`` key
+    (its value spans lines by design, with lower-case terms) only an upper-case key counts."""
+    found, current = [], None
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;[":
+            continue
+        match = _KEY_LINE.match(stripped)
+        if not line[0].isspace():
+            current = match.group(1).upper() if match else None
+            continue
+        if current is None or not match or match.group(1).upper() not in known:
+            continue
+        if current in free_form and match.group(1) != match.group(1).upper():
+            continue
+        found.append((number, match.group(1).upper(), stripped, current))
+    return found

@@ -15,12 +15,14 @@ from typing import Any
 
 from ml_exp.backends import backend_for
 from ml_exp.backends.base import Backend
-from ml_exp.config import Config, Problem, load_config
+from ml_exp.config import KNOWN_KEYS, SETTINGS, Config, ConfigError, Problem, load_config
 from ml_exp.context import Context
+from ml_exp.lease import take_lease
 from ml_exp.manifest import new_manifest
 from ml_exp.names import INFERENCE, PREPARATION, RECONCILIATION, STEP_NAMES, TRAINING, TUNING
 from ml_exp.steps import StepError
-from ml_exp.store import Run, Store
+from ml_exp.storage_errors import DamagedRun, io_problem
+from ml_exp.store import Run, Store, StoreError
 from ml_exp.udf import UDFs, load_udfs
 from ml_exp.validate import validate
 
@@ -29,6 +31,10 @@ log = logging.getLogger("ml_exp")
 # `exp run --smoke`: the whole pipeline on a small sample, before paying for GPUs.
 SMOKE_RECORDS_PER_LABEL = 12
 SMOKE_SETTINGS = {"NUM_TRAIN_EPOCHS": "1", "MAX_LENGTH": "32", "EARLY_STOPPING_PATIENCE": "0"}
+# Settings that choose what runs now or how it is watched, not what a step computes: a continued
+# run (`exp run --run N`) takes them from now, every other one from the run's manifest.
+FROM_NOW = frozenset({"RUN_NUM", "WANDB_MODE"} | {f"RUN_{step.upper()}" for step in STEP_NAMES})
+ACCEPT_OPTION = "--accept-changed-settings"
 
 
 class ProblemsFound(Exception):
@@ -39,9 +45,20 @@ class ProblemsFound(Exception):
         super().__init__("\n".join(map(str, problems)))
 
 
+class SettingsChanged(ProblemsFound):
+    """`exp run --run N` with settings that differ from the run's own: nothing was run."""
+
+    def __init__(self, run_num: int, problems: list[Problem]):
+        self.run_num = run_num
+        super().__init__(problems)
+
+
 class StepFailed(Exception):
-    def __init__(self, run: Run, step: str, message: str):
-        self.run, self.step, self.message = run, step, message
+    """``done``: the steps completed by this call before ``step`` failed; ``note``: what else
+    the user must know (the manifest could not be updated)."""
+
+    def __init__(self, run: Run, step: str, message: str, done: Sequence[str] = (), note: str = ""):
+        self.run, self.step, self.message, self.done, self.note = run, step, message, list(done), note
         super().__init__(f"{step} failed in run_{run.num}: {message}")
 
 
@@ -52,11 +69,14 @@ def run_pipeline(
     smoke: bool = False,
     dry_run: bool = False,
     announce: Callable[[str], None] = print,
+    accept_changed_settings: bool = False,
 ) -> Run:
     """Run the steps (default: those switched on in settings.ini) and return the run.
 
-    ``run_num`` continues that existing run instead of claiming a new one; ``dry_run`` only
-    shows (and saves in the run) what each step would do, as the backend describes it.
+    ``run_num`` continues that existing run instead of claiming a new one, with the settings
+    recorded in its manifest (:func:`resumed_config`; ``accept_changed_settings`` runs the
+    remaining steps with the current ones instead); ``dry_run`` only shows (and saves in the
+    run) what each step would do, as the backend describes it.
     """
     overrides = _smoke_settings(Path(experiment_dir)) if smoke else {}
     environ = {**os.environ, **overrides}
@@ -68,46 +88,88 @@ def run_pipeline(
     chosen = [step for step in STEP_NAMES if step in (steps or config.steps)]
 
     store = Store(config.storage_uri, config.experiment_name)
+    changed: dict[str, dict[str, str]] = {}
     if run_num is None:
         run = store.claim_run(config.run_num, lambda num: {**new_manifest(config, num), "smoke": smoke, "dry_run": dry_run, "overrides": overrides})
         announce(f"run_{run.num}: {run.uri}")
     else:
         run = store.open_run(run_num)
-        announce(f"run_{run.num} (continued): {run.uri}")
-        recorded = run.read_manifest()
-        if recorded.get("overrides") and not smoke:  # a smoke run goes on as a smoke run
-            overrides, smoke = recorded["overrides"], bool(recorded.get("smoke"))
-            config = config.with_overrides(overrides, source="the run's manifest (smoke)")
-    ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"), smoke=smoke)
-    backend = backend_for(config.backend)
-    if dry_run:
-        show_plan(ctx, backend, chosen, announce)
-        return run
-    udfs = load_udfs(config.experiment_dir, config.udf_module, keep_loaded=True)
-
-    run.update_manifest(lambda m: m.update(status="running", dry_run=False))
-    for step in chosen:
-        state = run.step(step)
-        if state.get("status") == "completed":
-            announce(f"{step}: already completed in run_{run.num} at {state.get('ended_at')}; skipped")
-            continue
-        if state.get("status") in ("running", "failed"):
-            announce(f"{step}: resuming (attempt {state.get('attempt', 1) + 1}; the last one {state['status'] if state['status'] == 'failed' else 'was interrupted'})")
-        else:
-            announce(f"{step}: started")
-        run.begin_step(step)
-        try:
-            facts = RUNNERS[step](ctx, udfs, backend)
-        except StepError as exc:
-            _fail(run, step, str(exc))
-            raise StepFailed(run, step, str(exc)) from exc
-        except BaseException as exc:  # also KeyboardInterrupt: the step must not stay "running"
-            _fail(run, step, f"{type(exc).__name__}: {exc}")
-            raise
-        finished = run.complete_step(step, **facts)
-        announce(f"{step}: completed in {finished.get('duration_s', 0):.1f} s")
-    _set_status(run, config)
+        config, smoke, changed = resumed_config(run, config, smoke, accept_changed_settings)
+    with take_lease(run) as lease:  # one writer per run, from here to the end
+        if run_num is not None:
+            announce(f"run_{run.num} (continued): {run.uri}")
+            for key, change in changed.items():
+                announce(f"{key}: {change['recorded']!r} when run_{run.num} started, {change['now']!r} now: accepted ({ACCEPT_OPTION})")
+        run.clear_scratch()  # a killed attempt's temporary files; only the lease holder may
+        ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"), smoke=smoke)
+        backend = backend_for(config.backend)
+        if dry_run:
+            show_plan(ctx, backend, chosen, announce)
+            return run
+        udfs = load_udfs(config.experiment_dir, config.udf_module, keep_loaded=True)
+        run.update_manifest(lambda m: m.update(status="running", dry_run=False))
+        done: list[str] = []
+        for step in chosen:
+            lease.check()
+            state = run.step(step)
+            if state.get("status") == "completed":
+                announce(f"{step}: already completed in run_{run.num} at {state.get('ended_at')}; skipped")
+                continue
+            if state.get("status") in ("running", "failed"):
+                announce(f"{step}: resuming (attempt {state.get('attempt', 1) + 1}; the last one {state['status'] if state['status'] == 'failed' else 'was interrupted'})")
+            else:
+                announce(f"{step}: started")
+            # which settings this step ran with: the manifest's, but for the changes accepted now
+            run.begin_step(step, **({"settings_changed": changed} if changed else {}))
+            try:
+                facts = RUNNERS[step](ctx, udfs, backend)
+            except (StepError, StoreError, OSError) as exc:
+                message = str(exc) if isinstance(exc, (StepError, StoreError)) else io_problem(exc) or f"{type(exc).__name__}: {exc}"
+                raise StepFailed(run, step, message, done, _fail(run, step, message)) from exc
+            except BaseException as exc:  # also KeyboardInterrupt: the step must not stay "running"
+                _fail(run, step, f"{type(exc).__name__}: {exc}")
+                raise
+            finished = run.complete_step(step, **facts)
+            done.append(step)
+            announce(f"{step}: completed in {finished.get('duration_s', 0):.1f} s")
+        _set_status(run, config)
     return run
+
+
+def resumed_config(run: Run, current: Config, smoke: bool, accept: bool) -> tuple[Config, bool, dict[str, dict[str, str]]]:
+    """The configuration to continue ``run`` with: the settings recorded in its manifest (those
+    of FROM_NOW from now), the current value only where the user accepts it. Returns (config,
+    smoke, the accepted changes: key -> recorded/now); SettingsChanged when not accepted."""
+    manifest = run.read_manifest()
+    recorded = manifest.get("settings")
+    if not isinstance(recorded, dict):
+        raise DamagedRun(f"run_{run.num}'s manifest has no settings snapshot, so it cannot be continued with the settings it started with; start a new run with `exp run`.")
+    if smoke and not manifest.get("smoke"):
+        raise ProblemsFound([Problem("--smoke", f"run_{run.num} is not a smoke run; a smoke model would land among its full results. Continue it without --smoke, or start a smoke run with `exp run --smoke`")])
+    smoke = bool(manifest.get("smoke"))
+    if smoke and isinstance(manifest.get("overrides"), dict):  # a smoke run goes on as a smoke run
+        current = current.with_overrides(manifest["overrides"], source="the smoke settings")
+    parse = {s.key: s.parse for s in SETTINGS}
+    keys = sorted(k for k in recorded if k in KNOWN_KEYS and k not in FROM_NOW)
+    changed = {k: {"recorded": str(recorded[k]), "now": current.raw[k]} for k in keys if not _same(parse[k], str(recorded[k]), current.raw[k])}
+    if changed and not accept:
+        problems = [Problem(k, f"is {c['now']!r} now but was {c['recorded']!r} when run_{run.num} started") for k, c in changed.items()]
+        raise SettingsChanged(run.num, problems)
+    kept = {k: str(recorded[k]) for k in keys if k not in changed}
+    try:
+        return current.with_overrides(kept, source=f"run_{run.num}'s manifest"), smoke, changed
+    except ConfigError as exc:  # recorded by another version of ml-exp, no longer valid
+        raise ProblemsFound(exc.problems) from None
+
+
+def _same(parse: Callable[[str], Any], recorded: str, now: str) -> bool:
+    """Equal texts, or texts of the same value ("3" and "3.0" epochs)."""
+    if recorded.strip() == now.strip():
+        return True
+    try:
+        return parse(recorded) == parse(now)
+    except ValueError:
+        return False
 
 
 # --- what each step runs; the backend runs it where it runs ------------------------------------
@@ -178,9 +240,15 @@ def _smoke_settings(experiment_dir: Path) -> dict[str, str]:
     return overrides
 
 
-def _fail(run: Run, step: str, message: str) -> None:
-    run.fail_step(step, message)
-    run.update_manifest(lambda m: m.update(status="failed"))
+def _fail(run: Run, step: str, message: str) -> str:
+    """Mark ``step`` failed; when even that cannot be written, say so (returned as a note)."""
+    try:
+        run.fail_step(step, message)
+        run.update_manifest(lambda m: m.update(status="failed"))
+    except (StoreError, OSError) as exc:
+        return (f"the manifest could not be updated ({io_problem(exc) or exc}), so it still shows {step} as running; "
+                f"once the storage is writable, `exp run --run {run.num}` resumes it.")
+    return ""
 
 
 def _set_status(run: Run, config: Config) -> None:

@@ -4,17 +4,19 @@ its manifest and the status of its steps (how each is written safely: :mod:`ml_e
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
 import shutil
+import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from ml_exp.layout import COMPLETE, MANIFEST, run_dir
-from ml_exp.storage_errors import Conflict, OutputExistsError, StepAlreadyCompleted, StoreError
+from ml_exp.layout import COMPLETE, MANIFEST, SCRATCH, run_dir
+from ml_exp.storage_errors import Conflict, DamagedRun, OutputExistsError, StepAlreadyCompleted, StoreError
 
 if TYPE_CHECKING:
     from ml_exp.store import Store
@@ -107,7 +109,8 @@ class Run:
         files = [(os.path.join(d, f), os.path.relpath(os.path.join(d, f), src).replace(os.sep, "/"))
                  for d, _, fs in os.walk(src) for f in fs]
         files = [(lp, rp) for lp, rp in files if rp != COMPLETE]
-        marker = json.dumps({"completed_at": now(), "files": len(files)}).encode()
+        # the names too: a file deleted later is then named (missing_files), not a library's traceback
+        marker = json.dumps({"completed_at": now(), "files": len(files), "paths": sorted(rp for _, rp in files)}).encode()
         with st.errors("uploading a folder to", url):
             if st.is_s3:  # clear leftovers of an interrupted upload (or overwrite), marker first
                 if st.fs.exists(url):
@@ -134,6 +137,36 @@ class Run:
                 shutil.rmtree(old, ignore_errors=True)
         return url
 
+    def missing_files(self, relpath: str) -> list[str]:
+        """Files the complete folder ``relpath`` was written with that are gone now (its marker
+        lists them; [] for a folder marked by other means)."""
+        try:
+            written = json.loads(self.read_bytes(f"{relpath}/{COMPLETE}")).get("paths") or []
+        except (ValueError, AttributeError):
+            return []
+        url, st = self.path(relpath), self.store
+        with st.errors("listing", url):
+            base = st.fs._strip_protocol(url).rstrip("/") + "/"
+            present = {p[len(base):] for p in st.fs.find(url) if p.startswith(base)}
+        return [p for p in written if p not in present]
+
+    def scratch_area(self) -> str:
+        """A local folder for this run's temporary files (downloads, encodings, checkpoints on
+        S3): inside the run on file:// storage, else under the system temp folder. Whoever
+        holds the run's lease clears it when it starts (:meth:`clear_scratch`), so a killed
+        step leaves nothing behind for long."""
+        if self.store.is_s3:
+            tag = hashlib.sha256(self.uri.encode()).hexdigest()[:10]
+            area = os.path.join(tempfile.gettempdir(), "ml-exp-scratch", f"{self.store.experiment_name}-{run_dir(self.num)}-{tag}")
+        else:
+            area = self.store.local_path(self.path(SCRATCH))
+        with self.store.errors("creating", area):
+            os.makedirs(area, exist_ok=True)
+        return area
+
+    def clear_scratch(self) -> None:
+        shutil.rmtree(self.scratch_area(), ignore_errors=True)
+
     def get_dir(self, relpath: str, local_dir: str) -> None:
         """Download a complete folder into ``local_dir`` (created; the marker is not copied)."""
         url, st = self.path(relpath), self.store
@@ -154,7 +187,17 @@ class Run:
 
     # -- manifest and steps ------------------------------------------------------------
     def read_manifest(self) -> dict:
-        return self.read_json(MANIFEST)
+        """The manifest; DamagedRun (saying what is wrong and what to do) when it is not one."""
+        try:
+            manifest = self.read_json(MANIFEST)
+        except ValueError as exc:  # truncated or garbled JSON, bad UTF-8
+            raise DamagedRun(f"run_{self.num}'s {MANIFEST} ({self.path(MANIFEST)}) is damaged: not valid JSON ({exc}). "
+                             f"Nothing was changed; restore the file (from a backup or the storage's version history) "
+                             "to continue this run, or start a new run with `exp run`.") from None
+        if not isinstance(manifest, dict):
+            raise DamagedRun(f"run_{self.num}'s {MANIFEST} ({self.path(MANIFEST)}) is damaged: a JSON {type(manifest).__name__}, "
+                             "not an object. Restore the file to continue this run, or start a new run with `exp run`.")
+        return manifest
 
     def write_manifest(self, manifest: dict) -> None:
         """Replace the manifest atomically."""
@@ -198,12 +241,12 @@ class Run:
                 f"step {step!r} of run_{self.num} ({self.uri}) already completed at {cur.get('ended_at')}; "
                 "its outputs are never overwritten. Start a new run (RUN_NUM = auto) to redo it.")
 
-    def begin_step(self, step: str) -> dict:
-        """Mark ``step`` running; StepAlreadyCompleted if it already completed."""
+    def begin_step(self, step: str, **info: Any) -> dict:
+        """Mark ``step`` running (with ``info``); StepAlreadyCompleted if it already completed."""
         def fn(m: dict) -> None:
             cur = m.setdefault("steps", {}).get(step) or {}
             self._refuse_completed(step, cur)
-            m["steps"][step] = {"status": "running", "started_at": now(), "attempt": cur.get("attempt", 0) + 1}
+            m["steps"][step] = {"status": "running", "started_at": now(), "attempt": cur.get("attempt", 0) + 1, **info}
         return self.update_manifest(fn)["steps"][step]
 
     def complete_step(self, step: str, **info: Any) -> dict:

@@ -6,9 +6,9 @@ from typing import Any
 
 from ml_exp.metrics import greater_is_better
 from ml_exp.names import INFERENCE, STEP_NAMES, TOKENS, TRAINING, TUNING
-from ml_exp.store import Store
+from ml_exp.store import Store, StoreError
 
-STATUS_STYLE = {"completed": "green", "running": "yellow", "failed": "red", "pending": "dim"}
+STATUS_STYLE = {"completed": "green", "running": "yellow", "failed": "red", "pending": "dim", "damaged": "bold red"}
 # Where a step records its metrics: manifest["steps"][step]["metrics"] = {model: {name: value}}.
 METRIC_STEPS = (INFERENCE, TRAINING, TUNING)
 
@@ -17,7 +17,11 @@ def run_summaries(store: Store, metric: str) -> list[dict[str, Any]]:
     """One dict per run, oldest first: number, created, status, per-step status, best metric."""
     summaries = []
     for run in store.runs():
-        manifest = run.read_manifest()
+        try:
+            manifest = run.read_manifest()
+        except StoreError as exc:  # one damaged run hides no other: it is listed, with the reason
+            summaries.append({"run": run.num, "created_at": None, "status": "damaged", "problem": str(exc), "steps": {}, "best": None, "uri": run.uri})
+            continue
         steps = manifest.get("steps", {})
         summaries.append(
             {
@@ -67,6 +71,9 @@ def runs_table(experiment_name: str, summaries: list[dict[str, Any]]):
                 marks.append(f"[{STATUS_STYLE.get(status, 'white')}]{TOKENS[step]}{STATUS_MARK.get(status, '?')}[/]")
         best = summary["best"]
         best_cell = f"{best['metric']} {best['value']:.4f} {escape(str(best['model']))} ({best['step']})" if best else "-"
-        created = (summary["created_at"] or "?").replace("T", " ")[:16]
-        table.add_row(str(summary["run"]), created, " ".join(marks) or "-", best_cell)
+        created = escape((summary["created_at"] or "?").replace("T", " ")[:16])
+        steps_cell = " ".join(marks) or "-"
+        if summary.get("problem"):  # a damaged manifest: said, with the reason, in place of its steps
+            steps_cell, best_cell = f"[{STATUS_STYLE['damaged']}]damaged[/]", escape(summary["problem"])
+        table.add_row(str(summary["run"]), created, steps_cell, best_cell)
     return table

@@ -6,7 +6,9 @@ botocore and fsspec errors (credentials, buckets, endpoints, permissions) become
 
 from __future__ import annotations
 
+import errno as errnos
 import os
+import re
 import shutil
 from typing import Iterator
 
@@ -24,6 +26,14 @@ class RunExistsError(StoreError):
 
 class StepAlreadyCompleted(StoreError):
     """Refusing to re-run (and overwrite the outputs of) a completed step."""
+
+
+class DamagedRun(StoreError):
+    """A run's record (its manifest) or a complete folder of it cannot be read as written."""
+
+
+class LeaseHeld(StoreError):
+    """Another live process is running this run (it holds the run's lease)."""
 
 
 class OutputExistsError(StoreError, FileExistsError):
@@ -49,6 +59,22 @@ def s3_code(exc: BaseException) -> tuple[str | None, int | None]:
         if isinstance(resp, dict) and "Error" in resp:
             return resp["Error"].get("Code"), resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return None, None
+
+
+def io_problem(exc: BaseException, near: str | None = None) -> str | None:
+    """One line for an I/O failure anywhere in the chain (read-only, disk full...): the path and
+    the errno, e.g. "I/O error on /data/x: No space left on device (ENOSPC)"; None otherwise.
+    Rust-backed writers (safetensors, tokenizers) say only "(os error 28)" and no path: then
+    ``near`` (the folder being written) stands for it."""
+    for e in chain(exc):
+        number, path = getattr(e, "errno", None), getattr(e, "filename", None)
+        if not isinstance(e, OSError) or isinstance(e, FileNotFoundError):
+            found = re.search(r"\(os error (\d+)\)", str(e))
+            number, path = (int(found.group(1)), None) if found else (None, None)
+        if number in errnos.errorcode and number != errnos.ENOENT:
+            where = f"on {path}" if path else f"under {near}" if near else "on storage"
+            return f"I/O error {where}: {os.strerror(number)} ({errnos.errorcode[number]})"
+    return None
 
 
 def credential_source(storage_options: dict) -> str:
@@ -103,7 +129,8 @@ def explain(exc: BaseException, action: str, url: str, storage_uri: str, storage
     elif isinstance(exc, PermissionError):
         msg = "permission denied: check the folder's owner and permissions, or choose another STORAGE_URI."
     else:
-        msg = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        errno_name = errnos.errorcode.get(getattr(exc, "errno", None) or 0)
+        msg = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) + (f" ({errno_name})" if errno_name else "")
     err = StoreError(f"Storage error while {action} {url} (STORAGE_URI={storage_uri}): {msg}")
     err.original = exc  # type: ignore[attr-defined]  # for debug logs; not chained into tracebacks
     return err

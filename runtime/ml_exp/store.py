@@ -122,10 +122,17 @@ class Store:
                 raise
             return
         path = self.local_path(url)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
+        for attempt in range(3):  # a concurrent check_access may remove an empty parent it created
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                f = open(tmp, "wb")
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         try:
-            with open(tmp, "wb") as f:
+            with f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -149,12 +156,22 @@ class Store:
         """Write, read back and delete a probe object under :attr:`root` (short timeouts)."""
         fs = self._make_fs(quick=True)
         url, data = f"{self.root}/.ml-exp-access-probe-{uuid.uuid4().hex}", b"ml-exp access probe\n"
-        with self.errors("writing a probe object under", self.root):
-            self.put(url, data, overwrite=True, fs=fs)
-        with self.errors("reading back the probe object", url):
-            back = fs.cat_file(url)
-        with self.errors("deleting the probe object", url):
-            fs.rm_file(url)
+        # file://: the folders the probe needed go again, so a check (or `exp run --run 999`) leaves nothing
+        created, folder = [], os.path.dirname(self.local_path(url)) if not self.is_s3 else ""
+        while folder and not os.path.exists(folder):
+            created.append(folder)
+            folder = os.path.dirname(folder)
+        try:
+            with self.errors("writing a probe object under", self.root):
+                self.put(url, data, overwrite=True, fs=fs)
+            with self.errors("reading back the probe object", url):
+                back = fs.cat_file(url)
+            with self.errors("deleting the probe object", url):
+                fs.rm_file(url)
+        finally:
+            for folder in created:  # deepest first; one a concurrent run has filled stays
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
         if back != data:
             raise StoreError(f"Storage error: the probe object {url} read back differently from what was written.")
 

@@ -41,7 +41,7 @@ def summary_table(manifest: dict[str, Any]) -> Any:
     models = list(dict.fromkeys([*validation, *test]))
     if not models:
         return None
-    table = Table(title=f"{manifest['experiment']} run_{manifest['run']} ({manifest.get('status')})")
+    table = Table(title=escape(f"{manifest['experiment']} run_{manifest['run']} ({manifest.get('status')})"))
     table.add_column("model", overflow="fold")
     table.add_column("metric", overflow="fold")
     table.add_column("validation", justify="right")

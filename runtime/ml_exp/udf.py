@@ -108,6 +108,20 @@ def _forget(experiment_dir: Path, before: set[str]) -> None:
             del sys.modules[name]
 
 
+def user_error(what: str, exc: BaseException, experiment_dir: Path) -> str:
+    """"<what> raised KeyError: 'x' (at experiment.py line 12, in encode)"."""
+    return f"{what} raised {type(exc).__name__}: {exc}{user_frames(exc, experiment_dir)}"
+
+
+def user_frames(exc: BaseException, experiment_dir: Path) -> str:
+    """" (at experiment.py line 12, in encode)": where an exception of the user's code arose, in
+    the user's own files (the experiment folder), not in the runtime's; "" when none is."""
+    folder = str(Path(experiment_dir).resolve())
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(folder + "/")]
+    where = " -> ".join(f"{Path(f.filename).relative_to(folder)} line {f.lineno}, in {f.name}" for f in frames[-3:])
+    return f" (at {where})" if where else ""
+
+
 def _user_frame(exc: BaseException, path: Path) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
     if isinstance(exc, SyntaxError) and exc.lineno:

@@ -48,11 +48,28 @@ def validate(
     udf_module = config.udf_module if config else env.get("UDF_MODULE", DEFAULT_UDF_MODULE)
     problems += check_udfs(directory, udf_module)
     if config is not None:
+        problems += check_model_keys(config)
         problems += check_tuning(config)
         problems += check_tracking(config, env)
         if check_storage:
             problems += check_store(config, new_run)
     return Report(config, problems)
+
+
+def check_model_keys(config: Config) -> list[Problem]:
+    """Two model names with one folder name (``org/tiny`` and ``org--tiny``) would share every
+    folder of the run: the second would fail as "already exists", or read the first's results."""
+    from ml_exp.layout import model_key
+
+    first: dict[str, str] = {}
+    problems = []
+    for name in config.model_names:
+        key = model_key(name)
+        if key in first:
+            problems.append(Problem("MODEL_NAMES", f"{first[key]!r} and {name!r} both map to the folder name {key!r} in a run; "
+                                                   "list only one of them, or rename one (e.g. a local copy under another name)"))
+        first.setdefault(key, name)
+    return problems
 
 
 def check_tuning(config: Config) -> list[Problem]:

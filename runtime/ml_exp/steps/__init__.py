@@ -33,6 +33,11 @@ def local_input(run: Run, relpath: str, scratch_dir: str | Path) -> Path:
     """
     if not run.is_complete(relpath):
         raise StepError(f"{run.path(relpath)} is missing or incomplete: run the step that writes it first (exp run --run {run.num} --steps <step>).")
+    missing = run.missing_files(relpath)
+    if missing:  # deleted after it was written: a library would fail on it with a traceback
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise StepError(f"{run.path(relpath)} is damaged: {shown} {'is' if len(missing) == 1 else 'are'} missing. A completed step is never "
+                        f"redone in the same run: restore the file(s), or rebuild everything in a new run with `exp run`.")
     if not run.store.is_s3:
         return Path(run.local_path_or_url(relpath))
     destination = Path(scratch_dir) / relpath

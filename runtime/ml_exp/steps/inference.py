@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import inspect
-import io
 import json
 import math
 import tempfile
@@ -46,8 +45,9 @@ from ml_exp.layout import (
 )
 from ml_exp.names import INFERENCE
 from ml_exp.steps import StepError, local_input, tracking_records
+from ml_exp.steps.report import confusion_matrix_png
 from ml_exp.store import OutputExistsError, Run
-from ml_exp.udf import UDFs
+from ml_exp.udf import UDFs, user_error
 
 # infer_one(ctx, model_name): the backend tests one model until inference/<model>/ is complete
 InferOne = Callable[[Context, str], Any]
@@ -90,7 +90,7 @@ def infer_model(ctx: Context, udfs: UDFs, model_name: str) -> dict:
 
     from ml_exp.tracking import record, tracked
 
-    with tempfile.TemporaryDirectory(prefix=f"ml-exp-{INFERENCE}-{key}-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"ml-exp-{INFERENCE}-{key}-", dir=run.scratch_area()) as scratch:
         scratch_dir = Path(scratch)
         prepared = local_input(run, prepared_dir(model_name), scratch_dir / "inputs")
         trained = local_input(run, model_dir(model_name), scratch_dir / "inputs")
@@ -175,14 +175,20 @@ def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
     if names is not None and list(names) != list(labels):
         raise StepError(f"the {TEST} split's label names {list(names)} differ from {LABELS} {labels}.")
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(trained))
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(trained))
+    except (OSError, ValueError) as exc:
+        raise StepError(f"the trained model of {model_name!r} ({trained}) cannot be loaded: {exc}; rebuild it in a new run with `exp run`.") from None
     num_labels = getattr(model.config, "num_labels", len(labels))
     if num_labels != len(labels):
         raise StepError(f"model {model_name!r} has {num_labels} outputs but there are {len(labels)} labels {labels}.")
 
     tokenizer = None
     if any((trained / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")):
-        tokenizer = AutoTokenizer.from_pretrained(str(trained))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(trained))
+        except (OSError, ValueError) as exc:
+            raise StepError(f"the processor saved with model {model_name!r} ({trained}) cannot be loaded: {exc}; rebuild it in a new run with `exp run`.") from None
         if tokenizer.pad_token is None and getattr(tokenizer, "eos_token", None) is not None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -306,7 +312,7 @@ def _user_metrics(udfs: UDFs, ctx: Context, model_name: str, predictions: list[i
     try:
         result = udfs.compute_metrics(predictions, references, list(labels), ctx)
     except Exception as exc:
-        raise StepError(f"{where}.compute_metrics raised {type(exc).__name__}: {exc} (inference of model {model_name!r} "
+        raise StepError(f"{user_error(f'{where}.compute_metrics', exc, ctx.experiment_dir)} (inference of model {model_name!r} "
                         f"on {len(references)} test records); fix compute_metrics.") from exc
     if not isinstance(result, Mapping):
         raise StepError(f"{where}.compute_metrics returned {type(result).__name__} for model {model_name!r}; "
@@ -314,9 +320,9 @@ def _user_metrics(udfs: UDFs, ctx: Context, model_name: str, predictions: list[i
     metrics: dict[str, float] = {}
     for name, value in result.items():
         number = _as_number(value)
-        if number is None:
+        if number is None or (name == ctx.config.metric_for_best_model and math.isnan(number)):
             raise StepError(f"{where}.compute_metrics returned {name!r} = {value!r} for model {model_name!r}; "
-                            "every value must be a number.")
+                            f"every value must be a number{' (METRIC_FOR_BEST_MODEL, not NaN)' if number is not None else ''}.")
         metrics[str(name)] = number
     return metrics
 
@@ -349,36 +355,6 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def confusion_matrix_png(matrix: list[list[int]], labels: list[str], title: str = "") -> bytes:
-    """A PNG of the confusion matrix: true labels down, predicted across, counts in the cells."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    k = len(labels)
-    side = min(4 + 0.5 * k, 24)
-    figure = Figure(figsize=(side + 1.5, side), dpi=100)
-    FigureCanvasAgg(figure)  # the Agg backend, without touching pyplot's global state
-    axes = figure.add_subplot()
-    image = axes.imshow(matrix, cmap="Blues", interpolation="nearest")
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    axes.set_xticks(range(k), labels=labels, rotation=45, ha="right", rotation_mode="anchor")
-    axes.set_yticks(range(k), labels=labels)
-    axes.set_xlabel("Predicted label")
-    axes.set_ylabel("True label")
-    if title:
-        axes.set_title(title)
-    peak = max((max(row) for row in matrix), default=0)
-    fontsize = max(5, min(10, 120 // max(k, 1)))
-    for i, row in enumerate(matrix):
-        for j, count in enumerate(row):
-            axes.text(j, i, str(count), ha="center", va="center", fontsize=fontsize,
-                      color="white" if peak and count > peak / 2 else "black")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
 
 
 def _log_to_wandb(wb: Any, log: Any, metrics: dict, report: dict, labels: list[str], png: Path, n: int) -> None:

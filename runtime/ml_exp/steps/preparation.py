@@ -17,7 +17,7 @@ from ml_exp.context import Context
 from ml_exp.layout import LABELS, MODEL_LABELS, PROCESSOR, RECONCILED, SPLITS, prepared_dir
 from ml_exp.names import PREPARATION
 from ml_exp.steps import StepError, local_input
-from ml_exp.udf import UDFs
+from ml_exp.udf import UDFs, user_error, user_frames
 
 # Model inputs a classifier can start from; encode must return at least one of them.
 INPUT_COLUMNS = ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features")
@@ -28,7 +28,7 @@ def run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
     import datasets
 
     config = ctx.config
-    with tempfile.TemporaryDirectory(prefix="ml-exp-preparation-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"ml-exp-{PREPARATION}-", dir=ctx.run.scratch_area()) as scratch:
         shards = sorted(str(p) for p in local_input(ctx.run, RECONCILED, scratch).glob("part-*.parquet"))
         raw = datasets.Dataset.from_parquet(shards, cache_dir=os.path.join(scratch, "cache"))
         labels = sorted(raw.unique("label"))
@@ -101,14 +101,14 @@ def _encode_for(model_name: str, splits, content: list[str], labels: list[str], 
     try:
         processor = udfs.load_processor(model_name, ctx)
     except Exception as exc:
-        raise StepError(f"load_processor({model_name!r}) raised {type(exc).__name__}: {exc}") from exc
+        raise StepError(user_error(f"load_processor({model_name!r})", exc, ctx.experiment_dir)) from exc
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         try:
             return udfs.encode(batch, processor, ctx)
         except Exception as exc:
             ids = ", ".join(map(repr, batch["id"][:3])) + (", ..." if len(batch["id"]) > 3 else "")
-            raise StepError(f"encode for {model_name!r} raised {type(exc).__name__} on a batch of records {ids}: {exc}") from exc
+            raise StepError(f"encode for {model_name!r} raised {type(exc).__name__} on a batch of records {ids}: {exc}{user_frames(exc, ctx.experiment_dir)}") from exc
 
     probe = splits["train"].select(range(min(PROBE_ROWS, len(splits["train"])))).to_dict()
     columns = check_encoded(model_name, probe, encode(probe))

@@ -7,9 +7,11 @@ only the ids (for uniqueness) and the per-label counts are kept.
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from ml_exp.console import interactive
 from ml_exp.context import Context
 from ml_exp.layout import RECONCILED, SPLITS
 from ml_exp.steps import StepError
-from ml_exp.udf import UDFs
+from ml_exp.udf import UDFs, user_error, user_frames
 
 SHARD_ROWS = 100_000
 RESERVED = ("id", "label", "split")
@@ -38,12 +40,13 @@ def run_reconciliation(ctx: Context, udfs: UDFs, sample_per_label: int | None = 
         records = udfs.reconcile(ctx)
         iterator = iter(records if records is not None else ())
     except Exception as exc:
-        raise StepError(f"reconcile raised {type(exc).__name__}: {exc}") from exc
+        raise StepError(user_error("reconcile", exc, ctx.experiment_dir)) from exc
     if isinstance(records, (str, bytes, Mapping)):
         raise StepError(f"reconcile returned a {type(records).__name__}; yield or return an iterable of record dicts")
 
     counts: Counter[str] = Counter()
-    seen_ids: set[Any] = set()
+    seen_ids: set[str] = set()
+    text_fields: set[str] = set()  # content fields whose first value is text: text in every record
     fields: list[str] | None = None
     buffer: list[dict[str, Any]] = []
     shards: list[Path] = []
@@ -51,7 +54,7 @@ def run_reconciliation(ctx: Context, udfs: UDFs, sample_per_label: int | None = 
     digest = hashlib.sha256()
     schema: list[Any] = []  # fixed by the first shard, so that every shard agrees
 
-    with tempfile.TemporaryDirectory(prefix="ml-exp-reconciliation-") as scratch, Progress(
+    with tempfile.TemporaryDirectory(prefix="ml-exp-reconciliation-", dir=ctx.run.scratch_area()) as scratch, Progress(
         SpinnerColumn(), TextColumn("reconciliation: {task.completed:,} records"), TimeElapsedColumn(), transient=True, disable=not interactive()
     ) as progress:
         task = progress.add_task("reconcile", total=None)
@@ -59,10 +62,10 @@ def run_reconciliation(ctx: Context, udfs: UDFs, sample_per_label: int | None = 
         def flush() -> None:
             if not buffer:
                 return
-            if not schema:
-                schema.append(_schema(fields or [], buffer))
             path = Path(scratch) / f"part-{len(shards):05d}.parquet"
             try:
+                if not schema:
+                    schema.append(_schema(fields or [], buffer))
                 table = pa.Table.from_pylist(buffer, schema=schema[0])
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise StepError(f"reconcile: records #{position - len(buffer) + 1}..#{position} do not match the types of the first records ({exc}); give each field one type") from exc
@@ -77,9 +80,9 @@ def run_reconciliation(ctx: Context, udfs: UDFs, sample_per_label: int | None = 
             except StopIteration:
                 break
             except Exception as exc:
-                raise StepError(f"reconcile raised {type(exc).__name__} after record #{position}: {exc}") from exc
+                raise StepError(f"reconcile raised {type(exc).__name__} after record #{position}: {exc}{user_frames(exc, ctx.experiment_dir)}") from exc
             position += 1
-            fields = _check(record, position, fields, seen_ids)
+            fields = _check(record, position, fields, seen_ids, text_fields)
             label = str(record["label"])
             if sample_per_label is not None and counts[label] >= sample_per_label:
                 continue
@@ -107,30 +110,38 @@ def run_reconciliation(ctx: Context, udfs: UDFs, sample_per_label: int | None = 
     }
 
 
-def _check(record: Any, position: int, fields: list[str] | None, seen_ids: set[Any]) -> list[str]:
+def _check(record: Any, position: int, fields: list[str] | None, seen_ids: set[str], text_fields: set[str]) -> list[str]:
     """Raise StepError naming the record when it breaks the contract; return the content fields."""
     where = f"reconcile: record #{position}"
     if not isinstance(record, Mapping):
         raise StepError(f"{where} is a {type(record).__name__}, not a dict; yield dicts with an 'id', content fields and a 'label'")
     record_id = record.get("id")
-    if record_id is None or str(record_id).strip() == "":
-        raise StepError(f"{where} has no 'id'; give every record a unique id")
+    if record_id is None or _is_nan(record_id) or str(record_id).strip() == "":
+        raise StepError(f"{where} has no 'id'{' (it is NaN)' if _is_nan(record_id) else ''}; give every record a unique id")
     where = f"{where} (id={record_id!r})"
-    if record_id in seen_ids:
-        raise StepError(f"{where} repeats an id already seen; ids must be unique")
-    seen_ids.add(record_id)
+    if str(record_id) in seen_ids:  # compared as stored: 7 and "7" are the same id
+        raise StepError(f"{where} repeats an id already seen (ids are stored as text, so 7 and '7' are the same); ids must be unique")
+    seen_ids.add(str(record_id))
     label = record.get("label")
-    if label is None or str(label).strip() == "":
-        raise StepError(f"{where} has no 'label' (or an empty one); every record needs its class")
+    if label is None or _is_nan(label) or str(label).strip() == "":
+        raise StepError(f"{where} has no 'label' ({'NaN, a missing value' if _is_nan(label) else 'or an empty one'}); every record needs its class")
     if isinstance(label, (list, dict, set, tuple)):
         raise StepError(f"{where} has a {type(label).__name__} label; a label is one class name")
     split = record.get("split")
     if split is not None and split not in SPLITS:
         raise StepError(f"{where} has split={split!r}; use one of {', '.join(SPLITS)} or leave it out")
     content = sorted(k for k in record if k not in RESERVED)
+    for name in content:
+        value = record[name]
+        if _is_nan(value):
+            raise StepError(f"{where} has {name}=nan (a missing value); give it a value (e.g. '' for empty text) or skip the record")
+        if fields is not None and name in text_fields and not isinstance(value, str):
+            raise StepError(f"{where} has {name}={value!r} where text is expected (the first record's {name} is text); "
+                            "give every record text there (e.g. '' for an empty one) or skip the record")
     if fields is None:
         if not content:
             raise StepError(f"{where} has no content fields besides id/label; add the raw content (e.g. 'text')")
+        text_fields.update(name for name in content if isinstance(record[name], str))
         return content
     missing = sorted(set(fields) - set(content))
     if missing:
@@ -139,6 +150,11 @@ def _check(record: Any, position: int, fields: list[str] | None, seen_ids: set[A
     if extra:
         raise StepError(f"{where} has field(s) {', '.join(extra)} that the first record does not; every record needs the same content fields")
     return fields
+
+
+def _is_nan(value: Any) -> bool:
+    """A float NaN (numpy's too): what pandas and CSV readers give for a missing value."""
+    return isinstance(value, Real) and not isinstance(value, int) and math.isnan(value)
 
 
 def _schema(fields: Iterable[str], rows: list[dict[str, Any]]):

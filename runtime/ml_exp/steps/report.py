@@ -121,3 +121,33 @@ def comparison_png(scores: dict[str, float], metric: str, best: str, title: str 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def confusion_matrix_png(matrix: list[list[int]], labels: list[str], title: str = "") -> bytes:
+    """A PNG of the confusion matrix: true labels down, predicted across, counts in the cells."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    k = len(labels)
+    side = min(4 + 0.5 * k, 24)
+    figure = Figure(figsize=(side + 1.5, side), dpi=100)
+    FigureCanvasAgg(figure)  # the Agg backend, without touching pyplot's global state
+    axes = figure.add_subplot()
+    image = axes.imshow(matrix, cmap="Blues", interpolation="nearest")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    axes.set_xticks(range(k), labels=labels, rotation=45, ha="right", rotation_mode="anchor")
+    axes.set_yticks(range(k), labels=labels)
+    axes.set_xlabel("Predicted label")
+    axes.set_ylabel("True label")
+    if title:
+        axes.set_title(title)
+    peak = max((max(row) for row in matrix), default=0)
+    fontsize = max(5, min(10, 120 // max(k, 1)))
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            axes.text(j, i, str(count), ha="center", va="center", fontsize=fontsize,
+                      color="white" if peak and count > peak / 2 else "black")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -9,6 +9,7 @@ accelerate's ``nlp_example.py``. A tuning trial is a ``train_model`` too, into i
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -26,7 +27,7 @@ from ml_exp.search_space import as_settings
 from ml_exp.steps import StepError, tracking_records
 from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, SyncCheckpoints, WandbLog
 from ml_exp.steps.tuning import best_params
-from ml_exp.udf import UDFs
+from ml_exp.udf import UDFs, user_error
 
 # train_one(ctx, model_name): the backend trains one model until models/<model>/ is complete
 TrainOne = Callable[[Context, str], Any]
@@ -97,6 +98,8 @@ def train_model(
         Trainer,
         TrainingArguments,
         default_data_collator,
+        enable_full_determinism,
+        set_seed,
     )
 
     from ml_exp.tracking import log_model_reference, record, tracked
@@ -104,8 +107,17 @@ def train_model(
     config = ctx.config
     labels = json.loads(ctx.run.read_text(LABELS))
     splits = datasets.load_from_disk(str(data_dir))
+    # Before load_model: a new classification head is drawn from the global generators, so
+    # without this, two runs with the same settings start from different weights.
+    if config.full_determinism:
+        enable_full_determinism(config.seed)
+    else:
+        set_seed(config.seed)
     processor = saved_processor(data_dir) or _call(f"load_processor({model_name!r})", udfs.load_processor, model_name, ctx)
     model = _call(f"load_model({model_name!r})", udfs.load_model, model_name, labels, ctx)
+    if not isinstance(model, torch.nn.Module):
+        raise StepError(f"load_model({model_name!r}) returned {'None' if model is None else 'a ' + type(model).__name__}; "
+                        "return a model, e.g. AutoModelForSequenceClassification.from_pretrained(model_name, num_labels=len(labels))")
     if getattr(getattr(model, "config", None), "num_labels", len(labels)) != len(labels):
         raise StepError(f"load_model({model_name!r}) returned a model with {model.config.num_labels} outputs for {len(labels)} labels; pass num_labels=len(labels)")
 
@@ -130,6 +142,7 @@ def train_model(
         metric_for_best_model=config.metric_for_best_model,
         save_total_limit=2,
         seed=config.seed,
+        full_determinism=config.full_determinism,
         use_cpu=not cuda,
         # gloo between CPU ranks; None when alone (an explicit backend makes Accelerate expect a group)
         ddp_backend="gloo" if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
@@ -159,7 +172,7 @@ def train_model(
         trainer.remove_callback(ProgressCallback)
         if verbosity() != QUIET:
             trainer.add_callback(Console(model_name, config.metric_for_best_model, interactive()))
-    last = last_complete_checkpoint(checkpoints)
+    last = last_complete_checkpoint(checkpoints, ctx.log)
     if last:
         ctx.log.info("%s: resuming from %s", model_name, last)
     step = TUNING if trial else TRAINING
@@ -195,7 +208,7 @@ def train_model(
             "log_history": trainer.state.log_history,
         }
         folder = trial_dir(model_name, trial) if trial else model_dir(model_name)
-        with tempfile.TemporaryDirectory(prefix=f"ml-exp-{step}-model-") as out:
+        with tempfile.TemporaryDirectory(prefix=f"ml-exp-{step}-model-", dir=ctx.run.scratch_area()) as out:
             trainer.save_model(out)  # the best model (load_best_model_at_end), safetensors; rank 0 writes
             if trainer.is_world_process_zero():
                 if hasattr(processor, "save_pretrained"):
@@ -246,22 +259,35 @@ def saved_processor(data_dir: Path) -> Any:
         return AutoProcessor.from_pretrained(str(folder))
 
 
-def last_complete_checkpoint(checkpoints: Path) -> str | None:
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
+
+
+def last_complete_checkpoint(checkpoints: Path, log: Any = None) -> str | None:
     """The newest checkpoint that was completely written (a kill -9 can leave a partial one:
-    the Trainer writes trainer_state.json after the weights and optimizer state)."""
+    the Trainer writes trainer_state.json after the weights and optimizer state). One with
+    files missing since is skipped, naming them: an older one (or the start) rebuilds it."""
     if not checkpoints.is_dir():
         return None
-    found = [p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+    found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for folder in found:
+        missing = [f for f in CHECKPOINT_FILES if not (folder / f).is_file()] + ([] if any((folder / w).is_file() for w in WEIGHTS) else [WEIGHTS[0]])
+        if not missing:
+            return str(folder)
+        if log is not None:
+            log.warning("%s is damaged (%s missing); not resuming from it: training goes on from an earlier checkpoint or the start", folder, ", ".join(missing))
+    return None
 
 
 def _call(what: str, function: Callable[..., Any], *args: Any) -> Any:
+    """Call one of the five functions (``ctx`` is always their last argument)."""
     try:
         return function(*args)
     except StepError:
         raise
     except Exception as exc:
-        raise StepError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+        raise StepError(user_error(what, exc, args[-1].experiment_dir)) from exc
 
 
 def _metrics(udfs: UDFs, labels: list[str], ctx: Context, np: Any) -> Callable[[Any], dict[str, float]]:
@@ -273,7 +299,13 @@ def _metrics(udfs: UDFs, labels: list[str], ctx: Context, np: Any) -> Callable[[
         metrics = _call("compute_metrics", udfs.compute_metrics, predicted, prediction.label_ids.tolist(), labels, ctx)
         if not isinstance(metrics, dict) or wanted not in metrics:
             raise StepError(f"compute_metrics returned {sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__}; it must return a dict holding METRIC_FOR_BEST_MODEL = {wanted}")
-        return {name: float(value) for name, value in metrics.items()}
+        try:
+            values = {name: float(value) for name, value in metrics.items()}
+        except (TypeError, ValueError) as exc:
+            raise StepError(f"compute_metrics returned a value that is not a number ({exc}); return a dict of metric name -> number") from None
+        if math.isnan(values[wanted]):  # the Trainer would compare NaNs and keep an arbitrary "best" model
+            raise StepError(f"compute_metrics returned {wanted} = nan (METRIC_FOR_BEST_MODEL) on the validation split; return a number (e.g. 0.0 when undefined)")
+        return values
 
     return compute
 

@@ -46,7 +46,7 @@ class LocalBackend(Backend):
         return optuna_search(ctx, model_name, parameters, run_trial)
 
     def train(self, ctx: Context, model_name: str) -> Facts:
-        with tempfile.TemporaryDirectory(prefix=f"ml-exp-{TRAINING}-") as scratch:
+        with tempfile.TemporaryDirectory(prefix=f"ml-exp-{TRAINING}-", dir=ctx.run.scratch_area()) as scratch:
             data = local_input(ctx.run, prepared_dir(model_name), scratch)
             launch(ctx, TRAINING, model_name, data, checkpoints_for(ctx, model_name, Path(scratch)))
         return {}
@@ -100,7 +100,7 @@ def checkpoints_for(ctx: Context, model_name: str, scratch: Path) -> Path:
 def run_trial(ctx: Context, model_name: str, trial: str, environment: dict[str, str]) -> None:
     """One tuning trial (``ctx.config`` holds its settings): the training path into the trial's
     folder, its checkpoints thrown away afterwards (an interrupted study re-runs unfinished trials)."""
-    with tempfile.TemporaryDirectory(prefix=f"ml-exp-{TUNING}-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"ml-exp-{TUNING}-", dir=ctx.run.scratch_area()) as scratch:
         data = local_input(ctx.run, prepared_dir(model_name), scratch)
         launch(ctx, TUNING, model_name, data, Path(scratch) / "checkpoints", trial=trial, environment=environment)
 
@@ -143,6 +143,7 @@ def launch(
         *(["--trial", trial] if trial else []),
     ]  # fmt: skip
     ctx.log.info("%s of %s: %d process(es)", step, model_name, processes)
+    # not in the run's scratch area: a full or read-only storage must not hide the error itself
     with tempfile.TemporaryDirectory(prefix=f"ml-exp-{step}-errors-") as errors:
         env[ERROR_FILE] = os.path.join(errors, "error")
         returncode = subprocess.run(command, env=env, preexec_fn=die_with_parent).returncode

@@ -37,7 +37,7 @@ def optuna_search(ctx: Context, model_name: str, parameters: tuple[Parameter, ..
 
     config, run, folder = ctx.config, ctx.run, tuning_dir(model_name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix=f"ml-exp-{TUNING}-study-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"ml-exp-{TUNING}-study-", dir=run.scratch_area()) as scratch:
         db = Path(scratch) / STUDY
         if run.exists(f"{folder}/{STUDY}"):
             db.write_bytes(run.read_bytes(f"{folder}/{STUDY}"))

@@ -8,6 +8,7 @@ settings come from the experiment's settings.ini and the environment the backend
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,8 @@ from ml_exp.console import QUIET, quiet_libraries, verbosity
 from ml_exp.context import Context
 from ml_exp.names import TRAINING, TUNING
 from ml_exp.steps import StepError
-from ml_exp.store import Store
+from ml_exp.storage_errors import io_problem
+from ml_exp.store import Store, StoreError
 from ml_exp.udf import load_udfs
 
 
@@ -54,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
             sync_checkpoints=run.store.is_s3 and args.trial is None, callbacks=pruning_callbacks(config),
         )  # fmt: skip
     except Exception as exc:
-        message = str(exc) if isinstance(exc, StepError) else f"{type(exc).__name__}: {exc}"
+        # a problem the user can act on is one line (read-only or full storage: the path and the
+        # errno); only an unexpected error keeps its traceback
+        known = str(exc) if isinstance(exc, (StepError, StoreError)) else io_problem(exc, near=str(args.checkpoints))
+        message = known or f"{type(exc).__name__}: {exc}"
         if os.environ.get(ERROR_FILE):
-            Path(f"{os.environ[ERROR_FILE]}.rank{rank}").write_text(json.dumps({"rank": rank, "error": message}))
-        if isinstance(exc, StepError):
+            with contextlib.suppress(OSError):
+                Path(f"{os.environ[ERROR_FILE]}.rank{rank}").write_text(json.dumps({"rank": rank, "error": message}))
+        if known:
             logging.getLogger("ml_exp").error(message)
             return 1
         raise

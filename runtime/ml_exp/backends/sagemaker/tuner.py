@@ -12,7 +12,7 @@ trial differs in from a training job:
   trial would; and the tuned values, as hyperparameters named
   like the settings (``learning_rate``...), which override the settings;
 - metric definitions read the objective (and the loss) from the lines the training step prints
-  (``ml-exp-metric: eval_<name>=<value>;``, :data:`ml_exp.steps.training.METRIC_LINE`);
+  (``ml-exp-metric: eval_<name>=<value>;``, :data:`ml_exp.steps.training_callbacks.METRIC_LINE`);
 - how it starts. The tuning API cannot set a container entrypoint, so a trial runs the image's
   own: the training toolkit of the Deep Learning Container the image extends, which runs the
   hyperparameter ``sagemaker_program`` from ``/opt/ml/code``. The SDK sets it to the entry
@@ -69,7 +69,7 @@ COUNTERS = (("Completed", "completed"), ("InProgress", "in progress"), ("Retryab
             ("NonRetryableError", "failed"), ("Stopped", "stopped"))
 # A trial's TrainingJobStatus as the tuning step's trial state.
 STATES = {"InProgress": "running", "Completed": "completed", "Failed": "failed", "Stopping": "stopped", "Stopped": "stopped"}
-METRIC_REGEX = r"ml-exp-metric: {name}=([-+0-9.eE]+);"  # matches ml_exp.steps.training.METRIC_LINE
+METRIC_REGEX = r"ml-exp-metric: {name}=([-+0-9.eE]+);"  # matches ml_exp.steps.training_callbacks.METRIC_LINE
 SCALING = {"uniform": ("Continuous", "Linear"), "log-uniform": ("Continuous", "Logarithmic"),
            "int": ("Integer", "Linear"), "log-int": ("Integer", "Logarithmic")}
 # Settings left to the image's settings.ini first when the environment is over ENV_MAX: those
