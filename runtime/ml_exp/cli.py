@@ -191,7 +191,7 @@ def _setup_logging() -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(_PlainFormatter())
     level = {QUIET: logging.WARNING, VERBOSE: logging.DEBUG}.get(verbosity(), logging.INFO)
-    logging.basicConfig(level=logging.INFO if level == logging.DEBUG else level, handlers=[handler])
+    logging.basicConfig(level=logging.INFO if level == logging.DEBUG else level, format="%(message)s", handlers=[handler])
     logging.getLogger("ml_exp").setLevel(level)
 
 
