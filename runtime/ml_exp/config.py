@@ -35,6 +35,7 @@ from ml_exp.parsers import (
     parse_int,
     parse_list,
     parse_model_names,
+    parse_optional_choice_int,
     parse_optional_float,
     parse_pattern,
     parse_split_ratios,
@@ -208,6 +209,13 @@ class Config:
         "Instance of the preparation job (encoding: CPUs, no GPU needed).")
     inference_instance_type: str = setting("ml.g5.xlarge", _instance_type("ml.g5.xlarge"), "sagemaker",
         "Instance of the inference jobs (every model on the test split).")
+    endpoint_instance_type: str = setting("ml.g5.xlarge", _instance_type("ml.g5.xlarge"), "sagemaker",
+        "Instances of the endpoint exp deploy creates from a run's model: their type.")
+    endpoint_instance_count: int = setting("1", parse_int(1), "sagemaker",
+        "Instances of that endpoint: how many (requests are spread over them).")
+    endpoint_serverless_memory_mb: int | None = setting("", parse_optional_choice_int(1024, 2048, 3072, 4096, 5120, 6144), "sagemaker",
+        "exp deploy: a serverless endpoint with this much memory (1024 to 6144, in steps of 1024) instead of\n"
+        "instances (empty = instances). Serverless endpoints have no GPU and cannot be in a VPC.")
     use_spot: bool = setting("false", parse_bool, "sagemaker",
         "Managed spot training; MAX_WAIT_HOURS (>= MAX_RUN_HOURS) bounds the wait for capacity.")
     max_run_hours: float = setting("24", parse_float(0, 28 * 24, low_open=True), "sagemaker",
