@@ -209,7 +209,7 @@ class Config:
         "Instance of the preparation job (encoding: CPUs, no GPU needed).")
     inference_instance_type: str = setting("ml.g5.xlarge", _instance_type("ml.g5.xlarge"), "sagemaker",
         "Instance of the inference jobs (every model on the test split).")
-    endpoint_instance_type: str = setting("ml.g5.xlarge", _instance_type("ml.g5.xlarge"), "sagemaker",
+    endpoint_instance_type: str = setting("ml.g4dn.xlarge", _instance_type("ml.g4dn.xlarge"), "sagemaker",
         "Instances of the endpoint exp deploy creates from a run's model: their type.")
     endpoint_instance_count: int = setting("1", parse_int(1), "sagemaker",
         "Instances of that endpoint: how many (requests are spread over them).")
