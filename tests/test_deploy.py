@@ -62,6 +62,7 @@ def sm():
     return boto3.client("sagemaker")
 
 
+@pytest.mark.slow  # a run trained for real
 def test_deploy_creates_a_tagged_endpoint_of_the_run_and_records_it(s3_run, trained_run):
     done = deploy(trained_run.project, 1, None, poll_seconds=0.01, announce=lambda m: None)
     name = done["endpoint_name"]
@@ -105,6 +106,7 @@ def test_deploy_creates_a_tagged_endpoint_of_the_run_and_records_it(s3_run, trai
     assert recorded[0]["spec_uri"] == f"{s3_run.uri}/deployments/{name}.json"
 
 
+@pytest.mark.slow  # a run trained for real
 def test_kms_vpc_and_serverless_when_set(s3_run, trained_run, monkeypatch):
     monkeypatch.setenv("KMS_KEY_ID", KMS)
     monkeypatch.setenv("SUBNETS", "subnet-0abc,subnet-0def")
@@ -129,6 +131,7 @@ def test_kms_vpc_and_serverless_when_set(s3_run, trained_run, monkeypatch):
     assert len(s3_run.read_manifest()["deployments"]) == 2
 
 
+@pytest.mark.slow  # a run trained for real
 def test_dry_run_saves_the_requests_and_sends_nothing(s3_run, trained_run):
     done = subprocess.run([EXP, "deploy", "--run", "1", "--dry-run"], cwd=trained_run.project, env=dict(os.environ),
                           capture_output=True, text=True, timeout=300)
@@ -143,6 +146,7 @@ def test_dry_run_saves_the_requests_and_sends_nothing(s3_run, trained_run):
     assert not s3_run.exists("serving/tiny-bert/model.tar.gz") and "deployments" not in s3_run.read_manifest()
 
 
+@pytest.mark.slow  # a run trained for real
 def test_endpoints_lists_this_experiments_and_undeploy_removes_all_three(s3_run, trained_run):
     first = deploy(trained_run.project, 1, None, poll_seconds=0.01, announce=lambda m: None)["endpoint_name"]
     second = deploy(trained_run.project, 1, None, poll_seconds=0.01, announce=lambda m: None)["endpoint_name"]
@@ -176,6 +180,7 @@ def test_endpoints_lists_this_experiments_and_undeploy_removes_all_three(s3_run,
     assert undeploy(trained_run.project, second) == [f"endpoint {second}", f"endpoint config {second}", f"model {second}"]
 
 
+@pytest.mark.slow  # a run trained for real
 def test_a_run_on_local_storage_is_pointed_to_exp_serve(trained_run):
     done = subprocess.run([EXP, "deploy", "--run", "1"], cwd=trained_run.project, env=trained_run.env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "exp serve --run 1" in done.stderr and "Traceback" not in done.stderr

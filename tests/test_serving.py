@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+# every test here uses a run trained for real (the session's trained_run: `exp run`, ~40 s)
+pytestmark = pytest.mark.slow
 EXP = str(Path(sys.executable).with_name("exp"))
 JSONL = "application/jsonlines"
 
