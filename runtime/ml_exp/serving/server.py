@@ -39,7 +39,7 @@ class Batcher:
     """One thread runs the predictor; requests queue up and are scored in batches of at most
     ``max_records`` records (what is waiting when the thread is free: no added delay)."""
 
-    def __init__(self, predictor: Predictor, max_records: int = 64):
+    def __init__(self, predictor: Predictor, max_records: int = 16):
         self.predictor, self.max_records = predictor, max_records
         self.jobs: queue.Queue[tuple[list, Future]] = queue.Queue()
         self.thread = threading.Thread(target=self._work, name="ml-exp-predictor", daemon=True)
@@ -138,7 +138,9 @@ def create_app(predictor: Predictor, max_bytes: int = MAX_BYTES, max_records: in
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    batcher = Batcher(predictor, batch_records or max(64, predictor.batch_size))
+    # batches of PER_DEVICE_EVAL_BATCH_SIZE (the inference step's): bigger ones make the clients wait together and
+    # leave the model idle while they all send their next requests
+    batcher = Batcher(predictor, batch_records or predictor.batch_size)
     log = logging.getLogger("ml_exp.serving")
 
     def error(message: str, status: int) -> JSONResponse:
