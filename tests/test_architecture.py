@@ -17,9 +17,9 @@ LAYERS = [
     {"ml_exp.config"},
     {"ml_exp.layout", "ml_exp.storage_errors", "ml_exp.run_folder", "ml_exp.store", "ml_exp.lease", "ml_exp.context", "ml_exp.udf",
      "ml_exp.manifest", "ml_exp.search_space", "ml_exp.tracking", "ml_exp.validate", "ml_exp.defaults"},
-    {"ml_exp.steps"},
+    {"ml_exp.steps", "ml_exp.serving"},
     {"ml_exp.backends"},
-    {"ml_exp.pipeline", "ml_exp.runs", "ml_exp.summary", "ml_exp.testing", "ml_exp.compare"},
+    {"ml_exp.pipeline", "ml_exp.runs", "ml_exp.summary", "ml_exp.testing", "ml_exp.compare", "ml_exp.production"},
     {"ml_exp.cli"},
 ]
 

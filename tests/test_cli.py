@@ -35,7 +35,7 @@ def fresh_demo(tmp_path) -> Path:
 def test_version_and_help(tmp_path):
     assert exp("--version", cwd=tmp_path).stdout.strip() == f"ml-exp {ml_exp.__version__}"
     help_text = exp("--help", cwd=tmp_path).stdout
-    for command in ("validate", "run", "runs"):
+    for command in ("validate", "run", "runs", "predict", "serve", "deploy", "endpoints", "undeploy"):
         assert command in help_text
 
 

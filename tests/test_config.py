@@ -183,10 +183,24 @@ def test_known_keys_cover_the_brief():
         "MIXED_PRECISION", "EARLY_STOPPING_PATIENCE", "METRIC_FOR_BEST_MODEL", "CLASS_WEIGHTS", "TUNING_TRIALS",
         "TUNING_PARALLEL_TRIALS", "TUNING_SPACE", "TUNING_OBJECTIVE", "TUNING_DIRECTION", "WANDB_PROJECT",
         "WANDB_ENTITY", "WANDB_MODE", "AWS_REGION", "SAGEMAKER_ROLE_ARN", "IMAGE_URI", "TRAINING_INSTANCE_TYPE",
-        "TRAINING_INSTANCE_COUNT", "PREPARATION_INSTANCE_TYPE", "INFERENCE_INSTANCE_TYPE", "USE_SPOT", "MAX_RUN_HOURS",
+        "TRAINING_INSTANCE_COUNT", "PREPARATION_INSTANCE_TYPE", "INFERENCE_INSTANCE_TYPE", "ENDPOINT_INSTANCE_TYPE",
+        "ENDPOINT_INSTANCE_COUNT", "ENDPOINT_SERVERLESS_MEMORY_MB", "USE_SPOT", "MAX_RUN_HOURS",
         "MAX_WAIT_HOURS", "VOLUME_SIZE_GB", "KMS_KEY_ID", "SUBNETS", "SECURITY_GROUP_IDS",
     }  # fmt: skip
     assert KNOWN_KEYS - brief == {"TUNING_TRIAL_EPOCHS", "FULL_DETERMINISM"}  # added in the same style
+
+
+@pytest.mark.parametrize(("text", "value"), [("", None), ("1024", 1024), ("6144", 6144), (" 3072 ", 3072)])
+def test_endpoint_serverless_memory_is_empty_or_a_size_sagemaker_offers(tmp_path, text, value):
+    write_settings(tmp_path, {**GOOD, "ENDPOINT_SERVERLESS_MEMORY_MB": text})
+    assert load_config(tmp_path, environ={}).endpoint_serverless_memory_mb == value
+
+
+@pytest.mark.parametrize("text", ["1000", "8192", "2 GB"])
+def test_endpoint_serverless_memory_refuses_other_sizes(tmp_path, text):
+    write_settings(tmp_path, {**GOOD, "ENDPOINT_SERVERLESS_MEMORY_MB": text})
+    with pytest.raises(ConfigError, match="ENDPOINT_SERVERLESS_MEMORY_MB.*use one of: 1024, 2048, 3072, 4096, 5120, 6144"):
+        load_config(tmp_path, environ={})
 
 
 @pytest.mark.parametrize(("old", "new"), [("INSTANCE_TYPE", "TRAINING_INSTANCE_TYPE"), ("INSTANCE_COUNT", "TRAINING_INSTANCE_COUNT")])

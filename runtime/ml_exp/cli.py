@@ -7,8 +7,9 @@ Heavy modules are imported inside the commands, so that `exp --help` starts fast
 from __future__ import annotations
 
 import json
-import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -131,10 +132,10 @@ def run(
 
     if verbose and quiet:
         raise typer.BadParameter("--verbose and --quiet contradict each other; choose one", param_hint="--verbose/--quiet")
-    from ml_exp.console import NORMAL, QUIET, VERBOSE, set_verbosity
+    from ml_exp.console import NORMAL, QUIET, VERBOSE, set_verbosity, setup_logging
 
     set_verbosity(VERBOSE if verbose else QUIET if quiet else NORMAL)
-    _setup_logging()
+    setup_logging()
     from ml_exp.pipeline import ACCEPT_OPTION, ProblemsFound, SettingsChanged, StepFailed, run_pipeline
     from ml_exp.store import StoreError
 
@@ -175,32 +176,6 @@ def _announce(message: str) -> None:
 
     if verbosity() != QUIET:
         typer.echo(message)
-
-
-def _setup_logging() -> None:
-    """Our log lines: plain off a terminal, rich on one; INFO, WARNING with -q, DEBUG with -v."""
-    from ml_exp.console import QUIET, VERBOSE, interactive, verbosity
-
-    if interactive():
-        from rich.logging import RichHandler
-
-        handler: logging.Handler = RichHandler(show_path=False, show_time=False, markup=False)
-    else:  # logs and CI: plain lines, no bars redrawn line after line
-        os.environ.setdefault("TQDM_DISABLE", "1")
-        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-        handler = logging.StreamHandler()
-        handler.setFormatter(_PlainFormatter())
-    level = {QUIET: logging.WARNING, VERBOSE: logging.DEBUG}.get(verbosity(), logging.INFO)
-    logging.basicConfig(level=logging.INFO if level == logging.DEBUG else level, format="%(message)s", handlers=[handler])
-    logging.getLogger("ml_exp").setLevel(level)
-
-
-class _PlainFormatter(logging.Formatter):
-    """A message as it is; warnings and errors say so in front."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = super().format(record)
-        return message if record.levelno < logging.WARNING else f"{record.levelname}: {message}"
 
 
 def _problem(where: str, message: str):
@@ -271,6 +246,141 @@ def compare(
         console.print(f"  {line}", markup=False, highlight=False)
     output.write_bytes(comparison_png(comparison, f"{config.experiment_name}: {comparison['metric']} per run"))
     console.print(f"chart: {output}", markup=False, highlight=False, soft_wrap=True)
+
+
+# --- from a run to production: predict, serve, deploy, endpoints, undeploy ----------------------
+
+RunOption = Annotated[int, typer.Option("--run", min=1, help="The run whose model to use.")]
+ModelOption = Annotated[Optional[str], typer.Option("--model", help="A model of the run (default: its best on the comparison metric).")]
+
+
+@contextmanager
+def _production_errors(where: str) -> Iterator[None]:
+    """The errors of the production commands a user can fix, as problems (exit 1), not tracebacks."""
+    from ml_exp.config import ConfigError
+    from ml_exp.production import ProductionError
+    from ml_exp.serving.predictor import RequestError
+    from ml_exp.steps import StepError
+    from ml_exp.store import StoreError
+    from ml_exp.udf import UDFError
+
+    try:
+        yield
+    except (ConfigError, UDFError) as exc:
+        _print_problems(exc.problems)
+        raise typer.Exit(1) from None
+    except ProductionError as exc:
+        _print_problems([_problem(exc.where, exc.message)])
+        raise typer.Exit(1) from None
+    except (StoreError, StepError, RequestError) as exc:
+        _print_problems([_problem(where, str(exc))])
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def predict(
+    input_file: Annotated[str, typer.Argument(metavar="INPUT", help="JSON Lines records (the fields reconcile yields; label optional), or - for stdin.")],
+    run_num: RunOption,
+    model: ModelOption = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the predictions here (default: stdout).")] = None,
+    experiment_dir: ExperimentDir = Path("."),
+) -> None:
+    """Predict records with a run's model on this machine: a JSON line per record (id, prediction, scores)."""
+    import sys
+    import tempfile
+
+    from ml_exp.production import load_predictor, predict_lines
+
+    source = "stdin" if input_file == "-" else input_file
+    if input_file != "-" and not Path(input_file).is_file():
+        raise typer.BadParameter(f"{input_file} is not a file", param_hint="INPUT")
+    with _production_errors("--run"), tempfile.TemporaryDirectory(prefix="ml-exp-predict-") as scratch:
+        predictor = load_predictor(experiment_dir, run_num, model, Path(scratch))
+        lines = sys.stdin if input_file == "-" else open(input_file, encoding="utf-8")
+        out = open(output, "w", encoding="utf-8") if output else sys.stdout
+        try:
+            count = predict_lines(predictor, lines, out, source)
+        finally:
+            if output:
+                out.close()
+            if lines is not sys.stdin:
+                lines.close()
+    if output:
+        typer.echo(f"{count} predictions of run_{run_num} model {predictor.info['model']} in {output}", err=True)
+
+
+@app.command()
+def serve(
+    run_num: RunOption,
+    model: ModelOption = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port (SageMaker's is 8080).")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    experiment_dir: ExperimentDir = Path("."),
+) -> None:
+    """Serve a run's model over HTTP as a SageMaker endpoint does: GET /ping, POST /invocations (JSON, JSON Lines)."""
+    import tempfile
+
+    from ml_exp.production import load_predictor
+    from ml_exp.serving.server import serve as run_server
+
+    with _production_errors("--run"), tempfile.TemporaryDirectory(prefix="ml-exp-serve-") as scratch:
+        predictor = load_predictor(experiment_dir, run_num, model, Path(scratch))
+        run_server(predictor, host=host, port=port, announce=lambda message: typer.echo(message, err=True))
+
+
+@app.command()
+def deploy(
+    run_num: RunOption,
+    model: ModelOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print and save (in the run) the requests; send nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the endpoint is in service.")] = True,
+    experiment_dir: ExperimentDir = Path("."),
+) -> None:
+    """Deploy a run's model as a SageMaker endpoint named <experiment>-r<run>-<model>-<token>."""
+    from ml_exp.console import setup_logging
+    from ml_exp.production import deploy as deploy_model
+
+    setup_logging()
+    with _production_errors("--run"):
+        done = deploy_model(experiment_dir, run_num, model, dry_run=dry_run, wait=wait, announce=_announce)
+    if dry_run:
+        typer.echo(json.dumps(done["requests"], indent=2))
+        typer.echo(f"dry run, nothing sent: endpoint {done['endpoint_name']} described in {done['spec_uri']}", err=True)
+        return
+    typer.echo(f"endpoint {done['endpoint_name']}: {done['status']} (run_{run_num}, model {done['model']}; "
+               f"recorded in run_{run_num}'s manifest)")
+
+
+@app.command()
+def endpoints(
+    experiment_dir: ExperimentDir = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """List this experiment's SageMaker endpoints (from their tags): status, run, model."""
+    from ml_exp.production import list_endpoints
+
+    with _production_errors("AWS"):
+        found = list_endpoints(experiment_dir)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        typer.echo("no endpoints of this experiment")
+    for e in found:
+        typer.echo(f"{e['endpoint']}  {e['status']}  run_{e['run']}  {e['model']}  {e['created']}")
+
+
+@app.command()
+def undeploy(
+    name: Annotated[str, typer.Argument(help="The endpoint (as exp endpoints lists it).")],
+    experiment_dir: ExperimentDir = Path("."),
+) -> None:
+    """Delete a SageMaker endpoint of this experiment, its endpoint config and its model."""
+    from ml_exp.production import undeploy as delete_endpoint
+
+    with _production_errors("NAME"):
+        deleted = delete_endpoint(experiment_dir, name)
+    typer.echo("deleted " + ", ".join(deleted))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,8 +26,8 @@ from ml_exp import names
 from ml_exp.names import AWS_REGION_RE, INSTANCE_TYPE_RE, ROLE_ARN_RE, WANDB_ENTITY_RE, WANDB_PROJECT_RE
 from ml_exp.names import STEP_NAMES as STEPS
 from ml_exp.parsers import (indented_settings, parse_auto_or_int, parse_bool, parse_choice, parse_experiment_name, parse_float,
-                            parse_int, parse_list, parse_model_names, parse_optional_float, parse_pattern,
-                            parse_split_ratios, parse_storage_uri, parse_text, Parser)
+                            parse_int, parse_list, parse_model_names, parse_optional_choice_int, parse_optional_float,
+                            parse_pattern, parse_split_ratios, parse_storage_uri, parse_text, Parser)
 
 SETTINGS_FILE = "settings.ini"
 SECTION = "settings"
@@ -201,6 +201,13 @@ class Config:
         "Instance of the preparation job (encoding: CPUs, no GPU needed).")
     inference_instance_type: str = setting("ml.g5.xlarge", _instance_type("ml.g5.xlarge"), "sagemaker",
         "Instance of the inference jobs (every model on the test split).")
+    endpoint_instance_type: str = setting("ml.g4dn.xlarge", _instance_type("ml.g4dn.xlarge"), "sagemaker",
+        "Instances of the endpoint exp deploy creates from a run's model: their type.")
+    endpoint_instance_count: int = setting("1", parse_int(1), "sagemaker",
+        "Instances of that endpoint: how many (requests are spread over them).")
+    endpoint_serverless_memory_mb: int | None = setting("", parse_optional_choice_int(1024, 2048, 3072, 4096, 5120, 6144), "sagemaker",
+        "exp deploy: a serverless endpoint with this much memory (1024 to 6144, in steps of 1024) instead of\n"
+        "instances (empty = instances). Serverless endpoints have no GPU and cannot be in a VPC.")
     use_spot: bool = setting("false", parse_bool, "sagemaker",
         "Managed spot training; MAX_WAIT_HOURS (>= MAX_RUN_HOURS) bounds the wait for capacity.")
     max_run_hours: float = setting("24", parse_float(0, 28 * 24, low_open=True), "sagemaker",

@@ -49,3 +49,27 @@ def quiet_libraries() -> None:
         os.environ.setdefault(name, value)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def setup_logging() -> None:
+    """Our log lines: plain off a terminal, rich on one; INFO, WARNING when quiet, DEBUG when verbose."""
+    if interactive():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, show_time=False, markup=False)
+    else:  # logs and CI: plain lines, no bars redrawn line after line
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        handler = logging.StreamHandler()
+        handler.setFormatter(PlainFormatter())
+    level = {QUIET: logging.WARNING, VERBOSE: logging.DEBUG}.get(verbosity(), logging.INFO)
+    logging.basicConfig(level=logging.INFO if level == logging.DEBUG else level, format="%(message)s", handlers=[handler])
+    logging.getLogger("ml_exp").setLevel(level)
+
+
+class PlainFormatter(logging.Formatter):
+    """A message as it is; warnings and errors say so in front."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno < logging.WARNING else f"{record.levelname}: {message}"

@@ -17,6 +17,8 @@
       jobs/<job>.json, jobs/<job>.result.json      SageMaker: each job's specification and its facts
       .scratch/                       temporary files of the step running now (file:// storage), cleared
                                       when a step ends and whenever the run (re)starts
+      serving/<model>/model.tar.gz    exp deploy: the model packed for an endpoint (SageMaker unpacks it in /opt/ml/model)
+      deployments/<endpoint>.json     exp deploy: each endpoint's requests (model, endpoint config, endpoint)
 
 A folder counts once its ``_COMPLETE`` marker exists (:meth:`ml_exp.store.Run.is_complete`).
 ``<model>`` is :func:`model_key` of a model name. Pure: paths are relative to the run folder.
@@ -70,6 +72,14 @@ COMPARISON_PNG = "comparison.png"
 JOBS = "jobs"
 SCRATCH = ".scratch"
 
+# Serving (exp predict / serve / deploy). A serving bundle is a folder: the model folder's files
+# at its root, the processor that encoded the data in PROCESSOR/, and SERVING_INFO (labels, the
+# records' fields, the run's settings, where it comes from). Packed as MODEL_ARCHIVE for SageMaker.
+SERVING = "serving"
+SERVING_INFO = "serving.json"
+MODEL_ARCHIVE = "model.tar.gz"
+DEPLOYMENTS = "deployments"
+
 
 def run_dir(num: int) -> str:
     return f"run_{num}"
@@ -108,6 +118,14 @@ def trial_dir(model_name: str, trial: str) -> str:
 
 def inference_dir(model_name: str) -> str:
     return f"{INFERENCE}/{model_key(model_name)}"
+
+
+def serving_dir(model_name: str) -> str:
+    return f"{SERVING}/{model_key(model_name)}"
+
+
+def deployment_spec(endpoint_name: str) -> str:
+    return f"{DEPLOYMENTS}/{endpoint_name}.json"
 
 
 def job_spec(job_name: str) -> str:

@@ -74,6 +74,23 @@ def parse_choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def parse_optional_choice_int(*allowed: int) -> Callable[[str], int | None]:
+    """Empty = None; otherwise one of the whole numbers ``allowed``."""
+
+    def parse(raw: str) -> int | None:
+        if not raw.strip():
+            return None
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = None
+        if value not in allowed:
+            raise ValueError(f"{raw!r} is not allowed; leave it empty or use one of: {', '.join(map(str, allowed))}")
+        return value
+
+    return parse
+
+
 def parse_auto_or_int(raw: str) -> int | None:
     """``auto`` = None (the runtime decides); otherwise a whole number >= 1."""
     if raw.strip().lower() == "auto":

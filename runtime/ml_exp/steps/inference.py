@@ -15,13 +15,11 @@ predictions stream to the writers; only int predictions/references and the matri
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import math
 import tempfile
 from array import array
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from ml_exp.layout import (
 from ml_exp.names import INFERENCE
 from ml_exp.steps import StepError, local_input, tracking_records
 from ml_exp.steps.report import confusion_matrix_png
+from ml_exp.steps.scoring import Scorer, accepted_inputs, load_classifier, model_inputs
 from ml_exp.store import OutputExistsError, Run
 from ml_exp.udf import UDFs, user_error
 
@@ -53,8 +52,6 @@ from ml_exp.udf import UDFs, user_error
 InferOne = Callable[[Context, str], Any]
 # Rows buffered before a Parquet row group is written (bounded memory per group).
 PARQUET_ROWS_PER_GROUP = 65_536
-# Columns of the prepared data that are not model inputs.
-_NOT_INPUTS = {"id", "label", "labels"}
 
 
 def run_inference(ctx: Context, infer_one: InferOne) -> dict[str, Any]:
@@ -155,7 +152,6 @@ def _labels(run: Run, trained: Path, model_name: str) -> list[str]:
 
 def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
     import datasets
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
         splits = datasets.load_from_disk(str(prepared))  # memory-mapped
@@ -175,30 +171,11 @@ def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
     if names is not None and list(names) != list(labels):
         raise StepError(f"the {TEST} split's label names {list(names)} differ from {LABELS} {labels}.")
 
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(trained))
-    except (OSError, ValueError) as exc:
-        raise StepError(f"the trained model of {model_name!r} ({trained}) cannot be loaded: {exc}; rebuild it in a new run with `exp run`.") from None
-    num_labels = getattr(model.config, "num_labels", len(labels))
-    if num_labels != len(labels):
-        raise StepError(f"model {model_name!r} has {num_labels} outputs but there are {len(labels)} labels {labels}.")
-
-    tokenizer = None
-    if any((trained / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")):
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(trained))
-        except (OSError, ValueError) as exc:
-            raise StepError(f"the processor saved with model {model_name!r} ({trained}) cannot be loaded: {exc}; rebuild it in a new run with `exp run`.") from None
-        if tokenizer.pad_token is None and getattr(tokenizer, "eos_token", None) is not None:
-            tokenizer.pad_token = tokenizer.eos_token
-
-    parameters = inspect.signature(model.forward).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    accepted = set(parameters)
-    inputs = [c for c in test.column_names if c not in _NOT_INPUTS and (takes_any or c in accepted)]
+    model, tokenizer = load_classifier(trained, labels, model_name)
+    inputs = model_inputs(model, test.column_names)
     if not inputs:
         raise StepError(f"the {TEST} split of model {model_name!r} has no model inputs (columns: {test.column_names}; "
-                        f"the model accepts {sorted(accepted)}); check encode().")
+                        f"the model accepts {accepted_inputs(model)}); check encode().")
     return test, model, tokenizer, inputs
 
 
@@ -212,7 +189,6 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     test, model, tokenizer, inputs = _load(prepared, trained, labels, model_name)
@@ -221,18 +197,7 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
         raise StepError(f"the {TEST} split of model {model_name!r} is empty; give reconcile() more records or "
                         "raise the test share of SPLIT_RATIOS.")
     batch_size = ctx.config.per_device_eval_batch_size
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
-    autocast = nullcontext()
-    precision = getattr(ctx.config, "mixed_precision", "no")
-    if device.type == "cuda" and precision in ("fp16", "bf16"):
-        autocast = torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
-    collator = None
-    if tokenizer is not None and tokenizer.pad_token is not None:  # else: inputs of equal length (as in training)
-        from transformers import DataCollatorWithPadding
-
-        collator = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-
+    scorer = Scorer(model, tokenizer, inputs, len(labels), model_name, getattr(ctx.config, "mixed_precision", "no"))
     k = len(labels)
     score_columns = [f"score_{label}" for label in labels]
     schema = pa.schema([("id", pa.string()), ("true_label", pa.string()), ("predicted_label", pa.string())]
@@ -256,51 +221,31 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
         rows = csv.writer(csv_file)
         rows.writerow(schema.names)
         task = progress.add_task(f"inference {model_name}", total=batches)
-        with torch.no_grad():
-            for batch in data.iter(batch_size=batch_size):
-                features = _tensors(batch, inputs, collator, model_name)
-                with autocast:
-                    logits = model(**{name: t.to(device) for name, t in features.items()}).logits
-                if logits.shape[-1] != k:
-                    raise StepError(f"model {model_name!r} returned {logits.shape[-1]} scores per record, expected {k}.")
-                probs = logits.float().softmax(dim=-1).cpu().numpy()
-                predicted = probs.argmax(axis=-1)
-                truth = np.asarray(batch["label"], dtype=np.int64)
-                if truth.size and (truth.min() < 0 or truth.max() >= k):
-                    raise StepError(f"the {TEST} split has label ids outside 0..{k - 1}.")
-                np.add.at(matrix, (truth, predicted), 1)
-                predictions.extend(int(p) for p in predicted)
-                references.extend(int(t) for t in truth)
+        for batch in data.iter(batch_size=batch_size):
+            probs = scorer.scores(batch)  # the forward pass of ml_exp.steps.scoring, shared with the predictor
+            predicted = probs.argmax(axis=-1)
+            truth = np.asarray(batch["label"], dtype=np.int64)
+            if truth.size and (truth.min() < 0 or truth.max() >= k):
+                raise StepError(f"the {TEST} split has label ids outside 0..{k - 1}.")
+            np.add.at(matrix, (truth, predicted), 1)
+            predictions.extend(int(p) for p in predicted)
+            references.extend(int(t) for t in truth)
 
-                ids = [str(i) for i in batch["id"]]
-                true_names = [labels[t] for t in truth]
-                predicted_names = [labels[p] for p in predicted]
-                buffer["id"].extend(ids)
-                buffer["true_label"].extend(true_names)
-                buffer["predicted_label"].extend(predicted_names)
-                for c, column in enumerate(score_columns):
-                    buffer[column].extend(probs[:, c].tolist())
-                rows.writerows([i, t, p, *(f"{s:.6g}" for s in row)]
-                               for i, t, p, row in zip(ids, true_names, predicted_names, probs.tolist()))
-                if len(buffer["id"]) >= PARQUET_ROWS_PER_GROUP:
-                    flush(writer)
-                progress.advance(task)
+            ids = [str(i) for i in batch["id"]]
+            true_names = [labels[t] for t in truth]
+            predicted_names = [labels[p] for p in predicted]
+            buffer["id"].extend(ids)
+            buffer["true_label"].extend(true_names)
+            buffer["predicted_label"].extend(predicted_names)
+            for c, column in enumerate(score_columns):
+                buffer[column].extend(probs[:, c].tolist())
+            rows.writerows([i, t, p, *(f"{s:.6g}" for s in row)]
+                           for i, t, p, row in zip(ids, true_names, predicted_names, probs.tolist()))
+            if len(buffer["id"]) >= PARQUET_ROWS_PER_GROUP:
+                flush(writer)
+            progress.advance(task)
         flush(writer)
     return n, predictions.tolist(), references.tolist(), matrix.tolist()
-
-
-def _tensors(batch: Mapping[str, list], inputs: list[str], collator: Any, model_name: str) -> dict:
-    import torch
-
-    if collator is not None:
-        rows = [dict(zip(inputs, values)) for values in zip(*(batch[c] for c in inputs))]
-        return dict(collator(rows))
-    try:
-        return {c: torch.tensor(batch[c]) for c in inputs}
-    except (ValueError, TypeError) as exc:
-        raise StepError(f"the test records of model {model_name!r} have inputs of different lengths and no tokenizer "
-                        "was saved with the model to pad them; save the processor in the model folder "
-                        f"(models/{model_key(model_name)}/) or pad in encode() ({exc}).") from None
 
 
 # --- metrics and outputs -------------------------------------------------------------------------

@@ -17,6 +17,11 @@ The step's facts go to the run's jobs folder (:func:`ml_exp.layout.job_result`) 
 manifest. A tuning trial trains with its values within the per-trial budget
 (:func:`ml_exp.steps.tuning.trial_settings`) into its trial folder, as a trial of the local backend.
 ``ML_EXP_SAGEMAKER_ROOT`` moves ``/opt/ml`` elsewhere (local emulation only).
+
+``serve`` (what SageMaker runs in an endpoint's container, through the base image's ``serve``
+script) serves the model SageMaker unpacked in ``/opt/ml/model`` (``exp deploy``'s bundle) on
+port 8080 (``SAGEMAKER_BIND_TO_PORT``), with the predictor and server of ``exp serve``;
+:func:`emulate_serve` starts it here the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from ml_exp.names import INFERENCE, PREPARATION, TRAINING, TUNING
 from ml_exp.udf import UDFs
 
 ROOT_VARIABLE = "ML_EXP_SAGEMAKER_ROOT"
+# An endpoint's container starts as "<image> serve" (SageMaker's contract).
+SERVE_ARGUMENT = "serve"
+SERVE_PORT = 8080
 
 
 def sagemaker_root() -> Path:
@@ -56,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     root = sagemaker_root()
+    if argv and argv[0] == SERVE_ARGUMENT:
+        return serve_model(root)
     hps = hyperparameters(root)
     step = argv[0] if argv and argv[0] != SAGEMAKER_TRAIN_ARGUMENT else hps.get("step", "")
     if step not in JOB_STEPS:
@@ -153,6 +163,41 @@ def emulate(
         entry = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", CONTAINER, SAGEMAKER_TRAIN_ARGUMENT]
         env["ACCELERATE_USE_CPU"] = "1"
     return subprocess.run(entry, cwd=experiment_dir, env=env, capture_output=True, text=True)
+
+
+def serve_model(root: Path) -> int:
+    """An endpoint's container: the bundle in <root>/model, served on SageMaker's port until stopped."""
+    from ml_exp.serving.bundle import Bundle
+    from ml_exp.serving.predictor import Predictor
+    from ml_exp.serving.server import serve
+
+    from ml_exp.steps import StepError
+
+    logging.basicConfig(level=logging.INFO, format="[serve] %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        bundle = Bundle.from_folder(root / "model")
+        predictor = Predictor(bundle, Path(os.environ.get("ML_EXP_EXPERIMENT_DIR", root / "code")))
+    except StepError as exc:  # the endpoint fails to start; this line is what its CloudWatch log shows
+        print(f"{CONTAINER} serve: {exc}", file=sys.stderr)
+        return 1
+    # every interface in a container (SageMaker connects from outside it); loopback when emulated
+    host = os.environ.get("ML_EXP_SERVE_HOST", "0.0.0.0")
+    serve(predictor, host=host, port=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", SERVE_PORT)),
+          announce=lambda message: print(message, file=sys.stderr, flush=True))
+    return 0
+
+
+def emulate_serve(experiment_dir: Path, root: Path, model_archive: Path, port: int, environ: dict[str, str]) -> subprocess.Popen:
+    """Start an endpoint's container here as SageMaker would: ``model.tar.gz`` unpacked in
+    <root>/model, ``serve`` as the argument, the image's environment plus the model's; the
+    caller stops the process."""
+    from ml_exp.serving.bundle import unpack
+
+    unpack(model_archive, root / "model")
+    env = {**environ, ROOT_VARIABLE: str(root), "ML_EXP_EXPERIMENT_DIR": str(experiment_dir),
+           "SAGEMAKER_BIND_TO_PORT": str(port), "ML_EXP_SERVE_HOST": "127.0.0.1"}
+    return subprocess.Popen([sys.executable, "-m", CONTAINER, SERVE_ARGUMENT], cwd=experiment_dir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 if __name__ == "__main__":

@@ -107,12 +107,19 @@ def job_name(experiment: str, run_num: int, step: str, model: str | None, token:
     ``token`` (default: 6 random hex digits) makes retries unique; give it to get the same name
     again. Too long: the experiment and model parts are shortened and a hash of the full name
     is added, so two long names stay distinct."""
+    return sagemaker_name(experiment, run_num, clean_name(TOKENS.get(step, step)) or "step", model, token, salt=step)
+
+
+def sagemaker_name(experiment: str, run_num: int, kind: str | None, model: str | None, token: str | None = None,
+                   salt: str = "") -> str:
+    """``<experiment>-r<N>[-<kind>]-<model>-<token>`` (<= 63 characters, SageMaker's name rules):
+    job names, and endpoint names (no kind), carry the experiment and run number in front."""
     token = clean_name(token if token is not None else secrets.token_hex(3))[:16] or secrets.token_hex(3)
     exp, mod = clean_name(experiment) or "exp", clean_name(model_key(model)) if model else ""
-    fixed = [f"r{run_num}", clean_name(TOKENS.get(step, step)) or "step"]
+    fixed = [f"r{run_num}", *([kind] if kind else [])]
     name = "-".join(p for p in [exp, *fixed, mod, token] if p)
     if len(name) > MAX_NAME:
-        digest = hashlib.sha256("\0".join([experiment, str(run_num), step, model or ""]).encode()).hexdigest()[:6]
+        digest = hashlib.sha256("\0".join([experiment, str(run_num), salt, model or ""]).encode()).hexdigest()[:6]
         room = MAX_NAME - len("-".join([*fixed, digest, token])) - (2 if mod else 1)
         exp = exp[: max(room - len(mod), room // 2) if mod else room].strip("-")
         mod = mod[: room - len(exp)].strip("-")

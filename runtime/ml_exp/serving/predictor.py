@@ -1,0 +1,185 @@
+"""One predictor for ``exp predict``, ``exp serve`` and a SageMaker endpoint: raw records in,
+predictions out, exactly as the inference step predicts the test split.
+
+Same preprocessing as training: the processor saved by preparation, the experiment's own
+``encode`` (from its experiment.py), the run's settings (from its manifest, not today's
+settings.ini), the shape checks of preparation (:func:`~ml_exp.steps.preparation.check_encoded`);
+same forward pass as the inference step (:class:`~ml_exp.steps.scoring.Scorer`), in batches of
+``PER_DEVICE_EVAL_BATCH_SIZE``.
+
+A record is a dict with the content fields the run's records had (those ``reconcile`` yielded),
+an optional ``id`` and an optional ``label``; a prediction is ``{"id", "prediction", "scores":
+{label: probability}}`` (+ ``"label"`` when the record had one). Bad records raise
+:class:`RequestError` naming the record and the problem; the server turns it into a 4xx.
+
+Long documents (issue 11, not built yet) plug in at :class:`Documents`: a strategy turns each
+record's encoding into windows (``split``) and the windows' scores back into one score per
+document plus the window that decided it (``combine``, the ``evidence`` of a prediction). Today
+there is one strategy, :class:`WholeRecord`: one window per record (``encode`` truncates, as in
+training), no evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ml_exp.context import Context
+from ml_exp.serving.bundle import Bundle
+from ml_exp.steps import StepError
+
+# Fields of a record that are not content (an input record may carry them).
+ID, LABEL = "id", "label"
+
+
+class RequestError(Exception):
+    """A request or record the predictor refuses; ``status`` is the HTTP status it deserves."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+class Documents:
+    """How records become model windows and window scores become a record's scores (the seam
+    for long documents). ``split(encoded, n)`` -> (window columns, owner record of each window);
+    ``combine(scores, owners, n)`` -> (one score row per record, evidence per record or None)."""
+
+    def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int]]:
+        raise NotImplementedError
+
+    def combine(self, scores: Any, owners: list[int], n: int) -> tuple[Any, list[dict | None]]:
+        raise NotImplementedError
+
+
+class WholeRecord(Documents):
+    """One window per record: what ``encode`` made of it (truncated to MAX_LENGTH)."""
+
+    def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int]]:
+        return encoded, list(range(n))
+
+    def combine(self, scores: Any, owners: list[int], n: int) -> tuple[Any, list[dict | None]]:
+        return scores, [None] * n
+
+
+class Predictor:
+    """Load once, then :meth:`predict` lists of records (thread-safe: one forward at a time)."""
+
+    def __init__(self, bundle: Bundle, experiment_dir: Path, log: logging.Logger | None = None):
+        from ml_exp.config import ConfigError, load_config
+        from ml_exp.steps.scoring import Scorer, load_classifier
+        from ml_exp.steps.training import saved_processor
+        from ml_exp.udf import load_udfs
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in `exp predict`'s output or a server's log
+        self.bundle, self.labels, self.fields = bundle, bundle.labels, bundle.fields
+        self.info = {key: bundle.info.get(key) for key in ("experiment", "run", "model")}
+        try:  # the run's settings win over the experiment folder's settings.ini
+            config = load_config(experiment_dir, environ=bundle.settings)
+        except ConfigError as exc:
+            raise StepError(f"the settings of run_{self.info['run']} do not load here: {exc}") from None
+        self.ctx = Context(config=config, run=None, log=log or logging.getLogger("ml_exp.experiment"))
+        self.udfs = load_udfs(experiment_dir, config.udf_module, keep_loaded=True)
+        self.processor = saved_processor(bundle.processor.parent) if bundle.processor is not None else None
+        if self.processor is None:  # as training: load_processor when preparation could not save it
+            self.processor = self.udfs.load_processor(self.info["model"], self.ctx)
+        model, tokenizer = load_classifier(bundle.model, self.labels, self.info["model"])
+        self.model_name = self.info["model"]
+        self.batch_size = config.per_device_eval_batch_size
+        self.documents: Documents = WholeRecord()
+        self._model, self._tokenizer, self._scorer_class = model, tokenizer, Scorer
+        self.scorer: Any = None  # built on the first batch: the inputs are the encoded columns the model takes
+        self._lock = threading.Lock()
+
+    # --- records -----------------------------------------------------------------------------
+
+    def check(self, records: Sequence[Any], where: str = "record", start: int = 0) -> None:
+        """Refuse records the model cannot take, naming the first bad one (``<where> <start + i>``)."""
+        if not records:
+            raise RequestError("no records: send one record (a JSON object) or several (a list, or JSON Lines)")
+        expected = ", ".join(self.fields)
+        for index, record in enumerate(records):
+            name = f"{where} {start + index}"
+            if not isinstance(record, Mapping):
+                raise RequestError(f"{name} is a JSON {_json_type(record)}, not an object with the fields {expected}")
+            missing = [field for field in self.fields if field not in record]
+            if missing:
+                raise RequestError(f"{name} has no field {missing[0]!r} (the records of run_{self.info['run']} have "
+                                   f"the fields {expected}; id and label are optional)")
+            for field, kind in self.fields.items():
+                value = record[field]
+                if value is not None and _is_text(kind) and not isinstance(value, str):
+                    raise RequestError(f"{name}: field {field!r} must be a string, not a JSON {_json_type(value)}")
+            texts = [record[f] for f, kind in self.fields.items() if _is_text(kind)]
+            if texts and not any(isinstance(t, str) and t.strip() for t in texts):
+                raise RequestError(f"{name} has empty text: {', '.join(repr(f) for f, k in self.fields.items() if _is_text(k))} "
+                                   "are all empty; nothing to classify")
+            if ID in record and not isinstance(record[ID], (str, int)) and record[ID] is not None:
+                raise RequestError(f"{name}: field 'id' must be a string or a number, not a JSON {_json_type(record[ID])}")
+
+    def predict(self, records: Sequence[Mapping[str, Any]], checked: bool = False) -> list[dict[str, Any]]:
+        """Predictions for ``records`` (checked first unless ``checked``), in their order."""
+        if not checked:
+            self.check(records)
+        n = len(records)
+        batch: dict[str, list] = {field: [record[field] for record in records] for field in self.fields}
+        batch[ID] = [record.get(ID) for record in records]
+        with self._lock:
+            encoded = self._encode(batch)
+            windows, owners = self.documents.split(encoded, n)
+            scores = self._scores(windows, len(owners))
+            scores, evidence = self.documents.combine(scores, owners, n)
+        return [self._prediction(record, row, proof) for record, row, proof in zip(records, scores.tolist(), evidence)]
+
+    def _encode(self, batch: dict[str, list]) -> Mapping[str, list]:
+        from ml_exp.steps.preparation import check_encoded
+
+        try:
+            encoded = self.udfs.encode(batch, self.processor, self.ctx)
+        except Exception as exc:  # the user's encode refused these records: say what it said
+            raise RequestError(f"encode could not encode the records: {type(exc).__name__}: {exc}") from exc
+        try:
+            check_encoded(self.model_name, batch, encoded)
+        except StepError as exc:
+            raise StepError(f"{exc} (while serving)") from None
+        return encoded
+
+    def _scores(self, encoded: Mapping[str, list], n: int) -> Any:
+        import numpy as np
+
+        if self.scorer is None:
+            from ml_exp.steps.scoring import accepted_inputs, model_inputs
+
+            inputs = model_inputs(self._model, list(encoded))
+            if not inputs:
+                raise StepError(f"encode returned {sorted(encoded)}, none of which model {self.model_name!r} takes "
+                                f"(it accepts {accepted_inputs(self._model)})")
+            self.scorer = self._scorer_class(self._model, self._tokenizer, inputs, len(self.labels), self.model_name,
+                                             self.ctx.config.mixed_precision)
+        parts = []
+        for start in range(0, n, self.batch_size):  # the inference step's batches
+            parts.append(self.scorer.scores({c: list(encoded[c][start:start + self.batch_size]) for c in self.scorer.inputs}))
+        return np.concatenate(parts)
+
+    def _prediction(self, record: Mapping[str, Any], scores: list[float], evidence: dict | None) -> dict[str, Any]:
+        best = max(range(len(scores)), key=scores.__getitem__)  # first of ties, as numpy's argmax
+        out: dict[str, Any] = {"id": record.get(ID), "prediction": self.labels[best],
+                               "scores": {label: round(float(s), 7) for label, s in zip(self.labels, scores)}}
+        if LABEL in record:
+            out["label"] = record[LABEL]
+        if evidence is not None:
+            out["evidence"] = evidence
+        return out
+
+
+def _is_text(arrow_type: str) -> bool:
+    return arrow_type in ("string", "large_string", "string_view")
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number" if isinstance(value, (int, float)) else type(value).__name__)
