@@ -111,7 +111,7 @@ def test_run_claims_runs_and_refuses_an_existing_run_num(fresh_demo):
 def test_concurrent_runs_get_distinct_numbers(fresh_demo):
     processes = [subprocess.Popen([EXP, *RECONCILE], cwd=fresh_demo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outputs = [p.communicate(timeout=120) for p in processes]
-    assert all(p.returncode == 0 for p in processes), outputs
+    assert all(p.returncode == 0 for p in processes), [(p.returncode, out, err[-2000:]) for p, (out, err) in zip(processes, outputs) if p.returncode]
     claimed = sorted(out.split("run_")[1].split(":")[0] for out, _ in outputs)
     assert claimed == ["1", "2", "3", "4"]
 
@@ -164,7 +164,7 @@ def test_runs_on_s3_as_a_user_would(fresh_demo, s3_env):
     assert exp("validate", cwd=fresh_demo, env=env).returncode == 0
     processes = [subprocess.Popen([EXP, *RECONCILE], cwd=fresh_demo, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     outputs = [p.communicate(timeout=120) for p in processes]
-    assert all(p.returncode == 0 for p in processes), outputs
+    assert all(p.returncode == 0 for p in processes), [(p.returncode, out, err[-2000:]) for p, (out, err) in zip(processes, outputs) if p.returncode]
     assert sorted(out.split(":")[0] for out, _ in outputs) == ["run_1", "run_2", "run_3"]
     listed = json.loads(exp("runs", "--json", cwd=fresh_demo, env=env).stdout)
     assert [r["steps"]["reconciliation"] for r in listed] == ["completed"] * 3
