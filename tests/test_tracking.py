@@ -110,3 +110,23 @@ def test_the_model_folder_is_referenced_not_uploaded(tmp_path):
     # entries point into the run's storage; none has a local copy staged for upload
     assert [(e["path"], e["ref"], e["local_path"]) for e in artifact["entries"]] == [
         ("tiny-bert/model.safetensors", f"{ctx.run.uri}/models/tiny-bert/model.safetensors", "")]
+
+
+def test_a_tracker_that_cannot_start_does_not_stop_the_step(tmp_path, monkeypatch, caplog):
+    import wandb
+
+    def refuse(**kwargs):
+        raise RuntimeError(f"run ID {kwargs['id']} is in use")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    ctx = make_ctx(tmp_path)
+    with tracked(ctx, "tiny-bert", "training") as wb:
+        assert wb is None
+    assert "training goes on without tracking" in caplog.text and "is in use" in caplog.text
+
+
+def test_each_process_of_a_step_owns_its_tracker_service():
+    from ml_exp.tracking import own_service
+
+    inherited = {"WANDB_SERVICE": "2-1234-tcp-localhost-5678", "WANDB_MODE": "offline", "PATH": "/bin"}
+    assert own_service(inherited) == {"WANDB_MODE": "offline", "PATH": "/bin"}

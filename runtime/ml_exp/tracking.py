@@ -24,6 +24,15 @@ from ml_exp.layout import MANIFEST
 WANDB_ID_MAX = 64
 # A SageMaker job's own name, in its container (the job that ran a step).
 JOB_NAME_VARIABLE = "TRAINING_JOB_NAME"
+# Where wandb keeps the address of a tracker service a process shares with its children.
+SERVICE_VARIABLE = "WANDB_SERVICE"
+
+
+def own_service(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` without a wandb service inherited from a parent (a notebook, a test runner): a
+    process that shares a service leaves its wandb runs open there when it is killed, and the
+    resumed step's run is then refused as "in use". Each process of a step owns its service."""
+    return {key: value for key, value in environ.items() if key != SERVICE_VARIABLE}
 
 
 def wandb_name(ctx: Context, model: str, step: str, trial: str | None = None) -> str:
@@ -69,21 +78,27 @@ def tracked(ctx: Context, model: str, step: str, trial: str | None = None, extra
         return
     import wandb
 
-    run = wandb.init(
-        project=config.wandb_project,
-        entity=config.wandb_entity or None,
-        group=config.experiment_name,
-        name=wandb_name(ctx, model, step, trial),
-        id=wandb_id(ctx, model, step, trial),
-        resume="allow",
-        job_type=step,
-        mode=config.wandb_mode,
-        dir=str(config.experiment_dir),
-        config={"settings": dict(config.raw), "model": model, "run": ctx.run.num if ctx.run else None,
-                **({"trial": trial} if trial else {}), **_where(ctx), **(extra_config or {})},
-        reinit="create_new",
-        settings=wandb.Settings(silent=True),
-    )
+    try:
+        run = wandb.init(
+            project=config.wandb_project,
+            entity=config.wandb_entity or None,
+            group=config.experiment_name,
+            name=wandb_name(ctx, model, step, trial),
+            id=wandb_id(ctx, model, step, trial),
+            resume="allow",
+            job_type=step,
+            mode=config.wandb_mode,
+            dir=str(config.experiment_dir),
+            config={"settings": dict(config.raw), "model": model, "run": ctx.run.num if ctx.run else None,
+                    **({"trial": trial} if trial else {}), **_where(ctx), **(extra_config or {})},
+            reinit="create_new",
+            settings=wandb.Settings(silent=True),
+        )
+    except Exception as exc:  # noqa: BLE001 - the run's storage has everything: tracking must not stop the step
+        ctx.log.warning("wandb: could not start run %s (%s: %s); %s goes on without tracking",
+                        wandb_id(ctx, model, step, trial), type(exc).__name__, exc, step)
+        yield None
+        return
     ctx.log.debug("wandb %s run %s (%s)", config.wandb_mode, run.name, run.dir)
     try:
         yield run

@@ -26,6 +26,7 @@ from ml_exp.names import TRAINING, TUNING
 from ml_exp.search_space import Parameter
 from ml_exp.steps import StepError, local_input
 from ml_exp.steps.tuning import Trial
+from ml_exp.tracking import own_service
 from ml_exp.udf import UDFs
 
 ERROR_FILE = "ML_EXP_ERROR_FILE"  # where a failing worker leaves its message for the launcher
@@ -124,7 +125,7 @@ def launch(
     # transformers print a line at import.)
     in_file = read_settings_file(ctx.config.experiment_dir)
     changed = {key: value for key, value in ctx.config.raw.items() if os.environ.get(key, in_file.get(key)) != value}
-    env = {**os.environ, **changed, **(environment or {})}
+    env = {**own_service(dict(os.environ)), **changed, **(environment or {})}
     if not torch.cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "1"
         # torchrun sets 1 thread per worker by default: share the cores instead.
