@@ -13,7 +13,7 @@
       checkpoints/<model>/            training: checkpoint-<step>/, to resume from; wandb.json
       models/<model>/                 training: the best model, its processor, labels.json, training_metrics.json
       inference/<model>/              inference: predictions, metrics, per-class report, confusion matrix
-      report.md, comparison.json, comparison.png   inference: the models side by side
+      report.md, report.html, comparison.json, comparison.png   inference: the models side by side
       jobs/<job>.json, jobs/<job>.result.json      SageMaker: each job's specification and its facts
       .scratch/                       temporary files of the step running now (file:// storage), cleared
                                       when a step ends and whenever the run (re)starts
@@ -67,6 +67,7 @@ CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 
 # At the run root.
 REPORT = "report.md"
+REPORT_HTML = "report.html"
 COMPARISON = "comparison.json"
 COMPARISON_PNG = "comparison.png"
 JOBS = "jobs"

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from ml_exp.layout import MODELS, REPORT
+from ml_exp.layout import MODELS, REPORT, REPORT_HTML
 from ml_exp.names import INFERENCE, TRAINING
 from ml_exp.store import Run
 
@@ -26,8 +26,9 @@ def print_summary(run: Run, console: Any = None) -> None:
     for folder in (MODELS, INFERENCE):
         if run.listdir(folder):
             console.print(f"  {folder}: {run.path(folder)}/", markup=False, highlight=False, soft_wrap=True)
-    if run.exists(REPORT):
-        console.print(f"  report: {run.path(REPORT)}", markup=False, highlight=False, soft_wrap=True)
+    for report in (REPORT_HTML, REPORT):
+        if run.exists(report):
+            console.print(f"  report: {run.path(report)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def summary_table(manifest: dict[str, Any]) -> Any:

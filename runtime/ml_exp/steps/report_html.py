@@ -20,6 +20,7 @@ from ml_exp.layout import (
     CONFUSION_MATRIX_PNG,
     MANIFEST,
     REPORT,
+    REPORT_HTML,
     TRAINING_METRICS,
     inference_dir,
     model_dir,
@@ -53,7 +54,7 @@ def write_html_report(ctx: Context, comparison: dict[str, Any]) -> str:
             "<meta name=viewport content='width=device-width,initial-scale=1'>"
             f"<title>{_e(config.experiment_name)} run {run.num}</title><style>{STYLE}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
-    return run.write_text(REPORT.replace(".md", ".html"), page, overwrite=True)
+    return run.write_text(REPORT_HTML, page, overwrite=True)
 
 
 def _comparison(run: Run, comparison: dict[str, Any]) -> str:
