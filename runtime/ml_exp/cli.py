@@ -135,7 +135,9 @@ def run(
     from ml_exp.console import NORMAL, QUIET, VERBOSE, set_verbosity, setup_logging
 
     set_verbosity(VERBOSE if verbose else QUIET if quiet else NORMAL)
-    os.environ.pop("WANDB_SERVICE", None)  # this run owns its tracker service (ml_exp.tracking.own_service)
+    from ml_exp.tracking import SERVICE_VARIABLE
+
+    os.environ.pop(SERVICE_VARIABLE, None)  # this run owns its tracker service (ml_exp.tracking.own_service)
     setup_logging()
     from ml_exp.pipeline import ACCEPT_OPTION, ProblemsFound, SettingsChanged, StepFailed, run_pipeline
     from ml_exp.store import StoreError

@@ -35,6 +35,8 @@ COMPLETE = "_COMPLETE"
 RUN_DIR_RE = re.compile(r"^run_(\d+)$")
 
 RECONCILED = "data/reconciled"
+# The fields of a reconciled record that are not its content: everything else is.
+RECORD_FIELDS = ("id", "label", "split")
 PREPARED = "data/prepared"
 LABELS = f"{PREPARED}/labels.json"
 # Inside a prepared folder: the processor that encoded it (training and inference reuse it).

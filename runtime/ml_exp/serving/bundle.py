@@ -33,6 +33,7 @@ from ml_exp.layout import (
     MODEL_LABELS,
     PROCESSOR,
     RECONCILED,
+    RECORD_FIELDS,
     SERVING_INFO,
     model_dir,
     model_key,
@@ -41,9 +42,6 @@ from ml_exp.layout import (
 )
 from ml_exp.steps import StepError, local_input
 from ml_exp.store import Run
-
-# Columns of the reconciled records that are not content (the predictor does not ask for them).
-NOT_CONTENT = ("id", "label", "split")
 
 
 @dataclass(frozen=True)
@@ -165,7 +163,7 @@ def record_fields(run: Run) -> dict[str, str]:
                         "which fields a record has.")
     with run.store.fs.open(run.path(RECONCILED, shards[0]), "rb") as f:
         schema = pq.read_schema(f)
-    return {name: str(schema.field(name).type) for name in schema.names if name not in NOT_CONTENT}
+    return {name: str(schema.field(name).type) for name in schema.names if name not in RECORD_FIELDS}
 
 
 def archive(run: Run, bundle: Bundle) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_exp.context import Context
-from ml_exp.layout import LABELS, MODEL_LABELS, PROCESSOR, RECONCILED, SPLITS, prepared_dir
+from ml_exp.layout import LABELS, MODEL_LABELS, PROCESSOR, RECONCILED, RECORD_FIELDS, SPLITS, prepared_dir
 from ml_exp.names import PREPARATION
 from ml_exp.steps import StepError, local_input
 from ml_exp.udf import UDFs, user_error, user_frames
@@ -40,7 +40,7 @@ def run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
         counts = {name: label_counts(part, labels) for name, part in splits.items()}
         ctx.run.write_json(LABELS, labels, overwrite=_rewriting(ctx))
 
-        content = [c for c in raw.column_names if c not in ("id", "label", "split")]
+        content = [c for c in raw.column_names if c not in RECORD_FIELDS]
         per_model = {}
         for model_name in config.model_names:
             per_model[model_name] = _encode_for(model_name, splits, content, labels, ctx, udfs, Path(scratch))

@@ -17,12 +17,11 @@ from typing import Any
 
 from ml_exp.console import interactive
 from ml_exp.context import Context
-from ml_exp.layout import RECONCILED, SPLITS
+from ml_exp.layout import RECONCILED, RECORD_FIELDS, SPLITS
 from ml_exp.steps import StepError
 from ml_exp.udf import UDFs, user_error, user_frames
 
 SHARD_ROWS = 100_000
-RESERVED = ("id", "label", "split")
 # Fewer examples than this and a label cannot appear in every split.
 MIN_PER_LABEL = 3
 
@@ -130,7 +129,7 @@ def _check(record: Any, position: int, fields: list[str] | None, seen_ids: set[s
     split = record.get("split")
     if split is not None and split not in SPLITS:
         raise StepError(f"{where} has split={split!r}; use one of {', '.join(SPLITS)} or leave it out")
-    content = sorted(k for k in record if k not in RESERVED)
+    content = sorted(k for k in record if k not in RECORD_FIELDS)
     for name in content:
         value = record[name]
         if _is_nan(value):

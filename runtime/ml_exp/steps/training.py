@@ -37,9 +37,10 @@ def run_training(ctx: Context, train_one: TrainOne) -> dict[str, Any]:
     """Train every model of MODEL_NAMES; a model already saved in this run is kept, not retrained."""
     results: dict[str, Any] = {}
     tracked_as: dict[str, Any] = {}
+    tuned_values = {name: best_params(ctx.run, name) for name in ctx.config.model_names}
     for model_name in ctx.config.model_names:
         if not ctx.run.is_complete(model_dir(model_name)):
-            train_one(tuned(ctx, model_name), model_name)
+            train_one(tuned(ctx, model_name, tuned_values[model_name]), model_name)
             if not ctx.run.is_complete(model_dir(model_name)):
                 raise StepError(f"training of {model_name} ended but {ctx.run.path(model_dir(model_name))} is incomplete; see the training logs")
         else:
@@ -51,14 +52,13 @@ def run_training(ctx: Context, train_one: TrainOne) -> dict[str, Any]:
         results[model_name]["validation"] = summary["best_eval"]
     facts: dict[str, Any] = {"models": results, "metrics": {name: r["validation"] for name, r in results.items()}}
     facts["tracking"] = tracking_records(ctx, TRAINING, {name: tracked_as.get(name) for name in ctx.config.model_names})
-    tuned_values = {name: best_params(ctx.run, name) for name in ctx.config.model_names}
     facts["hyperparameters"] = {name: best for name, best in tuned_values.items() if best}  # recorded as such
     return facts
 
 
-def tuned(ctx: Context, model_name: str) -> Context:
-    """The context to train ``model_name`` with: the best values of this run's tuning, if any."""
-    best = best_params(ctx.run, model_name)
+def tuned(ctx: Context, model_name: str, best: dict[str, Any] | None) -> Context:
+    """The context to train ``model_name`` with: ``best``, the best values of this run's tuning
+    (:func:`ml_exp.steps.tuning.best_params`), if any."""
     if best is None:
         return ctx
     ctx.log.info("%s: training with the best values of tuning: %s", model_name, best["params"])
