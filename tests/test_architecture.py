@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "runtime" / "ml_exp"
 # layer or a lower one, never a higher one (function-level imports included).
 LAYERS = [
     {"ml_exp", "ml_exp.names", "ml_exp.parsers", "ml_exp.console", "ml_exp.metrics"},
-    {"ml_exp.config"},
+    {"ml_exp.config_rules", "ml_exp.config"},
     {"ml_exp.layout", "ml_exp.storage_errors", "ml_exp.run_folder", "ml_exp.store", "ml_exp.lease", "ml_exp.context", "ml_exp.udf",
      "ml_exp.manifest", "ml_exp.search_space", "ml_exp.tracking", "ml_exp.validate", "ml_exp.defaults"},
     {"ml_exp.steps", "ml_exp.serving"},

@@ -25,6 +25,7 @@ from decouple import RepositoryIni
 from ml_exp import names
 from ml_exp.names import AWS_REGION_RE, INSTANCE_TYPE_RE, ROLE_ARN_RE, WANDB_ENTITY_RE, WANDB_PROJECT_RE
 from ml_exp.names import STEP_NAMES as STEPS
+from ml_exp.config_rules import cross_checks
 from ml_exp.parsers import (indented_settings, parse_auto_or_int, parse_bool, parse_choice, parse_experiment_name, parse_float,
                             parse_int, parse_list, parse_model_names, parse_optional_choice_int, parse_optional_float,
                             parse_pattern, parse_split_ratios, parse_storage_uri, parse_text, Parser)
@@ -133,7 +134,18 @@ class Config:
     seed: int = setting("42", parse_int(0), "data",
         "Random seed of the split, of training and of the tuning sampler.")
     max_length: int = setting("512", parse_int(1), "data",
-        "Tokens per document after encoding (longer ones are truncated).")
+        "Tokens per model input (per window with DOCUMENT_STRATEGY = chunks), special tokens included.")
+    document_strategy: str = setting("truncate", parse_choice("truncate", "head_tail", "chunks"), "data",
+        "What the model sees of a document longer than MAX_LENGTH: truncate = its first MAX_LENGTH tokens;\n"
+        "head_tail = its first and last tokens (a quarter head, three quarters tail); chunks = all of it,\n"
+        "in windows of MAX_LENGTH tokens (each trained with the document's label; scores combined per document).")
+    chunk_stride: int = setting("64", parse_int(0), "data",
+        "DOCUMENT_STRATEGY = chunks: tokens two neighbouring windows share (0 <= CHUNK_STRIDE < MAX_LENGTH).")
+    max_chunks: int = setting("0", parse_int(0), "data",
+        "DOCUMENT_STRATEGY = chunks: training windows per document, evenly spaced when it has more (0 = all);\n"
+        "validation, test and predictions always use every window.")
+    chunk_aggregation: str = setting("mean", parse_choice("mean", "max"), "data",
+        "DOCUMENT_STRATEGY = chunks: a document's scores from its windows' class probabilities: mean | max (per class).")
     # --- training
     num_train_epochs: float = setting("3", parse_float(0, low_open=True), "training",
         "Passes over the training split (a fraction is allowed).")
@@ -346,44 +358,11 @@ def _build(experiment_dir: Path, raw: dict[str, str], problems: list[Problem], s
             values[s.key.lower()] = s.parse(raw[s.key])
         except ValueError as exc:
             problems.append(Problem(s.key, f"{exc} (from {source(s.key)})"))
-    problems.extend(_cross_checks(values))
+    problems.extend(Problem(key, message) for key, message in cross_checks(values))
     if problems:
         raise ConfigError(problems)
     values["storage_uri"] = _resolve_storage_uri(values["storage_uri"], experiment_dir)
     return Config(experiment_dir=experiment_dir, raw=raw, **values)
-
-
-def _cross_checks(v: dict[str, Any]) -> list[Problem]:
-    """Rules that involve more than one setting; a rule whose settings did not parse is skipped
-    (their own problems are already reported)."""
-    problems: list[Problem] = []
-
-    def has(*keys: str) -> bool:
-        return all(key in v for key in keys)
-
-    if has("model_names") and not v["model_names"]:
-        problems.append(Problem("MODEL_NAMES", "is empty; list at least one model name (comma separated)"))
-    switches = [f"run_{step}" for step in STEPS]
-    if has(*switches) and not any(v[s] for s in switches):
-        problems.append(Problem("RUN_*", "every step is switched off; set at least one of " + ", ".join(s.upper() for s in switches) + " to true"))
-    if has("run_tuning", "tuning_space") and v["run_tuning"] and not v["tuning_space"]:
-        problems.append(Problem("TUNING_SPACE", "is empty but RUN_TUNING is true; describe the search space or set RUN_TUNING = false"))
-    if has("tuning_parallel_trials", "tuning_trials") and v["tuning_parallel_trials"] > v["tuning_trials"]:
-        problems.append(Problem("TUNING_PARALLEL_TRIALS", f"({v['tuning_parallel_trials']}) is larger than TUNING_TRIALS ({v['tuning_trials']}); lower it"))
-    if has("wandb_mode", "wandb_project") and v["wandb_mode"] != "disabled" and not v["wandb_project"]:
-        problems.append(Problem("WANDB_PROJECT", "is empty; name a W&B project or set WANDB_MODE = disabled"))
-    if has("subnets", "security_group_ids") and bool(v["subnets"]) != bool(v["security_group_ids"]):
-        missing = "SUBNETS" if not v["subnets"] else "SECURITY_GROUP_IDS"
-        problems.append(Problem(missing, "SUBNETS and SECURITY_GROUP_IDS go together (VPC mode); set both or neither"))
-    if has("backend") and v["backend"] == "sagemaker":
-        for key in ("SAGEMAKER_ROLE_ARN", "IMAGE_URI", "AWS_REGION", "TRAINING_INSTANCE_TYPE", "PREPARATION_INSTANCE_TYPE", "INFERENCE_INSTANCE_TYPE"):
-            if has(key.lower()) and not v[key.lower()]:
-                problems.append(Problem(key, "is required when BACKEND = sagemaker"))
-        if has("storage_uri") and not v["storage_uri"].startswith("s3://"):
-            problems.append(Problem("STORAGE_URI", "must be an s3:// URI when BACKEND = sagemaker (jobs read and write S3)"))
-        if has("use_spot", "max_wait_hours", "max_run_hours") and v["use_spot"] and v["max_wait_hours"] < v["max_run_hours"]:
-            problems.append(Problem("MAX_WAIT_HOURS", f"({v['max_wait_hours']:g}) must be >= MAX_RUN_HOURS ({v['max_run_hours']:g}) when USE_SPOT = true"))
-    return problems
 
 
 def _resolve_storage_uri(uri: str, experiment_dir: Path) -> str:
