@@ -160,7 +160,7 @@ def test_inference_writes_predictions_metrics_report_and_confusion_matrix(ctx, a
     # predictions: one row per test record, same ids, label names, probabilities summing to 1
     table = pq.read_table(local / "predictions.parquet").to_pydict()
     score_columns = [f"score_{name}" for name in LABEL_NAMES]
-    assert list(table) == ["id", "true_label", "predicted_label", *score_columns]
+    assert list(table) == ["id", "true_label", "predicted_label", *score_columns, "windows", "evidence_window", "evidence_start", "evidence_end"]
     assert table["id"] == artefacts["test"]["id"]
     assert table["true_label"] == [LABEL_NAMES[i] for i in artefacts["test"]["label"]]
     scores = np.array([table[c] for c in score_columns]).T
@@ -220,12 +220,14 @@ def test_inference_streams_batches_and_row_groups(ctx, artefacts, monkeypatch):
     monkeypatch.setattr(pyarrow.parquet.ParquetWriter, "write_table",
                         lambda self, table, *a, **k: (writes.append(table.num_rows), original_write(self, table, *a, **k))[1])
 
+    monkeypatch.setattr(inference, "BATCHES_PER_BLOCK", 2)
     inference.infer_model(ctx, make_udfs(), "tiny-bert")
 
     assert len(seen) == math.ceil(N_TEST / EVAL_BATCH)
     assert all(rows <= EVAL_BATCH for rows, _ in seen) and sum(rows for rows, _ in seen) == N_TEST
     lengths = [len(ids) for ids in artefacts["test"]["input_ids"]]
-    per_batch_max = [max(lengths[i:i + EVAL_BATCH]) for i in range(0, N_TEST, EVAL_BATCH)]
+    block = 2 * EVAL_BATCH  # read a block at a time, scored longest rows first
+    per_batch_max = [width for i in range(0, N_TEST, block) for width in sorted(lengths[i:i + block], reverse=True)[::EVAL_BATCH]]
     assert [width for _, width in seen] == per_batch_max  # padded per batch, not to a global length
     assert len(set(per_batch_max)) > 1
     parquet = pq.ParquetFile(Path(ctx.run.local_path_or_url(inference_dir("tiny-bert"))) / "predictions.parquet")

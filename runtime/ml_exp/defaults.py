@@ -21,7 +21,7 @@ from typing import Any
 
 from ml_exp.context import Context
 
-__all__ = ["tokenizer_encode", "classification_metrics", "classification_metric_module"]
+__all__ = ["tokenizer_encode", "classification_metrics", "classification_metric_module", "STRATEGIES"]
 
 # Lengths above this are the "no limit" sentinels tokenizers use for model_max_length.
 _NO_LIMIT = 1_000_000
@@ -33,16 +33,31 @@ def tokenizer_encode(
     ctx: Context,
     text_fields: Sequence[str] | str = ("text",),
     max_length: int | None = None,
+    strategy: str | None = None,
+    stride: int | None = None,
 ) -> dict[str, list]:
     """Encode a batch of raw records with a tokenizer (for ``datasets.map(batched=True)``).
 
     The ``text_fields`` of each record are joined with ``". "`` (fields that are None or empty in
-    a record are skipped), then tokenized with truncation to ``max_length`` (default:
-    ``ctx.config.max_length``, lowered to the tokenizer's ``model_max_length`` when that is
-    smaller) and no padding: the training collator pads each batch. Returns a dict of lists
-    (``input_ids``, ``attention_mask``, ...).
+    a record are skipped), then tokenized without padding (the training collator pads each
+    batch) into rows of at most ``max_length`` tokens (default: ``ctx.config.max_length``,
+    lowered to the tokenizer's ``model_max_length`` when that is smaller). What a row holds of a
+    longer document is ``strategy`` (default: ``ctx.config.document_strategy``):
 
-    Raises ValueError naming a text field that is not a column of the batch.
+    - ``truncate``: its first tokens, one row per record;
+    - ``head_tail``: its first quarter and last three quarters of ``max_length``, one row per record;
+    - ``chunks``: all of it, in windows of ``max_length`` tokens that overlap by ``stride``
+      tokens (default: ``ctx.config.chunk_stride``): several rows per record, with
+      ``overflow_to_sample_mapping`` (row -> record in the batch) and ``offset_mapping`` (where
+      each token is in the joined text), as Hugging Face tokenizers return them.
+
+    Every strategy also returns ``document_tokens``: the length of each record's whole text in
+    tokens, from which preparation reports how much of the documents the model sees. Returns a
+    dict of lists (``input_ids``, ``attention_mask``, ...). ``head_tail`` and ``chunks`` need a
+    fast tokenizer (``processor.is_fast``), as most are.
+
+    Raises ValueError naming a text field that is not a column of the batch, or a strategy the
+    processor cannot do.
     """
     fields = (text_fields,) if isinstance(text_fields, str) else tuple(text_fields)
     if not fields:
@@ -54,13 +69,18 @@ def tokenizer_encode(
             f"tokenizer_encode: text field {missing[0]!r} is not in the records "
             f"(their fields: {present}); return it from reconcile() or pass text_fields=(...) naming existing fields"
         )
+    config = getattr(ctx, "config", None) if ctx is not None else None
     if max_length is None:
-        if ctx is None or getattr(ctx, "config", None) is None:
+        if config is None:
             raise ValueError("tokenizer_encode: pass max_length, or a ctx whose config has MAX_LENGTH")
-        max_length = ctx.config.max_length
+        max_length = config.max_length
+    strategy = strategy or getattr(config, "document_strategy", "truncate")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"tokenizer_encode: strategy {strategy!r} is not one of {', '.join(STRATEGIES)} (DOCUMENT_STRATEGY)")
     limit = getattr(processor, "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < _NO_LIMIT:
         max_length = min(int(max_length), limit)
+    max_length = int(max_length)
 
     columns = [batch[f] for f in fields]
     sizes = {len(c) for c in columns}
@@ -71,8 +91,91 @@ def tokenizer_encode(
         parts = [str(v).strip() for v in values if v is not None and str(v).strip()]
         texts.append(". ".join(parts))
 
-    encoded = processor(texts, truncation=True, max_length=int(max_length), padding=False)
-    return {key: list(value) for key, value in dict(encoded).items()}
+    fast = bool(getattr(processor, "is_fast", False))
+    if strategy != "truncate" and not fast:
+        raise ValueError(f"tokenizer_encode: DOCUMENT_STRATEGY = {strategy} needs a fast tokenizer (one that returns overflowing "
+                         f"tokens and offsets); {type(processor).__name__} is not: load it with use_fast=True, or use DOCUMENT_STRATEGY = truncate")
+    if strategy == "head_tail":
+        return _head_tail(processor, texts, max_length)
+    if strategy == "chunks":
+        if stride is None:
+            stride = int(getattr(config, "chunk_stride", 0))
+        if not 0 <= stride < max_length - _special_tokens(processor):
+            raise ValueError(f"tokenizer_encode: stride {stride} must be at least 0 and smaller than the {max_length} tokens of a "
+                             "window less its special tokens (CHUNK_STRIDE < MAX_LENGTH)")
+        encoded = processor(texts, truncation=True, max_length=max_length, stride=stride, padding=False,
+                            return_overflowing_tokens=True, return_offsets_mapping=True)
+        out = {key: list(value) for key, value in dict(encoded).items()}
+        out[DOCUMENT_TOKENS] = _chunked_lengths(out, processor, stride)
+        return out
+    if not fast:  # a slow tokenizer cannot say what it cut: only the rows
+        encoded = processor(texts, truncation=True, max_length=max_length, padding=False)
+        return {key: list(value) for key, value in dict(encoded).items()}
+    # truncate: the overflow tells the whole length; only each record's first row is kept
+    encoded = processor(texts, truncation=True, max_length=max_length, padding=False, return_overflowing_tokens=True)
+    out = {key: list(value) for key, value in dict(encoded).items()}
+    lengths = _chunked_lengths(out, processor, 0)
+    owners = out.pop(MAPPING)
+    first = [row for row, owner in enumerate(owners) if row == 0 or owners[row - 1] != owner]
+    if len(first) != len(owners):
+        out = {key: [values[row] for row in first] for key, values in out.items()}
+        lengths = [lengths[row] for row in first]
+    out[DOCUMENT_TOKENS] = lengths
+    return out
+
+
+STRATEGIES = ("truncate", "head_tail", "chunks")
+MAPPING, DOCUMENT_TOKENS = "overflow_to_sample_mapping", "document_tokens"
+
+
+def _special_tokens(processor: Any) -> int:
+    try:
+        return int(processor.num_special_tokens_to_add(pair=False))
+    except Exception:  # noqa: BLE001 - a processor without the notion adds none
+        return 0
+
+
+def _chunked_lengths(encoded: Mapping[str, list], processor: Any, stride: int) -> list[int]:
+    """Per row, its record's whole length in tokens: the windows' tokens less their special
+    tokens, less the ``stride`` tokens each window repeats from the one before."""
+    special = _special_tokens(processor)
+    owners = encoded[MAPPING]
+    totals: dict[int, int] = {}
+    for row, (owner, ids) in enumerate(zip(owners, encoded["input_ids"])):
+        repeated = stride if row and owners[row - 1] == owner else 0
+        totals[owner] = totals.get(owner, 0) + max(len(ids) - special - repeated, 0)
+    return [totals[owner] for owner in owners]
+
+
+def _head_tail(processor: Any, texts: list[str], max_length: int) -> dict[str, list]:
+    """Sun et al. (2019), "How to Fine-Tune BERT for Text Classification?": the first quarter and
+    the last three quarters of the row (their best cut: 128 + 382 of 512 tokens). The whole text
+    is tokenized once, special tokens included; a row keeps the leading special tokens and the
+    head, then the tail and the trailing special tokens."""
+    encoded = processor(texts, truncation=False, padding=False, return_offsets_mapping=True,
+                        return_special_tokens_mask=True, verbose=False)
+    special_masks = encoded.pop("special_tokens_mask")
+    columns = {key: list(value) for key, value in dict(encoded).items()}
+    out: dict[str, list] = {key: [] for key in columns}
+    lengths = []
+    for row, mask in enumerate(special_masks):
+        lead = next((i for i, m in enumerate(mask) if not m), len(mask))
+        trail = next((i for i, m in enumerate(reversed(mask)) if not m), 0)
+        content = len(mask) - lead - trail
+        lengths.append(content)
+        room = max(max_length - lead - trail, 0)
+        if content <= room:
+            keep = slice(None)
+            for key in columns:
+                out[key].append(columns[key][row][keep])
+            continue
+        head = room // 4
+        tail = room - head
+        for key in columns:
+            values = columns[key][row]
+            out[key].append(values[:lead + head] + values[len(values) - trail - tail:])
+    out[DOCUMENT_TOKENS] = lengths
+    return out
 
 
 _metric_lock = threading.Lock()

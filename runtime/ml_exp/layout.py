@@ -6,7 +6,7 @@
       manifest.json                   what ran: settings, code, versions, each step's status and facts
       data/reconciled/                reconciliation: part-*.parquet
       data/prepared/labels.json       preparation: the label list (index = class id), one for every model
-      data/prepared/<model>/          preparation: train/validation/test (datasets) + processor/
+      data/prepared/<model>/          preparation: train/validation/test (datasets) + processor/ + document_lengths.png
       tuning/<model>/                 tuning: best.json, trials.json, trials.csv, and the search's own
                                       state (study.db locally, sagemaker_tuning_job.json on SageMaker)
       tuning/<model>/trial_<k>/       tuning: one trial's model and training_metrics.json
@@ -41,6 +41,8 @@ PREPARED = "data/prepared"
 LABELS = f"{PREPARED}/labels.json"
 # Inside a prepared folder: the processor that encoded it (training and inference reuse it).
 PROCESSOR = "processor"
+# Inside a prepared folder: how long the documents are, in the model's tokens (a histogram).
+DOCUMENT_LENGTHS_PNG = "document_lengths.png"
 SPLITS = ("train", "validation", "test")
 TRAIN, VALIDATION, TEST = SPLITS
 

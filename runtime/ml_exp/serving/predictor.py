@@ -12,11 +12,10 @@ an optional ``id`` and an optional ``label``; a prediction is ``{"id", "predicti
 {label: probability}}`` (+ ``"label"`` when the record had one). Bad records raise
 :class:`RequestError` naming the record and the problem; the server turns it into a 4xx.
 
-Long documents (issue 11, not built yet) plug in at :class:`Documents`: a strategy turns each
-record's encoding into windows (``split``) and the windows' scores back into one score per
-document plus the window that decided it (``combine``, the ``evidence`` of a prediction). Today
-there is one strategy, :class:`WholeRecord`: one window per record (``encode`` truncates, as in
-training), no evidence.
+Long documents plug in at :class:`Documents`: :class:`Windows` turns a record that ``encode``
+made into several windows (DOCUMENT_STRATEGY = chunks) back into one prediction, with its
+``evidence``: ``{"window", "windows", "start", "end"}``, the window that decided it and its
+character span in the encoded text, as in the inference step's predictions.
 """
 
 from __future__ import annotations
@@ -44,8 +43,8 @@ class RequestError(Exception):
 
 
 class Documents:
-    """How records become model windows and window scores become a record's scores (the seam
-    for long documents). ``split(encoded, n)`` -> (window columns, owner record of each window);
+    """How records become model windows and window scores become a record's scores.
+    ``split(encoded, n)`` -> (window columns, owner record of each window);
     ``combine(scores, owners, n)`` -> (one score row per record, evidence per record or None)."""
 
     def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int]]:
@@ -63,6 +62,45 @@ class WholeRecord(Documents):
 
     def combine(self, scores: Any, owners: list[int], n: int) -> tuple[Any, list[dict | None]]:
         return scores, [None] * n
+
+
+class Windows(Documents):
+    """Several windows per record when ``encode`` returns ``overflow_to_sample_mapping``
+    (DOCUMENT_STRATEGY = chunks), combined as the inference step combines them
+    (CHUNK_AGGREGATION); the evidence names the deciding window and its character span."""
+
+    def __init__(self, aggregation: str):
+        self.aggregation = aggregation
+        self.spans: list[tuple[int, int]] = []
+
+    def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int]]:
+        from ml_exp.steps.documents import MAPPING, WINDOW_END, WINDOW_START, Windowing, to_rows
+
+        if MAPPING not in encoded:
+            self.spans = []
+            return encoded, list(range(n))
+        rows = to_rows({}, encoded, Windowing())
+        self.spans = list(zip(rows[WINDOW_START], rows[WINDOW_END]))
+        return rows, [int(owner) for owner in encoded[MAPPING]]
+
+    def combine(self, scores: Any, owners: list[int], n: int) -> tuple[Any, list[dict | None]]:
+        import numpy as np
+
+        from ml_exp.steps.documents import combine
+
+        if not self.spans:
+            return scores, [None] * n
+        starts = np.searchsorted(np.asarray(owners), np.arange(n))
+        combined, deciding = combine(scores, starts, self.aggregation)
+        counts = np.diff(np.append(starts, len(owners)))
+        evidence = []
+        for record, window in enumerate(deciding.tolist()):
+            start, end = self.spans[int(starts[record]) + window]
+            proof: dict[str, Any] = {"window": window, "windows": int(counts[record])}
+            if start >= 0:
+                proof.update(start=start, end=end)
+            evidence.append(proof)
+        return combined, evidence
 
 
 class Predictor:
@@ -90,7 +128,7 @@ class Predictor:
         model, tokenizer = load_classifier(bundle.model, self.labels, self.info["model"])
         self.model_name = self.info["model"]
         self.batch_size = config.per_device_eval_batch_size
-        self.documents: Documents = WholeRecord()
+        self.documents: Documents = Windows(config.chunk_aggregation)
         self._model, self._tokenizer, self._scorer_class = model, tokenizer, Scorer
         self.scorer: Any = None  # built on the first batch: the inputs are the encoded columns the model takes
         self._lock = threading.Lock()

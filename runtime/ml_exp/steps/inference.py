@@ -4,12 +4,15 @@
 (here, or a SageMaker job), then writes the comparison (:mod:`ml_exp.steps.report`);
 ``infer_model`` is what tests one model, wherever it runs.
 
-It reads a model's prepared data (``id``, ``label``, the encoded inputs) and its trained model,
-and writes its inference folder (one complete folder, never overwritten): predictions as
-Parquet and CSV (id, true_label, predicted_label, one ``score_<label>`` softmax column per
-class), the experiment's ``compute_metrics``, a per-class report and the confusion matrix
-(JSON and PNG). Memory stays flat: the split is memory-mapped and read batch by batch,
-predictions stream to the writers; only int predictions/references and the matrix are kept.
+It reads a model's prepared data (``id``, ``label``, the encoded inputs, where each window is)
+and its trained model, and writes its inference folder (one complete folder, never
+overwritten): predictions as Parquet and CSV, one row per document (id, true_label,
+predicted_label, one ``score_<label>`` column per class, ``windows``, and the evidence: the
+index of the window that decided the prediction, ``evidence_window``, and its character span in
+the encoded text, ``evidence_start`` / ``evidence_end``), the experiment's ``compute_metrics``
+on documents, a per-class report and the confusion matrix (JSON and PNG). Memory stays flat:
+the split is memory-mapped and read block by block, predictions stream to the writers; only
+int predictions/references and the matrix are kept.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from ml_exp.layout import (
 )
 from ml_exp.names import INFERENCE
 from ml_exp.steps import StepError, local_input, tracking_records
+from ml_exp.steps.documents import WINDOW, WINDOW_END, WINDOW_START, combine, document_starts
 from ml_exp.steps.report import confusion_matrix_png
 from ml_exp.steps.scoring import Scorer, accepted_inputs, load_classifier, model_inputs
 from ml_exp.store import OutputExistsError, Run
@@ -52,6 +56,15 @@ from ml_exp.udf import UDFs, user_error
 InferOne = Callable[[Context, str], Any]
 # Rows buffered before a Parquet row group is written (bounded memory per group).
 PARQUET_ROWS_PER_GROUP = 65_536
+# Rows read and scored together: sorted by length within a block, in batches of
+# PER_DEVICE_EVAL_BATCH_SIZE. Bounds memory whatever the size of the split.
+BATCHES_PER_BLOCK = 32
+
+
+def _evidence_schema() -> list:
+    import pyarrow as pa
+
+    return [("windows", pa.int32()), ("evidence_window", pa.int32()), ("evidence_start", pa.int64()), ("evidence_end", pa.int64())]
 
 
 def run_inference(ctx: Context, infer_one: InferOne) -> dict[str, Any]:
@@ -97,7 +110,7 @@ def infer_model(ctx: Context, udfs: UDFs, model_name: str) -> dict:
 
         with tracked(ctx, key, INFERENCE) as wb:
             n, predictions, references, matrix = _predict(ctx, model_name, prepared, trained, labels, out)
-            log.info("inference %s: %d test records scored", model_name, n)
+            log.info("inference %s: %d test documents scored", model_name, n)
 
             metrics = _user_metrics(udfs, ctx, model_name, predictions, references, labels)
             report = _classification_report(predictions, references, labels)
@@ -183,69 +196,126 @@ def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
 
 
 def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, labels: list[str], out: Path):
-    """Score the test split batch by batch, streaming rows to predictions.parquet/.csv.
+    """Score the test split block by block, one prediction per document, streamed to
+    predictions.parquet/.csv in the split's order.
 
-    Returns (n, predictions, references, confusion matrix as lists)."""
+    Within a block the rows are scored longest first, in batches of similar lengths (less
+    padding), and put back in order; a document's windows are combined (CHUNK_AGGREGATION) once
+    its last window is scored. Returns (documents, predictions, references, confusion matrix)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     test, model, tokenizer, inputs = _load(prepared, trained, labels, model_name)
-    n = test.num_rows
-    if n == 0:
+    rows = test.num_rows
+    if rows == 0:
         raise StepError(f"the {TEST} split of model {model_name!r} is empty; give reconcile() more records or "
                         "raise the test share of SPLIT_RATIOS.")
     batch_size = ctx.config.per_device_eval_batch_size
     scorer = Scorer(model, tokenizer, inputs, len(labels), model_name, getattr(ctx.config, "mixed_precision", "no"))
     k = len(labels)
-    score_columns = [f"score_{label}" for label in labels]
     schema = pa.schema([("id", pa.string()), ("true_label", pa.string()), ("predicted_label", pa.string())]
-                       + [(c, pa.float32()) for c in score_columns])
+                       + [(f"score_{label}", pa.float32()) for label in labels] + _evidence_schema())
     predictions, references = array("q"), array("q")
     matrix = np.zeros((k, k), dtype=np.int64)
     buffer: dict[str, list] = {name: [] for name in schema.names}
+    where = [c for c in (WINDOW, WINDOW_START, WINDOW_END) if c in test.column_names]
+    data = test.select_columns(["id", "label", *where, *inputs])
+    pending: dict[str, Any] | None = None  # the windows of a document whose last window may be in the next block
 
-    def flush(writer: Any) -> None:
-        if buffer["id"]:
-            writer.write_table(pa.table(buffer, schema=schema))
+    def flush(writer: Any, rows_out: Any, end: bool = False) -> None:
+        """Write the buffered rows in row groups of PARQUET_ROWS_PER_GROUP (the rest at the end)."""
+        while len(buffer["id"]) >= PARQUET_ROWS_PER_GROUP or (end and buffer["id"]):
+            size = min(PARQUET_ROWS_PER_GROUP, len(buffer["id"]))
+            table = pa.table({name: values[:size] for name, values in buffer.items()}, schema=schema)
+            writer.write_table(table)
+            rows_out.writerows(zip(*(_csv_column(table.column(i)) for i in range(table.num_columns))))
             for values in buffer.values():
-                values.clear()
+                del values[:size]
 
-    data = test.select_columns(["id", "label", *inputs])
-    batches = math.ceil(n / batch_size)
+    def emit(block: dict[str, Any], last: bool) -> dict[str, Any] | None:
+        """Predictions for the documents complete in ``block``; returns the rest (or None)."""
+        starts = document_starts(block[WINDOW])
+        done = len(block[WINDOW]) if last else (int(starts[-1]) if len(starts) else 0)
+        if done == 0:
+            return block
+        head = {name: values[:done] for name, values in block.items()}
+        starts = starts[starts < done]
+        scores, evidence = combine(head["probs"], starts, ctx.config.chunk_aggregation)
+        predicted = scores.argmax(axis=-1)
+        truth = head["label"][starts]
+        if truth.size and (truth.min() < 0 or truth.max() >= k):
+            raise StepError(f"the {TEST} split has label ids outside 0..{k - 1}.")
+        np.add.at(matrix, (truth, predicted), 1)
+        predictions.extend(int(p) for p in predicted)
+        references.extend(int(t) for t in truth)
+        deciding = starts + evidence
+        buffer["id"].extend(str(head["id"][s]) for s in starts)
+        buffer["true_label"].extend(labels[t] for t in truth)
+        buffer["predicted_label"].extend(labels[p] for p in predicted)
+        for c, label in enumerate(labels):
+            buffer[f"score_{label}"].extend(scores[:, c].tolist())
+        buffer["windows"].extend(np.diff(np.append(starts, done)).tolist())
+        buffer["evidence_window"].extend(evidence.tolist())
+        for column, name in ((WINDOW_START, "evidence_start"), (WINDOW_END, "evidence_end")):
+            spans = head[column][deciding] if column in head else np.full(len(starts), -1)
+            buffer[name].extend(int(v) if v >= 0 else None for v in spans)
+        return None if last or done == len(block[WINDOW]) else {name: values[done:] for name, values in block.items()}
+
+    block_rows = batch_size * BATCHES_PER_BLOCK
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("batches"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False, disable=not interactive())
+                        TextColumn("rows"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False, disable=not interactive())
     with pq.ParquetWriter(str(out / PREDICTIONS), schema) as writer, \
             open(out / PREDICTIONS_CSV, "w", newline="", encoding="utf-8") as csv_file, progress:
-        rows = csv.writer(csv_file)
-        rows.writerow(schema.names)
-        task = progress.add_task(f"inference {model_name}", total=batches)
-        for batch in data.iter(batch_size=batch_size):
-            probs = scorer.scores(batch)  # the forward pass of ml_exp.steps.scoring, shared with the predictor
-            predicted = probs.argmax(axis=-1)
-            truth = np.asarray(batch["label"], dtype=np.int64)
-            if truth.size and (truth.min() < 0 or truth.max() >= k):
-                raise StepError(f"the {TEST} split has label ids outside 0..{k - 1}.")
-            np.add.at(matrix, (truth, predicted), 1)
-            predictions.extend(int(p) for p in predicted)
-            references.extend(int(t) for t in truth)
+        rows_out = csv.writer(csv_file)
+        rows_out.writerow(schema.names)
+        task = progress.add_task(f"inference {model_name}", total=rows)
+        seen = 0
+        for batch in data.iter(batch_size=block_rows):
+            count = len(batch["id"])
+            block = {"id": np.asarray(batch["id"], dtype=object), "label": np.asarray(batch["label"], dtype=np.int64),
+                     WINDOW: np.asarray(batch[WINDOW], dtype=np.int64) if WINDOW in batch else np.zeros(count, dtype=np.int64),
+                     "probs": _scores_by_length(scorer, batch, inputs, batch_size)}
+            block.update({c: np.asarray(batch[c], dtype=np.int64) for c in (WINDOW_START, WINDOW_END) if c in batch})
+            if pending is not None:
+                block = {name: np.concatenate([pending[name], values]) for name, values in block.items()}
+            seen += count
+            pending = emit(block, last=seen >= rows)
+            flush(writer, rows_out)
+            progress.advance(task, count)
+        if pending is not None:
+            emit(pending, last=True)
+        flush(writer, rows_out, end=True)
+    return len(predictions), predictions.tolist(), references.tolist(), matrix.tolist()
 
-            ids = [str(i) for i in batch["id"]]
-            true_names = [labels[t] for t in truth]
-            predicted_names = [labels[p] for p in predicted]
-            buffer["id"].extend(ids)
-            buffer["true_label"].extend(true_names)
-            buffer["predicted_label"].extend(predicted_names)
-            for c, column in enumerate(score_columns):
-                buffer[column].extend(probs[:, c].tolist())
-            rows.writerows([i, t, p, *(f"{s:.6g}" for s in row)]
-                           for i, t, p, row in zip(ids, true_names, predicted_names, probs.tolist()))
-            if len(buffer["id"]) >= PARQUET_ROWS_PER_GROUP:
-                flush(writer)
-            progress.advance(task)
-        flush(writer)
-    return n, predictions.tolist(), references.tolist(), matrix.tolist()
+
+def _scores_by_length(scorer: Scorer, batch: Mapping[str, list], inputs: list[str], batch_size: int) -> Any:
+    """The block's softmax scores in its order, computed longest rows first in batches of
+    ``batch_size``: rows of similar lengths share a batch, so little of it is padding."""
+    import numpy as np
+
+    count = len(batch[inputs[0]])
+    lengths = np.asarray([len(v) for v in batch["input_ids"]]) if "input_ids" in batch and "input_ids" in inputs else np.zeros(count)
+    order = np.argsort(-lengths, kind="stable")
+    probs = None
+    for start in range(0, count, batch_size):
+        chosen = order[start:start + batch_size]
+        part = scorer.scores({c: [batch[c][i] for i in chosen] for c in inputs})
+        if probs is None:
+            probs = np.empty((count, part.shape[1]), dtype=np.float32)
+        probs[chosen] = part
+    return probs
+
+
+def _csv_column(column: Any) -> list[str]:
+    """A column of the predictions as the CSV writes it (scores with 6 significant digits)."""
+    import pyarrow as pa
+
+    values = column.to_pylist()
+    if pa.types.is_floating(column.type):
+        return [f"{v:.6g}" for v in values]
+    return ["" if v is None else v for v in values]
 
 
 # --- metrics and outputs -------------------------------------------------------------------------

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ml_exp.context import Context
-from ml_exp.layout import LABELS, MODEL_LABELS, PROCESSOR, RECONCILED, RECORD_FIELDS, SPLITS, prepared_dir
+from ml_exp.layout import DOCUMENT_LENGTHS_PNG, LABELS, MODEL_LABELS, PROCESSOR, RECONCILED, RECORD_FIELDS, SPLITS, prepared_dir
 from ml_exp.names import PREPARATION
 from ml_exp.steps import StepError, local_input
+from ml_exp.steps.coverage import document_coverage, lengths_png, warn_if_truncated
+from ml_exp.steps.documents import MAPPING, Windowing, check_rows, to_rows
 from ml_exp.udf import UDFs, user_error, user_frames
 
 # Model inputs a classifier can start from; encode must return at least one of them.
@@ -98,30 +100,34 @@ def _split(dataset, test_size: float, seed: int, ctx: Context):
 
 
 def _encode_for(model_name: str, splits, content: list[str], labels: list[str], ctx: Context, udfs: UDFs, scratch: Path) -> dict[str, Any]:
+    import datasets
+
     try:
         processor = udfs.load_processor(model_name, ctx)
     except Exception as exc:
         raise StepError(user_error(f"load_processor({model_name!r})", exc, ctx.experiment_dir)) from exc
+    windowing = Windowing.of(ctx.config, processor)
 
-    def encode(batch: dict[str, list]) -> dict[str, list]:
+    def encode(batch: dict[str, list], training: bool = False) -> dict[str, list]:
         try:
-            return udfs.encode(batch, processor, ctx)
+            output = udfs.encode(batch, processor, ctx)
         except Exception as exc:
             ids = ", ".join(map(repr, batch["id"][:3])) + (", ..." if len(batch["id"]) > 3 else "")
             raise StepError(f"encode for {model_name!r} raised {type(exc).__name__} on a batch of records {ids}: {exc}{user_frames(exc, ctx.experiment_dir)}") from exc
+        check_encoded(model_name, batch, output)
+        return to_rows(batch, output, windowing, training)
 
     probe = splits["train"].select(range(min(PROBE_ROWS, len(splits["train"])))).to_dict()
-    columns = check_encoded(model_name, probe, encode(probe))
+    columns = sorted(encode(probe, training=True))
 
     workers = _workers(len(splits["train"]))
+    batch_size = records_per_batch(splits["train"], content)
     try:
-        encoded = splits.map(
-            encode,
-            batched=True,
-            num_proc=workers,
-            remove_columns=content,
-            desc=f"encoding for {model_name}",
-        )
+        encoded = datasets.DatasetDict({
+            name: part.map(encode, batched=True, batch_size=batch_size, num_proc=workers, remove_columns=part.column_names,
+                           fn_kwargs={"training": name == "train"}, desc=f"encoding {name} for {model_name}")
+            for name, part in splits.items()
+        })
     except StepError:
         raise
     except Exception as exc:  # datasets' own checks of the output (e.g. types that vary by batch)
@@ -132,30 +138,68 @@ def _encode_for(model_name: str, splits, content: list[str], labels: list[str], 
     if hasattr(processor, "save_pretrained"):
         # Training and inference use this very processor: the ids were made by it.
         processor.save_pretrained(str(local / PROCESSOR))
+    coverage = document_coverage(encoded, ctx.config, windowing)
+    png = lengths_png(encoded, ctx.config, model_name)
+    if png is not None:
+        (local / DOCUMENT_LENGTHS_PNG).write_bytes(png)
+    warn_if_truncated(coverage, ctx, model_name)
     ctx.run.put_dir(str(local), prepared_dir(model_name), overwrite=_rewriting(ctx))
-    return {"columns": columns, "rows": {name: len(part) for name, part in encoded.items()}, "workers": workers}
+    return {"columns": [c for c in columns if c not in ("id", "label")], "rows": {name: len(part) for name, part in encoded.items()},
+            "workers": workers, "batch_size": batch_size, "documents": coverage}
 
 
 def check_encoded(model_name: str, batch: dict[str, list], output: Any) -> list[str]:
     """Refuse malformed encode output before encoding everything; return its columns."""
     where = f"encode for {model_name!r}"
-    rows = len(batch["id"])
+    records = len(batch["id"])
     if not isinstance(output, Mapping):
         raise StepError(f"{where} returned a {type(output).__name__}; return a dict of columns (e.g. the tokenizer's output)")
     if not any(column in output for column in INPUT_COLUMNS):
         raise StepError(f"{where} returned columns {sorted(output)} but no model input; return one of {', '.join(INPUT_COLUMNS)}")
+    rows = records
+    if MAPPING in output:
+        try:
+            rows = len(output[MAPPING])
+        except TypeError:
+            raise StepError(f"{where}: {MAPPING} is a {type(output[MAPPING]).__name__}, not one record index per row") from None
     for column, values in output.items():
         try:
             length = len(values)
         except TypeError:
             raise StepError(f"{where}: column {column!r} is a {type(values).__name__}, not one value per record") from None
         if length != rows:
-            raise StepError(f"{where}: column {column!r} has {length} rows for a batch of {rows} records (ragged output); return one row per record")
+            raise StepError(f"{where}: column {column!r} has {length} rows for a batch of {records} records"
+                            f"{f' ({rows} rows in {MAPPING})' if rows != records else ''} (ragged output); return one row per record, "
+                            f"or several per record with {MAPPING} naming each row's record (as tokenizers do)")
+    check_rows(where, records, output)
     if "input_ids" in output and "attention_mask" in output:
+        owners = list(output[MAPPING]) if MAPPING in output else list(range(rows))
         for index, (ids, mask) in enumerate(zip(output["input_ids"], output["attention_mask"])):
             if len(ids) != len(mask):
-                raise StepError(f"{where}: record {batch['id'][index]!r} has {len(ids)} input_ids but {len(mask)} attention_mask values")
+                raise StepError(f"{where}: record {batch['id'][owners[index]]!r} has {len(ids)} input_ids but {len(mask)} attention_mask values")
     return sorted(output)
+
+
+# Characters of text encoded per batch: bounds the memory of a batch whatever the documents'
+# lengths (a 300-page document is about a million characters).
+CHARACTERS_PER_BATCH = 1_000_000
+MAX_RECORDS_PER_BATCH = 1000  # datasets' default
+
+
+def records_per_batch(split: Any, content: list[str]) -> int:
+    """Records per encode batch: datasets' 1000, fewer when the texts are long, so that a batch
+    holds about CHARACTERS_PER_BATCH characters (measured on the split's string columns)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = split.with_format(None).data
+    characters = 0
+    for name in content:
+        column = table.column(name)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            characters += int(pc.sum(pc.utf8_length(column)).as_py() or 0)
+    mean = characters / max(table.num_rows, 1)
+    return max(1, min(MAX_RECORDS_PER_BATCH, int(CHARACTERS_PER_BATCH // max(mean, 1))))
 
 
 def _workers(rows: int) -> int | None:

@@ -25,6 +25,7 @@ from ml_exp.layout import LABELS, MODEL_LABELS, PROCESSOR, TRACKING_STATE, TRAIN
 from ml_exp.names import TRAINING, TUNING
 from ml_exp.search_space import as_settings
 from ml_exp.steps import StepError, tracking_records
+from ml_exp.steps.documents import WINDOW, combine, document_starts
 from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, SyncCheckpoints, WandbLog
 from ml_exp.steps.tuning import best_params
 from ml_exp.udf import UDFs, user_error
@@ -163,7 +164,7 @@ def train_model(
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
         processing_class=processor if pads else None,
-        compute_metrics=_metrics(udfs, labels, ctx, np),
+        compute_metrics=_metrics(udfs, labels, ctx, np, validation_documents(splits["validation"])),
         compute_loss_func=weighted_cross_entropy(weights) if weights is not None else None,
         callbacks=callbacks,
     )
@@ -290,13 +291,32 @@ def _call(what: str, function: Callable[..., Any], *args: Any) -> Any:
         raise StepError(user_error(what, exc, args[-1].experiment_dir)) from exc
 
 
-def _metrics(udfs: UDFs, labels: list[str], ctx: Context, np: Any) -> Callable[[Any], dict[str, float]]:
+def validation_documents(validation: Any) -> Any:
+    """(each document's first row, rows) of the validation split when documents have several
+    windows (DOCUMENT_STRATEGY = chunks), else None. The Trainer evaluates the split in order."""
+    if WINDOW not in validation.column_names:
+        return None
+    starts = document_starts(validation.with_format(None).data.column(WINDOW).to_numpy())
+    return (starts, len(validation)) if len(starts) < len(validation) else None
+
+
+def _metrics(udfs: UDFs, labels: list[str], ctx: Context, np: Any, documents: Any = None) -> Callable[[Any], dict[str, float]]:
+    """The Trainer's compute_metrics: the user's, per document (``documents``: each one's first
+    row; its windows' scores are combined by CHUNK_AGGREGATION), never per window."""
     wanted = ctx.config.metric_for_best_model
 
     def compute(prediction: Any) -> dict[str, float]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        references = np.asarray(prediction.label_ids)
+        if documents is not None:
+            starts, rows = documents
+            if len(logits) != rows:  # the windows' order is what ties them to their documents
+                raise StepError(f"the Trainer returned {len(logits)} validation predictions for {rows} windows; cannot combine them per document")
+            shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            logits, _ = combine(shifted / shifted.sum(axis=-1, keepdims=True), starts, ctx.config.chunk_aggregation)
+            references = references[starts]
         predicted = np.argmax(logits, axis=-1).tolist()
-        metrics = _call("compute_metrics", udfs.compute_metrics, predicted, prediction.label_ids.tolist(), labels, ctx)
+        metrics = _call("compute_metrics", udfs.compute_metrics, predicted, references.tolist(), labels, ctx)
         if not isinstance(metrics, dict) or wanted not in metrics:
             raise StepError(f"compute_metrics returned {sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__}; it must return a dict holding METRIC_FOR_BEST_MODEL = {wanted}")
         try:

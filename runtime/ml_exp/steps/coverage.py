@@ -1,0 +1,103 @@
+"""How much of the documents the model sees (preparation's report on DOCUMENT_STRATEGY): their
+lengths in the model's tokens, their windows, and the share of their tokens in what is encoded.
+
+Read from the columns :func:`ml_exp.steps.documents.to_rows` writes next to the model's inputs,
+three integers per row: nothing is tokenized again.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from ml_exp.context import Context
+from ml_exp.steps.documents import DOCUMENT_TOKENS, TOKENS_SEEN, WINDOW, Windowing
+
+# With DOCUMENT_STRATEGY = truncate, warn when more than this share of the training documents is cut.
+TRUNCATED_WARNING = 0.5
+
+
+def _columns(split: Any) -> dict[str, Any]:
+    import numpy as np
+
+    table = split.with_format(None).data
+    return {name: np.asarray(table.column(name).to_numpy(), dtype=np.int64) for name in (WINDOW, DOCUMENT_TOKENS, TOKENS_SEEN)}
+
+
+def document_coverage(encoded: Any, config: Any, windowing: Windowing) -> dict[str, Any]:
+    """Per split: documents, windows per document, token lengths (median, p90, max; None when
+    encode did not say them), the share of the documents' tokens the model sees, and the share
+    of documents longer than one row (``longer_than_max_length``)."""
+    import numpy as np
+
+    room = max(config.max_length - windowing.special_tokens, 1)
+    splits = {}
+    for name, split in encoded.items():
+        columns = _columns(split)
+        starts = np.flatnonzero(columns[WINDOW] == 0)
+        windows = np.diff(np.append(starts, len(columns[WINDOW])))
+        lengths = columns[DOCUMENT_TOKENS][starts]
+        seen = columns[TOKENS_SEEN]
+        facts: dict[str, Any] = {
+            "documents": int(len(starts)),
+            "windows": int(len(columns[WINDOW])),
+            "windows_per_document": {"median": _number(np.median(windows)) if len(windows) else 0, "max": int(windows.max(initial=0))},
+            "tokens": None, "share_seen": None, "longer_than_max_length": None,
+        }
+        if len(lengths) and (lengths >= 0).all():
+            facts["tokens"] = {"median": _number(np.median(lengths)), "p90": _number(np.percentile(lengths, 90)), "max": int(lengths.max())}
+            facts["share_seen"] = round(float(min(seen.sum() / max(lengths.sum(), 1), 1.0)), 4)
+            facts["longer_than_max_length"] = round(float((lengths > room).mean()), 4)
+        elif len(starts):  # lengths unknown: a document that fills its row was probably cut
+            facts["longer_than_max_length"] = round(float((seen[starts] >= room).mean()), 4)
+        splits[name] = facts
+    return {"strategy": config.document_strategy, "max_length": config.max_length, "splits": splits}
+
+
+def warn_if_truncated(coverage: dict[str, Any], ctx: Context, model_name: str) -> None:
+    train = coverage["splits"].get("train", {})
+    longer = train.get("longer_than_max_length")
+    if coverage["strategy"] == "truncate" and longer is not None and longer > TRUNCATED_WARNING:
+        seen = train.get("share_seen")
+        ctx.log.warning("%s: %.0f%% of the training documents are longer than MAX_LENGTH = %d tokens and are cut%s; "
+                        "set DOCUMENT_STRATEGY = chunks to train and predict on all of them (or head_tail for their start and end)",
+                        model_name, 100 * longer, coverage["max_length"],
+                        f" (the model sees {100 * seen:.0f}% of their tokens)" if seen is not None else "")
+
+
+def lengths_png(encoded: Any, config: Any, model_name: str) -> bytes | None:
+    """A histogram of the documents' lengths in tokens per split (log scale), MAX_LENGTH marked;
+    None when encode did not say the lengths."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    lengths = {}
+    for name, split in encoded.items():
+        columns = _columns(split)
+        values = columns[DOCUMENT_TOKENS][columns[WINDOW] == 0]
+        if not len(values) or (values < 0).any():
+            return None
+        lengths[name] = np.maximum(values, 1)
+    top = max(int(v.max()) for v in lengths.values())
+    bins = np.geomspace(1, max(top, config.max_length) * 1.1, 40)
+    figure = Figure(figsize=(7, 3.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for name, values in lengths.items():
+        axes.hist(values, bins=bins, histtype="step", linewidth=1.5, label=f"{name} ({len(values)})")
+    axes.axvline(config.max_length, color="black", linestyle="--", linewidth=1, label=f"MAX_LENGTH = {config.max_length}")
+    axes.set_xscale("log")
+    axes.set_xlabel("document length (tokens)")
+    axes.set_ylabel("documents")
+    axes.set_title(f"{model_name}: document lengths ({config.document_strategy})")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _number(value: Any) -> float | int:
+    value = float(value)
+    return int(value) if value.is_integer() else round(value, 1)

@@ -1,0 +1,170 @@
+"""Documents and their windows (DOCUMENT_STRATEGY): one place for what preparation, training's
+evaluation, inference and the predictor each need to know about them.
+
+``encode`` may return more rows than it received records: ``overflow_to_sample_mapping`` (the
+Hugging Face tokenizers' own name) maps each row to its record in the batch, and
+``offset_mapping`` (also theirs) locates each row's tokens in the record's text.
+:func:`to_rows` turns that into one row per window, with the record's ``id`` and ``label`` and
+where the window is (:data:`WINDOW_COLUMNS`); the windows of a document stay together, in order,
+window 0 first. :func:`combine` turns the windows' class probabilities back into one row per
+document (CHUNK_AGGREGATION) and names the window that decided it (the evidence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ml_exp.steps import StepError
+
+MAPPING = "overflow_to_sample_mapping"
+OFFSETS = "offset_mapping"
+# Optional column of encode's output: tokens of the whole document (before any cut).
+DOCUMENT_TOKENS = "document_tokens"
+WINDOW = "window"  # index of the window in its document (0 for a document of one window)
+WINDOW_START, WINDOW_END = "window_start", "window_end"  # character span in the encoded text (-1: unknown)
+TOKENS_SEEN = "tokens_seen"  # tokens of the document this window adds to what the model sees
+WINDOW_COLUMNS = (WINDOW, WINDOW_START, WINDOW_END, DOCUMENT_TOKENS, TOKENS_SEEN)
+# encode's columns that describe rows rather than feed the model.
+ROW_FACTS = (MAPPING, OFFSETS, DOCUMENT_TOKENS)
+
+
+@dataclass(frozen=True)
+class Windowing:
+    """What to keep of a document's windows. ``max_chunks`` applies to training only
+    (validation and test always see every window); ``special_tokens``: tokens the processor
+    adds to each row ([CLS], [SEP]...), not part of the document."""
+
+    stride: int = 0
+    max_chunks: int = 0
+    special_tokens: int = 0
+
+    @classmethod
+    def of(cls, config: Any, processor: Any) -> Windowing:
+        counter = getattr(processor, "num_special_tokens_to_add", None)
+        try:
+            special = int(counter(pair=False)) if callable(counter) else 0
+        except Exception:  # noqa: BLE001 - a processor without the notion: count none
+            special = 0
+        stride = config.chunk_stride if config.document_strategy == "chunks" else 0
+        return cls(stride=stride, max_chunks=config.max_chunks, special_tokens=special)
+
+
+def check_rows(where: str, records: int, encoded: Mapping[str, Any]) -> None:
+    """``overflow_to_sample_mapping``, when there is one, maps every row to a record of the batch,
+    in order, and leaves no record without a row."""
+    mapping = encoded.get(MAPPING)
+    if mapping is None:
+        return
+    owners = [int(v) for v in mapping]
+    if any(b < a for a, b in zip(owners, owners[1:])) or (owners and (owners[0] < 0 or owners[-1] >= records)):
+        raise StepError(f"{where}: {MAPPING} must list, for each row in order, its record's index in the batch "
+                        f"(0..{records - 1}, non-decreasing); got {owners[:12]}{' ...' if len(owners) > 12 else ''}")
+    lost = sorted(set(range(records)) - set(owners))
+    if lost:
+        raise StepError(f"{where}: records {lost[:5]} of the batch have no row in {MAPPING}; every record needs at least one row")
+
+
+def evenly_spaced(count: int, keep: int) -> list[int]:
+    """``keep`` of ``count`` window indices, spread over the document, first and last included."""
+    if keep <= 0 or count <= keep:
+        return list(range(count))
+    if keep == 1:
+        return [0]
+    return sorted({round(i * (count - 1) / (keep - 1)) for i in range(keep)})
+
+
+def to_rows(batch: Mapping[str, Sequence[Any]], encoded: Mapping[str, Sequence[Any]], windowing: Windowing,
+            training: bool = False) -> dict[str, list]:
+    """encode's output for ``batch`` -> one row per window kept, with ``id`` / ``label`` (when the
+    batch has them) and :data:`WINDOW_COLUMNS`; the model's inputs pass through untouched."""
+    rows = len(next(iter(encoded.values()))) if encoded else 0
+    owners = [int(v) for v in encoded[MAPPING]] if MAPPING in encoded else list(range(rows))
+    records = len(next(iter(batch.values()))) if batch else (owners[-1] + 1 if owners else 0)
+    offsets = encoded.get(OFFSETS)
+    given_lengths = encoded.get(DOCUMENT_TOKENS)
+    ids = encoded.get("input_ids")
+    content = [max(len(ids[i]) - windowing.special_tokens, 0) for i in range(rows)] if ids is not None else [0] * rows
+
+    keep: list[int] = []
+    facts: dict[str, list] = {name: [] for name in WINDOW_COLUMNS}
+    start = 0
+    for record in range(records):
+        end = start
+        while end < rows and owners[end] == record:
+            end += 1
+        count = end - start
+        chosen = evenly_spaced(count, windowing.max_chunks) if training else list(range(count))
+        if given_lengths is not None:
+            length = int(given_lengths[start])
+        elif ids is not None and count > 1:  # the windows overlap by the stride
+            length = content[start] + sum(max(content[i] - windowing.stride, 0) for i in range(start + 1, end))
+        else:
+            length = content[start] if ids is not None and count == 1 else -1
+        previous = None
+        for j in chosen:
+            row = start + j
+            overlap = windowing.stride if previous == j - 1 and j > 0 else 0
+            keep.append(row)
+            facts[WINDOW].append(j)
+            span = _span(offsets[row]) if offsets is not None else (-1, -1)
+            facts[WINDOW_START].append(span[0])
+            facts[WINDOW_END].append(span[1])
+            facts[DOCUMENT_TOKENS].append(length)
+            facts[TOKENS_SEEN].append(max(content[row] - overlap, 0))
+            previous = j
+        start = end
+
+    out: dict[str, list] = {}
+    for key in ("id", "label"):
+        if key in batch:
+            values = batch[key]
+            out[key] = [values[owners[row]] for row in keep]
+    for column, values in encoded.items():
+        if column not in ROW_FACTS:
+            out[column] = list(values) if len(keep) == rows else [values[row] for row in keep]
+    out.update(facts)
+    return out
+
+
+def _span(offsets: Sequence[Sequence[int]]) -> tuple[int, int]:
+    """The characters a window covers: from its first token to its last (special tokens,
+    whose offsets are (0, 0), left out)."""
+    starts = [int(s) for s, e in offsets if e > s]
+    if not starts:
+        return -1, -1
+    return min(starts), max(int(e) for s, e in offsets if e > s)
+
+
+def document_starts(windows: Any) -> Any:
+    """Row index of each document's first window (numpy), from the WINDOW column."""
+    import numpy as np
+
+    return np.flatnonzero(np.asarray(windows) == 0)
+
+
+def combine(probabilities: Any, starts: Any, how: str = "mean") -> tuple[Any, Any]:
+    """Windows' class probabilities (rows x classes) -> (one row per document, the index in its
+    document of the window that decided it). ``starts``: each document's first row.
+
+    ``mean``: the mean of the windows' probabilities; ``max``: each class's highest probability
+    over the windows, scaled to sum to 1. The deciding window is the one that gives the predicted
+    class its highest probability (the first of ties)."""
+    import numpy as np
+
+    probs = np.asarray(probabilities, dtype=np.float64)
+    starts = np.asarray(starts, dtype=np.int64)
+    counts = np.diff(np.append(starts, len(probs)))
+    if how == "max":
+        scores = np.maximum.reduceat(probs, starts, axis=0)
+        scores /= scores.sum(axis=1, keepdims=True)
+    else:
+        scores = np.add.reduceat(probs, starts, axis=0) / counts[:, None]
+    predicted = scores.argmax(axis=1)
+    owner = np.repeat(np.arange(len(starts)), counts)
+    support = probs[np.arange(len(probs)), predicted[owner]]
+    best = np.maximum.reduceat(support, starts)
+    rows = np.flatnonzero(support == best[owner])
+    _, first = np.unique(owner[rows], return_index=True)
+    return scores.astype(np.float32), rows[first] - starts
