@@ -13,7 +13,7 @@ $(BIN)/exp: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt torch
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[train,sagemaker,serve,test]"
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[train,sagemaker,serve,pdf,test]"
 	touch $@
 
 install: $(BIN)/exp  ## create .venv with the runtime, the ML stack and the test tools

@@ -78,7 +78,7 @@ def rules(names):
         ("ecr_repository", r"(?=.{2,256}$)(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*", "an ECR repository name: lowercase letters, digits, '.', '_', '-' and '/' separated parts", False),
         ("wandb_project", names.WANDB_PROJECT_RE, "a W&B project name without spaces or / \\ # ? % :", False),
         ("wandb_entity", names.WANDB_ENTITY_RE, "a W&B user or team name (or empty)", True),
-        ("runtime_requirement", r"\S.*", "a pip requirement for the ml-exp runtime, e.g. ml-exp[train,sagemaker,serve]", False),
+        ("runtime_requirement", r"\S.*", "a pip requirement for the ml-exp runtime, e.g. ml-exp[train,sagemaker,serve,pdf]", False),
     ]
 
 

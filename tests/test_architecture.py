@@ -16,7 +16,7 @@ LAYERS = [
     {"ml_exp", "ml_exp.names", "ml_exp.parsers", "ml_exp.console", "ml_exp.metrics"},
     {"ml_exp.config_rules", "ml_exp.config"},
     {"ml_exp.layout", "ml_exp.storage_errors", "ml_exp.run_folder", "ml_exp.store", "ml_exp.lease", "ml_exp.context", "ml_exp.udf",
-     "ml_exp.manifest", "ml_exp.search_space", "ml_exp.tracking", "ml_exp.validate", "ml_exp.defaults"},
+     "ml_exp.manifest", "ml_exp.search_space", "ml_exp.tracking", "ml_exp.validate", "ml_exp.defaults", "ml_exp.pdf"},
     {"ml_exp.steps", "ml_exp.serving"},
     {"ml_exp.backends"},
     {"ml_exp.pipeline", "ml_exp.runs", "ml_exp.summary", "ml_exp.testing", "ml_exp.compare", "ml_exp.production"},

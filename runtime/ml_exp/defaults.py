@@ -10,7 +10,7 @@
 
 Importing this module is cheap: ``exp validate`` imports the experiment's module, which imports
 this one, before any compute. torch, transformers, numpy and evaluate are imported inside the
-functions that need them.
+functions that need them; pypdf inside ``pdf_pages`` / ``pdf_text`` (:mod:`ml_exp.pdf`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ml_exp.context import Context
+from ml_exp.pdf import pdf_pages, pdf_text
 
-__all__ = ["tokenizer_encode", "classification_metrics", "classification_metric_module", "STRATEGIES"]
+__all__ = ["tokenizer_encode", "classification_metrics", "classification_metric_module", "pdf_pages", "pdf_text", "STRATEGIES"]
 
 # Lengths above this are the "no limit" sentinels tokenizers use for model_max_length.
 _NO_LIMIT = 1_000_000

@@ -27,6 +27,7 @@ def reconcile(ctx) -> Iterable[dict[str, Any]]:
     Each record is a dict with a unique ``"id"``, the raw content fields your ``encode`` reads
     (e.g. ``"text"``) and a non-empty ``"label"``. An optional ``"split"`` (train / validation /
     test) pins a record to a split. Stream them: ml-exp writes them to the run's storage in shards.
+    Documents kept as PDFs: ``ml_exp.defaults.pdf_text(path)`` is their text (pages joined).
     """
     raise NotImplementedError("reconcile: yield the labelled raw records")
 
