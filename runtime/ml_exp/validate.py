@@ -51,6 +51,7 @@ def validate(
         problems += check_model_keys(config)
         problems += check_tuning(config)
         problems += check_tracking(config, env)
+        problems += check_documents(config)
         if check_storage:
             problems += check_store(config, new_run)
     return Report(config, problems)
@@ -83,6 +84,33 @@ def check_tuning(config: Config) -> list[Problem]:
     except SearchSpaceError as exc:
         return [Problem("TUNING_SPACE", line) for line in str(exc).splitlines()]
     return []
+
+
+def check_documents(config: Config) -> list[Problem]:
+    """DOCUMENT_STRATEGY = chunks or head_tail: each model's processor must return overflowing
+    tokens and offsets (a fast tokenizer). Loads the processors, so only with those strategies."""
+    if config.document_strategy == "truncate":
+        return []
+    from ml_exp.context import Context
+    from ml_exp.udf import UDFError, load_udfs
+
+    try:
+        udfs = load_udfs(config.experiment_dir, config.udf_module)
+    except UDFError:
+        return []  # check_udfs reported it
+    ctx, problems = Context(config=config), []
+    for name in config.model_names:
+        try:
+            processor = udfs.load_processor(name, ctx)
+        except Exception as exc:  # noqa: BLE001 - the user's function: say what it raised
+            problems.append(Problem(f"load_processor({name!r})", f"raised {type(exc).__name__}: {exc} (validate loads each processor "
+                                    f"to check DOCUMENT_STRATEGY = {config.document_strategy}); fix load_processor"))
+            continue
+        if not getattr(processor, "is_fast", False):
+            problems.append(Problem("DOCUMENT_STRATEGY", f"= {config.document_strategy} needs a processor that returns overflowing tokens "
+                                    f"and their offsets (a fast tokenizer), but load_processor({name!r}) returned a {type(processor).__name__}; "
+                                    "return a fast tokenizer (AutoTokenizer.from_pretrained(name, use_fast=True)) or use DOCUMENT_STRATEGY = truncate"))
+    return problems
 
 
 def check_tracking(config: Config, env: Mapping[str, str]) -> list[Problem]:

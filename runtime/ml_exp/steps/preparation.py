@@ -169,7 +169,7 @@ def check_encoded(model_name: str, batch: dict[str, list], output: Any) -> list[
             raise StepError(f"{where}: column {column!r} is a {type(values).__name__}, not one value per record") from None
         if length != rows:
             raise StepError(f"{where}: column {column!r} has {length} rows for a batch of {records} records"
-                            f"{f' ({rows} rows in {MAPPING})' if rows != records else ''} (ragged output); return one row per record, "
+                            f"{f' ({rows} rows in {MAPPING})' if MAPPING in output else ''} (ragged output); return one row per record, "
                             f"or several per record with {MAPPING} naming each row's record (as tokenizers do)")
     check_rows(where, records, output)
     if "input_ids" in output and "attention_mask" in output:
