@@ -7,7 +7,8 @@ from typing import Any
 from rich.markup import escape
 
 from ml_exp.layout import MODELS, REPORT, REPORT_HTML
-from ml_exp.names import INFERENCE, TRAINING
+from ml_exp.names import INFERENCE, PREPARATION, TRAINING
+from ml_exp.steps.coverage import coverage_line
 from ml_exp.store import Run
 
 # What the Trainer adds to validation metrics besides the user's own.
@@ -23,6 +24,13 @@ def print_summary(run: Run, console: Any = None) -> None:
     if table is not None:
         console.print(table)
     console.print(f"run_{manifest['run']} ({manifest.get('status')}): {run.uri}", markup=False, highlight=False, soft_wrap=True)
+    for model, facts in (manifest.get("steps", {}).get(PREPARATION, {}).get("models") or {}).items():
+        documents = facts.get("documents") or {}
+        for split in ("train", "test"):
+            if split in documents.get("splits", {}):
+                line = coverage_line(split, documents["splits"][split])
+                console.print(f"  {model} ({documents['strategy']}, MAX_LENGTH {documents['max_length']}) {line}",
+                              markup=False, highlight=False, soft_wrap=True)
     for folder in (MODELS, INFERENCE):
         if run.listdir(folder):
             console.print(f"  {folder}: {run.path(folder)}/", markup=False, highlight=False, soft_wrap=True)

@@ -101,3 +101,18 @@ def lengths_png(encoded: Any, config: Any, model_name: str) -> bytes | None:
 def _number(value: Any) -> float | int:
     value = float(value)
     return int(value) if value.is_integer() else round(value, 1)
+
+
+def coverage_line(split: str, facts: dict[str, Any]) -> str:
+    """One line of what the model sees of a split's documents (the run summary, report.md)."""
+    windows = facts.get("windows_per_document") or {}
+    line = f"{split}: {facts.get('documents', 0)} documents"
+    tokens = facts.get("tokens")
+    if tokens:
+        line += f", {tokens['median']:,} tokens (median; p90 {tokens['p90']:,}, max {tokens['max']:,})"
+    line += f", {windows.get('median', 1)} window(s) per document (max {windows.get('max', 1)})"
+    if facts.get("share_seen") is not None:
+        line += f"; the model sees {100 * facts['share_seen']:.0f}% of their tokens"
+    if facts.get("longer_than_max_length") is not None:
+        line += f"; {100 * facts['longer_than_max_length']:.0f}% longer than MAX_LENGTH"
+    return line

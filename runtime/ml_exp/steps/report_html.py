@@ -18,15 +18,18 @@ from ml_exp.layout import (
     CLASSIFICATION_REPORT,
     COMPARISON_PNG,
     CONFUSION_MATRIX_PNG,
+    DOCUMENT_LENGTHS_PNG,
     MANIFEST,
     REPORT,
     REPORT_HTML,
     TRAINING_METRICS,
     inference_dir,
     model_dir,
+    prepared_dir,
 )
 from ml_exp.metrics import greater_is_better
 from ml_exp.names import PREPARATION, RECONCILIATION, TRAINING
+from ml_exp.steps.coverage import coverage_line
 from ml_exp.store import Run
 
 STYLE = """
@@ -49,7 +52,7 @@ def write_html_report(ctx: Context, comparison: dict[str, Any]) -> str:
              _comparison(run, comparison), "<h2>Models</h2><div class=models>"]
     for name in comparison["models"]:
         parts.append(_model(run, name, metric, name == best))
-    parts += ["</div>", _data(manifest), _settings(manifest), _files(run, list(comparison["models"]))]
+    parts += ["</div>", _data(manifest), _documents(run, manifest), _settings(manifest), _files(run, list(comparison["models"]))]
     page = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
             "<meta name=viewport content='width=device-width,initial-scale=1'>"
             f"<title>{_e(config.experiment_name)} run {run.num}</title><style>{STYLE}</style></head><body>"
@@ -111,6 +114,22 @@ def _data(manifest: dict[str, Any]) -> str:
     note = f"<p class=muted>Class weights (CLASS_WEIGHTS = balanced): {_e(weights)}</p>" if weights else ""
     return (f"<h2>Data</h2><table><thead><tr><th>label</th>{''.join(f'<th>{_e(s)}</th>' for s in splits)}</tr></thead>"
             f"<tbody>{rows}<tr><td><b>total</b></td>{totals}</tr></tbody></table>{note}")
+
+
+def _documents(run: Run, manifest: dict[str, Any]) -> str:
+    """What each model sees of the documents (preparation's coverage), with the length histogram."""
+    models = (manifest.get("steps", {}).get(PREPARATION, {}).get("models") or {})
+    parts = []
+    for name, facts in models.items():
+        documents = facts.get("documents")
+        if not documents:
+            continue
+        rows = "".join(f"<li>{_e(coverage_line(split, values))}</li>" for split, values in documents["splits"].items())
+        parts.append(f"<h3>{_e(name)}</h3><p>DOCUMENT_STRATEGY = <b>{_e(documents['strategy'])}</b>, MAX_LENGTH = {documents['max_length']}</p><ul>{rows}</ul>")
+        png = f"{prepared_dir(name)}/{DOCUMENT_LENGTHS_PNG}"
+        if run.exists(png):
+            parts.append(_image(run.read_bytes(png), f"document lengths for {name}"))
+    return "<h2>Documents</h2>" + "".join(parts) if parts else ""
 
 
 def _settings(manifest: dict[str, Any]) -> str:
