@@ -1,7 +1,7 @@
 """The bench experiment's five functions (copied into a baked experiment by bench/run.py).
 
 What it reconciles is chosen by environment variables that bench/run.py sets per run:
-BENCH_RECORDS = docs | small, BENCH_N (records), BENCH_WORDS (words per document),
+BENCH_RECORDS = docs | small | long (bench/long_documents.py), BENCH_N (records), BENCH_WORDS (words per document),
 BENCH_SPLITS (e.g. ``train:64,validation:32,test:2000``: pinned splits).
 MODEL_NAMES picks the models (minilm, tiny-bert), as for any experiment.
 """
@@ -18,6 +18,11 @@ def reconcile(ctx):
     if os.environ.get("BENCH_RECORDS", "docs") == "small":
         yield from bench_models.small_records(int(os.environ["BENCH_N"]))
         return
+    if os.environ.get("BENCH_RECORDS") == "long":  # BENCH_N documents per type
+        import long_documents
+
+        yield from long_documents.documents(int(os.environ["BENCH_N"]), int(os.environ["BENCH_WORDS"]), ctx.config.seed)
+        return
     splits = None
     if os.environ.get("BENCH_SPLITS"):
         splits = {name: int(count) for name, count in (part.split(":") for part in os.environ["BENCH_SPLITS"].split(","))}
@@ -29,7 +34,7 @@ def load_processor(model_name, ctx):
 
 
 def encode(batch, processor, ctx):
-    return tokenizer_encode(batch, processor, ctx, text_fields=("title", "text"))
+    return tokenizer_encode(batch, processor, ctx, text_fields=[f for f in ("title", "text") if f in batch])  # long documents have no title
 
 
 def load_model(model_name, labels, ctx):
