@@ -165,3 +165,22 @@ def test_validate_refuses_chunks_with_a_processor_that_cannot_overflow(tmp_path,
     assert [p.where for p in report.problems] == ["DOCUMENT_STRATEGY"]
     assert "load_processor('tiny-bert') returned a dict" in report.problems[0].message
     assert validate(project, environ={"DOCUMENT_STRATEGY": "truncate", "WANDB_MODE": "disabled"}, check_storage=False).ok
+
+
+def test_the_predictor_combines_a_records_windows_as_inference_does(tokenizer):
+    from ml_exp.serving.predictor import Windows
+
+    text = words(60)
+    encoded = tokenizer_encode({"text": [text, "invoice"]}, tokenizer, None, max_length=16, strategy="chunks", stride=4)
+    windows = Windows("mean")
+    rows, owners = windows.split(encoded, 2)
+    assert owners == list(encoded["overflow_to_sample_mapping"]) and "offset_mapping" not in rows
+    count = owners.count(0)
+    probs = np.full((len(owners), 2), 0.5)
+    probs[count - 1] = [0.1, 0.9]  # the last window of the long record decides it
+    scores, evidence = windows.combine(probs, owners, 2)
+    assert scores.shape == (2, 2) and scores[0].argmax() == 1 and scores[1].tolist() == [0.5, 0.5]
+    assert evidence[0]["window"] == count - 1 and evidence[0]["windows"] == count and evidence[0]["end"] == len(text)
+    assert evidence[1] == {"window": 0, "windows": 1, "start": 0, "end": len("invoice")}
+    whole = tokenizer_encode({"text": ["invoice"]}, tokenizer, None, max_length=16, strategy="truncate")
+    assert windows.split(whole, 1)[1] == [0] and windows.combine(np.array([[0.2, 0.8]]), [0], 1)[1] == [None]
