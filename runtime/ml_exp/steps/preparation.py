@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,13 @@ def _encode_for(model_name: str, splits, content: list[str], labels: list[str], 
 
     probe = splits["train"].select(range(min(PROBE_ROWS, len(splits["train"])))).to_dict()
     columns = sorted(encode(probe, training=True))
+    started = time.perf_counter()  # the second call: the first one warms the tokenizer up
+    encode(probe, training=True)
+    probe_characters = sum(len(str(v)) for name in content for v in probe.get(name, []) if isinstance(v, str))
+    seconds_per_character = (time.perf_counter() - started) / max(probe_characters, 1)
 
-    workers = _workers(len(splits["train"]))
+    characters = sum(_characters(part, content) for part in splits.values())
+    workers = _workers(seconds_per_character * characters)
     batch_size = records_per_batch(splits["train"], content)
     try:
         encoded = datasets.DatasetDict({
@@ -189,23 +195,39 @@ MAX_RECORDS_PER_BATCH = 1000  # datasets' default
 def records_per_batch(split: Any, content: list[str]) -> int:
     """Records per encode batch: datasets' 1000, fewer when the texts are long, so that a batch
     holds about CHARACTERS_PER_BATCH characters (measured on the split's string columns)."""
+    mean = _characters(split, content) / max(len(split), 1)
+    return max(1, min(MAX_RECORDS_PER_BATCH, int(CHARACTERS_PER_BATCH // max(mean, 1))))
+
+
+# Starting a pool of encode workers (a process each, the function and processor pickled to
+# them): measured 0.3 s with the demo's tokenizer and 2 workers on 2 cores; a large tokenizer
+# takes longer to pickle, hence the margin.
+POOL_START_S = 1.0
+MAX_WORKERS = 8
+
+
+def _workers(encode_seconds: float) -> int | None:
+    """All cores (up to MAX_WORKERS) when encoding in this process alone would take longer than
+    what the pool saves it costs to start; else in-process. ``encode_seconds``: the estimate,
+    from a timed probe batch and the characters to encode."""
+    cores = min(os.cpu_count() or 1, MAX_WORKERS)
+    if cores < 2:
+        return None
+    saved = encode_seconds * (1 - 1 / cores)
+    return cores if saved > POOL_START_S * 2 else None
+
+
+def _characters(split: Any, content: list[str]) -> int:
     import pyarrow as pa
     import pyarrow.compute as pc
 
     table = split.with_format(None).data
-    characters = 0
+    total = 0
     for name in content:
         column = table.column(name)
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            characters += int(pc.sum(pc.utf8_length(column)).as_py() or 0)
-    mean = characters / max(table.num_rows, 1)
-    return max(1, min(MAX_RECORDS_PER_BATCH, int(CHARACTERS_PER_BATCH // max(mean, 1))))
-
-
-def _workers(rows: int) -> int | None:
-    """All cores for big inputs; in-process for small ones (starting workers costs more)."""
-    cores = os.cpu_count() or 1
-    return min(cores, 8) if cores > 1 and rows >= 10_000 else None
+            total += int(pc.sum(pc.utf8_length(column)).as_py() or 0)
+    return total
 
 
 def _rewriting(ctx: Context) -> bool:
