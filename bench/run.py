@@ -54,8 +54,8 @@ MIXED_MAX_LENGTH = 512
 TRAIN = {  # (model, corpus) -> documents reconciled (split 0.8/0.1/0.1), max length, batch size
     ("tiny-bert", "uniform"): {"docs": 4000, "max_length": 64, "batch": 16},
     ("minilm", "uniform"): {"docs": 240, "max_length": 64, "batch": 16},
-    ("tiny-bert", "mixed"): {"docs": 2000, "max_length": MIXED_MAX_LENGTH, "batch": 16},
-    ("minilm", "mixed"): {"docs": 160, "max_length": MIXED_MAX_LENGTH, "batch": 16},
+    ("tiny-bert", "mixed"): {"docs": 1000, "max_length": MIXED_MAX_LENGTH, "batch": 16},
+    ("minilm", "mixed"): {"docs": 80, "max_length": MIXED_MAX_LENGTH, "batch": 16},
 }
 PREPARE_DOCS, PREPARE_MAX_LENGTH = 20_000, {"uniform": 128, "mixed": MIXED_MAX_LENGTH}
 INFER_MINILM_TEST = 400
