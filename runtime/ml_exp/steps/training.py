@@ -130,7 +130,8 @@ def train_model(
     sampling = sampling_strategy(config.train_sampling_strategy, train_lengths, config.per_device_train_batch_size, config.seed)
     # evaluation in length order too, with the same switch (off: exactly the Trainer's default)
     order = eval_order(token_lengths(splits["validation"], input_name)) if sampling == GROUP_BY_LENGTH else None
-    ctx.log.info("%s: training batches %s", model_name, "of similar lengths (group_by_length)" if sampling == GROUP_BY_LENGTH else "shuffled (random)")
+    if sampling == GROUP_BY_LENGTH:
+        ctx.log.info("%s: training records grouped by length (TRAIN_SAMPLING_STRATEGY = %s)", model_name, config.train_sampling_strategy)
     args = TrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=config.num_train_epochs,
