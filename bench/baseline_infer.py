@@ -30,14 +30,15 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     test = datasets.load_from_disk(str(args.data))["test"]
-    model = AutoModelForSequenceClassification.from_pretrained(str(args.model_dir)).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # as ml-exp's inference
+    model = AutoModelForSequenceClassification.from_pretrained(str(args.model_dir)).eval().to(device)
     tokenizer = AutoTokenizer.from_pretrained(str(args.model_dir))
     inputs = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in test.column_names]
     predicted = []
     with torch.no_grad():
         for batch in test.select_columns(inputs).iter(batch_size=args.batch_size):
-            features = tokenizer.pad(dict(batch), return_tensors="pt")
-            predicted.append(model(**features).logits.argmax(dim=-1).numpy())
+            features = tokenizer.pad(dict(batch), return_tensors="pt").to(device)
+            predicted.append(model(**features).logits.argmax(dim=-1).cpu().numpy())
     predicted = np.concatenate(predicted)
     args.result.write_text(json.dumps({"records": int(predicted.size), "threads": torch.get_num_threads(),
                                        "elapsed_s": time.perf_counter() - T0}))

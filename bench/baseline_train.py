@@ -60,7 +60,7 @@ def main() -> None:
             learning_rate=args.learning_rate,
             seed=args.seed,
             logging_strategy="epoch",
-            use_cpu=True,
+            use_cpu=not torch.cuda.is_available(),  # the GPU when there is one, as ml-exp
             report_to="none",
             disable_tqdm=True,
             **extra,
@@ -83,7 +83,10 @@ def main() -> None:
         )
         result = trainer.train()
         trainer.save_model(os.path.join(out, "model"))
+    evals = [h for h in trainer.state.log_history if "eval_accuracy" in h]  # --matched: the best model's
+    best = next((h for h in evals if h.get("step") == trainer.state.best_global_step), None)
     args.result.write_text(json.dumps({
+        "accuracy": best["eval_accuracy"] if best else None,
         "train_samples_per_second": result.metrics["train_samples_per_second"],
         "train_runtime": result.metrics["train_runtime"],
         "train_samples": len(splits["train"]),

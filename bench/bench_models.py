@@ -9,6 +9,7 @@ time is one of the things measured.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from collections.abc import Iterator
@@ -66,8 +67,21 @@ def build_model(model_name: str, labels: list[str], seed: int) -> Any:
     raise ValueError(f"unknown bench model {model_name!r}; use minilm or tiny-bert")
 
 
-def documents(n: int, words: int, seed: int, splits: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
-    """``n`` synthetic documents of about ``words`` words, labels round-robin.
+# the mixed-length corpus: words per document log-uniform over this range, i.e. about 16 to 512
+# MiniLM tokens with the title and the special tokens (each word of the vocabulary is one token)
+MIXED_WORDS = (10, 505)
+
+
+def parse_words(text: str) -> int | tuple[int, int]:
+    """BENCH_WORDS: ``120`` (every document about 120 words) or ``10-505`` (log-uniform)."""
+    low, _, high = text.partition("-")
+    return (int(low), int(high)) if high else int(low)
+
+
+def documents(n: int, words: int | tuple[int, int], seed: int, splits: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
+    """``n`` synthetic documents of about ``words`` words, labels round-robin; ``words`` a
+    (low, high) pair: each document's word count drawn log-uniform in it (real documents vary
+    from a paragraph to many pages).
 
     ``splits`` (e.g. ``{"train": 64, "validation": 32, "test": 2000}``) pins the records to
     splits in that order (the record's own ``split`` field); ``n`` is then their sum.
@@ -79,8 +93,9 @@ def documents(n: int, words: int, seed: int, splits: dict[str, int] | None = Non
         n = len(order)
     for i in range(n):
         label = LABELS[i % len(LABELS)]
-        own = rng.choices(topic_words[label], k=words // 3)
-        body = own + rng.choices(_SHARED, k=words - len(own))
+        count = words if isinstance(words, int) else round(math.exp(rng.uniform(math.log(words[0]), math.log(words[1]))))
+        own = rng.choices(topic_words[label], k=max(1, count // 3))
+        body = own + rng.choices(_SHARED, k=max(0, count - len(own)))
         rng.shuffle(body)
         record = {"id": f"doc-{i:07d}", "title": f"{label.replace('_', ' ')} {i}", "text": " ".join(body), "label": label}
         if order:

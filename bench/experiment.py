@@ -1,7 +1,7 @@
 """The bench experiment's five functions (copied into a baked experiment by bench/run.py).
 
 What it reconciles is chosen by environment variables that bench/run.py sets per run:
-BENCH_RECORDS = docs | small | long (bench/long_documents.py), BENCH_N (records), BENCH_WORDS (words per document),
+BENCH_RECORDS = docs | small | long (bench/long_documents.py), BENCH_N (records), BENCH_WORDS (words per document: 120, or 10-505 log-uniform),
 BENCH_SPLITS (e.g. ``train:64,validation:32,test:2000``: pinned splits).
 MODEL_NAMES picks the models (minilm, tiny-bert), as for any experiment.
 """
@@ -26,7 +26,7 @@ def reconcile(ctx):
     splits = None
     if os.environ.get("BENCH_SPLITS"):
         splits = {name: int(count) for name, count in (part.split(":") for part in os.environ["BENCH_SPLITS"].split(","))}
-    yield from bench_models.documents(int(os.environ.get("BENCH_N", "0")), int(os.environ.get("BENCH_WORDS", "120")), ctx.config.seed, splits)
+    yield from bench_models.documents(int(os.environ.get("BENCH_N", "0")), bench_models.parse_words(os.environ.get("BENCH_WORDS", "120")), ctx.config.seed, splits)
 
 
 def load_processor(model_name, ctx):

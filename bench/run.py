@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -29,6 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine, table  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 BIN = Path(sys.executable).parent
@@ -36,7 +38,7 @@ EXP = str(BIN / "exp")
 PYTHON = sys.executable
 RESULTS = ROOT / "out" / "bench"
 EXPERIMENT = "EXP-9000-bench"
-SECTIONS = ("cli", "reconciliation", "preparation", "inference", "training", "serving")
+SECTIONS = ("cli", "reconciliation", "preparation", "inference", "training", "serving", "long_documents")
 # torch threads of every measured process, both sides (OMP_NUM_THREADS). 1 by default: on a
 # shared 2-core machine a 1-thread process keeps its speed while another process is busy, where
 # 2 OpenMP threads slow down erratically (spinning barriers). --threads 2 measures ml-exp's
@@ -44,11 +46,18 @@ SECTIONS = ("cli", "reconciliation", "preparation", "inference", "training", "se
 THREADS = os.environ.get("BENCH_THREADS", "1")
 
 # Sizes: the whole bench takes about 17 minutes on 2 cores (12 without the serving section).
-TRAIN = {  # model -> documents reconciled (split 0.8/0.1/0.1), max length, batch size
-    "tiny-bert": {"docs": 4000, "max_length": 64, "batch": 16},
-    "minilm": {"docs": 240, "max_length": 64, "batch": 16},
+# Corpora (BENCH_WORDS): uniform = every document ~120 words (past MAX_LENGTH 64/128: all rows
+# equally long once truncated); mixed = word counts log-uniform over bench_models.MIXED_WORDS,
+# ~16 to 512 tokens at MAX_LENGTH 512, as real documents vary from a paragraph to many pages.
+CORPORA = {"uniform": "120", "mixed": "10-505"}
+MIXED_MAX_LENGTH = 512
+TRAIN = {  # (model, corpus) -> documents reconciled (split 0.8/0.1/0.1), max length, batch size
+    ("tiny-bert", "uniform"): {"docs": 4000, "max_length": 64, "batch": 16},
+    ("minilm", "uniform"): {"docs": 240, "max_length": 64, "batch": 16},
+    ("tiny-bert", "mixed"): {"docs": 1000, "max_length": MIXED_MAX_LENGTH, "batch": 16},
+    ("minilm", "mixed"): {"docs": 80, "max_length": MIXED_MAX_LENGTH, "batch": 16},
 }
-PREPARE_DOCS, PREPARE_WORDS, PREPARE_MAX_LENGTH = 20_000, 120, 128
+PREPARE_DOCS, PREPARE_MAX_LENGTH = 20_000, {"uniform": 128, "mixed": MIXED_MAX_LENGTH}
 INFER_MINILM_TEST = 400
 INFER_TINY_TEST = 2000  # and 10x that
 INFER_TRAIN_SPLITS = "train:64,validation:16"
@@ -152,8 +161,8 @@ def median(values: list[float]) -> float:
 
 
 class Bench:
-    def __init__(self, work: Path, reps: int):
-        self.work, self.reps = work, reps
+    def __init__(self, work: Path, reps: int, corpora: tuple[str, ...] = tuple(CORPORA)):
+        self.work, self.reps, self.corpora = work, reps, corpora
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.experiment = self._bake()
@@ -167,7 +176,7 @@ class Bench:
                         "model_slug=bench", f"runtime_requirement=ml-exp @ {ROOT.as_uri()}"],
                        check=True, capture_output=True)
         experiment = self.work / EXPERIMENT
-        for name in ("experiment.py", "bench_models.py"):
+        for name in ("experiment.py", "bench_models.py", "long_documents.py"):
             shutil.copy(BENCH / name, experiment / name)
         return experiment
 
@@ -340,9 +349,13 @@ class Bench:
     # --- 2. preparation --------------------------------------------------------------------------
 
     def preparation(self) -> None:
+        for corpus in self.corpora:
+            self._preparation(corpus, PREPARE_MAX_LENGTH[corpus])
+
+    def _preparation(self, corpus: str, max_length: int) -> None:
         n = PREPARE_DOCS
-        say(f"preparation: {n:,} documents of ~{PREPARE_WORDS} words, MiniLM tokenizer, max length {PREPARE_MAX_LENGTH}")
-        env = self.settings("minilm", max_length=PREPARE_MAX_LENGTH, n=n, words=PREPARE_WORDS)
+        say(f"preparation: {n:,} documents, {corpus} lengths ({CORPORA[corpus]} words), MiniLM tokenizer, max length {max_length}")
+        env = self.settings("minilm", max_length=max_length, n=n, words=CORPORA[corpus])
         base = self.base_run("prepare", "reconciliation", env)
 
         def mlexp() -> dict:
@@ -358,15 +371,15 @@ class Bench:
         def baseline() -> dict:
             result = self.work / "bare-prepare.json"
             got = self.python("bare-prepare", "baseline_prepare.py", [
-                "--reconciled", str(self.run_dir(base) / "data" / "reconciled"), "--max-length", str(PREPARE_MAX_LENGTH),
+                "--reconciled", str(self.run_dir(base) / "data" / "reconciled"), "--max-length", str(max_length),
                 "--result", str(result)], env)
             got["step_s"] = json.loads(result.read_text())["elapsed_s"]
             got["docs_per_s"] = n / got["step_s"]
             got["wall_docs_per_s"] = n / got["wall_s"]
             return got
 
-        pairs = self.interleaved("preparation", mlexp, baseline)
-        section = f"2 preparation, {n // 1000}k docs"
+        pairs = self.interleaved(f"preparation {corpus}", mlexp, baseline)
+        section = f"2 preparation, {n // 1000}k docs, {corpus} lengths"
         self.row(section, "docs/s (step duration vs in-script time, imports included)", pairs, "docs_per_s", "docs/s", ">= 0.9",
                  lambda r: r >= 0.9, baseline_name="bare `datasets.map(batched=True)` + save_to_disk",
                  note=f"ml-exp map workers: {pairs[0]['ml-exp']['workers']}")
@@ -377,11 +390,16 @@ class Bench:
 
     def inference(self) -> None:
         say(f"inference: MiniLM on {INFER_MINILM_TEST} test docs; tiny BERT on {INFER_TINY_TEST} and {10 * INFER_TINY_TEST} (peak RSS)")
-        cases = [("minilm", INFER_MINILM_TEST, "minilm"), ("tiny-bert", INFER_TINY_TEST, "tiny-bert 1x"),
-                 ("tiny-bert", 10 * INFER_TINY_TEST, "tiny-bert 10x")]
+        cases = [("minilm", INFER_MINILM_TEST, "minilm", "uniform"), ("tiny-bert", INFER_TINY_TEST, "tiny-bert 1x", "uniform"),
+                 ("tiny-bert", 10 * INFER_TINY_TEST, "tiny-bert 10x", "uniform"),
+                 ("minilm", INFER_MINILM_TEST, "minilm mixed lengths", "mixed"),
+                 ("tiny-bert", INFER_TINY_TEST, "tiny-bert mixed lengths", "mixed")]
         bases = {}
-        for model, test, label in cases:
-            env = self.settings(model, splits=f"{INFER_TRAIN_SPLITS},test:{test}")
+        for model, test, label, corpus in cases:
+            if corpus not in self.corpora and "x" not in label.split()[-1]:  # the 1x/10x pair (peak RSS) always runs
+                continue
+            env = self.settings(model, max_length=MIXED_MAX_LENGTH if corpus == "mixed" else 64,
+                                splits=f"{INFER_TRAIN_SPLITS},test:{test}", words=CORPORA[corpus])
             bases[label] = (model, test, env, self.base_run(f"infer-{label.replace(' ', '-')}", "reconciliation,preparation,training", env))
 
         results = {}
@@ -425,12 +443,18 @@ class Bench:
 
     # --- 6. serving --------------------------------------------------------------------------------
 
+    def long_documents(self) -> None:
+        """Section 7, in bench/long_documents.py: truncate / head_tail / chunks on long documents."""
+        import long_documents
+
+        long_documents.run_section(self, say, median)
+
     def serving(self) -> None:
         """`exp serve` (uvicorn, real HTTP clients in another process) vs a bare in-process
         `transformers` pipeline, on the same trained MiniLM and the same records."""
         import socket
 
-        size = TRAIN["minilm"]
+        size = TRAIN[("minilm", "uniform")]
         say(f"serving: MiniLM trained on {size['docs']} docs (1 epoch), {SERVE_RECORDS} records, max length {size['max_length']}")
         env = self.settings("minilm", max_length=size["max_length"], batch=size["batch"], n=size["docs"])
         base = self.base_run("serve-minilm", "reconciliation,preparation,training", env)
@@ -496,11 +520,13 @@ class Bench:
     # --- 1. training -------------------------------------------------------------------------------
 
     def training(self) -> None:
-        for model, size in TRAIN.items():
-            say(f"training {model}: {size['docs']} docs (train split {int(size['docs'] * 0.8)}), max length {size['max_length']}, "
+        for (model, corpus), size in TRAIN.items():
+            if corpus not in self.corpora:
+                continue
+            say(f"training {model}, {corpus} lengths: {size['docs']} docs (train split {int(size['docs'] * 0.8)}), max length {size['max_length']}, "
                 f"batch {size['batch']}, 1 epoch, {THREADS} threads")
-            env = self.settings(model, max_length=size["max_length"], batch=size["batch"], n=size["docs"])
-            base = self.base_run(f"train-{model}", "reconciliation,preparation", env)
+            env = self.settings(model, max_length=size["max_length"], batch=size["batch"], n=size["docs"], words=CORPORA[corpus])
+            base = self.base_run(f"train-{model}-{corpus}", "reconciliation,preparation", env)
             data = self.run_dir(base) / "data" / "prepared" / model
 
             def mlexp(model=model, env=env, base=base) -> dict:
@@ -514,6 +540,8 @@ class Bench:
                 got["step_s"] = self.step_duration(num, "training")
                 got["step_sps"] = got["samples"] / got["step_s"]
                 got["threads"] = int(threads.read_text())
+                got["accuracy"] = summary["best_eval"].get("accuracy")
+                got["sampling"] = summary.get("train_sampling_strategy", "random")
                 self.drop(num)
                 return got
 
@@ -529,6 +557,7 @@ class Bench:
                 got["step_s"] = got["wall_s"]
                 got["step_sps"] = got["samples"] / got["wall_s"]
                 got["threads"] = out["threads"]
+                got["accuracy"] = out.get("accuracy")
                 return got
 
             pairs = []
@@ -538,18 +567,24 @@ class Bench:
                 for what in order:
                     got[what] = mlexp() if what == "mlexp" else baseline(what == "matched")
                 pairs.append({"ml-exp": got["mlexp"], "baseline": got["bare"], "matched": got["matched"]})
-                say(f"training {model} {rep + 1}/{self.reps}: ml-exp {_short(got['mlexp'])} | bare {_short(got['bare'])} | "
+                say(f"training {model} {corpus} {rep + 1}/{self.reps}: ml-exp {_short(got['mlexp'])} | bare {_short(got['bare'])} | "
                     f"matched {_short(got['matched'])}")
-            self.raw[f"training {model}"] = pairs
+            self.raw[f"training {model} {corpus}"] = pairs
             threads = {p[side]["threads"] for p in pairs for side in ("ml-exp", "baseline", "matched")}
-            section = f"1 training, {model}"
-            self.row(section, "Trainer's train_samples_per_second", pairs, "trainer_sps", "samples/s", ">= 0.95",
-                     lambda r: r >= 0.95, baseline_name="bare Trainer script (no eval/checkpoint)", note=f"torch threads: {sorted(threads)}")
+            sampling = sorted({p["ml-exp"]["sampling"] for p in pairs})
+            section = f"1 training, {model}, {corpus} lengths"
+            goal = 1.25 if corpus == "mixed" else 1.0  # issue 13: grouping by length must pay where lengths vary
+            self.row(section, "Trainer's train_samples_per_second", pairs, "trainer_sps", "samples/s", f">= {goal}",
+                     lambda r, goal=goal: r >= goal, baseline_name="bare Trainer script (no eval/checkpoint)",
+                     note=f"torch threads: {sorted(threads)}; ml-exp sampling: {', '.join(sampling)}")
             matched = [{"ml-exp": p["ml-exp"], "baseline": p["matched"]} for p in pairs]
             self.row(section, "Trainer's train_samples_per_second, vs matched baseline", matched, "trainer_sps", "samples/s",
-                     ">= 0.95", lambda r: r >= 0.95, baseline_name="bare Trainer + eval/checkpoint each epoch, best model reloaded")
+                     "", None, baseline_name="bare Trainer + eval/checkpoint each epoch, best model reloaded")
             self.row(section, "train samples / wall time of the whole step (process launch included)", pairs, "step_sps",
-                     "samples/s", "", None, baseline_name="bare script, process wall time")
+                     "samples/s", ">= 0.9", lambda r: r >= 0.9, baseline_name="bare script, process wall time")
+            if all(p["ml-exp"]["accuracy"] is not None and p["matched"]["accuracy"] is not None for p in pairs):
+                self.row(section, "validation accuracy of the best model (1 epoch)", matched, "accuracy", "", "same within noise",
+                         None, baseline_name="matched baseline")
 
     def _train_rows(self, num: int, model: str) -> int:
         sizes = self.manifest(num)["steps"]["preparation"]["models"][model]["rows"]
@@ -580,52 +615,12 @@ def _short(measured: dict) -> str:
     return f"{measured['wall_s']:.2f} s{busy}"
 
 
-# --- report ----------------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, str]:
-    from importlib import metadata
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "0")
-    versions = {name: metadata.version(name) for name in ("torch", "transformers", "datasets", "accelerate", "tokenizers", "ml-exp")}
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") + (" + uncommitted runtime changes" if git("status", "--porcelain", "runtime") else "")
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory_gb": f"{int(memory) / 1024 / 1024:.1f}",
-            "python": platform.python_version(), **versions, "ml_exp_commit": commit}
-
-
-def _fmt(value: Any, unit: str) -> str:
-    if value is None:
-        return "—"
-    if unit == "s":
-        return f"{value:.2f} s"
-    if unit == "MB":
-        return f"{value:.0f} MB"
-    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| # | measurement | ml-exp | baseline | ratio | goal | met |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        baseline = "—" if r["baseline_value"] is None else f"{_fmt(r['baseline_value'], r['unit'])} ({r['baseline']})"
-        unit = "" if r["unit"] in ("s", "MB") else f" {r['unit']}"
-        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        met = {True: "yes", False: "**no**", None: ""}[r["met"]]
-        note = f" — {r['note']}" if r.get("note") else ""
-        lines.append(f"| {r['section']} | {r['measurement']}{note} | {_fmt(r['ml_exp'], r['unit'])}{unit} | {baseline} | "
-                     f"{ratio} | {r['goal'] or '—'} | {met} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
     parser.add_argument("--only", default="", help=f"comma separated sections of {', '.join(SECTIONS)}")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (runs and logs)")
+    parser.add_argument("--corpus", default=",".join(CORPORA), help=f"comma separated corpora of {', '.join(CORPORA)}")
     parser.add_argument("--threads", type=int, help="torch threads per process, both sides (default: BENCH_THREADS or 1)")
     args = parser.parse_args()
     global THREADS
@@ -637,7 +632,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="ml-exp-bench-"))
     say(f"work folder {work}; {args.reps} repetitions; sections {', '.join(only)}")
-    bench = Bench(work, args.reps)
+    corpora = tuple(c for c in CORPORA if c in args.corpus.split(","))
+    if not corpora:
+        parser.error(f"--corpus: choose from {', '.join(CORPORA)}")
+    bench = Bench(work, args.reps, corpora)
     try:
         for section in SECTIONS:
             if section in only:
@@ -656,7 +654,7 @@ def main() -> None:
             f"{QUIET_CORES} cores (max {max((m['foreign_cores'] for m in MEASURED), default=0):.2f} cores)"
             + (": those numbers are noisier, rerun on a quiet machine" if disturbed else "")
             + f"; waited {_waited[0]:.0f} s for the machine to calm down")
-    text = (f"{table(rows)}\n\nmachine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB; Python {info['python']}, "
+    text = (f"{table(rows)}\n\ndevice: {info['device']}; machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB; Python {info['python']}, "
             f"torch {info['torch']}, transformers {info['transformers']}, datasets {info['datasets']}; "
             f"ml-exp {info['ml_exp_commit']}; torch threads per process: {THREADS}; {args.reps} repetitions (median); "
             f"total {total / 60:.1f} min\n{load}\n")

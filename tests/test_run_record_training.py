@@ -93,11 +93,14 @@ def _mount(target: Path, options: str) -> None:
 @pytest.mark.parametrize(("options", "errno_name"), [("ro,size=1m", "EROFS"), ("size=64k", "ENOSPC")], ids=["read-only", "full"])
 def test_storage_failing_mid_training_is_one_line_and_the_step_failed(tmp_path, options, errno_name):
     project = bake(tmp_path, ticket="EXP-144", model_slug="io")
-    assert exp("run", "--smoke", "--steps", "reconciliation,preparation", cwd=project, env=QUIET).returncode == 0
+    # two epochs, the smoke run's sizes otherwise: the checkpoint after the last epoch is not
+    # written (nothing would resume from it), so one epoch would never touch the checkpoints
+    small = {**QUIET, "NUM_TRAIN_EPOCHS": "2", "MAX_LENGTH": "32", "EARLY_STOPPING_PATIENCE": "0"}
+    assert exp("run", "--steps", "reconciliation,preparation", cwd=project, env=small).returncode == 0
     checkpoints = run_dir(project, 1) / "checkpoints" / "tiny-bert"
     _mount(checkpoints, options)  # a real filesystem, read-only or nearly full, where checkpoints go
     try:
-        result = exp("run", "--run", "1", "--steps", "training", cwd=project, env=QUIET)
+        result = exp("run", "--run", "1", "--steps", "training", cwd=project, env=small)
     finally:
         subprocess.run(["umount", str(checkpoints)], check=True)
     assert result.returncode == 1

@@ -161,6 +161,9 @@ class Config:
         "Fraction of the training steps that warm the learning rate up from 0.")
     weight_decay: float = setting("0.0", parse_float(0), "training",
         "AdamW weight decay (0 = none).")
+    train_sampling_strategy: str = setting("auto", parse_choice("auto", "random", "group_by_length"), "training",
+        "Order of the training records: group_by_length = batches of similar lengths (less padding: faster when lengths vary);\n"
+        "random = plain shuffling; auto = group_by_length when random batches would be more than 10% padding, else random.")
     mixed_precision: str = setting("no", parse_choice("no", "fp16", "bf16"), "training",
         "no | fp16 | bf16 (fp16/bf16 need a GPU that supports them).")
     early_stopping_patience: int = setting("3", parse_int(0), "training",

@@ -26,7 +26,6 @@ from ml_exp.names import TRAINING, TUNING
 from ml_exp.search_space import as_settings
 from ml_exp.steps import StepError, tracking_records
 from ml_exp.steps.documents import WINDOW, combine, document_starts
-from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, SyncCheckpoints, WandbLog
 from ml_exp.steps.tuning import best_params
 from ml_exp.udf import UDFs, user_error
 
@@ -96,13 +95,14 @@ def train_model(
         EarlyStoppingCallback,
         PrinterCallback,
         ProgressCallback,
-        Trainer,
         TrainingArguments,
         default_data_collator,
         enable_full_determinism,
         set_seed,
     )
 
+    from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, SyncCheckpoints, WandbLog
+    from ml_exp.steps.training_trainer import GROUP_BY_LENGTH, StepTrainer, eval_order, in_dataset_order, sampling_strategy, token_lengths
     from ml_exp.tracking import log_model_reference, record, tracked
 
     config = ctx.config
@@ -125,6 +125,14 @@ def train_model(
     cuda = torch.cuda.is_available()
     if config.mixed_precision != "no" and not cuda:
         raise StepError(f"MIXED_PRECISION = {config.mixed_precision} needs a GPU; use MIXED_PRECISION = no on CPU")
+    pads = getattr(processor, "pad_token", None) is not None
+    input_name = (getattr(processor, "model_input_names", None) or ["input_ids"])[0]
+    train_lengths = token_lengths(splits["train"], input_name)
+    sampling = sampling_strategy(config.train_sampling_strategy, train_lengths, config.per_device_train_batch_size, config.seed)
+    # evaluation in length order too, with the same switch (off: exactly the Trainer's default)
+    order = eval_order(token_lengths(splits["validation"], input_name)) if sampling == GROUP_BY_LENGTH else None
+    if sampling == GROUP_BY_LENGTH:
+        ctx.log.info("%s: training records grouped by length (TRAIN_SAMPLING_STRATEGY = %s)", model_name, config.train_sampling_strategy)
     args = TrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=config.num_train_epochs,
@@ -132,6 +140,7 @@ def train_model(
         per_device_train_batch_size=config.per_device_train_batch_size,
         per_device_eval_batch_size=config.per_device_eval_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
+        train_sampling_strategy=sampling,
         warmup_steps=min(config.warmup_ratio, 0.999),  # a float < 1 is a ratio (transformers 5)
         weight_decay=config.weight_decay,
         fp16=config.mixed_precision == "fp16",
@@ -156,17 +165,19 @@ def train_model(
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     weights = balanced_class_weights(splits["train"], len(labels), np) if config.class_weights == "balanced" else None
-    pads = getattr(processor, "pad_token", None) is not None
-    trainer = Trainer(
+    compute_metrics = _metrics(udfs, labels, ctx, np, validation_documents(splits["validation"]))
+    trainer = StepTrainer(
         model=model,
         args=args,
         data_collator=DataCollatorWithPadding(processor) if pads else default_data_collator,
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
         processing_class=processor if pads else None,
-        compute_metrics=_metrics(udfs, labels, ctx, np, validation_documents(splits["validation"])),
+        compute_metrics=in_dataset_order(compute_metrics, order) if order else compute_metrics,
         compute_loss_func=weighted_cross_entropy(weights) if weights is not None else None,
         callbacks=callbacks,
+        train_lengths=train_lengths,
+        eval_order=order,
     )
     if verbosity() != VERBOSE:  # the Trainer's raw dicts (and bars) give way to ours; -v brings them back
         trainer.remove_callback(PrinterCallback)
@@ -187,7 +198,10 @@ def train_model(
             "model": model_name,
             "metric": config.metric_for_best_model,
             "best_metric": trainer.state.best_metric,
+            # empty when the best model is the final one (its checkpoint is not written: training_trainer)
             "best_checkpoint": os.path.basename(trainer.state.best_model_checkpoint or ""),
+            "best_global_step": trainer.state.best_global_step,
+            "train_sampling_strategy": sampling,
             "best_eval": _best_eval(trainer.state.log_history, trainer.state.best_global_step),
             "epochs": trainer.state.epoch,
             "global_step": trainer.state.global_step,

@@ -76,13 +76,24 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def num_processes(ctx: Context) -> int:
+def gpu_count() -> int:
+    """The GPUs torch sees. Without an NVIDIA (or ROCm) device on the machine, 0 without
+    importing torch: that import alone took ~2 s of each training step here, in a process
+    that trains nothing (the workers import torch themselves)."""
+    import glob
+
+    if not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/proc/driver/nvidia") and not os.path.exists("/dev/kfd"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def num_processes(ctx: Context, gpus: int | None = None) -> int:
     """NUM_PROCESSES: auto = one per GPU (1 without GPUs); an integer forces that many."""
     if ctx.config.num_processes is not None:
         return ctx.config.num_processes
-    import torch
-
-    return max(1, torch.cuda.device_count())
+    return max(1, gpu_count() if gpus is None else gpus)
 
 
 def checkpoints_for(ctx: Context, model_name: str, scratch: Path) -> Path:
@@ -117,16 +128,15 @@ def launch(
 ) -> None:
     """Run the worker of ``step`` (training, or a tuning ``trial``) for one model in N processes,
     with the settings of ``ctx.config`` and ``environment``; StepError when it fails."""
-    import torch
-
-    processes = num_processes(ctx)
+    gpus = gpu_count()
+    processes = num_processes(ctx, gpus)
     # The settings the workers would not read themselves (from settings.ini, or this environment):
     # tuned or smoke values, a trial's. (Only those: e.g. WANDB_MODE in the environment makes
     # transformers print a line at import.)
     in_file = read_settings_file(ctx.config.experiment_dir)
     changed = {key: value for key, value in ctx.config.raw.items() if os.environ.get(key, in_file.get(key)) != value}
     env = {**own_service(dict(os.environ)), **changed, **(environment or {})}
-    if not torch.cuda.is_available():
+    if not gpus:
         env["ACCELERATE_USE_CPU"] = "1"
         # torchrun sets 1 thread per worker by default: share the cores instead.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
