@@ -24,7 +24,7 @@ from typing import Any
 import demo_documents
 from ml_exp.defaults import classification_metrics, tokenizer_encode
 
-DOCUMENTS_PER_LABEL = 60
+DOCUMENTS_PER_LABEL = 100
 
 
 def reconcile(ctx) -> Iterator[dict[str, Any]]:
