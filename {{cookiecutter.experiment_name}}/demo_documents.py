@@ -86,9 +86,10 @@ POSITIONS = ("start", "middle", "end")  # where the deciding passage sits, by in
 FILLER_SENTENCES = (200, 320)  # sentences of filler per document (~8 tokens each)
 
 
-def documents(per_label: int, seed: int) -> Iterator[dict]:
+def documents(per_label: int, seed: int, sentences: tuple[int, int] = FILLER_SENTENCES) -> Iterator[dict]:
     """Yield ``per_label`` records per document type: ``{"id", "title", "text", "label"}``; the id
-    is ``<label>-<position>-<index>`` with the deciding passage's position (start, middle, end)."""
+    is ``<label>-<position>-<index>`` with the deciding passage's position (start, middle, end).
+    ``sentences``: the least and most sentences of filler (a few make short documents, for quick tests)."""
     rng = random.Random(seed)
     for label in LABELS:
         for index in range(per_label):
@@ -96,16 +97,15 @@ def documents(per_label: int, seed: int) -> Iterator[dict]:
             # the boilerplate in its fixed order from a random sentence on, round and round: filler
             # windows of every type look alike, so a window's label is only ever learnt from a passage
             first = rng.randrange(len(BOILERPLATE))
-            filler = [BOILERPLATE[(first + i) % len(BOILERPLATE)] for i in range(rng.randint(*FILLER_SENTENCES))]
+            filler = [BOILERPLATE[(first + i) % len(BOILERPLATE)] for i in range(rng.randint(*sentences))]
             passage = rng.sample(PHRASES[label], k=rng.choice((2, 3)))
             # start: the first sentences (inside any model's first window); middle: around the
             # centre; end: the last sentences
-            at = {"start": 0, "middle": len(filler) // 2 + rng.randint(-20, 20), "end": len(filler)}[position]
-            sentences = filler[:at] + passage + filler[at:]
+            at = {"start": 0, "middle": min(max(len(filler) // 2 + rng.randint(-20, 20), 0), len(filler)), "end": len(filler)}[position]
             yield {
                 "id": f"{label}-{position}-{index:05d}",
                 "title": rng.choice(TITLES),
-                "text": ". ".join(sentences) + ".",
+                "text": ". ".join(filler[:at] + passage + filler[at:]) + ".",
                 "label": label,
             }
 
