@@ -49,7 +49,8 @@ def test_demo_end_to_end_then_a_second_run(tmp_path):
     project = bake(tmp_path, ticket="EXP-60", model_slug="e2e")
     # truncate: the demo's long documents cut to their first window keep this run short (the demo
     # as shipped, with chunks, runs in test_long_documents_e2e.py)
-    first = exp("run", cwd=project, env={"MPLCONFIGDIR": str(tmp_path / "fresh-matplotlib"), "DOCUMENT_STRATEGY": "truncate"})
+    quick = {"DOCUMENT_STRATEGY": "truncate"}
+    first = exp("run", cwd=project, env={"MPLCONFIGDIR": str(tmp_path / "fresh-matplotlib"), **quick})
     assert first.returncode == 0, first.stdout + first.stderr
     run = run_dir(project, 1)
     manifest = json.loads((run / "manifest.json").read_text())
@@ -88,7 +89,7 @@ def test_demo_end_to_end_then_a_second_run(tmp_path):
 
     # Continuing run_1 re-runs nothing and overwrites nothing.
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".")}
-    again = exp("run", "--run", "1", "--steps", "inference", cwd=project)
+    again = exp("run", "--run", "1", "--steps", "inference", cwd=project, env=quick)
     assert again.returncode == 0, again.stderr
     assert "inference: already completed in run_1" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in before} == before
