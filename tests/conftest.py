@@ -112,7 +112,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     from tests.bake import bake
 
     project = bake(tmp_path_factory.mktemp("trained"), ticket="EXP-120", model_slug="serving")
-    env = {**os.environ, "WANDB_MODE": "disabled", "NUM_TRAIN_EPOCHS": "1", "EARLY_STOPPING_PATIENCE": "0",
+    # truncate: one window per document keeps this run short (the demo's long documents and chunks
+    # are test_long_documents_e2e.py's)
+    env = {**os.environ, "WANDB_MODE": "disabled", "NUM_TRAIN_EPOCHS": "1", "EARLY_STOPPING_PATIENCE": "0", "DOCUMENT_STRATEGY": "truncate",
            "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
     exp = str(Path(sys.executable).with_name("exp"))
     done = subprocess.run([exp, "run"], cwd=project, env=env, capture_output=True, text=True, timeout=600)

@@ -47,14 +47,17 @@ def run_dir(project: Path, num: int) -> Path:
 
 def test_demo_end_to_end_then_a_second_run(tmp_path):
     project = bake(tmp_path, ticket="EXP-60", model_slug="e2e")
-    first = exp("run", cwd=project, env={"MPLCONFIGDIR": str(tmp_path / "fresh-matplotlib")})
+    # truncate: the demo's long documents cut to their first window keep this run short (the demo
+    # as shipped, with chunks, runs in test_long_documents_e2e.py)
+    quick = {"DOCUMENT_STRATEGY": "truncate"}
+    first = exp("run", cwd=project, env={"MPLCONFIGDIR": str(tmp_path / "fresh-matplotlib"), **quick})
     assert first.returncode == 0, first.stdout + first.stderr
     run = run_dir(project, 1)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "completed"
     assert [manifest["steps"][s]["status"] for s in ("reconciliation", "preparation", "training", "inference")] == ["completed"] * 4
-    assert manifest["steps"]["reconciliation"]["counts"] == {"audit_report": 60, "contract": 60, "invoice": 60, "policy": 60}
-    assert manifest["steps"]["preparation"]["split_sizes"] == {"train": 192, "validation": 24, "test": 24}
+    assert manifest["steps"]["reconciliation"]["counts"] == {"audit_report": 100, "contract": 100, "invoice": 100, "policy": 100}
+    assert manifest["steps"]["preparation"]["split_sizes"] == {"train": 320, "validation": 40, "test": 40}
 
     model = run / "models" / "tiny-bert"
     assert {"model.safetensors", "config.json", "labels.json", "tokenizer.json", "training_metrics.json", "_COMPLETE"} <= {p.name for p in model.iterdir()}
@@ -65,9 +68,10 @@ def test_demo_end_to_end_then_a_second_run(tmp_path):
 
     inference = run / "inference" / "tiny-bert"
     metrics = json.loads((inference / "metrics.json").read_text())
-    assert metrics["accuracy"] > 0.6, f"test accuracy {metrics['accuracy']} should be well above chance (0.25)"
+    # the first window decides a third of the documents (the passage at the start), the rest by chance
+    assert metrics["accuracy"] > 0.35, f"test accuracy {metrics['accuracy']} should be above chance (0.25)"
     predictions = pq.read_table(inference / "predictions.parquet").to_pylist()
-    assert len(predictions) == 24 and len({p["id"] for p in predictions}) == 24
+    assert len(predictions) == 40 and len({p["id"] for p in predictions}) == 40
     assert abs(sum(v for k, v in predictions[0].items() if k.startswith("score_")) - 1) < 1e-4
     accuracy = sum(p["true_label"] == p["predicted_label"] for p in predictions) / len(predictions)
     assert accuracy == pytest.approx(metrics["accuracy"])
@@ -77,7 +81,7 @@ def test_demo_end_to_end_then_a_second_run(tmp_path):
     assert "accuracy" in first.stdout and "run_1 (completed)" in first.stdout
     # what a person watches, off a terminal: one row per evaluation, none of the libraries' noise
     said = first.stdout + first.stderr
-    assert "tiny-bert 1/10: loss " in said and " f1_macro " in said and said.count(" *\n") >= 1
+    assert "tiny-bert 1/6: loss " in said and " f1_macro " in said and said.count(" *\n") >= 1
     for noise in ("ml-exp-metric:", "{'loss'", "{'eval_loss'", "fontManager", "LOAD REPORT", "Running in WANDB", " batches "):
         assert noise not in said, f"{noise!r} in the console output"
     assert max(len(line) for line in first.stdout.splitlines() if "file://" not in line) <= 80
@@ -85,7 +89,7 @@ def test_demo_end_to_end_then_a_second_run(tmp_path):
 
     # Continuing run_1 re-runs nothing and overwrites nothing.
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".")}
-    again = exp("run", "--run", "1", "--steps", "inference", cwd=project)
+    again = exp("run", "--run", "1", "--steps", "inference", cwd=project, env=quick)
     assert again.returncode == 0, again.stderr
     assert "inference: already completed in run_1" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in before} == before
@@ -208,12 +212,14 @@ def test_balanced_class_weights_help_the_rare_classes(tmp_path):
     assert uniform in source
     (project / "experiment.py").write_text(source.replace(uniform, (
         '    keep = {"contract": 240, "audit_report": 16, "invoice": 16, "policy": 16}\n'
-        "    for record in demo_documents.documents(240, seed=ctx.config.seed):\n"
+        "    for record in demo_documents.documents(240, seed=ctx.config.seed, sentences=(1, 3)):\n"
         '        if int(record["id"].rsplit("-", 1)[1]) < keep[record["label"]]:\n'
         "            yield record\n")))
     scores = {}
     for num, weights in enumerate(("none", "balanced"), start=1):
-        result = exp("run", "-q", cwd=project, env={"WANDB_MODE": "disabled", "CLASS_WEIGHTS": weights, "SPLIT_RATIOS": "0.6,0.2,0.2"})
+        # short documents, one window each: this test is about the class weights, not long documents
+        result = exp("run", "-q", cwd=project, env={"WANDB_MODE": "disabled", "CLASS_WEIGHTS": weights, "SPLIT_RATIOS": "0.6,0.2,0.2",
+                                                    "DOCUMENT_STRATEGY": "truncate", "NUM_TRAIN_EPOCHS": "10"})
         assert result.returncode == 0, result.stdout + result.stderr
         manifest = json.loads((run_dir(project, num) / "manifest.json").read_text())
         scores[weights] = manifest["steps"]["inference"]["metrics"]["tiny-bert"]["f1_macro"]

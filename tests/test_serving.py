@@ -181,7 +181,7 @@ def test_a_long_document_is_classified_as_its_first_window(server, expected):
     """MAX_LENGTH tokens of a ~300-page document decide (the truncate strategy, as in training)."""
     records, _ = expected
     base = records[0]
-    words = (base["text"] + " ") * 4000  # ~1 MB: hundreds of pages
+    words = (base["text"] + " ") * (1_000_000 // len(base["text"]))  # ~1 MB: hundreds of pages
     long_doc = {"id": "long", "title": base["title"], "text": words}
     head = {"id": "head", "title": base["title"], "text": " ".join(words.split()[:2000])}
     got = requests.post(f"{server}/invocations", json=[long_doc, head], timeout=120)

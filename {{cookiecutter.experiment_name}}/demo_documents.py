@@ -1,8 +1,12 @@
 """The document-types demo's data and models: no downloads, the same output for the same seed.
 
-Synthetic business documents: each mixes phrases typical of its type with boilerplate shared
-by all types, so the classes overlap enough that a model has something to learn. The models are
-tiny BERTs built on the spot, with a WordPiece tokenizer over the documents' own words.
+Synthetic long business documents (1,500 to 2,500 tokens): pages of filler sentences that every
+type shares, and somewhere in them a short passage typical of the document's type, the only part
+that tells the type. The passage sits at the start, in the middle or at the end (the id says
+which, e.g. ``contract-middle-00004``): a model that reads only a document's first tokens
+(DOCUMENT_STRATEGY = truncate) finds it in a third of them; one that reads every window
+(``chunks``) finds it in all. The models are tiny BERTs built on the spot, with a WordPiece
+tokenizer over the documents' own words.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ PHRASES = {
     ],
 }
 
+# Filler that every type shares: it says nothing about the type (its words never decide).
 BOILERPLATE = [
     "the company",
     "as described in section four",
@@ -55,35 +60,66 @@ BOILERPLATE = [
     "confidential and proprietary information",
     "the board of directors",
     "effective as of the date first written above",
+    "this page is intentionally left blank",
+    "the following table summarises the figures for the period",
+    "see the appendix for further details",
+    "references to the group include its subsidiaries",
+    "the headquarters are located in the capital",
+    "copies of this document are kept in the archive",
+    "the meeting was held at the main office",
+    "figures may not add up due to rounding",
+    "the contents were reviewed by the legal department",
+    "a summary of the main points follows below",
+    "the records are retained for seven years",
+    "all rights are reserved",
+    "questions may be sent to the office of the secretary",
+    "the numbering of sections follows the previous edition",
+    "dates are given in the local time zone",
+    "this version replaces all earlier versions",
 ]
 
+# Titles that every type shares: a title that named the type would give the answer away.
+TITLES = ["scanned document", "archive copy", "uploaded file", "shared drive export", "records office copy"]
+
 LABELS = sorted(PHRASES)
+POSITIONS = ("start", "middle", "end")  # where the deciding passage sits, by index in turn
+FILLER_SENTENCES = (200, 320)  # sentences of filler per document (~8 tokens each)
 
 
-def documents(per_label: int, seed: int) -> Iterator[dict]:
-    """Yield ``per_label`` records per document type: ``{"id", "title", "text", "label"}``."""
+def documents(per_label: int, seed: int, sentences: tuple[int, int] = FILLER_SENTENCES) -> Iterator[dict]:
+    """Yield ``per_label`` records per document type: ``{"id", "title", "text", "label"}``; the id
+    is ``<label>-<position>-<index>`` with the deciding passage's position (start, middle, end).
+    ``sentences``: the least and most sentences of filler (a few make short documents, for quick tests)."""
     rng = random.Random(seed)
     for label in LABELS:
         for index in range(per_label):
-            sentences = rng.sample(PHRASES[label], k=3) + rng.sample(BOILERPLATE, k=3)
-            rng.shuffle(sentences)
+            position = POSITIONS[index % len(POSITIONS)]
+            # the boilerplate in its fixed order from a random sentence on, round and round: filler
+            # windows of every type look alike, so a window's label is only ever learnt from a passage
+            first = rng.randrange(len(BOILERPLATE))
+            filler = [BOILERPLATE[(first + i) % len(BOILERPLATE)] for i in range(rng.randint(*sentences))]
+            passage = rng.sample(PHRASES[label], k=rng.choice((2, 3)))
+            # start: the first sentences (inside any model's first window); middle: around the
+            # centre; end: the last sentences
+            at = {"start": 0, "middle": min(max(len(filler) // 2 + rng.randint(-20, 20), 0), len(filler)), "end": len(filler)}[position]
             yield {
-                "id": f"{label}-{index:05d}",
-                "title": f"{label.replace('_', ' ')} {index}",
-                "text": ". ".join(sentences) + ".",
+                "id": f"{label}-{position}-{index:05d}",
+                "title": rng.choice(TITLES),
+                "text": ". ".join(filler[:at] + passage + filler[at:]) + ".",
                 "label": label,
             }
 
 
 def vocabulary() -> list[str]:
     """Every text the demo can produce, for training the tiny demo tokenizer."""
-    return [*(p for phrases in PHRASES.values() for p in phrases), *BOILERPLATE, *LABELS]
+    return [*(p for phrases in PHRASES.values() for p in phrases), *BOILERPLATE, *TITLES, *LABELS]
 
 
 # Models built on the spot (no download): name -> BERT sizes.
 TINY_BERTS = {
-    "tiny-bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
-    "tiny-bert-wide": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
+    # 64 wide, not 32: a 32-wide BERT did not learn to spot a passage among the filler windows
+    "tiny-bert": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
+    "tiny-bert-wide": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256},
 }
 
 

@@ -13,6 +13,9 @@ ml-exp calls them; `exp validate` checks them before any compute. Each receives 
 
 This is the document-types demo: synthetic contracts, audit reports, policies and invoices,
 classified by a tiny BERT built on the spot (``tiny-bert``; both come from demo_documents.py).
+It is a long-document demo: each document is ~2,000 tokens of shared filler with a short passage
+that decides its type at the start, in the middle or at the end; settings.ini reads every window
+of 64 tokens (DOCUMENT_STRATEGY = chunks), and each prediction names the window that decided it.
 It runs offline on a laptop. Replace the bodies with your own data and models; keep the signatures.
 """
 
@@ -24,7 +27,7 @@ from typing import Any
 import demo_documents
 from ml_exp.defaults import classification_metrics, tokenizer_encode
 
-DOCUMENTS_PER_LABEL = 60
+DOCUMENTS_PER_LABEL = 100
 
 
 def reconcile(ctx) -> Iterator[dict[str, Any]]:
@@ -46,7 +49,15 @@ def load_processor(model_name: str, ctx):
 
 
 def encode(batch: dict[str, list], processor, ctx) -> dict[str, list]:
-    """Turn a batch of raw records (columns of lists) into model inputs (title, then text)."""
+    """Turn a batch of raw records (columns of lists) into model inputs (title, then text).
+
+    DOCUMENT_STRATEGY = chunks (this demo's): a record becomes several rows, windows of
+    MAX_LENGTH tokens; ``tokenizer_encode`` then also returns ``overflow_to_sample_mapping`` (row ->
+    index of its record in the batch; non-decreasing, every record at least one row),
+    ``offset_mapping`` (each token's character span in the joined text: the evidence of a
+    prediction) and ``document_tokens`` (each record's whole length in tokens, for preparation's
+    coverage report). Your own encode may return the same columns; head_tail and truncate return
+    one row per record."""
     return tokenizer_encode(batch, processor, ctx, text_fields=("title", "text"))
 
 

@@ -41,7 +41,14 @@ def load_processor(model_name: str, ctx):
 def encode(batch: dict[str, list], processor, ctx) -> dict[str, list]:
     """Turn a batch of raw records (a dict of columns, each a list) into model inputs (a dict of
     equally long lists, e.g. ``input_ids`` and ``attention_mask``). Used with
-    ``datasets.map(batched=True)``; truncate to ``ctx.config.max_length``."""
+    ``datasets.map(batched=True)``; rows of at most ``ctx.config.max_length`` tokens.
+
+    A long record may become several rows (windows): then also return
+    ``overflow_to_sample_mapping`` (row -> index of its record in the batch; non-decreasing, every
+    record at least one row) and, optionally, ``offset_mapping`` (each token's character span in
+    the record's text: the evidence of a prediction) and ``document_tokens`` (each row's record's
+    whole length in tokens: preparation's coverage report). ``ml_exp.defaults.tokenizer_encode``
+    does all of this for DOCUMENT_STRATEGY = chunks and head_tail."""
     raise NotImplementedError("encode: return model inputs for the batch")
 
 
