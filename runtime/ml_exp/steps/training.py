@@ -102,7 +102,7 @@ def train_model(
     )
 
     from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, SyncCheckpoints, WandbLog
-    from ml_exp.steps.training_trainer import GROUP_BY_LENGTH, StepTrainer, eval_order, in_dataset_order, sampling_strategy, token_lengths
+    from ml_exp.steps.training_trainer import GROUP_BY_LENGTH, RANDOM, StepTrainer, eval_order, in_dataset_order, sampling_strategy, token_lengths
     from ml_exp.tracking import log_model_reference, record, tracked
 
     config = ctx.config
@@ -128,7 +128,12 @@ def train_model(
     pads = getattr(processor, "pad_token", None) is not None
     input_name = (getattr(processor, "model_input_names", None) or ["input_ids"])[0]
     train_lengths = token_lengths(splits["train"], input_name)
-    sampling = sampling_strategy(config.train_sampling_strategy, train_lengths, config.per_device_train_batch_size, config.seed)
+    requested = config.train_sampling_strategy
+    if requested == "auto" and config.document_strategy == "chunks":
+        # windows are MAX_LENGTH long but a document's last: grouping by length makes batches of
+        # last windows apart from the rest, and the demo stopped learning (test accuracy 0.48, 1.00 shuffled)
+        requested = RANDOM
+    sampling = sampling_strategy(requested, train_lengths, config.per_device_train_batch_size, config.seed)
     # evaluation in length order too, with the same switch (off: exactly the Trainer's default)
     order = eval_order(token_lengths(splits["validation"], input_name)) if sampling == GROUP_BY_LENGTH else None
     if sampling == GROUP_BY_LENGTH:
