@@ -86,11 +86,15 @@ def test_wandb_online_without_key_is_a_problem(fresh_demo, tmp_path):
     assert exp("validate", cwd=fresh_demo, env={**env, "WANDB_API_KEY": "x" * 40}).returncode == 0
 
 
-def test_validate_imports_nothing_heavy(demo):
-    code = f"import sys; from ml_exp.cli import app; from ml_exp.validate import validate; r = validate({str(demo)!r}); assert r.ok, r.problems; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+@pytest.mark.parametrize(("strategy", "imported"), [("truncate", ""), ("chunks", "transformers")])
+def test_validate_imports_nothing_heavy(demo, strategy, imported):
+    """With chunks (the demo's), validate loads each processor to check it can return overflowing
+    tokens: transformers' tokenizers, nothing more."""
+    code = (f"import os, sys; os.environ['DOCUMENT_STRATEGY'] = {strategy!r}; from ml_exp.cli import app; from ml_exp.validate import validate; "
+            f"r = validate({str(demo)!r}); assert r.ok, r.problems; print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
+    assert result.stdout.strip() == imported
 
 
 RECONCILE = ("run", "--steps", "reconciliation")  # the cheapest real step: no torch involved

@@ -27,6 +27,7 @@ from ml_exp.steps import inference
 from ml_exp.steps.report import write_report
 from ml_exp.store import OutputExistsError, Store
 from ml_exp.udf import UDFs
+from tests.tiny_tokenizer import wordpiece_tokenizer
 
 LABEL_NAMES = ["contract", "audit", "policy"]
 WORDS = {
@@ -68,19 +69,10 @@ def artefacts(tmp_path_factory):
     """A saved tokenizer, two saved tiny models (different seeds) and a saved prepared DatasetDict."""
     import datasets
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification
 
     root = tmp_path_factory.mktemp("artefacts")
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    backend.train_from_iterator(list(WORDS.values()) * 5, trainers.WordPieceTrainer(vocab_size=100, special_tokens=specials))
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", backend.token_to_id("[CLS]")), ("[SEP]", backend.token_to_id("[SEP]"))])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                        sep_token="[SEP]", mask_token="[MASK]")
+    tokenizer = wordpiece_tokenizer(list(WORDS.values()) * 5, vocab_size=100)
 
     model_dirs = {}
     for seed in (0, 1):

@@ -15,6 +15,7 @@ from ml_exp.steps.training import train_model
 from ml_exp.steps.training_trainer import GROUP_BY_LENGTH, RANDOM, in_dataset_order, padding_share, sampling_strategy
 from ml_exp.store import Store
 from ml_exp.udf import UDFs
+from tests.tiny_tokenizer import wordpiece_tokenizer
 
 LABEL_NAMES = ["contract", "audit"]
 WORDS = {0: "contract signed party terms clause agreement", 1: "audit report finances balance review findings"}
@@ -23,13 +24,25 @@ BATCH = 4
 
 def test_auto_groups_by_length_only_when_lengths_vary():
     rng = np.random.default_rng(0)
-    mixed = np.exp(rng.uniform(np.log(16), np.log(512), 400)).astype(int).tolist()  # log-uniform, as the bench's
-    assert padding_share([64] * 400, 16, seed=1) == 0.0
+    mixed = np.exp(rng.uniform(np.log(16), np.log(512), 4000)).astype(int).tolist()  # log-uniform, as the bench's
+    labels = rng.integers(0, 4, 4000)
+    assert padding_share([64] * 4000, 16, seed=1) == 0.0
     assert padding_share(mixed, 16, seed=1) > 0.5
-    assert sampling_strategy("auto", [64] * 400, 16, 1) == RANDOM
-    assert sampling_strategy("auto", mixed, 16, 1) == GROUP_BY_LENGTH
-    assert sampling_strategy("random", mixed, 16, 1) == RANDOM  # the setting turns it off
+    assert sampling_strategy("auto", [64] * 4000, 16, 1, labels) == RANDOM
+    assert sampling_strategy("auto", mixed, 16, 1, labels) == GROUP_BY_LENGTH
+    assert sampling_strategy("auto", mixed[:400], 16, 1, labels[:400]) == RANDOM  # 25 batches: too few to mix when grouped
+    assert sampling_strategy("random", mixed, 16, 1, labels) == RANDOM  # the setting turns it off
     assert sampling_strategy("group_by_length", [64] * 400, 16, 1) == GROUP_BY_LENGTH
+
+
+def test_auto_shuffles_when_length_tells_the_label():
+    """Short invoices, long contracts: batches of similar lengths would be batches of one class."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 4000)
+    lengths = np.where(labels == 0, rng.integers(16, 64, 4000), rng.integers(256, 512, 4000)).tolist()
+    assert padding_share(lengths, 16, seed=1) > 0.1
+    assert sampling_strategy("auto", lengths, 16, 1, labels) == RANDOM
+    assert sampling_strategy("auto", lengths, 16, 1, rng.permutation(labels)) == GROUP_BY_LENGTH
 
 
 def test_predictions_made_in_length_order_reach_compute_metrics_in_row_order():
@@ -53,19 +66,9 @@ def prepared(tmp_path_factory):
     """A WordPiece tokenizer and a prepared DatasetDict whose records range from 3 to ~40 tokens,
     validation rows deliberately not in length order."""
     import datasets
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     root = tmp_path_factory.mktemp("prepared")
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    backend.train_from_iterator(list(WORDS.values()) * 5, trainers.WordPieceTrainer(vocab_size=80, special_tokens=specials))
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", backend.token_to_id("[CLS]")), ("[SEP]", backend.token_to_id("[SEP]"))])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                        sep_token="[SEP]", mask_token="[MASK]")
+    tokenizer = wordpiece_tokenizer(list(WORDS.values()) * 5, vocab_size=80)
     rng = np.random.default_rng(3)
 
     def records(n: int, prefix: str) -> dict[str, list]:
@@ -122,7 +125,10 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
-def test_varied_lengths_train_in_length_groups_by_default_and_randomly_when_set_off(tmp_path, prepared):
+def test_varied_lengths_train_in_length_groups_by_default_and_randomly_when_set_off(tmp_path, prepared, monkeypatch):
+    from ml_exp.steps import training_trainer
+
+    monkeypatch.setattr(training_trainer, "ROWS_TO_GROUP", 1)  # these 24 rows stand for a large split
     data, validation_labels = prepared
     (tmp_path / "on").mkdir()
     (tmp_path / "off").mkdir()
@@ -157,6 +163,7 @@ def test_the_trainer_uses_the_length_grouped_sampler(tmp_path, prepared, monkeyp
         return samplers[-1]
 
     monkeypatch.setattr(training_trainer.StepTrainer, "_get_train_sampler", spy)
+    monkeypatch.setattr(training_trainer, "ROWS_TO_GROUP", 1)  # these 24 rows stand for a large split
     train(tmp_path, prepared[0], NUM_TRAIN_EPOCHS="1")
     assert samplers and isinstance(samplers[0], LengthGroupedSampler)
     assert len(samplers[0].lengths) == 24 and len(set(samplers[0].lengths)) > 5  # the rows' own token counts

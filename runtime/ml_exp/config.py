@@ -163,8 +163,8 @@ class Config:
         "AdamW weight decay (0 = none).")
     train_sampling_strategy: str = setting("auto", parse_choice("auto", "random", "group_by_length"), "training",
         "Order of the training records: group_by_length = batches of similar lengths (less padding: faster when lengths vary);\n"
-        "random = plain shuffling; auto = group_by_length when random batches would be more than 10% padding, else random\n"
-        "(always random with DOCUMENT_STRATEGY = chunks: grouping separates a document's last window from the others).")
+        "random = plain shuffling; auto = group_by_length when random batches would be more than 10% padding, the training\n"
+        "split has at least 200 batches and lengths do not sort the labels; else random (always with DOCUMENT_STRATEGY = chunks).")
     mixed_precision: str = setting("no", parse_choice("no", "fp16", "bf16"), "training",
         "no | fp16 | bf16 (fp16/bf16 need a GPU that supports them).")
     early_stopping_patience: int = setting("3", parse_int(0), "training",

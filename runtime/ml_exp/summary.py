@@ -29,8 +29,9 @@ def print_summary(run: Run, console: Any = None) -> None:
         for split in ("train", "test"):
             if split in documents.get("splits", {}):
                 line = coverage_line(split, documents["splits"][split])
+                # wrapped to the terminal (80 columns off one), unlike the URLs below, which must stay whole
                 console.print(f"  {model} ({documents['strategy']}, MAX_LENGTH {documents['max_length']}) {line}",
-                              markup=False, highlight=False, soft_wrap=True)
+                              markup=False, highlight=False)
     for folder in (MODELS, INFERENCE):
         if run.listdir(folder):
             console.print(f"  {folder}: {run.path(folder)}/", markup=False, highlight=False, soft_wrap=True)

@@ -133,7 +133,8 @@ def train_model(
         # windows are MAX_LENGTH long but a document's last: grouping by length makes batches of
         # last windows apart from the rest, and the demo stopped learning (test accuracy 0.48, 1.00 shuffled)
         requested = RANDOM
-    sampling = sampling_strategy(requested, train_lengths, config.per_device_train_batch_size, config.seed)
+    train_labels = splits["train"].with_format(None).data.column("label").to_numpy() if "label" in splits["train"].column_names else None
+    sampling = sampling_strategy(requested, train_lengths, config.per_device_train_batch_size, config.seed, train_labels)
     # evaluation in length order too, with the same switch (off: exactly the Trainer's default)
     order = eval_order(token_lengths(splits["validation"], input_name)) if sampling == GROUP_BY_LENGTH else None
     if sampling == GROUP_BY_LENGTH:

@@ -25,6 +25,12 @@ GROUP_BY_LENGTH, RANDOM = "group_by_length", "random"
 # auto groups by length when random batches would be more than this share of padding: below it
 # the gain is small, and plain shuffling mixes the records better
 PADDING_WORTH_GROUPING = 0.10
+# ... and when its batches are not markedly more of one label than shuffled ones (by this share)
+LABELS_SORTED = 0.10
+# ... and when the training split has at least this many batches: the Trainer's grouping then
+# sorts megabatches of 50 batches drawn anew each epoch. On 172 records (11 batches) grouped
+# batches taught the demo's tiny BERT nothing: test macro-F1 0.37 against 1.00 shuffled.
+ROWS_TO_GROUP = 200
 
 
 def token_lengths(dataset: Any, column: str = "input_ids") -> list[int]:
@@ -53,11 +59,39 @@ def padding_share(lengths: Sequence[int], batch_size: int, seed: int) -> float:
     return 1.0 - int(shuffled.sum()) / padded if padded else 0.0
 
 
-def sampling_strategy(setting: str, lengths: Sequence[int], batch_size: int, seed: int) -> str:
-    """TRAIN_SAMPLING_STRATEGY resolved: auto = group_by_length when it saves padding worth having."""
+def majority_share(labels: Any, batches: Sequence[Sequence[int]]) -> float:
+    """The mean share of its most frequent label in a batch."""
+    import numpy as np
+
+    shares = [np.bincount(labels[np.asarray(batch)]).max() / len(batch) for batch in batches if len(batch)]
+    return float(np.mean(shares)) if shares else 0.0
+
+
+def sorts_labels(lengths: Sequence[int], labels: Sequence[int] | None, batch_size: int, seed: int) -> bool:
+    """Whether batches of similar lengths would be batches of one label: when a class's documents
+    are shorter than another's (invoices and contracts), grouping by length groups by class, and
+    the model then learns from batches of one class at a time. One draw of each order, compared."""
+    import numpy as np
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    if labels is None or len(labels) != len(lengths) or len(lengths) < 2 * batch_size:
+        return False
+    labels = np.asarray(labels, dtype=np.int64)
+    grouped = get_length_grouped_indices(list(lengths), batch_size, generator=torch.Generator().manual_seed(seed))
+    shuffled = np.random.default_rng(seed).permutation(len(lengths)).tolist()
+    cut = lambda order: [order[i:i + batch_size] for i in range(0, len(order), batch_size)]  # noqa: E731
+    return majority_share(labels, cut(grouped)) > majority_share(labels, cut(shuffled)) + LABELS_SORTED
+
+
+def sampling_strategy(setting: str, lengths: Sequence[int], batch_size: int, seed: int, labels: Sequence[int] | None = None) -> str:
+    """TRAIN_SAMPLING_STRATEGY resolved: auto = group_by_length when it saves padding worth having
+    and does not sort the batches by label (:func:`sorts_labels`)."""
     if setting != "auto":
         return setting
-    return GROUP_BY_LENGTH if padding_share(lengths, batch_size, seed) > PADDING_WORTH_GROUPING else RANDOM
+    if len(lengths) < ROWS_TO_GROUP * batch_size or padding_share(lengths, batch_size, seed) <= PADDING_WORTH_GROUPING:
+        return RANDOM
+    return RANDOM if sorts_labels(lengths, labels, batch_size, seed) else GROUP_BY_LENGTH
 
 
 def in_dataset_order(compute: Callable[[Any], dict[str, float]], order: Sequence[int]) -> Callable[[Any], dict[str, float]]:
