@@ -101,7 +101,7 @@ def tokenizer_encode(
     if strategy == "chunks":
         if stride is None:
             stride = int(getattr(config, "chunk_stride", 0))
-        if not 0 <= stride < max_length - _special_tokens(processor):
+        if not 0 <= stride < max_length - special_tokens(processor):
             raise ValueError(f"tokenizer_encode: stride {stride} must be at least 0 and smaller than the {max_length} tokens of a "
                              "window less its special tokens (CHUNK_STRIDE < MAX_LENGTH)")
         encoded = processor(texts, truncation=True, max_length=max_length, stride=stride, padding=False,
@@ -129,7 +129,8 @@ STRATEGIES = ("truncate", "head_tail", "chunks")
 MAPPING, DOCUMENT_TOKENS = "overflow_to_sample_mapping", "document_tokens"
 
 
-def _special_tokens(processor: Any) -> int:
+def special_tokens(processor: Any) -> int:
+    """Tokens the processor adds to each row ([CLS], [SEP]...); 0 for one that cannot say."""
     try:
         return int(processor.num_special_tokens_to_add(pair=False))
     except Exception:  # noqa: BLE001 - a processor without the notion adds none
@@ -139,7 +140,7 @@ def _special_tokens(processor: Any) -> int:
 def _chunked_lengths(encoded: Mapping[str, list], processor: Any, stride: int) -> list[int]:
     """Per row, its record's whole length in tokens: the windows' tokens less their special
     tokens, less the ``stride`` tokens each window repeats from the one before."""
-    special = _special_tokens(processor)
+    special = special_tokens(processor)
     owners = encoded[MAPPING]
     totals: dict[int, int] = {}
     for row, (owner, ids) in enumerate(zip(owners, encoded["input_ids"])):

@@ -42,13 +42,10 @@ class Windowing:
 
     @classmethod
     def of(cls, config: Any, processor: Any) -> Windowing:
-        counter = getattr(processor, "num_special_tokens_to_add", None)
-        try:
-            special = int(counter(pair=False)) if callable(counter) else 0
-        except Exception:  # noqa: BLE001 - a processor without the notion: count none
-            special = 0
+        from ml_exp.defaults import special_tokens
+
         stride = config.chunk_stride if config.document_strategy == "chunks" else 0
-        return cls(stride=stride, max_chunks=config.max_chunks, special_tokens=special)
+        return cls(stride=stride, max_chunks=config.max_chunks, special_tokens=special_tokens(processor))
 
 
 def check_rows(where: str, records: int, encoded: Mapping[str, Any]) -> None:
