@@ -68,7 +68,7 @@ def main() -> None:
 
         def compute_metrics(prediction):
             # the same metric function as the bench experiment's compute_metrics (ml-exp's default)
-            from ml_exp.defaults import classification_metrics
+            from ml_exp.toolkit import classification_metrics
 
             return classification_metrics(np.argmax(prediction.predictions, axis=-1).tolist(), prediction.label_ids.tolist(), labels)
 

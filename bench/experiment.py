@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 import bench_models
-from ml_exp.defaults import classification_metrics, tokenizer_encode
+from ml_exp.toolkit import classification_metrics, tokenizer_encode
 
 
 def reconcile(ctx):

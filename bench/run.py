@@ -217,7 +217,7 @@ class Bench:
         base run's ``keep`` folders, with ``rerun`` and the steps after it pending: ``exp run
         --run N --steps <rerun>`` then runs that one step as on a resumed run."""
         from ml_exp.config import STEPS
-        from ml_exp.store import Store
+        from ml_exp.storage.store import Store
 
         manifest = self.manifest(base)
         pending = set(STEPS[STEPS.index(rerun):])

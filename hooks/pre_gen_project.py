@@ -12,14 +12,14 @@ import re
 import sys
 from pathlib import Path
 
-NAMES_FILE = Path("runtime", "ml_exp", "names.py")
+NAMES_FILE = Path("runtime", "ml_exp", "core", "names.py")
 # The template's folder: cookiecutter's CLI and API say it; cruft does not, but (like
 # cookiecutter) runs hooks from a process that has changed into it.
 TEMPLATE_DIR = {{ cookiecutter.get("_repo_dir", "") | jsonify }}
 
 
 def load_name_rules():
-    """ml_exp.names from the template being baked, else from the installed runtime.
+    """ml_exp.core.names from the template being baked, else from the installed runtime.
     Returns (the module, None) or (None, why neither could be loaded)."""
     candidates = [Path(TEMPLATE_DIR)] if TEMPLATE_DIR else []
     try:
@@ -41,11 +41,11 @@ def load_name_rules():
             continue
         return module, None
     try:
-        import ml_exp.names
+        import ml_exp.core.names
     except ImportError as exc:
         failures.append(f"ml_exp is not installed ({exc})")
         return None, "; ".join(failures)
-    return ml_exp.names, None
+    return ml_exp.core.names, None
 
 
 ANSWERS = {
@@ -109,7 +109,7 @@ def problems(answers, names):
 if __name__ == "__main__":
     names, why = load_name_rules()
     if names is None:
-        print(f"ERROR: template: cannot load the name rules (runtime/ml_exp/names.py): {why}; bake from a complete ml-exp checkout", file=sys.stderr)
+        print(f"ERROR: template: cannot load the name rules ({NAMES_FILE.as_posix()}): {why}; bake from a complete ml-exp checkout", file=sys.stderr)
         sys.exit(1)
     found = problems(ANSWERS, names)
     for line in found:

@@ -1,6 +1,7 @@
-"""The shape of the runtime package, read from its source: layers import downwards only, no module
-reaches into another's private names, every run path lives in the layout module, the pipeline
-knows no backend, and no module grows past 400 lines."""
+"""The shape of the runtime package, read from its source: one folder per layer (the order in
+``ml_exp.LAYERS``), layers import downwards only, no circle of imports, no module reaches into
+another's private names, every run path lives in the layout module, the pipeline knows no backend,
+and no module grows past 400 lines."""
 
 from __future__ import annotations
 
@@ -9,19 +10,13 @@ from pathlib import Path
 
 import pytest
 
+import ml_exp
+
 PACKAGE = Path(__file__).resolve().parents[1] / "runtime" / "ml_exp"
-# config -> store/layout -> steps -> backends -> pipeline -> cli; a module may import its own
-# layer or a lower one, never a higher one (function-level imports included).
-LAYERS = [
-    {"ml_exp", "ml_exp.names", "ml_exp.parsers", "ml_exp.console", "ml_exp.metrics"},
-    {"ml_exp.config_rules", "ml_exp.config"},
-    {"ml_exp.layout", "ml_exp.storage_errors", "ml_exp.run_folder", "ml_exp.store", "ml_exp.lease", "ml_exp.context", "ml_exp.udf",
-     "ml_exp.manifest", "ml_exp.search_space", "ml_exp.tracking", "ml_exp.validate", "ml_exp.defaults", "ml_exp.pdf"},
-    {"ml_exp.steps", "ml_exp.serving"},
-    {"ml_exp.backends"},
-    {"ml_exp.pipeline", "ml_exp.runs", "ml_exp.summary", "ml_exp.testing", "ml_exp.compare", "ml_exp.production"},
-    {"ml_exp.cli"},
-]
+# folder -> its layer (a module may import its own layer or a lower one, function-level imports included)
+LAYER_OF_FOLDER = {folder: i for i, folders in enumerate(ml_exp.LAYERS) for folder in folders}
+# the public modules outside the folders: each only re-exports a layer's API
+PUBLIC_ALIASES = {"ml_exp.defaults": "toolkit", "ml_exp.testing": "experiment"}
 
 
 def _modules() -> dict[str, Path]:
@@ -36,10 +31,19 @@ MODULES = _modules()
 
 
 def _layer(module: str) -> int:
-    candidates = [(len(prefix), i) for i, layer in enumerate(LAYERS) for prefix in layer
-                  if module == prefix or module.startswith(prefix + ".")]
-    assert candidates, f"{module} is in no layer of this test; add it to LAYERS"
-    return max(candidates)[1]
+    parts = module.split(".")
+    if module == "ml_exp":
+        return 0
+    folder = PUBLIC_ALIASES.get(module) or parts[1]
+    assert folder in LAYER_OF_FOLDER, f"{module} is in no layer folder; put it in one of {sorted(LAYER_OF_FOLDER)} (ml_exp.LAYERS)"
+    return LAYER_OF_FOLDER[folder]
+
+
+def test_every_folder_is_one_layer():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders == set(LAYER_OF_FOLDER), f"folders and ml_exp.LAYERS differ: {sorted(folders ^ set(LAYER_OF_FOLDER))}"
+    outside = {m for m in MODULES if m.count(".") == 1 and m.split(".")[1] not in LAYER_OF_FOLDER}
+    assert outside == set(PUBLIC_ALIASES), f"modules outside the layer folders: {sorted(outside - set(PUBLIC_ALIASES))}"
 
 
 def _imports(tree: ast.AST, module: str) -> list[tuple[str, list[str]]]:
@@ -90,14 +94,14 @@ def test_no_module_is_over_400_lines(module):
 
 def test_run_paths_live_in_the_layout_module_only():
     for module, path in MODULES.items():
-        if module != "ml_exp.layout":
-            assert "tuning/" not in path.read_text(), f"{module} spells a path of the run layout; use ml_exp.layout"
+        if module != "ml_exp.storage.layout":
+            assert "tuning/" not in path.read_text(), f"{module} spells a path of the run layout; use ml_exp.storage.layout"
 
 
 def test_the_pipeline_knows_no_backend():
-    source = MODULES["ml_exp.pipeline"].read_text()
+    source = MODULES["ml_exp.pipeline.runner"].read_text()
     for word in ("sagemaker", "SageMaker", "torchrun", "config.backend ==", '"local"'):
-        assert word not in source, f"ml_exp.pipeline mentions {word!r}: what differs by backend belongs in ml_exp.backends"
+        assert word not in source, f"ml_exp.pipeline.runner mentions {word!r}: what differs by backend belongs in ml_exp.backends"
 
 
 def test_every_backend_module_offers_its_backend():
@@ -115,10 +119,10 @@ def test_every_backend_module_offers_its_backend():
 
 
 def test_one_name_per_step():
-    from ml_exp import layout
+    from ml_exp.storage import layout
     from ml_exp.backends.sagemaker.jobs import JOB_STEPS, job_name
     from ml_exp.config import KNOWN_KEYS
-    from ml_exp.names import STEP_NAMES, STEPS
+    from ml_exp.core.names import STEP_NAMES, STEPS
 
     for step in STEPS:
         assert f"RUN_{step.name.upper()}" in KNOWN_KEYS

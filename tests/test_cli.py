@@ -90,7 +90,7 @@ def test_wandb_online_without_key_is_a_problem(fresh_demo, tmp_path):
 def test_validate_imports_nothing_heavy(demo, strategy, imported):
     """With chunks (the demo's), validate loads each processor to check it can return overflowing
     tokens: transformers' tokenizers, nothing more."""
-    code = (f"import os, sys; os.environ['DOCUMENT_STRATEGY'] = {strategy!r}; from ml_exp.cli import app; from ml_exp.validate import validate; "
+    code = (f"import os, sys; os.environ['DOCUMENT_STRATEGY'] = {strategy!r}; from ml_exp.commands import app; from ml_exp.pipeline.validate import validate; "
             f"r = validate({str(demo)!r}); assert r.ok, r.problems; print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

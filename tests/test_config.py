@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ml_exp import names
+from ml_exp.core import names
 from ml_exp.config import GROUPS, KNOWN_KEYS, SETTINGS, Config, ConfigError, load_config, read_settings_file
-from ml_exp.validate import validate
+from ml_exp.pipeline.validate import validate
 
 GOOD = {
     "EXPERIMENT_NAME": "EXP-1-tiny",

@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from ml_exp.runs import runs_table
-from ml_exp.summary import summary_table
+from ml_exp.pipeline.runs import runs_table
+from ml_exp.pipeline.summary import summary_table
 
 METRICS = {"accuracy": 0.91, "f1_macro": 0.875, "precision_weighted": 0.9, "recall_weighted": 0.91, "loss": 0.31}
 MODELS = ["allenai/longformer-base-4096", "microsoft/deberta-v3-large", "tiny-bert[/x]"]

@@ -18,8 +18,8 @@ import requests
 from botocore.stub import Stubber
 
 from ml_exp.backends.sagemaker import endpoints
-from ml_exp.production import ProductionError, deploy, list_endpoints, undeploy
-from ml_exp.store import Store
+from ml_exp.deploy.deployments import ProductionError, deploy, list_endpoints, undeploy
+from ml_exp.storage.store import Store
 
 EXP = str(Path(sys.executable).with_name("exp"))
 BUCKET = "mlexp-deploy"

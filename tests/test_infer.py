@@ -18,15 +18,15 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-from ml_exp import defaults
+from ml_exp import toolkit
 from ml_exp.config import load_config
-from ml_exp.context import Context
-from ml_exp.layout import LABELS, inference_dir, model_dir, prepared_dir
-from ml_exp.steps import StepError
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import LABELS, inference_dir, model_dir, prepared_dir
+from ml_exp.core.errors import StepError
 from ml_exp.steps import inference
 from ml_exp.steps.report import write_report
-from ml_exp.store import OutputExistsError, Store
-from ml_exp.udf import UDFs
+from ml_exp.storage.store import OutputExistsError, Store
+from ml_exp.experiment.functions import UDFs
 from tests.tiny_tokenizer import wordpiece_tokenizer
 
 LABEL_NAMES = ["contract", "audit", "policy"]
@@ -92,7 +92,7 @@ def artefacts(tmp_path_factory):
         split: datasets.Dataset.from_dict(_records(n, seed, split), features=features)
         for split, n, seed in (("train", 12, 1), ("validation", 6, 2), ("test", N_TEST, 3))
     })
-    encoded = splits.map(lambda b: defaults.tokenizer_encode(b, tokenizer, None, max_length=48), batched=True,
+    encoded = splits.map(lambda b: toolkit.tokenizer_encode(b, tokenizer, None, max_length=48), batched=True,
                          remove_columns=["text"])
     prepared = root / "prepared"
     encoded.save_to_disk(str(prepared))
@@ -118,7 +118,7 @@ def publish(ctx: Context, artefacts, model_name: str, seed: int = 0) -> None:
 
 
 def user_metrics(predictions, references, labels, ctx):
-    return defaults.classification_metrics(predictions, references, labels)
+    return toolkit.classification_metrics(predictions, references, labels)
 
 
 def make_udfs(compute_metrics=user_metrics) -> UDFs:

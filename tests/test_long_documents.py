@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from ml_exp.config import ConfigError, load_config
-from ml_exp.context import Context
-from ml_exp.defaults import tokenizer_encode
-from ml_exp.steps import StepError
-from ml_exp.steps.documents import Windowing, combine, document_starts, evenly_spaced, to_rows
+from ml_exp.experiment.context import Context
+from ml_exp.toolkit import tokenizer_encode
+from ml_exp.core.errors import StepError
+from ml_exp.toolkit.documents import Windowing, combine, document_starts, evenly_spaced, to_rows
 from ml_exp.steps.preparation import check_encoded
 from tests.bake import bake
 
@@ -154,7 +154,7 @@ def test_a_stride_as_long_as_max_length_is_fine_when_not_chunking(tmp_path):
 
 
 def test_validate_refuses_chunks_with_a_processor_that_cannot_overflow(tmp_path, monkeypatch):
-    from ml_exp.validate import validate
+    from ml_exp.pipeline.validate import validate
 
     project = bake(tmp_path, ticket="EXP-71", model_slug="chunks")
     monkeypatch.setenv("WANDB_MODE", "disabled")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 
 import demo_documents
-from ml_exp.defaults import classification_metrics, tokenizer_encode
+from ml_exp.toolkit import classification_metrics, tokenizer_encode
 
 SENTENCES = 150
 

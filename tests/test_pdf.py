@@ -1,4 +1,4 @@
-"""ml_exp.defaults.pdf_pages / pdf_text on PDFs this test writes itself (no fixture file, no download)."""
+"""ml_exp.toolkit.pdf_pages / pdf_text on PDFs this test writes itself (no fixture file, no download)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from ml_exp import defaults
-from ml_exp.defaults import pdf_pages, pdf_text
+from ml_exp import toolkit
+from ml_exp.toolkit import pdf_pages, pdf_text
 
 PAGES = ["Master services agreement", "Payment is due within thirty days", "Signed by both parties"]
 
@@ -119,13 +119,13 @@ def test_missing_pypdf_names_the_extra(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_pypdf)
     with pytest.raises(ImportError, match=r'pip install "ml-exp\[pdf\]"'):
-        defaults.pdf_pages(make_pdf(PAGES))
+        toolkit.pdf_pages(make_pdf(PAGES))
 
 
 def test_importing_defaults_does_not_import_pypdf():
     import subprocess
     import sys
 
-    code = "import sys, ml_exp.defaults; print('pypdf' in sys.modules)"
+    code = "import sys, ml_exp.toolkit; print('pypdf' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_exp.layout import model_dir
+from ml_exp.storage.layout import model_dir
 from ml_exp.steps import inference
 from ml_exp.steps.report import write_report
 from tests.test_infer import artefacts, make_ctx, make_udfs, publish  # noqa: F401 - artefacts is a fixture

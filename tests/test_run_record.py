@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from ml_exp.config import ConfigError, load_config
-from ml_exp.lease import take_lease
-from ml_exp.pipeline import StepFailed, run_pipeline
-from ml_exp.store import Store
+from ml_exp.storage.lease import take_lease
+from ml_exp.pipeline.runner import StepFailed, run_pipeline
+from ml_exp.storage.store import Store
 from tests.bake import bake
 from tests.test_steps import write_experiment
 

@@ -21,11 +21,11 @@ from botocore.stub import Stubber
 
 from ml_exp.backends.sagemaker import jobs as sm
 from ml_exp.config import load_config
-from ml_exp.context import Context
-from ml_exp.manifest import REDACTED
-from ml_exp.names import TOKENS
-from ml_exp.steps import StepError
-from ml_exp.store import Store
+from ml_exp.experiment.context import Context
+from ml_exp.storage.manifest import REDACTED
+from ml_exp.core.names import TOKENS
+from ml_exp.core.errors import StepError
+from ml_exp.storage.store import Store
 from tests.bake import bake
 
 BUCKET = "mlexp-sm"
@@ -398,7 +398,7 @@ def test_exp_run_on_sagemaker_end_to_end(aws, tmp_path, monkeypatch):
     import fsspec
 
     from ml_exp.backends.sagemaker.container import emulate
-    from ml_exp.pipeline import run_pipeline
+    from ml_exp.pipeline.runner import run_pipeline
 
     project = bake(tmp_path, ticket="EXP-83", model_slug="sm-e2e")
     settings = {"BACKEND": "sagemaker", "STORAGE_URI": f"s3://{BUCKET}/runs", "SAGEMAKER_ROLE_ARN": ROLE, "IMAGE_URI": IMAGE,

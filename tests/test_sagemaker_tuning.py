@@ -27,9 +27,9 @@ from botocore.stub import ANY, Stubber
 
 from ml_exp.backends.sagemaker import jobs as sm
 from ml_exp.backends.sagemaker import tuner as smt
-from ml_exp.manifest import REDACTED
-from ml_exp.search_space import parse_space
-from ml_exp.steps import StepError
+from ml_exp.storage.manifest import REDACTED
+from ml_exp.config.search_space import parse_space
+from ml_exp.core.errors import StepError
 from ml_exp.steps.training_callbacks import METRIC_LINE
 from ml_exp.steps.tuning import tune_model
 from tests.test_sagemaker import BUCKET, FULL, IMAGE, ROLE, SECRET, aws, project, s3_text, sagemaker_context  # noqa: F401 - fixtures

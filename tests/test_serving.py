@@ -255,9 +255,9 @@ def test_16_concurrent_clients_all_get_their_own_answers(server, expected):
 def test_the_container_serves_the_packed_model_like_exp_serve(trained_run, expected, tmp_path):
     from ml_exp.backends.sagemaker.container import emulate_serve
     from ml_exp.config import load_config
-    from ml_exp.layout import SERVING_INFO
+    from ml_exp.storage.layout import SERVING_INFO
     from ml_exp.serving.bundle import from_run
-    from ml_exp.store import Store
+    from ml_exp.storage.store import Store
 
     config = load_config(trained_run.project, environ={})
     run = Store(config.storage_uri, config.experiment_name).open_run(1)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ml_exp.pipeline import StepFailed, run_pipeline
-from ml_exp.store import Store
+from ml_exp.pipeline.runner import StepFailed, run_pipeline
+from ml_exp.storage.store import Store
 from tests.bake import bake
 
 # A valid experiment without ML libraries: a whitespace "tokenizer" and fixed records.

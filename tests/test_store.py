@@ -1,4 +1,4 @@
-"""ml_exp.store against file:// and a loopback SeaweedFS S3 (the ``storage_uri`` fixture)."""
+"""ml_exp.storage.store against file:// and a loopback SeaweedFS S3 (the ``storage_uri`` fixture)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_exp.store import (
+from ml_exp.storage.store import (
     OutputExistsError,
     RunExistsError,
     StepAlreadyCompleted,
@@ -317,7 +317,7 @@ def test_storage_options_override_environment(s3_env, monkeypatch):
 
 
 def test_import_is_light():
-    code = ("import sys, time; t = time.perf_counter(); import ml_exp.store; "
+    code = ("import sys, time; t = time.perf_counter(); import ml_exp.storage.store; "
             "print(time.perf_counter() - t); "
             "print(sorted(m for m in ('fsspec', 's3fs', 'botocore', 'torch', 'transformers', 'sagemaker') "
             "if m in sys.modules))")

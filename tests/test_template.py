@@ -22,7 +22,7 @@ from cookiecutter.prompt import prompt_for_config
 from dockerfile_parse import DockerfileParser
 
 import ml_exp
-from ml_exp import names
+from ml_exp.core import names
 from ml_exp.config import KNOWN_KEYS, SECTION, SETTINGS, load_config
 from tests.bake import ROOT, bake
 
@@ -312,15 +312,15 @@ def test_hook_holds_no_copy_of_the_runtime_name_rules():
 
 def _template_copy(tmp_path: Path, aws_region_rule: str | None) -> Path:
     """The template without git (hooks, answers, tree) and, unless aws_region_rule is None, a
-    runtime/ml_exp/names.py whose region rule is ``aws_region_rule``."""
+    runtime/ml_exp/core/names.py whose region rule is ``aws_region_rule``."""
     template = tmp_path / "template"
     for name in ("hooks", "{{cookiecutter.experiment_name}}"):
         shutil.copytree(ROOT / name, template / name)
     shutil.copy(ROOT / "cookiecutter.json", template)
     if aws_region_rule is not None:
-        rules = (ROOT / "runtime/ml_exp/names.py").read_text()
-        (template / "runtime/ml_exp").mkdir(parents=True)
-        (template / "runtime/ml_exp/names.py").write_text(re.sub(r"(?m)^AWS_REGION_RE = .*$", f"AWS_REGION_RE = r{aws_region_rule!r}", rules))
+        rules = (ROOT / "runtime/ml_exp/core/names.py").read_text()
+        (template / "runtime/ml_exp/core").mkdir(parents=True)
+        (template / "runtime/ml_exp/core/names.py").write_text(re.sub(r"(?m)^AWS_REGION_RE = .*$", f"AWS_REGION_RE = r{aws_region_rule!r}", rules))
     return template
 
 
@@ -362,7 +362,7 @@ def test_hook_without_rules_fails_with_one_clear_line(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(blocked.parent)})
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR: ")]
-    assert len(errors) == 1 and errors[0].startswith("ERROR: template: cannot load the name rules (runtime/ml_exp/names.py)"), result.stderr
+    assert len(errors) == 1 and errors[0].startswith("ERROR: template: cannot load the name rules (runtime/ml_exp/core/names.py)"), result.stderr
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 

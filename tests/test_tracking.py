@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from ml_exp.config import load_config
-from ml_exp.context import Context
-from ml_exp.store import Store
-from ml_exp.tracking import planned, tracked, wandb_id
+from ml_exp.experiment.context import Context
+from ml_exp.storage.store import Store
+from ml_exp.steps.tracking import planned, tracked, wandb_id
 from tests.wandb_records import offline_runs
 
 
@@ -95,7 +95,7 @@ def test_a_resumed_step_continues_its_wandb_run_logging_each_step_once(tmp_path,
 
 
 def test_the_model_folder_is_referenced_not_uploaded(tmp_path):
-    from ml_exp.tracking import log_model_reference
+    from ml_exp.steps.tracking import log_model_reference
 
     ctx = make_ctx(tmp_path)
     folder = Path(ctx.run.local_path_or_url("models/tiny-bert"))
@@ -126,7 +126,7 @@ def test_a_tracker_that_cannot_start_does_not_stop_the_step(tmp_path, monkeypatc
 
 
 def test_each_process_of_a_step_owns_its_tracker_service():
-    from ml_exp.tracking import own_service
+    from ml_exp.steps.tracking import own_service
 
     inherited = {"WANDB_SERVICE": "2-1234-tcp-localhost-5678", "WANDB_MODE": "offline", "PATH": "/bin"}
     assert own_service(inherited) == {"WANDB_MODE": "offline", "PATH": "/bin"}

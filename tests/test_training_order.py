@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml_exp import defaults
+from ml_exp import toolkit
 from ml_exp.config import load_config
-from ml_exp.context import Context
-from ml_exp.layout import LABELS, PROCESSOR, model_dir
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import LABELS, PROCESSOR, model_dir
 from ml_exp.steps.training import train_model
-from ml_exp.steps.training_trainer import GROUP_BY_LENGTH, RANDOM, in_dataset_order, padding_share, sampling_strategy
-from ml_exp.store import Store
-from ml_exp.udf import UDFs
+from ml_exp.steps.trainer import GROUP_BY_LENGTH, RANDOM, in_dataset_order, padding_share, sampling_strategy
+from ml_exp.storage.store import Store
+from ml_exp.experiment.functions import UDFs
 from tests.tiny_tokenizer import wordpiece_tokenizer
 
 LABEL_NAMES = ["contract", "audit"]
@@ -79,7 +79,7 @@ def prepared(tmp_path_factory):
 
     splits = datasets.DatasetDict({"train": datasets.Dataset.from_dict(records(24, "t")),
                                    "validation": datasets.Dataset.from_dict(records(10, "v"))})
-    encoded = splits.map(lambda b: defaults.tokenizer_encode(b, tokenizer, None, max_length=48), batched=True, remove_columns=["text"])
+    encoded = splits.map(lambda b: toolkit.tokenizer_encode(b, tokenizer, None, max_length=48), batched=True, remove_columns=["text"])
     lengths = [len(ids) for ids in encoded["validation"]["input_ids"]]
     assert lengths != sorted(lengths, reverse=True), "validation rows must not already be in length order"
     encoded.save_to_disk(str(root / "data"))
@@ -107,7 +107,7 @@ def train(tmp_path, data, **settings):
 
     def compute_metrics(predictions, refs, labels, ctx):
         references.append(refs)
-        return defaults.classification_metrics(predictions, refs, labels)
+        return toolkit.classification_metrics(predictions, refs, labels)
 
     def unused(*args):
         raise AssertionError("not called by training")
@@ -126,7 +126,7 @@ def offline(monkeypatch, tmp_path):
 
 
 def test_varied_lengths_train_in_length_groups_by_default_and_randomly_when_set_off(tmp_path, prepared, monkeypatch):
-    from ml_exp.steps import training_trainer
+    from ml_exp.steps import trainer as training_trainer
 
     monkeypatch.setattr(training_trainer, "ROWS_TO_GROUP", 1)  # these 24 rows stand for a large split
     data, validation_labels = prepared
@@ -153,7 +153,7 @@ def test_varied_lengths_train_in_length_groups_by_default_and_randomly_when_set_
 def test_the_trainer_uses_the_length_grouped_sampler(tmp_path, prepared, monkeypatch):
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from ml_exp.steps import training_trainer
+    from ml_exp.steps import trainer as training_trainer
 
     samplers = []
     original = training_trainer.StepTrainer._get_train_sampler

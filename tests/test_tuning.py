@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ml_exp.search_space import SearchSpaceError, as_settings, parse_space
-from ml_exp.validate import validate
+from ml_exp.config.search_space import SearchSpaceError, as_settings, parse_space
+from ml_exp.pipeline.validate import validate
 from tests.bake import bake
 from tests.wandb_records import offline_runs
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_exp.udf import SIGNATURES, UDFError, check_udfs, load_udfs
+from ml_exp.experiment.functions import SIGNATURES, UDFError, check_udfs, load_udfs
 
 REAL_BODY = "    return None\n"
 STUB_BODIES = {

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import demo_documents
-from ml_exp.defaults import classification_metrics, tokenizer_encode
+from ml_exp.toolkit import classification_metrics, tokenizer_encode
 
 DOCUMENTS_PER_LABEL = 100
 

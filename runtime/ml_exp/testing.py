@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ml_exp.config import load_config
-from ml_exp.context import Context
+from ml_exp.experiment.context import Context
 
 
 def make_context(experiment_dir: str | os.PathLike[str] = ".") -> Context:

@@ -27,7 +27,7 @@ def reconcile(ctx) -> Iterable[dict[str, Any]]:
     Each record is a dict with a unique ``"id"``, the raw content fields your ``encode`` reads
     (e.g. ``"text"``) and a non-empty ``"label"``. An optional ``"split"`` (train / validation /
     test) pins a record to a split. Stream them: ml-exp writes them to the run's storage in shards.
-    Documents kept as PDFs: ``ml_exp.defaults.pdf_text(path)`` is their text (pages joined).
+    Documents kept as PDFs: ``ml_exp.toolkit.pdf_text(path)`` is their text (pages joined).
     """
     raise NotImplementedError("reconcile: yield the labelled raw records")
 
@@ -47,7 +47,7 @@ def encode(batch: dict[str, list], processor, ctx) -> dict[str, list]:
     ``overflow_to_sample_mapping`` (row -> index of its record in the batch; non-decreasing, every
     record at least one row) and, optionally, ``offset_mapping`` (each token's character span in
     the record's text: the evidence of a prediction) and ``document_tokens`` (each row's record's
-    whole length in tokens: preparation's coverage report). ``ml_exp.defaults.tokenizer_encode``
+    whole length in tokens: preparation's coverage report). ``ml_exp.toolkit.tokenizer_encode``
     does all of this for DOCUMENT_STRATEGY = chunks and head_tail."""
     raise NotImplementedError("encode: return model inputs for the batch")
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from ml_exp.context import Context
-from ml_exp.search_space import Parameter
+from ml_exp.experiment.context import Context
+from ml_exp.config.search_space import Parameter
 from ml_exp.steps.tuning import Trial
-from ml_exp.udf import UDFs
+from ml_exp.experiment.functions import UDFs
 
 Facts = dict[str, Any]
 
@@ -26,7 +26,7 @@ class Backend(ABC):
     """Where preparation, tuning trials, training and inference run.
 
     Each method runs one piece of a step to its end and leaves its outputs in the run's storage
-    (the paths of :mod:`ml_exp.layout`); the steps (:mod:`ml_exp.steps`) decide what runs and
+    (the paths of :mod:`ml_exp.storage.layout`); the steps (:mod:`ml_exp.steps`) decide what runs and
     keep the results. ``ctx.config`` is the configuration to run with (for training: with the
     best values of tuning already applied). Failures the user can fix raise
     :class:`ml_exp.steps.StepError`.

@@ -2,7 +2,7 @@
 
 A bundle is the trained model folder (``models/<model>/``: safetensors, config, tokenizer,
 labels.json), the processor that encoded the run's data (``data/prepared/<model>/processor``:
-the predictor encodes with it, as preparation did) and :data:`~ml_exp.layout.SERVING_INFO`:
+the predictor encodes with it, as preparation did) and :data:`~ml_exp.storage.layout.SERVING_INFO`:
 the labels, the fields of the records, the run's settings and its identity (experiment, run,
 model, git commit, template version). The run's settings matter: a prediction must use the
 settings the model was trained with (``MAX_LENGTH``...), not today's settings.ini.
@@ -25,7 +25,7 @@ from typing import Any
 
 from ml_exp import __version__
 from ml_exp.config import KNOWN_KEYS
-from ml_exp.layout import (
+from ml_exp.storage.layout import (
     COMPARISON,
     COMPLETE,
     LABELS,
@@ -40,8 +40,9 @@ from ml_exp.layout import (
     prepared_dir,
     serving_dir,
 )
-from ml_exp.steps import StepError, local_input
-from ml_exp.store import Run
+from ml_exp.core.errors import StepError
+from ml_exp.steps import local_input
+from ml_exp.storage.store import Run
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ predictions out, exactly as the inference step predicts the test split.
 Same preprocessing as training: the processor saved by preparation, the experiment's own
 ``encode`` (from its experiment.py), the run's settings (from its manifest, not today's
 settings.ini), the shape checks of preparation (:func:`~ml_exp.steps.preparation.check_encoded`);
-same forward pass as the inference step (:class:`~ml_exp.steps.scoring.Scorer`), in batches of
+same forward pass as the inference step (:class:`~ml_exp.toolkit.scoring.Scorer`), in batches of
 ``PER_DEVICE_EVAL_BATCH_SIZE``.
 
 A record is a dict with the content fields the run's records had (those ``reconcile`` yielded),
@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ml_exp.context import Context
+from ml_exp.experiment.context import Context
 from ml_exp.serving.bundle import Bundle
-from ml_exp.steps import StepError
+from ml_exp.core.errors import StepError
 
 # Fields of a record that are not content (an input record may carry them).
 ID, LABEL = "id", "label"
@@ -74,7 +74,7 @@ class Windows(Documents):
         self.spans: list[tuple[int, int]] = []
 
     def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int]]:
-        from ml_exp.steps.documents import MAPPING, WINDOW_END, WINDOW_START, Windowing, to_rows
+        from ml_exp.toolkit.documents import MAPPING, WINDOW_END, WINDOW_START, Windowing, to_rows
 
         if MAPPING not in encoded:
             self.spans = []
@@ -86,7 +86,7 @@ class Windows(Documents):
     def combine(self, scores: Any, owners: list[int], n: int) -> tuple[Any, list[dict | None]]:
         import numpy as np
 
-        from ml_exp.steps.documents import combine
+        from ml_exp.toolkit.documents import combine
 
         if not self.spans:
             return scores, [None] * n
@@ -108,9 +108,9 @@ class Predictor:
 
     def __init__(self, bundle: Bundle, experiment_dir: Path, log: logging.Logger | None = None):
         from ml_exp.config import ConfigError, load_config
-        from ml_exp.steps.scoring import Scorer, load_classifier
+        from ml_exp.toolkit.scoring import Scorer, load_classifier
         from ml_exp.steps.training import saved_processor
-        from ml_exp.udf import load_udfs
+        from ml_exp.experiment.functions import load_udfs
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bar in `exp predict`'s output or a server's log
@@ -190,7 +190,7 @@ class Predictor:
         import numpy as np
 
         if self.scorer is None:
-            from ml_exp.steps.scoring import accepted_inputs, model_inputs
+            from ml_exp.toolkit.scoring import accepted_inputs, model_inputs
 
             inputs = model_inputs(self._model, list(encoded))
             if not inputs:

@@ -1,9 +1,9 @@
 """The steps: plain functions of the context (``ctx.config``, ``ctx.run``, ``ctx.log``) and the
-experiment's functions, one module per step, named as the step (:data:`ml_exp.names.STEPS`).
+experiment's functions, one module per step, named as the step (:data:`ml_exp.core.names.STEPS`).
 
 Each step function returns a dict of facts for the manifest (counts, metrics, ...). Where a step
 runs (this process, torchrun workers, a SageMaker job) is the backends' business; the paths it
-reads and writes come from :mod:`ml_exp.layout`.
+reads and writes come from :mod:`ml_exp.storage.layout`.
 """
 
 from __future__ import annotations
@@ -11,19 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml_exp.layout import model_key
-from ml_exp.store import Run
+from ml_exp.core.errors import StepError
+from ml_exp.storage.layout import model_key
+from ml_exp.storage.store import Run
 
 if TYPE_CHECKING:
-    from ml_exp.context import Context
-
-
-class StepError(Exception):
-    """A problem a user can fix (bad record, malformed encode output, missing input...).
-
-    The message names the function, record or setting and says how to fix it; the step is
-    marked failed with it.
-    """
+    from ml_exp.experiment.context import Context
 
 
 def local_input(run: Run, relpath: str, scratch_dir: str | Path) -> Path:
@@ -48,7 +41,7 @@ def local_input(run: Run, relpath: str, scratch_dir: str | Path) -> Path:
 def tracking_records(ctx: Context, step: str, live: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     """Per model, where ``step`` is tracked (for the manifest): the wandb run's stable id, name,
     project and entity, and what the live run reported (its URL when online). {} when tracking is off."""
-    from ml_exp.tracking import planned
+    from ml_exp.steps.tracking import planned
 
     records = {name: planned(ctx, model_key(name), step) for name in live}
     return {name: {**record, **(live[name] or {})} for name, record in records.items() if record is not None}

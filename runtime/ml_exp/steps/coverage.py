@@ -1,7 +1,7 @@
 """How much of the documents the model sees (preparation's report on DOCUMENT_STRATEGY): their
 lengths in the model's tokens, their windows, and the share of their tokens in what is encoded.
 
-Read from the columns :func:`ml_exp.steps.documents.to_rows` writes next to the model's inputs,
+Read from the columns :func:`ml_exp.toolkit.documents.to_rows` writes next to the model's inputs,
 three integers per row: nothing is tokenized again.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from ml_exp.context import Context
-from ml_exp.steps.documents import DOCUMENT_TOKENS, TOKENS_SEEN, WINDOW, Windowing
+from ml_exp.experiment.context import Context
+from ml_exp.toolkit.documents import DOCUMENT_TOKENS, TOKENS_SEEN, WINDOW, Windowing
 
 # With DOCUMENT_STRATEGY = truncate, warn when more than this share of the training documents is cut.
 TRUNCATED_WARNING = 0.5

@@ -27,9 +27,9 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
-from ml_exp.console import interactive
-from ml_exp.context import Context
-from ml_exp.layout import (
+from ml_exp.core.console import interactive
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import (
     CLASSIFICATION_REPORT,
     CONFUSION_MATRIX,
     CONFUSION_MATRIX_PNG,
@@ -44,13 +44,14 @@ from ml_exp.layout import (
     model_key,
     prepared_dir,
 )
-from ml_exp.names import INFERENCE
-from ml_exp.steps import StepError, local_input, tracking_records
-from ml_exp.steps.documents import WINDOW, WINDOW_END, WINDOW_START, combine, document_starts
+from ml_exp.core.names import INFERENCE
+from ml_exp.core.errors import StepError
+from ml_exp.steps import local_input, tracking_records
+from ml_exp.toolkit.documents import WINDOW, WINDOW_END, WINDOW_START, combine, document_starts
 from ml_exp.steps.report import confusion_matrix_png
-from ml_exp.steps.scoring import Scorer, accepted_inputs, load_classifier, model_inputs
-from ml_exp.store import OutputExistsError, Run
-from ml_exp.udf import UDFs, user_error
+from ml_exp.toolkit.scoring import Scorer, accepted_inputs, load_classifier, model_inputs
+from ml_exp.storage.store import OutputExistsError, Run
+from ml_exp.experiment.functions import UDFs, user_error
 
 # infer_one(ctx, model_name): the backend tests one model until inference/<model>/ is complete
 InferOne = Callable[[Context, str], Any]
@@ -98,7 +99,7 @@ def infer_model(ctx: Context, udfs: UDFs, model_name: str) -> dict:
         raise OutputExistsError(f"{run.path(target)} already exists; refusing to overwrite it (run outputs are never "
                                 "overwritten). Start a new run (RUN_NUM = auto) to test the model again.")
 
-    from ml_exp.tracking import record, tracked
+    from ml_exp.steps.tracking import record, tracked
 
     with tempfile.TemporaryDirectory(prefix=f"ml-exp-{INFERENCE}-{key}-", dir=run.scratch_area()) as scratch:
         scratch_dir = Path(scratch)

@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ml_exp.context import Context
-from ml_exp.layout import DOCUMENT_LENGTHS_PNG, LABELS, MODEL_LABELS, PROCESSOR, RECONCILED, RECORD_FIELDS, SPLITS, prepared_dir
-from ml_exp.names import PREPARATION
-from ml_exp.steps import StepError, local_input
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import DOCUMENT_LENGTHS_PNG, LABELS, MODEL_LABELS, PROCESSOR, RECONCILED, RECORD_FIELDS, SPLITS, prepared_dir
+from ml_exp.core.names import PREPARATION
+from ml_exp.core.errors import StepError
+from ml_exp.steps import local_input
 from ml_exp.steps.coverage import document_coverage, lengths_png, warn_if_truncated
-from ml_exp.steps.documents import MAPPING, Windowing, check_rows, to_rows
-from ml_exp.udf import UDFs, user_error, user_frames
+from ml_exp.toolkit.documents import MAPPING, Windowing, check_rows, to_rows
+from ml_exp.experiment.functions import UDFs, user_error, user_frames
 
 # Model inputs a classifier can start from; encode must return at least one of them.
 INPUT_COLUMNS = ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features")

@@ -15,11 +15,11 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
-from ml_exp.console import interactive
-from ml_exp.context import Context
-from ml_exp.layout import RECONCILED, RECORD_FIELDS, SPLITS
-from ml_exp.steps import StepError
-from ml_exp.udf import UDFs, user_error, user_frames
+from ml_exp.core.console import interactive
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import RECONCILED, RECORD_FIELDS, SPLITS
+from ml_exp.core.errors import StepError
+from ml_exp.experiment.functions import UDFs, user_error, user_frames
 
 SHARD_ROWS = 100_000
 # Fewer examples than this and a label cannot appear in every split.

@@ -7,11 +7,11 @@ from __future__ import annotations
 import io
 
 from ml_exp.config import Config
-from ml_exp.context import Context
-from ml_exp.layout import COMPARISON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, REPORT, inference_dir
-from ml_exp.metrics import greater_is_better
-from ml_exp.steps import StepError
-from ml_exp.store import Run
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import COMPARISON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, REPORT, inference_dir
+from ml_exp.toolkit.metrics import greater_is_better
+from ml_exp.core.errors import StepError
+from ml_exp.storage.store import Run
 
 
 def write_report(ctx: Context, results: dict[str, dict]) -> dict:

@@ -13,8 +13,8 @@ import html
 import io
 from typing import Any
 
-from ml_exp.context import Context
-from ml_exp.layout import (
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import (
     CLASSIFICATION_REPORT,
     COMPARISON_PNG,
     CONFUSION_MATRIX_PNG,
@@ -27,10 +27,10 @@ from ml_exp.layout import (
     model_dir,
     prepared_dir,
 )
-from ml_exp.metrics import greater_is_better
-from ml_exp.names import PREPARATION, RECONCILIATION, TRAINING
+from ml_exp.toolkit.metrics import greater_is_better
+from ml_exp.core.names import PREPARATION, RECONCILIATION, TRAINING
 from ml_exp.steps.coverage import coverage_line
-from ml_exp.store import Run
+from ml_exp.storage.store import Run
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;color:#1f2328}

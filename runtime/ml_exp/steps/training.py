@@ -19,15 +19,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ml_exp.console import QUIET, VERBOSE, interactive, verbosity
-from ml_exp.context import Context
-from ml_exp.layout import LABELS, MODEL_LABELS, PROCESSOR, TRACKING_STATE, TRAINING_METRICS, checkpoint_dir, model_dir, model_key, trial_dir
-from ml_exp.names import TRAINING, TUNING
-from ml_exp.search_space import as_settings
-from ml_exp.steps import StepError, tracking_records
-from ml_exp.steps.documents import WINDOW, combine, document_starts
+from ml_exp.core.console import QUIET, VERBOSE, interactive, verbosity
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import LABELS, MODEL_LABELS, PROCESSOR, TRACKING_STATE, TRAINING_METRICS, checkpoint_dir, model_dir, model_key, trial_dir
+from ml_exp.core.names import TRAINING, TUNING
+from ml_exp.config.search_space import as_settings
+from ml_exp.core.errors import StepError
+from ml_exp.steps import tracking_records
+from ml_exp.toolkit.documents import WINDOW, combine, document_starts
 from ml_exp.steps.tuning import best_params
-from ml_exp.udf import UDFs, user_error
+from ml_exp.experiment.functions import UDFs, user_error
 
 # train_one(ctx, model_name): the backend trains one model until models/<model>/ is complete
 TrainOne = Callable[[Context, str], Any]
@@ -102,8 +103,8 @@ def train_model(
     )
 
     from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, SyncCheckpoints, WandbLog
-    from ml_exp.steps.training_trainer import GROUP_BY_LENGTH, RANDOM, StepTrainer, eval_order, in_dataset_order, sampling_strategy, token_lengths
-    from ml_exp.tracking import log_model_reference, record, tracked
+    from ml_exp.steps.trainer import GROUP_BY_LENGTH, RANDOM, StepTrainer, eval_order, in_dataset_order, sampling_strategy, token_lengths
+    from ml_exp.steps.tracking import log_model_reference, record, tracked
 
     config = ctx.config
     labels = json.loads(ctx.run.read_text(LABELS))

@@ -14,8 +14,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ml_exp.context import Context
-from ml_exp.layout import checkpoint_dir
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import checkpoint_dir
 
 
 class RankRecorder(TrainerCallback):
@@ -153,7 +153,7 @@ class Console(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
         if not state.is_world_process_zero or not metrics:
             return
-        from ml_exp.metrics import greater_is_better
+        from ml_exp.toolkit.metrics import greater_is_better
 
         value = metrics.get(f"eval_{self.metric}")
         better = value is not None and (self.best is None or (value > self.best if greater_is_better(self.metric) else value < self.best))

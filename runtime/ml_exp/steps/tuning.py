@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ml_exp.config import Config
-from ml_exp.context import Context
-from ml_exp.layout import BEST, TRIALS, TRIALS_CSV, model_key, tuning_dir
-from ml_exp.names import TUNING
-from ml_exp.search_space import Parameter, as_settings, parse_space
-from ml_exp.steps import StepError
-from ml_exp.store import Run
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import BEST, TRIALS, TRIALS_CSV, model_key, tuning_dir
+from ml_exp.core.names import TUNING
+from ml_exp.config.search_space import Parameter, as_settings, parse_space
+from ml_exp.core.errors import StepError
+from ml_exp.storage.store import Run
 
 # A trial as a driver reports it: {"trial": "trial_<k>", "state": one of TRIAL_STATES,
 # "value": the objective or None, "params": {name: value}} (+ "job_name" for a SageMaker trial).
@@ -45,7 +45,7 @@ def run_tuning(ctx: Context, search: Search) -> dict[str, Any]:
 
 def _tracking(ctx: Context) -> dict[str, Any]:
     """Per model, the wandb run summing up its study, and each trial's wandb run id."""
-    from ml_exp.tracking import planned, wandb_id
+    from ml_exp.steps.tracking import planned, wandb_id
 
     tracking = {}
     for name in ctx.config.model_names:
@@ -124,7 +124,7 @@ def _table(trials: list[Trial]) -> str:
 
 
 def _track_study(ctx: Context, model_name: str, trials: list[Trial], best: dict[str, Any]) -> None:
-    from ml_exp.tracking import tracked
+    from ml_exp.steps.tracking import tracked
 
     with tracked(ctx, model_key(model_name), TUNING, extra_config={"best": best}) as wb:
         if wb is not None:

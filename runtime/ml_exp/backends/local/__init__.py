@@ -20,14 +20,15 @@ from pathlib import Path
 
 from ml_exp.backends.base import Backend, Facts
 from ml_exp.config import read_settings_file
-from ml_exp.context import Context
-from ml_exp.layout import checkpoint_dir, prepared_dir
-from ml_exp.names import TRAINING, TUNING
-from ml_exp.search_space import Parameter
-from ml_exp.steps import StepError, local_input
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import checkpoint_dir, prepared_dir
+from ml_exp.core.names import TRAINING, TUNING
+from ml_exp.config.search_space import Parameter
+from ml_exp.core.errors import StepError
+from ml_exp.steps import local_input
 from ml_exp.steps.tuning import Trial
-from ml_exp.tracking import own_service
-from ml_exp.udf import UDFs
+from ml_exp.steps.tracking import own_service
+from ml_exp.experiment.functions import UDFs
 
 ERROR_FILE = "ML_EXP_ERROR_FILE"  # where a failing worker leaves its message for the launcher
 WORKER = "ml_exp.backends.local.worker"

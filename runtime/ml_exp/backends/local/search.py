@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ml_exp.config import Config
-from ml_exp.context import Context
-from ml_exp.layout import STUDY, TRAINING_METRICS, model_key, trial_dir, trial_name, tuning_dir
-from ml_exp.names import TUNING
-from ml_exp.search_space import Parameter
-from ml_exp.steps import StepError
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import STUDY, TRAINING_METRICS, model_key, trial_dir, trial_name, tuning_dir
+from ml_exp.core.names import TUNING
+from ml_exp.config.search_space import Parameter
+from ml_exp.core.errors import StepError
 from ml_exp.steps.tuning import Trial, trial_settings
 
 # Set for the workers of a trial, so that they report to (and are pruned by) the study.

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from ml_exp.backends.local import ERROR_FILE, die_with_parent
 from ml_exp.config import load_config
-from ml_exp.console import QUIET, quiet_libraries, verbosity
-from ml_exp.context import Context
-from ml_exp.names import TRAINING, TUNING
-from ml_exp.steps import StepError
-from ml_exp.storage_errors import io_problem
-from ml_exp.store import Store, StoreError
-from ml_exp.udf import load_udfs
+from ml_exp.core.console import QUIET, quiet_libraries, verbosity
+from ml_exp.experiment.context import Context
+from ml_exp.core.names import TRAINING, TUNING
+from ml_exp.core.errors import StepError
+from ml_exp.storage.errors import io_problem
+from ml_exp.storage.store import Store, StoreError
+from ml_exp.experiment.functions import load_udfs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,13 +17,13 @@ import json
 from typing import Any
 
 from ml_exp.backends.base import Backend, Facts
-from ml_exp.context import Context
-from ml_exp.layout import LABELS
-from ml_exp.names import INFERENCE, PREPARATION, TRAINING, TUNING
-from ml_exp.search_space import Parameter, parse_space
-from ml_exp.steps import StepError
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import LABELS
+from ml_exp.core.names import INFERENCE, PREPARATION, TRAINING, TUNING
+from ml_exp.config.search_space import Parameter, parse_space
+from ml_exp.core.errors import StepError
 from ml_exp.steps.tuning import Trial
-from ml_exp.udf import UDFs
+from ml_exp.experiment.functions import UDFs
 
 
 class SageMakerBackend(Backend):

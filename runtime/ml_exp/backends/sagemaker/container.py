@@ -13,7 +13,7 @@ backend. What it reads (SageMaker sets all of it; :func:`emulate` sets it up loc
   ``/opt/ml/checkpoints`` (SageMaker syncs them with the run's checkpoint folder of the model),
   and the model written to ``/opt/ml/model`` too, so SageMaker packs a deployable model.tar.gz.
 
-The step's facts go to the run's jobs folder (:func:`ml_exp.layout.job_result`) for the driver's
+The step's facts go to the run's jobs folder (:func:`ml_exp.storage.layout.job_result`) for the driver's
 manifest. A tuning trial trains with its values within the per-trial budget
 (:func:`ml_exp.steps.tuning.trial_settings`) into its trial folder, as a trial of the local backend.
 ``ML_EXP_SAGEMAKER_ROOT`` moves ``/opt/ml`` elsewhere (local emulation only).
@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from ml_exp.backends.sagemaker.jobs import CONTAINER, JOB_STEPS, SAGEMAKER_TRAIN_ARGUMENT
-from ml_exp.context import Context
-from ml_exp.names import INFERENCE, PREPARATION, TRAINING, TUNING
-from ml_exp.udf import UDFs
+from ml_exp.experiment.context import Context
+from ml_exp.core.names import INFERENCE, PREPARATION, TRAINING, TUNING
+from ml_exp.experiment.functions import UDFs
 
 ROOT_VARIABLE = "ML_EXP_SAGEMAKER_ROOT"
 # An endpoint's container starts as "<image> serve" (SageMaker's contract).
@@ -58,9 +58,9 @@ def hyperparameters(root: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     from ml_exp.config import load_config
-    from ml_exp.layout import job_result
-    from ml_exp.store import Store
-    from ml_exp.udf import load_udfs
+    from ml_exp.storage.layout import job_result
+    from ml_exp.storage.store import Store
+    from ml_exp.experiment.functions import load_udfs
 
     argv = sys.argv[1:] if argv is None else argv
     root = sagemaker_root()
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def tuned_values(hps: dict[str, str]) -> dict[str, float | int]:
     """The hyper-parameters named like a tunable setting (SageMaker's tuner sets them per trial), typed."""
-    from ml_exp.search_space import TUNABLE
+    from ml_exp.config.search_space import TUNABLE
 
     return {name: _number(value) for name, value in hps.items() if name in TUNABLE}
 
@@ -171,7 +171,7 @@ def serve_model(root: Path) -> int:
     from ml_exp.serving.predictor import Predictor
     from ml_exp.serving.server import serve
 
-    from ml_exp.steps import StepError
+    from ml_exp.core.errors import StepError
 
     logging.basicConfig(level=logging.INFO, format="[serve] %(levelname)s %(message)s", stream=sys.stderr)
     try:

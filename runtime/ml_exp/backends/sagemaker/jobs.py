@@ -36,11 +36,11 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from ml_exp.context import Context
-from ml_exp.layout import JOBS, RECONCILED, checkpoint_dir, job_result, job_spec as job_spec_file, model_dir, model_key, prepared_dir
-from ml_exp.manifest import REDACTED
-from ml_exp.names import INFERENCE, PREPARATION, TOKENS, TRAINING, TUNING
-from ml_exp.steps import StepError
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import JOBS, RECONCILED, checkpoint_dir, job_result, job_spec as job_spec_file, model_dir, model_key, prepared_dir
+from ml_exp.storage.manifest import REDACTED
+from ml_exp.core.names import INFERENCE, PREPARATION, TOKENS, TRAINING, TUNING
+from ml_exp.core.errors import StepError
 
 # The steps that run as SageMaker jobs (a tuning trial is a job of the tuning step).
 JOB_STEPS = (PREPARATION, TUNING, TRAINING, INFERENCE)

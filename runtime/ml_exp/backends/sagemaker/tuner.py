@@ -51,13 +51,13 @@ from typing import Any
 
 from ml_exp.backends.sagemaker import jobs
 from ml_exp.config import SETTINGS, Config, read_settings_file
-from ml_exp.context import Context
-from ml_exp.layout import SAGEMAKER_TUNING_JOB, model_key, trial_name, tuning_dir
-from ml_exp.names import TUNING
-from ml_exp.search_space import Parameter
-from ml_exp.steps import StepError
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import SAGEMAKER_TUNING_JOB, model_key, trial_name, tuning_dir
+from ml_exp.core.names import TUNING
+from ml_exp.config.search_space import Parameter
+from ml_exp.core.errors import StepError
 from ml_exp.steps.tuning import Trial
-from ml_exp.store import OutputExistsError
+from ml_exp.storage.store import OutputExistsError
 
 MAX_NAME = 32  # CreateHyperParameterTuningJob: a tuning job's name has at most 32 characters
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")

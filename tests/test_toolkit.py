@@ -1,4 +1,4 @@
-"""ml_exp.defaults: the one-line encode and metrics a user's functions can call (offline)."""
+"""ml_exp.toolkit: the one-line encode and metrics a user's functions can call (offline)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-from ml_exp import defaults
+from ml_exp import toolkit
 from ml_exp.config import load_config
-from ml_exp.context import Context
+from ml_exp.experiment.context import Context
 
 METRIC_KEYS = {f"{m}_{a}" for m in ("precision", "recall", "f1") for a in ("macro", "micro", "weighted")} | {"accuracy"}
-SHIPPED_METRIC = Path(defaults.__file__).with_name("metrics") / "classification.py"
+SHIPPED_METRIC = Path(toolkit.__file__).with_name("metrics") / "classification.py"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,7 +46,7 @@ def test_metrics_equal_sklearn_on_random_data(as_numpy):
     labels = ["contract", "audit", "policy", "memo", "never-seen"]  # the last class occurs nowhere
     refs = rng.integers(0, 4, size=300)
     preds = np.where(rng.random(300) < 0.6, refs, rng.integers(0, 4, size=300))
-    got = defaults.classification_metrics(preds if as_numpy else preds.tolist(), refs if as_numpy else refs.tolist(), labels)
+    got = toolkit.classification_metrics(preds if as_numpy else preds.tolist(), refs if as_numpy else refs.tolist(), labels)
     assert set(got) == METRIC_KEYS
     assert all(type(v) is float for v in got.values())
     expected = sklearn_metrics(preds, refs, len(labels))
@@ -58,13 +58,13 @@ def test_metrics_equal_sklearn_on_random_data(as_numpy):
 
 def test_perfect_predictions_score_one():
     refs = [0, 1, 2, 2, 1, 0, 2]
-    got = defaults.classification_metrics(list(refs), refs, ["a", "b", "c"])
+    got = toolkit.classification_metrics(list(refs), refs, ["a", "b", "c"])
     assert got == {key: 1.0 for key in METRIC_KEYS}
 
 
 def test_logits_are_reduced_with_argmax():
     logits = np.array([[2.0, 0.1], [0.3, 0.9], [0.0, -1.0]])
-    got = defaults.classification_metrics(logits, [0, 1, 1], ["a", "b"])
+    got = toolkit.classification_metrics(logits, [0, 1, 1], ["a", "b"])
     assert got["accuracy"] == pytest.approx(2 / 3)
 
 
@@ -79,13 +79,13 @@ def test_logits_are_reduced_with_argmax():
 )
 def test_metrics_reject_bad_input(preds, refs, labels, match):
     with pytest.raises(ValueError, match=match):
-        defaults.classification_metrics(preds, refs, labels)
+        toolkit.classification_metrics(preds, refs, labels)
 
 
 def test_evaluate_loads_the_shipped_module_once(monkeypatch):
     import evaluate
 
-    module = defaults.classification_metric_module()
+    module = toolkit.classification_metric_module()
     assert isinstance(module, evaluate.Metric)
     assert type(module).__name__ == "ClassificationMetrics"
     # evaluate imported a copy of the file shipped in the runtime, from HF_MODULES_CACHE
@@ -96,13 +96,13 @@ def test_evaluate_loads_the_shipped_module_once(monkeypatch):
         str(evaluate.config.HF_MODULES_CACHE))
     # cached: no second evaluate.load
     monkeypatch.setattr(evaluate, "load", lambda *a, **k: pytest.fail("evaluate.load called again"))
-    assert defaults.classification_metric_module() is module
-    got = defaults.classification_metrics([0, 1, 1], [0, 1, 0], ["a", "b"])
+    assert toolkit.classification_metric_module() is module
+    got = toolkit.classification_metrics([0, 1, 1], [0, 1, 0], ["a", "b"])
     assert got == module.compute(predictions=[0, 1, 1], references=[0, 1, 0], num_labels=2)
 
 
 def test_metrics_go_through_the_evaluate_module(monkeypatch):
-    module = defaults.classification_metric_module()
+    module = toolkit.classification_metric_module()
     seen = []
     original = type(module)._compute
 
@@ -111,20 +111,20 @@ def test_metrics_go_through_the_evaluate_module(monkeypatch):
         return original(self, predictions, references, num_labels)
 
     monkeypatch.setattr(type(module), "_compute", spy)
-    defaults.classification_metrics(np.array([1, 0]), np.array([1, 1]), ["x", "y", "z"])
+    toolkit.classification_metrics(np.array([1, 0]), np.array([1, 1]), ["x", "y", "z"])
     assert seen == [([1, 0], [1, 1], 3)]
 
 
 def test_metrics_folder_is_part_of_the_installed_package():
-    import ml_exp.metrics
+    import ml_exp.toolkit.metrics
 
-    assert Path(ml_exp.metrics.CLASSIFICATION) == SHIPPED_METRIC.resolve()
-    assert Path(ml_exp.metrics.CLASSIFICATION).is_file()
+    assert Path(ml_exp.toolkit.metrics.CLASSIFICATION) == SHIPPED_METRIC.resolve()
+    assert Path(ml_exp.toolkit.metrics.CLASSIFICATION).is_file()
 
 
 def test_import_is_light():
-    """exp validate imports experiment.py, which imports ml_exp.defaults: no ML stack at import."""
-    code = ("import sys, ml_exp.defaults; "
+    """exp validate imports experiment.py, which imports ml_exp.toolkit: no ML stack at import."""
+    code = ("import sys, ml_exp.toolkit; "
             "print(','.join(m for m in ('torch', 'transformers', 'evaluate', 'datasets', 'sklearn', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
@@ -159,7 +159,7 @@ def ctx(tmp_path):
 
 def test_encode_joins_fields_and_skips_missing_values(tokenizer, ctx):
     batch = {"title": ["Contract", None, ""], "text": ["signed today", "audit report", "remote work"], "label": [0, 1, 2]}
-    got = defaults.tokenizer_encode(batch, tokenizer, ctx, text_fields=("title", "text"), max_length=64)
+    got = toolkit.tokenizer_encode(batch, tokenizer, ctx, text_fields=("title", "text"), max_length=64)
     assert isinstance(got, dict) and all(isinstance(v, list) for v in got.values())
     expected = tokenizer(["Contract. signed today", "audit report", "remote work"])
     assert got["input_ids"] == expected["input_ids"]
@@ -175,27 +175,35 @@ def test_encode_joins_fields_and_skips_missing_values(tokenizer, ctx):
 
 def test_encode_truncates_to_max_length(tokenizer, ctx):
     batch = {"text": ["the contract is signed today " * 10, "policy"]}
-    default = defaults.tokenizer_encode(batch, tokenizer, ctx)  # MAX_LENGTH = 7 from settings.ini
+    default = toolkit.tokenizer_encode(batch, tokenizer, ctx)  # MAX_LENGTH = 7 from settings.ini
     assert [len(ids) for ids in default["input_ids"]] == [7, 3]
     assert default["input_ids"][0][-1] == tokenizer.sep_token_id
-    explicit = defaults.tokenizer_encode(batch, tokenizer, ctx, max_length=5)
+    explicit = toolkit.tokenizer_encode(batch, tokenizer, ctx, max_length=5)
     assert [len(ids) for ids in explicit["input_ids"]] == [5, 3]
     tokenizer.model_max_length, saved = 4, tokenizer.model_max_length
     try:  # never beyond what the model accepts
-        assert len(defaults.tokenizer_encode(batch, tokenizer, ctx)["input_ids"][0]) == 4
+        assert len(toolkit.tokenizer_encode(batch, tokenizer, ctx)["input_ids"][0]) == 4
     finally:
         tokenizer.model_max_length = saved
 
 
 def test_encode_names_a_missing_field(tokenizer, ctx):
     with pytest.raises(ValueError, match=r"'title'.*their fields: label, text"):
-        defaults.tokenizer_encode({"text": ["a"], "label": [0]}, tokenizer, ctx, text_fields=("title", "text"))
+        toolkit.tokenizer_encode({"text": ["a"], "label": [0]}, tokenizer, ctx, text_fields=("title", "text"))
 
 
 def test_encode_works_with_datasets_map(tokenizer, ctx):
     import datasets
 
     raw = datasets.Dataset.from_dict({"id": ["1", "2", "3"], "text": ["audit report", "the contract", "policy"] , "label": [1, 0, 2]})
-    encoded = raw.map(lambda b: defaults.tokenizer_encode(b, tokenizer, ctx), batched=True, batch_size=2)
+    encoded = raw.map(lambda b: toolkit.tokenizer_encode(b, tokenizer, ctx), batched=True, batch_size=2)
     assert set(encoded.column_names) >= {"id", "label", "input_ids", "attention_mask"}
     assert encoded[1]["input_ids"] == tokenizer("the contract")["input_ids"]
+
+
+def test_the_former_name_still_works():
+    """Experiments generated before the rename import ``ml_exp.defaults``: the same functions."""
+    from ml_exp import defaults
+
+    assert set(defaults.__all__) == set(toolkit.__all__)
+    assert all(getattr(defaults, name) is getattr(toolkit, name) for name in toolkit.__all__)

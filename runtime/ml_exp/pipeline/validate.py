@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ml_exp.config import Config, ConfigError, Problem, load_config
-from ml_exp.udf import check_udfs
+from ml_exp.experiment.functions import check_udfs
 
 DEFAULT_UDF_MODULE = "experiment"
 WANDB_HOST = "api.wandb.ai"
@@ -60,7 +60,7 @@ def validate(
 def check_model_keys(config: Config) -> list[Problem]:
     """Two model names with one folder name (``org/tiny`` and ``org--tiny``) would share every
     folder of the run: the second would fail as "already exists", or read the first's results."""
-    from ml_exp.layout import model_key
+    from ml_exp.storage.layout import model_key
 
     first: dict[str, str] = {}
     problems = []
@@ -77,7 +77,7 @@ def check_tuning(config: Config) -> list[Problem]:
     """TUNING_SPACE, term by term (when tuning is on or a space is written)."""
     if not config.tuning_space:
         return []
-    from ml_exp.search_space import SearchSpaceError, parse_space
+    from ml_exp.config.search_space import SearchSpaceError, parse_space
 
     try:
         parse_space(config.tuning_space)
@@ -91,8 +91,8 @@ def check_documents(config: Config) -> list[Problem]:
     tokens and offsets (a fast tokenizer). Loads the processors, so only with those strategies."""
     if config.document_strategy == "truncate":
         return []
-    from ml_exp.context import Context
-    from ml_exp.udf import UDFError, load_udfs
+    from ml_exp.experiment.context import Context
+    from ml_exp.experiment.functions import UDFError, load_udfs
 
     try:
         udfs = load_udfs(config.experiment_dir, config.udf_module)
@@ -128,7 +128,7 @@ def _wandb_logged_in() -> bool:
 
 
 def check_store(config: Config, new_run: bool = True) -> list[Problem]:
-    from ml_exp.store import Store, StoreError
+    from ml_exp.storage.store import Store, StoreError
 
     store = Store(config.storage_uri, config.experiment_name)
     try:

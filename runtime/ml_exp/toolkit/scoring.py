@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from ml_exp.steps import StepError
+from ml_exp.core.errors import StepError
 
 # Encoded columns that are not model inputs.
 NOT_INPUTS = frozenset({"id", "label", "labels"})

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ml_exp.steps import StepError
+from ml_exp.core.errors import StepError
 
 MAPPING = "overflow_to_sample_mapping"
 OFFSETS = "offset_mapping"
@@ -42,7 +42,7 @@ class Windowing:
 
     @classmethod
     def of(cls, config: Any, processor: Any) -> Windowing:
-        from ml_exp.defaults import special_tokens
+        from ml_exp.toolkit.encoding import special_tokens
 
         stride = config.chunk_stride if config.document_strategy == "chunks" else 0
         return cls(stride=stride, max_chunks=config.max_chunks, special_tokens=special_tokens(processor))

@@ -1,6 +1,6 @@
 """Run storage for ml-exp: ``<STORAGE_URI>/<EXPERIMENT_NAME>/run_<N>/`` on file:// or s3:// (fsspec).
 
-What a run folder holds is :mod:`ml_exp.layout`'s business; how it is written is this module's.
+What a run folder holds is :mod:`ml_exp.storage.layout`'s business; how it is written is this module's.
 Nothing is ever overwritten unless asked for, and readers never see half-written data:
 
 * **Run claim.** The claim object *is* ``run_<N>/manifest.json``, created exclusively, so a
@@ -20,7 +20,7 @@ Nothing is ever overwritten unless asked for, and readers never see half-written
   412); file:// under ``flock``.
 
 Every failure a user can cause is a :class:`StoreError` whose message says what and how to
-fix it, without botocore tracebacks (:mod:`ml_exp.storage_errors`). fsspec/s3fs are imported
+fix it, without botocore tracebacks (:mod:`ml_exp.storage.errors`). fsspec/s3fs are imported
 lazily (cheap import).
 """
 
@@ -32,9 +32,9 @@ import re
 import uuid
 from typing import Any, Callable, Iterator
 
-from ml_exp.layout import MANIFEST, RUN_DIR_RE, run_dir
-from ml_exp.run_folder import Run, now
-from ml_exp.storage_errors import Conflict, OutputExistsError, RunExistsError, StepAlreadyCompleted, StoreError, explain, s3_code
+from ml_exp.storage.layout import MANIFEST, RUN_DIR_RE, run_dir
+from ml_exp.storage.run import Run, now
+from ml_exp.storage.errors import Conflict, OutputExistsError, RunExistsError, StepAlreadyCompleted, StoreError, explain, s3_code
 
 __all__ = ["Conflict", "OutputExistsError", "Run", "RunExistsError", "StepAlreadyCompleted", "Store", "StoreError", "now"]
 

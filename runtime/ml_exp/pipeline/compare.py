@@ -11,9 +11,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from ml_exp.metrics import greater_is_better
-from ml_exp.names import INFERENCE, RECONCILIATION, TRAINING
-from ml_exp.store import Store, StoreError
+from ml_exp.toolkit.metrics import greater_is_better
+from ml_exp.core.names import INFERENCE, RECONCILIATION, TRAINING
+from ml_exp.storage.store import Store, StoreError
 
 DATA = "data fingerprint"  # compared as a setting: the reconciled records' digest
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml_exp.metrics import greater_is_better
-from ml_exp.names import INFERENCE, STEP_NAMES, TOKENS, TRAINING, TUNING
-from ml_exp.store import Store, StoreError
+from ml_exp.toolkit.metrics import greater_is_better
+from ml_exp.core.names import INFERENCE, STEP_NAMES, TOKENS, TRAINING, TUNING
+from ml_exp.storage.store import Store, StoreError
 
 STATUS_STYLE = {"completed": "green", "running": "yellow", "failed": "red", "pending": "dim", "damaged": "bold red"}
 # Where a step records its metrics: manifest["steps"][step]["metrics"] = {model: {name: value}}.

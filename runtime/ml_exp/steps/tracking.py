@@ -18,8 +18,8 @@ import re
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ml_exp.context import Context
-from ml_exp.layout import MANIFEST
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import MANIFEST
 
 WANDB_ID_MAX = 64
 # A SageMaker job's own name, in its container (the job that ran a step).

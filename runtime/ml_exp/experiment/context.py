@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ml_exp.config import Config
 
 if TYPE_CHECKING:
-    from ml_exp.store import Run
+    from ml_exp.storage.store import Run
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ from typing import Any
 
 from rich.markup import escape
 
-from ml_exp.layout import MODELS, REPORT, REPORT_HTML
-from ml_exp.names import INFERENCE, PREPARATION, TRAINING
+from ml_exp.storage.layout import MODELS, REPORT, REPORT_HTML
+from ml_exp.core.names import INFERENCE, PREPARATION, TRAINING
 from ml_exp.steps.coverage import coverage_line
-from ml_exp.store import Run
+from ml_exp.storage.store import Run
 
 # What the Trainer adds to validation metrics besides the user's own.
 TRAINER_BOOKKEEPING = {"runtime", "samples_per_second", "steps_per_second", "epoch"}

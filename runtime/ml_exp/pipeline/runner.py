@@ -16,15 +16,15 @@ from typing import Any
 from ml_exp.backends import backend_for
 from ml_exp.backends.base import Backend
 from ml_exp.config import KNOWN_KEYS, SETTINGS, Config, ConfigError, Problem, load_config
-from ml_exp.context import Context
-from ml_exp.lease import take_lease
-from ml_exp.manifest import new_manifest
-from ml_exp.names import INFERENCE, PREPARATION, RECONCILIATION, STEP_NAMES, TRAINING, TUNING
-from ml_exp.steps import StepError
-from ml_exp.storage_errors import DamagedRun, io_problem
-from ml_exp.store import Run, Store, StoreError
-from ml_exp.udf import UDFs, load_udfs
-from ml_exp.validate import validate
+from ml_exp.experiment.context import Context
+from ml_exp.storage.lease import take_lease
+from ml_exp.storage.manifest import new_manifest
+from ml_exp.core.names import INFERENCE, PREPARATION, RECONCILIATION, STEP_NAMES, TRAINING, TUNING
+from ml_exp.core.errors import StepError
+from ml_exp.storage.errors import DamagedRun, io_problem
+from ml_exp.storage.store import Run, Store, StoreError
+from ml_exp.experiment.functions import UDFs, load_udfs
+from ml_exp.pipeline.validate import validate
 
 log = logging.getLogger("ml_exp")
 

@@ -1,6 +1,6 @@
 """The text of a PDF, page by page: what ``reconcile()`` reads documents from.
 
-Re-exported by :mod:`ml_exp.defaults` (``from ml_exp.defaults import pdf_text``). pypdf (the
+Re-exported by :mod:`ml_exp.toolkit` (``from ml_exp.toolkit import pdf_text``). pypdf (the
 ``pdf`` extra) is imported inside the functions, so that importing defaults stays cheap for
 ``exp validate``.
 """
@@ -74,7 +74,7 @@ def pdf_text(source: PdfSource, page_separator: str = "\n\n", password: str | No
     In ``reconcile()``, one record per PDF::
 
         from pathlib import Path
-        from ml_exp.defaults import pdf_text
+        from ml_exp.toolkit import pdf_text
 
         def reconcile(ctx):
             for path in sorted(Path("documents").glob("*/*.pdf")):  # documents/<label>/<name>.pdf

@@ -76,7 +76,7 @@ def validate(experiment_dir: ExperimentDir = Path(".")) -> None:
 
     Exit status: 0 when ready to run, 1 when there are problems, 2 on usage errors.
     """
-    from ml_exp.validate import validate as run_checks
+    from ml_exp.pipeline.validate import validate as run_checks
 
     report = run_checks(experiment_dir)
     if not report.ok:
@@ -123,7 +123,7 @@ def run(
     ] = False,
 ) -> None:
     """Validate, then run the steps in a new run (or continue one with --run)."""
-    from ml_exp.names import STEP_NAMES as STEPS
+    from ml_exp.core.names import STEP_NAMES as STEPS
 
     chosen = [s.strip() for s in steps.split(",") if s.strip()] if steps else None
     unknown = [s for s in chosen or [] if s not in STEPS]
@@ -132,15 +132,15 @@ def run(
 
     if verbose and quiet:
         raise typer.BadParameter("--verbose and --quiet contradict each other; choose one", param_hint="--verbose/--quiet")
-    from ml_exp.console import NORMAL, QUIET, VERBOSE, set_verbosity, setup_logging
+    from ml_exp.core.console import NORMAL, QUIET, VERBOSE, set_verbosity, setup_logging
 
     set_verbosity(VERBOSE if verbose else QUIET if quiet else NORMAL)
-    from ml_exp.tracking import SERVICE_VARIABLE
+    from ml_exp.steps.tracking import SERVICE_VARIABLE
 
-    os.environ.pop(SERVICE_VARIABLE, None)  # this run owns its tracker service (ml_exp.tracking.own_service)
+    os.environ.pop(SERVICE_VARIABLE, None)  # this run owns its tracker service (ml_exp.steps.tracking.own_service)
     setup_logging()
-    from ml_exp.pipeline import ACCEPT_OPTION, ProblemsFound, SettingsChanged, StepFailed, run_pipeline
-    from ml_exp.store import StoreError
+    from ml_exp.pipeline.runner import ACCEPT_OPTION, ProblemsFound, SettingsChanged, StepFailed, run_pipeline
+    from ml_exp.storage.store import StoreError
 
     try:
         done = run_pipeline(experiment_dir, steps=chosen, run_num=run_num, smoke=smoke, dry_run=dry_run, announce=_announce,
@@ -169,13 +169,13 @@ def run(
     if quiet:
         typer.echo(f"run_{done.num}: {done.read_manifest().get('status')} {done.uri}")
         return
-    from ml_exp.summary import print_summary
+    from ml_exp.pipeline.summary import print_summary
 
     print_summary(done)
 
 
 def _announce(message: str) -> None:
-    from ml_exp.console import QUIET, verbosity
+    from ml_exp.core.console import QUIET, verbosity
 
     if verbosity() != QUIET:
         typer.echo(message)
@@ -194,8 +194,8 @@ def runs(
 ) -> None:
     """List this experiment's runs: number, created, status of each step, best metric when known."""
     from ml_exp.config import ConfigError, load_config
-    from ml_exp.runs import run_summaries, runs_table
-    from ml_exp.store import Store, StoreError
+    from ml_exp.pipeline.runs import run_summaries, runs_table
+    from ml_exp.storage.store import Store, StoreError
 
     try:
         config = load_config(experiment_dir)
@@ -223,9 +223,9 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts (no chart).")] = False,
 ) -> None:
     """Runs side by side: the metric per run and model, status, time, and the settings that differ."""
-    from ml_exp.compare import compare_runs, comparison_png, comparison_table, differing_lines
+    from ml_exp.pipeline.compare import compare_runs, comparison_png, comparison_table, differing_lines
     from ml_exp.config import ConfigError, load_config
-    from ml_exp.store import Store, StoreError
+    from ml_exp.storage.store import Store, StoreError
 
     try:
         config = load_config(experiment_dir)
@@ -261,11 +261,11 @@ ModelOption = Annotated[Optional[str], typer.Option("--model", help="A model of 
 def _production_errors(where: str) -> Iterator[None]:
     """The errors of the production commands a user can fix, as problems (exit 1), not tracebacks."""
     from ml_exp.config import ConfigError
-    from ml_exp.production import ProductionError
+    from ml_exp.deploy.deployments import ProductionError
     from ml_exp.serving.predictor import RequestError
-    from ml_exp.steps import StepError
-    from ml_exp.store import StoreError
-    from ml_exp.udf import UDFError
+    from ml_exp.core.errors import StepError
+    from ml_exp.storage.store import StoreError
+    from ml_exp.experiment.functions import UDFError
 
     try:
         yield
@@ -292,7 +292,7 @@ def predict(
     import sys
     import tempfile
 
-    from ml_exp.production import load_predictor, predict_lines
+    from ml_exp.deploy.deployments import load_predictor, predict_lines
 
     source = "stdin" if input_file == "-" else input_file
     if input_file != "-" and not Path(input_file).is_file():
@@ -323,7 +323,7 @@ def serve(
     """Serve a run's model over HTTP as a SageMaker endpoint does: GET /ping, POST /invocations (JSON, JSON Lines)."""
     import tempfile
 
-    from ml_exp.production import load_predictor
+    from ml_exp.deploy.deployments import load_predictor
     from ml_exp.serving.server import serve as run_server
 
     with _production_errors("--run"), tempfile.TemporaryDirectory(prefix="ml-exp-serve-") as scratch:
@@ -340,8 +340,8 @@ def deploy(
     experiment_dir: ExperimentDir = Path("."),
 ) -> None:
     """Deploy a run's model as a SageMaker endpoint named <experiment>-r<run>-<model>-<token>."""
-    from ml_exp.console import setup_logging
-    from ml_exp.production import deploy as deploy_model
+    from ml_exp.core.console import setup_logging
+    from ml_exp.deploy.deployments import deploy as deploy_model
 
     setup_logging()
     with _production_errors("--run"):
@@ -360,7 +360,7 @@ def endpoints(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """List this experiment's SageMaker endpoints (from their tags): status, run, model."""
-    from ml_exp.production import list_endpoints
+    from ml_exp.deploy.deployments import list_endpoints
 
     with _production_errors("AWS"):
         found = list_endpoints(experiment_dir)
@@ -379,7 +379,7 @@ def undeploy(
     experiment_dir: ExperimentDir = Path("."),
 ) -> None:
     """Delete a SageMaker endpoint of this experiment, its endpoint config and its model."""
-    from ml_exp.production import undeploy as delete_endpoint
+    from ml_exp.deploy.deployments import undeploy as delete_endpoint
 
     with _production_errors("NAME"):
         deleted = delete_endpoint(experiment_dir, name)

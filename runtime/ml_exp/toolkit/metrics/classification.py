@@ -1,7 +1,7 @@
 """Accuracy and precision / recall / F1 (macro, micro, weighted) for single-label classification.
 
 An ``evaluate.Metric`` script shipped with ml-exp, so that it loads offline:
-``evaluate.load(ml_exp.metrics.CLASSIFICATION)`` (``ml_exp.defaults.classification_metrics``
+``evaluate.load(ml_exp.toolkit.metrics.CLASSIFICATION)`` (``ml_exp.toolkit.classification_metrics``
 does this once per process). Hub metrics such as ``evaluate.load("f1")`` need the network.
 
 Keep the imports absolute: evaluate copies this file under ``HF_MODULES_CACHE`` and imports the

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ml_exp.names import EXPERIMENT_NAME_MAX, EXPERIMENT_NAME_RE, S3_BUCKET_RE
+from ml_exp.core.names import EXPERIMENT_NAME_MAX, EXPERIMENT_NAME_RE, S3_BUCKET_RE
 
 Parser = Callable[[str], Any]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml_exp.names import STEP_NAMES as STEPS
+from ml_exp.core.names import STEP_NAMES as STEPS
 
 
 def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ml_exp.config import Config, load_config
-from ml_exp.layout import MODEL_ARCHIVE, deployment_spec, serving_dir
-from ml_exp.store import Run, Store, now
+from ml_exp.storage.layout import MODEL_ARCHIVE, deployment_spec, serving_dir
+from ml_exp.storage.store import Run, Store, now
 
 # Records predicted together by `exp predict` (bounded memory for files of any size).
 PREDICT_CHUNK = 256

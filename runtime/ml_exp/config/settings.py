@@ -22,11 +22,11 @@ from typing import Any
 
 from decouple import RepositoryIni
 
-from ml_exp import names
-from ml_exp.names import AWS_REGION_RE, INSTANCE_TYPE_RE, ROLE_ARN_RE, WANDB_ENTITY_RE, WANDB_PROJECT_RE
-from ml_exp.names import STEP_NAMES as STEPS
-from ml_exp.config_rules import cross_checks
-from ml_exp.parsers import (indented_settings, parse_auto_or_int, parse_bool, parse_choice, parse_experiment_name, parse_float,
+from ml_exp.core import names
+from ml_exp.core.names import AWS_REGION_RE, INSTANCE_TYPE_RE, ROLE_ARN_RE, WANDB_ENTITY_RE, WANDB_PROJECT_RE
+from ml_exp.core.names import STEP_NAMES as STEPS
+from ml_exp.config.rules import cross_checks
+from ml_exp.config.parsers import (indented_settings, parse_auto_or_int, parse_bool, parse_choice, parse_experiment_name, parse_float,
                             parse_int, parse_list, parse_model_names, parse_optional_choice_int, parse_optional_float,
                             parse_pattern, parse_split_ratios, parse_storage_uri, parse_text, Parser)
 
@@ -87,7 +87,7 @@ def setting(default: str, parse: Parser, group: str, help: str) -> Any:
 
 
 def step_switch(step: str, default: str) -> Any:
-    """``RUN_<STEP>``: its help is the step's own summary (ml_exp.names.STEPS)."""
+    """``RUN_<STEP>``: its help is the step's own summary (ml_exp.core.names.STEPS)."""
     summary = next(s.summary for s in names.STEPS if s.name == step)
     return setting(default, parse_bool, "steps", f"{step.capitalize()}: {summary}.")
 
@@ -112,7 +112,7 @@ class Config:
         "auto = the next free run number; an integer = that run (it must not exist yet).")
     udf_module: str = setting("experiment", parse_pattern(r"[A-Za-z_][\w.]*", "a Python module name (e.g. experiment)", optional=False), "identity",
         "Python module (in this folder) holding the five functions.")
-    # --- steps, in pipeline order (checked against ml_exp.names.STEPS below)
+    # --- steps, in pipeline order (checked against ml_exp.core.names.STEPS below)
     run_reconciliation: bool = step_switch(names.RECONCILIATION, "true")
     run_preparation: bool = step_switch(names.PREPARATION, "true")
     run_tuning: bool = step_switch(names.TUNING, "false")
@@ -274,7 +274,7 @@ def _check_table() -> None:
     the steps, or when a group is scattered (settings.ini is written group by group)."""
     switches = tuple(s.key for s in SETTINGS if s.group == "steps")
     if switches != tuple(f"RUN_{step.upper()}" for step in STEPS):
-        raise AssertionError(f"the steps settings {switches} must be RUN_<STEP> for ml_exp.names.STEPS, in order")
+        raise AssertionError(f"the steps settings {switches} must be RUN_<STEP> for ml_exp.core.names.STEPS, in order")
     groups = [s.group for s in SETTINGS]
     runs = [group for i, group in enumerate(groups) if i == 0 or groups[i - 1] != group]
     if runs != list(GROUPS):

@@ -1,5 +1,5 @@
 """One run folder, ``<STORAGE_URI>/<EXPERIMENT_NAME>/run_<N>/``: its files, its complete folders,
-its manifest and the status of its steps (how each is written safely: :mod:`ml_exp.store`)."""
+its manifest and the status of its steps (how each is written safely: :mod:`ml_exp.storage.store`)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from ml_exp.layout import COMPLETE, MANIFEST, SCRATCH, run_dir
-from ml_exp.storage_errors import Conflict, DamagedRun, OutputExistsError, StepAlreadyCompleted, StoreError
+from ml_exp.storage.layout import COMPLETE, MANIFEST, SCRATCH, run_dir
+from ml_exp.storage.errors import Conflict, DamagedRun, OutputExistsError, StepAlreadyCompleted, StoreError
 
 if TYPE_CHECKING:
-    from ml_exp.store import Store
+    from ml_exp.storage.store import Store
 
 
 def now() -> str:

@@ -1,0 +1,24 @@
+"""The toolkit: what the five functions can call in one line, and the document and model helpers
+that the steps and serving share (below both, so that neither borrows from the other).
+
+    from ml_exp import toolkit
+
+    def encode(batch, processor, ctx):
+        return toolkit.tokenizer_encode(batch, processor, ctx, text_fields=("title", "text"))
+
+    def compute_metrics(predictions, references, labels, ctx):
+        return toolkit.classification_metrics(predictions, references, labels)
+
+- :mod:`.encoding`: ``tokenizer_encode`` (the document strategies), ``classification_metrics``;
+- :mod:`.pdf`: ``pdf_pages`` / ``pdf_text`` for ``reconcile``;
+- :mod:`.documents`: windows of long documents and their combination per document;
+- :mod:`.scoring`: a trained classifier scoring encoded rows; :mod:`.metrics`: the metric script.
+
+Importing it is cheap (``exp validate`` imports the experiment's module, which imports this one):
+torch, transformers, numpy, evaluate and pypdf are imported inside the functions that need them.
+"""
+
+from ml_exp.toolkit.encoding import STRATEGIES, classification_metric_module, classification_metrics, tokenizer_encode
+from ml_exp.toolkit.pdf import pdf_pages, pdf_text
+
+__all__ = ["STRATEGIES", "classification_metric_module", "classification_metrics", "pdf_pages", "pdf_text", "tokenizer_encode"]
