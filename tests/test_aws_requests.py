@@ -16,7 +16,7 @@ import pytest
 from ml_exp.backends.sagemaker import endpoints
 from ml_exp.backends.sagemaker import jobs as sm
 from ml_exp.backends.sagemaker import tuner as smt
-from ml_exp.search_space import parse_space
+from ml_exp.config.search_space import parse_space
 from tests.aws_requests import Recorder, check_params, policy_allows
 from tests.test_sagemaker import BUCKET, FULL, IMAGE, MODEL, ROLE, SECRET, aws, project, sagemaker_context  # noqa: F401 - fixtures
 
@@ -73,7 +73,7 @@ def test_the_checker_finds_what_moto_and_param_validator_let_through():
 
 
 def test_a_dry_run_sends_only_valid_requests(make_ctx, recorder, project):
-    from ml_exp.pipeline import run_pipeline
+    from ml_exp.pipeline.runner import run_pipeline
 
     make_ctx(WANDB_MODE="disabled", **FULL)  # the settings (the demo's own model), in the environment
     run_pipeline(project, dry_run=True, announce=lambda m: None)
@@ -109,8 +109,11 @@ def test_a_deploy_sends_valid_requests(make_ctx, recorder, monkeypatch):
     ctx = make_ctx(MODEL_NAMES=MODEL)
     _deploy(ctx.config)
     monkeypatch.setenv("ENDPOINT_SERVERLESS_MEMORY_MB", "2048")
+    serving = IMAGE.replace(":tag", ":serving-cpu")
+    monkeypatch.setenv("SERVING_IMAGE_URI", serving)
     _deploy(make_ctx(MODEL_NAMES=MODEL).config)
     assert [len(recorder.of(op)) for op in ("CreateModel", "CreateEndpointConfig", "CreateEndpoint")] == [2, 2, 2]
+    assert [m["PrimaryContainer"]["Image"] for m in recorder.of("CreateModel")] == [IMAGE, serving]  # serverless: the CPU image
     assert_valid(recorder)
 
 

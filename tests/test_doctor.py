@@ -9,10 +9,11 @@ says it cannot check them (a warning, exit status 0).
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -85,15 +86,12 @@ QUOTAS = [iam_simulator.quota("ml.g5.2xlarge", "training job", 2, "L-G52X"),
           iam_simulator.quota("ml.g4dn.xlarge", "endpoint", 1, "L-G4DNE")]
 
 
-def settings(project, monkeypatch, **overrides: str) -> SimpleNamespace:
+def settings(project, monkeypatch, **overrides: str):
     base = {"BACKEND": "sagemaker", "STORAGE_URI": f"s3://{BUCKET}/runs", "SAGEMAKER_ROLE_ARN": ROLE, "IMAGE_URI": IMAGE,
-            "KMS_KEY_ID": KMS}
-    extra = {"wandb_api_key_secret": overrides.pop("WANDB_API_KEY_SECRET", SECRET_NAME),
-             "serving_image_uri": overrides.pop("SERVING_IMAGE_URI", "")}
+            "KMS_KEY_ID": KMS, "WANDB_API_KEY_SECRET": SECRET_NAME}
     for key, value in {**base, **overrides}.items():
         monkeypatch.setenv(key, value)
-    config = load_config(project)
-    return SimpleNamespace(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}, steps=config.steps, **extra)
+    return load_config(project)
 
 
 def run(config, iam_reader=None, quotas=QUOTAS, recorder: Recorder | None = None) -> list[doctor.Check]:
@@ -182,3 +180,17 @@ def test_a_bucket_in_another_region(account, project, monkeypatch):
     failures = {c.name: c.message for c in run(settings(project, monkeypatch, STORAGE_URI="s3://mlexp-doctor-eu/runs"), account)
                 if c.status == "FAIL"}
     assert "is in eu-west-1, the jobs in us-east-1" in failures["bucket"]
+
+
+def test_exp_doctor_prints_a_line_per_check_and_exits_1_on_a_failure(account, project, monkeypatch):
+    """The command itself (a process: moto's answers, so the simulation and quotas are warnings)."""
+    settings(project, monkeypatch)
+    exp = str(Path(sys.executable).with_name("exp"))
+    done = subprocess.run([exp, "doctor"], cwd=project, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0].startswith("ok    credentials: arn:aws:sts::123456789012:user/moto")
+    assert "warn  role permissions: could not simulate" in done.stdout and "ready for SageMaker" in done.stdout
+    monkeypatch.setenv("IMAGE_URI", f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{REPOSITORY}:v2")
+    done = subprocess.run([exp, "doctor"], cwd=project, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "FAIL  image:" in done.stdout and "1 check(s) failed" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr

@@ -88,6 +88,8 @@ def validate(experiment_dir: ExperimentDir = Path(".")) -> None:
         f"{config.experiment_name} is ready: steps {', '.join(config.steps)}; "
         f"models {', '.join(config.model_names)}; backend {config.backend}; storage {config.storage_uri}"
     )
+    for note in report.notes:
+        typer.echo(note)
 
 
 @app.command()
@@ -348,6 +350,7 @@ def deploy(
         done = deploy_model(experiment_dir, run_num, model, dry_run=dry_run, wait=wait, announce=_announce)
     if dry_run:
         typer.echo(json.dumps(done["requests"], indent=2))
+        typer.echo(done["cost"], err=True)
         typer.echo(f"dry run, nothing sent: endpoint {done['endpoint_name']} described in {done['spec_uri']}", err=True)
         return
     typer.echo(f"endpoint {done['endpoint_name']}: {done['status']} (run_{run_num}, model {done['model']}; "
@@ -385,6 +388,10 @@ def undeploy(
         deleted = delete_endpoint(experiment_dir, name)
     typer.echo("deleted " + ", ".join(deleted))
 
+
+from ml_exp.commands.doctor import doctor  # noqa: E402 - its own module (light: typer only)
+
+app.command(name="doctor")(doctor)
 
 if __name__ == "__main__":  # pragma: no cover
     app(prog_name=os.environ.get("ML_EXP_PROG", "exp"))

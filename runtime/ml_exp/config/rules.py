@@ -43,4 +43,27 @@ def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
             problems.append(("STORAGE_URI", "must be an s3:// URI when BACKEND = sagemaker (jobs read and write S3)"))
         if has("use_spot", "max_wait_hours", "max_run_hours") and v["use_spot"] and v["max_wait_hours"] < v["max_run_hours"]:
             problems.append(("MAX_WAIT_HOURS", f"({v['max_wait_hours']:g}) must be >= MAX_RUN_HOURS ({v['max_run_hours']:g}) when USE_SPOT = true"))
+        if has("wandb_mode", "wandb_api_key_secret") and v["wandb_mode"] == "online" and not v["wandb_api_key_secret"]:
+            problems.append(("WANDB_API_KEY_SECRET", "is empty, and WANDB_MODE = online with BACKEND = sagemaker: the jobs read the W&B key "
+                                                     "from AWS Secrets Manager (it never travels in a request). Store it (aws secretsmanager "
+                                                     "create-secret --name ml-exp/wandb --secret-string <key>) and name the secret here"))
+    problems += endpoint_image_checks(v)
     return problems
+
+
+def endpoint_image_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
+    """The image exp deploy would give the endpoint: a serverless endpoint is CPU-only, with a 10 GB
+    image limit, so it cannot run the training image (CUDA, the training stack)."""
+    if not all(key in v for key in ("endpoint_image", "serving_image_uri", "image_uri", "endpoint_serverless_memory_mb")):
+        return []
+    if v["endpoint_image"] == "serving" and not v["serving_image_uri"]:
+        return [("SERVING_IMAGE_URI", "is empty, and ENDPOINT_IMAGE = serving: build and push the serving image "
+                                      "(serving.Dockerfile) and set its URI, or use ENDPOINT_IMAGE = auto")]
+    serving = v["endpoint_image"] != "training" and v["serving_image_uri"] and v["serving_image_uri"] != v["image_uri"]
+    if v["endpoint_serverless_memory_mb"] and not serving:
+        why = "ENDPOINT_IMAGE = training" if v["endpoint_image"] == "training" else "SERVING_IMAGE_URI is " + ("IMAGE_URI" if v["serving_image_uri"] else "empty")
+        return [("SERVING_IMAGE_URI", f"a serverless endpoint (ENDPOINT_SERVERLESS_MEMORY_MB) would run the training image IMAGE_URI ({why}): "
+                                      "serverless endpoints have no GPU and take images of at most 10 GB. Build and push the CPU serving image "
+                                      "(serving.Dockerfile; scripts/build_and_push.sh) and set SERVING_IMAGE_URI to it, or deploy on "
+                                      "instances (ENDPOINT_SERVERLESS_MEMORY_MB empty)")]
+    return []

@@ -202,6 +202,9 @@ class Config:
         "W&B user or team (empty = the default entity of your API key).")
     wandb_mode: str = setting("offline", parse_choice("offline", "online", "disabled"), "tracking",
         "offline (default, nothing leaves this machine) | online (needs WANDB_API_KEY) | disabled.")
+    wandb_api_key_secret: str = setting("", parse_pattern(r"[A-Za-z0-9/_+=.@:-]{1,2048}", "a Secrets Manager secret name or ARN"), "tracking",
+        "SageMaker jobs and endpoints: the AWS Secrets Manager secret (name or ARN) holding the W&B key; the container\n"
+        "reads it at start. WANDB_API_KEY itself never travels in a job's request.")
     # --- sagemaker
     aws_region: str = setting("us-east-1", parse_pattern(AWS_REGION_RE, "an AWS region such as us-east-1"), "sagemaker",
         "Region of the SageMaker jobs.")
@@ -224,6 +227,10 @@ class Config:
     endpoint_serverless_memory_mb: int | None = setting("", parse_optional_choice_int(1024, 2048, 3072, 4096, 5120, 6144), "sagemaker",
         "exp deploy: a serverless endpoint with this much memory (1024 to 6144, in steps of 1024) instead of\n"
         "instances (empty = instances). Serverless endpoints have no GPU and cannot be in a VPC.")
+    serving_image_uri: str = setting("", parse_pattern(r"\S+(:[\w.-]+|@sha256:[0-9a-f]{64})", "an image URI with a tag"), "sagemaker",
+        "exp deploy: the CPU serving image (serving.Dockerfile: no CUDA, no training stack); serverless endpoints need it.")
+    endpoint_image: str = setting("auto", parse_choice("auto", "serving", "training"), "sagemaker",
+        "Image of an endpoint: auto (SERVING_IMAGE_URI when serverless, else IMAGE_URI) | serving | training (IMAGE_URI).")
     use_spot: bool = setting("false", parse_bool, "sagemaker",
         "Managed spot training; MAX_WAIT_HOURS (>= MAX_RUN_HOURS) bounds the wait for capacity.")
     max_run_hours: float = setting("24", parse_float(0, 28 * 24, low_open=True), "sagemaker",
@@ -232,8 +239,9 @@ class Config:
         "With USE_SPOT: hours a job may take in all, waiting for capacity included.")
     volume_size_gb: int = setting("100", parse_int(1), "sagemaker",
         "Disk of each instance in GB (data, checkpoints, the model).")
-    kms_key_id: str = setting("", parse_text, "sagemaker",
-        "Optional: KMS key for volumes and outputs.")
+    kms_key_id: str = setting("", parse_pattern(r"[a-zA-Z0-9:/_-]{1,2048}", "a KMS key id, key ARN, alias/<name> or alias ARN"), "sagemaker",
+        "Optional KMS key: every job's output, and the volumes of instance types without local NVMe storage\n"
+        "(g4dn, g5, g6, p4d... encrypt theirs in hardware, and AWS refuses a volume key for them).")
     subnets: tuple[str, ...] = setting("", parse_list(parse_pattern(r"subnet-[0-9a-f]+", "a subnet id such as subnet-0abc123")), "sagemaker",
         "Optional VPC mode: subnets (comma separated), together with SECURITY_GROUP_IDS.")
     security_group_ids: tuple[str, ...] = setting("", parse_list(parse_pattern(r"sg-[0-9a-f]+", "a security group id such as sg-0abc123")), "sagemaker",

@@ -115,22 +115,24 @@ def deploy(experiment_dir: Path, run_num: int, model_name: str | None, dry_run: 
         bundle = from_run(run, model_name, Path(scratch))
         model_data = run.path(serving_dir(bundle.info["model"]), MODEL_ARCHIVE)
         deployment = endpoints.spec(config, bundle.info, model_data)
+        deployment["cost"] = _cost(config)
         name = deployment["endpoint_name"]
         deployment["spec_uri"] = run.write_json(deployment_spec(name), deployment)
         if dry_run:
             return {**deployment, "status": "dry-run"}
         archive(run, bundle)  # the model, packed once in the run: serving/<model>/model.tar.gz
     announce(f"deploying run_{run_num} model {deployment['model']} as SageMaker endpoint {name} ({_capacity(config)})")
+    announce(deployment["cost"])
     sm = endpoints.client(config.aws_region)
     try:
         endpoints.create(sm, deployment)
     except Exception as exc:  # noqa: BLE001 - explained when it is an AWS error
-        message = endpoints.aws_error(exc, f"SageMaker endpoint {name}")
+        message = endpoints.aws_error(exc, f"SageMaker endpoint {name}", config)
         if message is None:
             raise
         raise ProductionError("exp deploy", message) from None
     record = {"endpoint": name, "model": deployment["model"], "deployed_at": now(), "by": _who(), "region": config.aws_region,
-              "model_data": model_data, "image": config.image_uri, "capacity": _capacity(config),
+              "model_data": model_data, "image": endpoints.image(config), "capacity": _capacity(config),
               "spec_uri": deployment["spec_uri"], "status": "Creating"}
     _record(run, name, record)
     if not wait:
@@ -142,6 +144,14 @@ def deploy(experiment_dir: Path, run_num: int, model_name: str | None, dry_run: 
         raise ProductionError("exp deploy", str(exc)) from None
     _record(run, name, {"status": "InService"})
     return {**deployment, "status": "InService"}
+
+
+def _cost(config: Config) -> str:
+    """What the endpoint costs while it runs (the shipped price table; no pricing API)."""
+    from ml_exp.backends.sagemaker.instances import endpoint_cost_line, table_note
+
+    line = endpoint_cost_line("cost", config.endpoint_instance_type, config.endpoint_instance_count, config.endpoint_serverless_memory_mb)
+    return f"{line} ({table_note(config.aws_region)})"
 
 
 def _capacity(config: Config) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ml_exp.toolkit.metrics import greater_is_better
 from ml_exp.core.names import INFERENCE, RECONCILIATION, TRAINING
+from ml_exp.pipeline.runs import aws_cost, cost_text
 from ml_exp.storage.store import Store, StoreError
 
 DATA = "data fingerprint"  # compared as a setting: the reconciled records' digest
@@ -38,7 +39,7 @@ def compare_runs(store: Store, metric: str, numbers: list[int] | None = None) ->
         settings = dict(manifest.get("settings") or {})
         settings[DATA] = steps.get(RECONCILIATION, {}).get("fingerprint") or "-"
         runs.append({"run": run.num, "created_at": manifest.get("created_at"), "status": manifest.get("status"),
-                     "smoke": bool(manifest.get("smoke")), "models": models, "settings": settings})
+                     "smoke": bool(manifest.get("smoke")), "models": models, "settings": settings, "aws": aws_cost(manifest)})
     keys = sorted({key for r in runs for key in r["settings"]} - {"RUN_NUM"})
     differing = [key for key in keys if len({r["settings"].get(key) for r in runs}) > 1]
     for r in runs:
@@ -63,7 +64,7 @@ def comparison_table(experiment_name: str, comparison: dict[str, Any]) -> Any:
     table.add_column(metric, justify="right", overflow="fold")
     for r in comparison["runs"]:
         when = (r["created_at"] or "?").replace("T", " ")[:16]
-        status = f"{r['status']}{' (smoke)' if r['smoke'] else ''}"
+        status = f"{r['status']}{' (smoke)' if r['smoke'] else ''}" + (f" {cost_text(r['aws'])}" if r.get("aws") else "")
         rows = r["models"].items() or [("-", None)]
         for i, (model, m) in enumerate(rows):
             mark = " *" if (r["run"], model) == (best.get("run"), best.get("model")) else ""

@@ -31,10 +31,32 @@ def run_summaries(store: Store, metric: str) -> list[dict[str, Any]]:
                 "steps": {step: info.get("status") for step, info in steps.items()},
                 "best": best_metric(steps, metric),
                 "tracking": {step: info["tracking"] for step, info in steps.items() if info.get("tracking")},
+                "aws": aws_cost(manifest),
                 "uri": run.uri,
             }
         )
     return summaries
+
+
+def aws_cost(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's SageMaker jobs added up (``sagemaker_jobs``: each finished job's billable seconds
+    and their cost at the shipped price table); None when it ran none. ``complete``: every job's
+    bill is known (else the sums are lower bounds)."""
+    jobs = manifest.get("sagemaker_jobs") or {}
+    if not jobs:
+        return None
+    seconds = [job.get("billable_seconds") for job in jobs.values()]
+    costs = [job.get("cost_usd") for job in jobs.values()]
+    return {"jobs": len(jobs), "billable_seconds": sum(s or 0 for s in seconds), "cost_usd": round(sum(c or 0 for c in costs), 4),
+            "complete": None not in seconds and None not in costs}
+
+
+def cost_text(aws: dict[str, Any] | None) -> str:
+    """``$1.23 (3 jobs, 1.2 h)``; ``>= `` when a job's bill is unknown; ``-`` without SageMaker jobs."""
+    if not aws:
+        return "-"
+    hours = aws["billable_seconds"] / 3600
+    return f"{'' if aws['complete'] else '>= '}${aws['cost_usd']:.2f} ({aws['jobs']} jobs, {hours:.2g} h)"
 
 
 def best_metric(steps: dict[str, Any], metric: str) -> dict[str, Any] | None:
@@ -63,6 +85,7 @@ def runs_table(experiment_name: str, summaries: list[dict[str, Any]]):
     table.add_column("created", overflow="fold")
     table.add_column("steps (✓ done, ✗ failed, ▶ running, · pending)", overflow="fold")
     table.add_column("best", overflow="fold")
+    table.add_column("AWS", overflow="fold")
     for summary in summaries:
         marks = []
         for step in STEP_NAMES:
@@ -75,5 +98,5 @@ def runs_table(experiment_name: str, summaries: list[dict[str, Any]]):
         steps_cell = " ".join(marks) or "-"
         if summary.get("problem"):  # a damaged manifest: said, with the reason, in place of its steps
             steps_cell, best_cell = f"[{STATUS_STYLE['damaged']}]damaged[/]", escape(summary["problem"])
-        table.add_row(str(summary["run"]), created, steps_cell, best_cell)
+        table.add_row(str(summary["run"]), created, steps_cell, best_cell, cost_text(summary.get("aws")))
     return table

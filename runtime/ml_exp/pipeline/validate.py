@@ -22,6 +22,7 @@ WANDB_HOST = "api.wandb.ai"
 class Report:
     config: Config | None
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the settings will do, said before any compute
 
     @property
     def ok(self) -> bool:
@@ -54,7 +55,23 @@ def validate(
         problems += check_documents(config)
         if check_storage:
             problems += check_store(config, new_run)
+        return Report(config, problems, kms_notes(config))
     return Report(config, problems)
+
+
+def kms_notes(config: Config) -> list[str]:
+    """What KMS_KEY_ID encrypts: every output, and the volumes of the instance types that take a
+    volume key (not those with local NVMe storage, which AWS encrypts in hardware and refuses a key for)."""
+    if not config.kms_key_id:
+        return []
+    from ml_exp.backends.sagemaker.instances import kms_plan
+
+    uses = {step: getattr(config, f"{step}_instance_type") for step in ("preparation", "training", "inference") if step in config.steps}
+    if "tuning" in config.steps:
+        uses["tuning"] = config.training_instance_type
+    if not config.endpoint_serverless_memory_mb:
+        uses["endpoint"] = config.endpoint_instance_type
+    return [kms_plan(config.kms_key_id, uses)]
 
 
 def check_model_keys(config: Config) -> list[Problem]:

@@ -47,8 +47,10 @@ class SageMakerBackend(Backend):
         return _job(ctx, INFERENCE, model_name)
 
     def describe(self, ctx: Context, step: str) -> list[str]:
-        """Every job ``step`` would create, its specification saved in the run; nothing submitted."""
+        """Every job ``step`` would create, its specification saved in the run, and the upper
+        bound of its cost (instances x hours x the shipped price table); nothing submitted."""
         from ml_exp.backends.sagemaker import jobs
+        from ml_exp.backends.sagemaker.instances import table_note
 
         lines = []
         for model_name in [None] if step == PREPARATION else ctx.config.model_names:
@@ -56,10 +58,15 @@ class SageMakerBackend(Backend):
                 from ml_exp.backends.sagemaker.tuner import plan
 
                 planned = plan(ctx, model_name, parse_space(ctx.config.tuning_space))
-                lines += [f"{TUNING}: SageMaker tuning job for {model_name}:", _json(planned)]
+                spec = planned["spec"]
+                lines += [f"{TUNING}: SageMaker tuning job for {model_name}:",
+                          f"cost: {_cost(f'{TUNING} {model_name}', spec['training'], spec['max_jobs'])}", _json(planned)]
             else:
                 spec = jobs.run_step(ctx, step, model_name, dry_run=True)
-                lines += [f"{step}: job {spec['job_name']} (saved in {spec['spec_uri']}):", _json(spec["spec"])]
+                what = f"{step} {model_name or '(every model)'}"
+                lines += [f"{step}: job {spec['job_name']} (saved in {spec['spec_uri']}):", f"cost: {_cost(what, spec['spec'])}",
+                          _json(spec["spec"])]
+        lines.append(f"cost: upper bounds from the {table_note(ctx.config.aws_region)}")
         return lines
 
 
@@ -72,6 +79,15 @@ def _job(ctx: Context, step: str, model_name: str | None) -> Facts:
 
     job = jobs.run_step(ctx, step, model_name)
     return {**(job.get("result") or {}), "job_name": job["job_name"]}
+
+
+def _cost(what: str, spec: dict[str, Any], jobs: int = 1) -> str:
+    """A job's (or a tuning job's ``jobs`` trials') instances x MAX_RUN_HOURS x price."""
+    from ml_exp.backends.sagemaker.instances import job_cost_line
+
+    compute = spec["compute"]
+    hours = spec["stopping_condition"]["max_runtime_in_seconds"] / 3600
+    return job_cost_line(what, compute["instance_type"], compute["instance_count"], hours, jobs, compute.get("enable_managed_spot_training", False))
 
 
 def _json(value: Any) -> str:

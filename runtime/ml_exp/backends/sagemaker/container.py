@@ -6,7 +6,8 @@ backend. What it reads (SageMaker sets all of it; :func:`emulate` sets it up loc
 
 - ``/opt/ml/input/config/hyperparameters.json``: ``{"step", "run", "model"}`` (strings); a tuning
   trial also gets its values, named like the settings (``learning_rate``...);
-- the environment: every setting of the run (they override the image's settings.ini),
+- the environment: every setting of the run (they override the image's settings.ini; a secret
+  setting such as ``WANDB_API_KEY_SECRET`` is read from Secrets Manager first, :func:`secrets_loaded`),
   ``ML_EXP_EXPERIMENT_DIR`` (``/opt/ml/code``: settings.ini and the five functions),
   ``TRAINING_JOB_NAME``, ``SM_MODEL_DIR``, ``SM_CHANNEL_<NAME>``, ``RANK`` under torchrun;
 - channels ``/opt/ml/input/data/<name>`` (training: ``prepared``), checkpoints in
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     root = sagemaker_root()
+    if not secrets_loaded():
+        return 1
     if argv and argv[0] == SERVE_ARGUMENT:
         return serve_model(root)
     hps = hyperparameters(root)
@@ -89,6 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         run.write_json(job_result(os.environ.get("TRAINING_JOB_NAME", "local")), facts, overwrite=True)
     return 0
+
+
+def secrets_loaded() -> bool:
+    """The secrets the settings name (WANDB_API_KEY_SECRET), from Secrets Manager into the
+    environment, before anything (wandb) starts; False after saying why in one line (the job's
+    CloudWatch log shows it)."""
+    from ml_exp.backends.sagemaker.secret_store import SecretError, load_secrets
+
+    try:
+        load_secrets()
+    except SecretError as exc:
+        print(f"{CONTAINER}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def tuned_values(hps: dict[str, str]) -> dict[str, float | int]:

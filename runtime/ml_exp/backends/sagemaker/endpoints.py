@@ -1,17 +1,20 @@
 """SageMaker endpoints from a run's model: ``exp deploy``, ``exp endpoints``, ``exp undeploy``.
 
 A deployment is three SageMaker resources of one name, ``<experiment>-r<N>-<model>-<token>``
-(:func:`endpoint_name`: the run number follows the model into production): a model (the
-experiment's image, ``IMAGE_URI``, serving the run's ``serving/<model>/model.tar.gz``), an
-endpoint config (``ENDPOINT_INSTANCE_TYPE`` x ``ENDPOINT_INSTANCE_COUNT``, or serverless with
-``ENDPOINT_SERVERLESS_MEMORY_MB``; ``KMS_KEY_ID``) and the endpoint. All three carry tags
+(:func:`endpoint_name`: the run number follows the model into production): a model (an image,
+:func:`image`: the CPU serving image ``SERVING_IMAGE_URI`` for a serverless endpoint, else the
+experiment's ``IMAGE_URI`` unless ``ENDPOINT_IMAGE`` says otherwise; serving the run's
+``serving/<model>/model.tar.gz``), an endpoint config (``ENDPOINT_INSTANCE_TYPE`` x
+``ENDPOINT_INSTANCE_COUNT``, or serverless with ``ENDPOINT_SERVERLESS_MEMORY_MB``; ``KMS_KEY_ID``
+for the instances' volume, unless the type has local NVMe storage) and the endpoint. All three carry tags
 ``ml-exp:experiment``, ``ml-exp:run``, ``ml-exp:model``, ``ml-exp:git-commit`` and
 ``ml-exp:template-version``: from an endpoint back to its run, and ``exp endpoints`` lists them.
 
 Inside the image SageMaker runs ``serve`` (the base image's script for ``python -m
 ml_exp.backends.sagemaker.container serve``), which serves the bundle in ``/opt/ml/model`` with
 the same predictor as ``exp serve``. The model's environment holds no setting and no secret:
-the run's settings travel in the bundle. Calls go through boto3 (three plain API calls; the
+the run's settings travel in the bundle; ``WANDB_API_KEY_SECRET``, when set, only names the
+Secrets Manager secret the container reads at start. Calls go through boto3 (three plain API calls; the
 SDK v3's ModelBuilder would add its own packaging and naming).
 """
 
@@ -22,7 +25,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ml_exp.backends.sagemaker.instances import volume_kms_key
 from ml_exp.backends.sagemaker.jobs import EXPERIMENT_DIR, MAX_NAME, clean_name, sagemaker_name
+from ml_exp.backends.sagemaker.sdk_errors import explain
 
 LOG_GROUP = "/aws/sagemaker/Endpoints"
 TAG_PREFIX = "ml-exp:"
@@ -65,6 +70,15 @@ def tags(info: dict[str, Any]) -> list[dict[str, str]]:
     return [{"Key": f"{TAG_PREFIX}{key}", "Value": _tag_value(value)} for key, value in values.items()]
 
 
+def image(config: Any) -> str:
+    """The endpoint's image: ENDPOINT_IMAGE = serving or training, or auto: the CPU serving image
+    (SERVING_IMAGE_URI) for a serverless endpoint, IMAGE_URI on instances."""
+    choice = getattr(config, "endpoint_image", "auto")
+    if choice == "auto":
+        choice = "serving" if config.endpoint_serverless_memory_mb else "training"
+    return (config.serving_image_uri if choice == "serving" else "") or config.image_uri
+
+
 def spec(config: Any, info: dict[str, Any], model_data: str, name: str | None = None) -> dict[str, Any]:
     """The three requests of a deployment (boto3's parameters, as sent), for the model of ``info``
     (a bundle's SERVING_INFO) packed at ``model_data``."""
@@ -73,7 +87,7 @@ def spec(config: Any, info: dict[str, Any], model_data: str, name: str | None = 
     model: dict[str, Any] = {
         "ModelName": name,
         "ExecutionRoleArn": config.sagemaker_role_arn,
-        "PrimaryContainer": {"Image": config.image_uri, "ModelDataUrl": model_data, "Environment": dict(ENVIRONMENT)},
+        "PrimaryContainer": {"Image": image(config), "ModelDataUrl": model_data, "Environment": environment(config)},
         "Tags": tagged,
     }
     if config.subnets:
@@ -85,14 +99,21 @@ def spec(config: Any, info: dict[str, Any], model_data: str, name: str | None = 
     else:
         variant.update(InstanceType=config.endpoint_instance_type, InitialInstanceCount=config.endpoint_instance_count)
     endpoint_config: dict[str, Any] = {"EndpointConfigName": name, "ProductionVariants": [variant], "Tags": tagged}
-    if config.kms_key_id and not config.endpoint_serverless_memory_mb:  # serverless endpoints have no volume to encrypt
-        endpoint_config["KmsKeyId"] = config.kms_key_id
+    volume_key = None if config.endpoint_serverless_memory_mb else volume_kms_key(config.endpoint_instance_type, config.kms_key_id)
+    if volume_key:  # serverless endpoints have no volume to encrypt; NVMe types encrypt theirs in hardware
+        endpoint_config["KmsKeyId"] = volume_key
     return {
         "endpoint_name": name, "experiment": info["experiment"], "run": info["run"], "model": info["model"],
         "region": config.aws_region, "model_data": model_data,
         "requests": {"create_model": model, "create_endpoint_config": endpoint_config,
                      "create_endpoint": {"EndpointName": name, "EndpointConfigName": name, "Tags": tagged}},
     }
+
+
+def environment(config: Any) -> dict[str, str]:
+    """The model container's environment: where the code is, and the name (never the value) of the W&B key's secret."""
+    secret = getattr(config, "wandb_api_key_secret", "")
+    return {**ENVIRONMENT, **({"WANDB_API_KEY_SECRET": secret} if secret else {})}
 
 
 def check(config: Any) -> list[str]:
@@ -191,12 +212,6 @@ def delete(sm: Any, name: str) -> list[str]:
     return deleted
 
 
-def aws_error(exc: Exception, what: str) -> str | None:
-    """A message for AWS errors (None: not one we explain)."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        error = response["Error"]
-        return f"{what}: {getattr(exc, 'operation_name', 'an AWS call')} failed ({error.get('Code')}): {error.get('Message')}"
-    if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError", "NoRegionError", "EndpointConnectionError"):
-        return f"{what}: {exc}"
-    return None
+def aws_error(exc: Exception, what: str, config: Any = None) -> str | None:
+    """One line for an AWS error (None: not one; the calls are plain boto3, no SDK)."""
+    return explain(exc, what, getattr(config, "sagemaker_role_arn", None), getattr(config, "aws_region", None), sdk=False)

@@ -22,6 +22,7 @@ MAX_RUN_HOURS; ``exp`` never calls a pricing API.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,18 @@ def billed(description: dict[str, Any]) -> dict[str, Any]:
         facts["price_table"] = f"{price_table()['region']} {price_table()['date']}"
     return facts
 
+
+def billed_jobs(describe: Callable[[str], dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """The jobs' (a tuning job's trials') billable seconds and cost, added up; unknown (None) when
+    one could not be read, rather than failing a tuning job that succeeded."""
+    seconds, total, known = 0, 0.0, True
+    for name in names:
+        try:
+            facts = billed(describe(name))
+        except Exception:  # noqa: BLE001 - the bill is a fact for the record, not a reason to fail
+            known = False
+            continue
+        known = known and facts.get("cost_usd") is not None
+        seconds += facts.get("billable_seconds") or 0
+        total += facts.get("cost_usd") or 0.0
+    return {"trials": len(names), "billable_seconds": seconds if known else None, "cost_usd": round(total, 4) if known else None}

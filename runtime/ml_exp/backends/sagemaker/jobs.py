@@ -5,9 +5,9 @@ this backend (``python -m ml_exp.backends.sagemaker.container <step>``), submitt
 the SageMaker Python SDK v3 :class:`sagemaker.train.ModelTrainer`. The job/container contract:
 
 - hyperparameters ``{"step", "run", "model"}`` (strings);
-- environment: every setting of the run (``config.raw``; they override the image's settings.ini),
-  ``ML_EXP_EXPERIMENT_DIR=/opt/ml/code``, and ``WANDB_API_KEY`` only when the driver has it
-  (redacted in every saved or printed spec);
+- environment: every setting of the run (``config.raw``; they override the image's settings.ini)
+  and ``ML_EXP_EXPERIMENT_DIR=/opt/ml/code``; no secret: the W&B key travels by the name of its
+  Secrets Manager secret (``WANDB_API_KEY_SECRET``), read by the container at start;
 - channels: preparation ``reconciled``; training ``prepared``; inference ``model`` + ``prepared``;
 - output: the run's jobs folder (SageMaker writes ``<job>/output/model.tar.gz``); training
   checkpoints: the run's checkpoint folder of the model <-> ``/opt/ml/checkpoints``.
@@ -38,9 +38,10 @@ from typing import Any
 
 from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import JOBS, RECONCILED, checkpoint_dir, job_result, job_spec as job_spec_file, model_dir, model_key, prepared_dir
-from ml_exp.storage.manifest import REDACTED
 from ml_exp.core.names import INFERENCE, PREPARATION, TOKENS, TRAINING, TUNING
 from ml_exp.core.errors import StepError
+from ml_exp.backends.sagemaker.instances import billed, volume_kms_key
+from ml_exp.backends.sagemaker.sdk_errors import explain
 
 # The steps that run as SageMaker jobs (a tuning trial is a job of the tuning step).
 JOB_STEPS = (PREPARATION, TUNING, TRAINING, INFERENCE)
@@ -50,7 +51,7 @@ CONTAINER = "ml_exp.backends.sagemaker.container"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 EXPERIMENT_DIR = "/opt/ml/code"
 CHECKPOINTS = "/opt/ml/checkpoints"
-SECRET_ENV = ("WANDB_API_KEY",)  # passed from the driver's environment, never saved
+SECRET_ENV: tuple[str, ...] = ()  # no secret travels in a job: ml_exp.backends.sagemaker.secret_store
 ENTRY_SCRIPT = "ml_exp_entry.py"
 ENTRY_SOURCE = '''"""ml-exp entry script for the SageMaker SDK's torchrun driver (from ml_exp.backends.sagemaker.jobs).
 
@@ -134,7 +135,7 @@ def _s3_dir(ctx: Context, relpath: str) -> str:
 
 def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None = None) -> dict[str, Any]:
     """The complete, JSON-serialisable description of the job :func:`submit` will create
-    (``exp run --dry-run`` prints and saves it); ``WANDB_API_KEY`` shows as redacted."""
+    (``exp run --dry-run`` prints and saves it): all of it, since it holds no secret."""
     config, run = ctx.config, ctx.run
     if step not in JOB_STEPS:
         raise StepError(f"the {step} step does not run as a SageMaker job (SageMaker runs: {', '.join(JOB_STEPS)})")
@@ -150,7 +151,6 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
 
     environment = {key: str(value) for key, value in config.raw.items()}
     environment["ML_EXP_EXPERIMENT_DIR"] = EXPERIMENT_DIR
-    environment.update({key: REDACTED for key in SECRET_ENV if os.environ.get(key)})
     too_long = sorted(key for key, value in environment.items() if len(value) > ENV_VALUE_MAX)
     if too_long:
         raise StepError(f"{', '.join(too_long)}: longer than the {ENV_VALUE_MAX} characters SageMaker allows an environment variable of a job; shorten it")
@@ -163,11 +163,13 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
         channels = {"model": _s3_dir(ctx, model_dir(model_name)), "prepared": _s3_dir(ctx, prepared_dir(model_name))}
     training = step in (TRAINING, TUNING)  # a tuning trial trains
     kms = config.kms_key_id or None
+    instance_type = config.training_instance_type if training else getattr(config, f"{step}_instance_type")
     compute = {
-        "instance_type": config.training_instance_type if training else getattr(config, f"{step}_instance_type"),
+        "instance_type": instance_type,
         "instance_count": config.training_instance_count if training else 1,
         "volume_size_in_gb": config.volume_size_gb,
-        "volume_kms_key_id": kms,
+        # not for types with local NVMe storage: AWS refuses a volume key there (instances.py)
+        "volume_kms_key_id": volume_kms_key(instance_type, kms),
         "enable_managed_spot_training": config.use_spot,
     }
     stopping = {"max_runtime_in_seconds": round(config.max_run_hours * 3600)}
@@ -232,7 +234,7 @@ def sagemaker_client(region: str) -> Any:
 
 
 def model_trainer(spec: dict[str, Any], source_dir: str | None) -> Any:
-    """The ModelTrainer for ``spec`` (secrets filled in from the environment)."""
+    """The ModelTrainer for ``spec``, exactly as saved (no secret is added)."""
     with warnings.catch_warnings():  # the SDK imports its own deprecated sagemaker.train.configs
         warnings.simplefilter("ignore", DeprecationWarning)
         from sagemaker.core.training.configs import CheckpointConfig, Compute, InputData, Networking, OutputDataConfig, SourceCode, StoppingCondition
@@ -240,10 +242,6 @@ def model_trainer(spec: dict[str, Any], source_dir: str | None) -> Any:
         from sagemaker.train.distributed import Torchrun
 
     environment = dict(spec["environment"])
-    for key in SECRET_ENV:
-        environment.pop(key, None)
-        if os.environ.get(key):
-            environment[key] = os.environ[key]
     staging = spec["staging"]
     # An explicit SDK config: no user/organisation defaults slip into the job (the spec is all of
     # it), and no telemetry calls. An explicit default bucket: no STS call to find the account.
@@ -320,8 +318,7 @@ def wait_for_job(client: Any, name: str, region: str, poll_seconds: float = 30, 
 
 
 def submit(ctx: Context, spec: dict[str, Any], wait: bool = True, poll_seconds: float = 30, on_status: Callable[[str, str, str], None] | None = None) -> dict[str, Any]:
-    """Create the job ``spec`` describes (plus the real WANDB_API_KEY when set here) through the
-    SDK's ModelTrainer; with ``wait``, poll until it ends (JobFailed if Failed or Stopped).
+    """Create the job ``spec`` describes through the SDK's ModelTrainer; with ``wait``, poll until it ends (JobFailed if Failed or Stopped).
     Returns the job's last description."""
     _create(spec)
     client = sagemaker_client(spec["region"])
@@ -335,16 +332,12 @@ def submit(ctx: Context, spec: dict[str, Any], wait: bool = True, poll_seconds: 
         raise
 
 
-def aws_error(exc: Exception, spec: dict[str, Any]) -> str | None:
-    """A message for AWS errors creating or watching a job (None: not one we explain)."""
-    name = type(exc).__name__
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        error, operation = response["Error"], getattr(exc, "operation_name", "an AWS call")
-        return f"SageMaker job {spec['job_name']}: {operation} failed ({error.get('Code')}): {error.get('Message')}"
-    if name in ("NoCredentialsError", "PartialCredentialsError", "NoRegionError", "EndpointConnectionError"):
-        return f"cannot create SageMaker job {spec['job_name']} in {spec['region']}: {exc}"
-    return None
+def aws_error(exc: Exception, spec: dict[str, Any]) -> str:
+    """One line for an error creating or watching a job: AWS's (a ClientError), the SDK's (its
+    RoleValidationError and the rest), naming the role and what to fix (sdk_errors)."""
+    line = explain(exc, f"SageMaker job {spec['job_name']}", spec.get("role"), spec.get("region"))
+    assert line is not None
+    return line
 
 
 def run_step(ctx: Context, step: str, model_name: str | None, dry_run: bool = False,
@@ -364,17 +357,25 @@ def run_step(ctx: Context, step: str, model_name: str | None, dry_run: bool = Fa
         description = submit(ctx, spec, wait=True, poll_seconds=poll_seconds, on_status=on_status)
     except JobFailed as exc:
         raise StepError(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - explained when it is an AWS error the user can fix
-        message = aws_error(exc, spec)
-        if message is None:
-            raise
-        raise StepError(message) from None
+    except Exception as exc:  # noqa: BLE001 - AWS's and the SDK's errors: one line naming the role and the fix
+        ctx.log.debug("SageMaker job %s could not be created or watched", name, exc_info=True)
+        raise StepError(aws_error(exc, spec)) from None
+    billing = billed(description)
+    record_job(ctx, name, step, model_name, billing)
     result_path = job_result(name)  # the container's facts for the manifest
     return {
         "job_name": name,
         "status": description["TrainingJobStatus"],
         "spec_uri": spec_uri,
         "model_artifacts": description.get("ModelArtifacts", {}).get("S3ModelArtifacts"),
-        "billable_seconds": description.get("BillableTimeInSeconds"),
+        "billable_seconds": billing["billable_seconds"],
+        "cost_usd": billing.get("cost_usd"),
         "result": ctx.run.read_json(result_path) if ctx.run.exists(result_path) else None,
     }
+
+
+def record_job(ctx: Context, name: str, step: str, model_name: str | None, billing: dict[str, Any]) -> None:
+    """The finished job in the run's manifest (``sagemaker_jobs``): its step, model, instances,
+    billable seconds and their cost; ``exp runs`` and ``exp compare`` add them up."""
+    entry = {"step": step, "model": model_name, **billing}
+    ctx.run.update_manifest(lambda manifest: manifest.setdefault("sagemaker_jobs", {}).__setitem__(name, entry))

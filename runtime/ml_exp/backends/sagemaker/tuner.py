@@ -50,6 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ml_exp.backends.sagemaker import jobs
+from ml_exp.backends.sagemaker.instances import billed_jobs
 from ml_exp.config import SETTINGS, Config, read_settings_file
 from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import SAGEMAKER_TUNING_JOB, model_key, trial_name, tuning_dir
@@ -172,9 +173,8 @@ def tuning_spec(ctx: Context, model_name: str, parameters: tuple[Parameter, ...]
 
 def fit_environment(config: Config, environment: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """At most ENV_MAX variables: leave settings to the image's settings.ini (where their value
-    is the same) until the rest fits. Room is kept for the secrets (WANDB_API_KEY), which the job
-    gets whenever the environment that creates it has them. Returns (environment, the settings
-    left to the image)."""
+    is the same) until the rest fits (no secret travels in a job: ``jobs.SECRET_ENV`` is empty).
+    Returns (environment, the settings left to the image)."""
     excess = len(environment) + sum(1 for key in jobs.SECRET_ENV if key not in environment) - ENV_MAX
     if excess <= 0:
         return environment, []
@@ -374,15 +374,17 @@ def search(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], pol
                          spec["max_parallel_jobs"], training["compute"]["instance_count"], training["compute"]["instance_type"])
             create(spec)
         wait_for_tuning_job(client, name, region, poll_seconds, on_status)
-        return _trials(client, name, spec["parameters"])
+        trials = _trials(client, name, spec["parameters"])
+        billing = billed_jobs(lambda job: client.describe_training_job(TrainingJobName=job), [t["job_name"] for t in trials])
+        jobs.record_job(ctx, name, TUNING, model_name, billing)
+        return trials
     except KeyboardInterrupt:  # the job goes on (and costs) without us: say how to stop it
         ctx.log.warning("SageMaker tuning job %s keeps running; stop it with: aws sagemaker stop-hyper-parameter-tuning-job "
                         "--hyper-parameter-tuning-job-name %s --region %s", name, name, region)
         raise
     except StepError:
         raise
-    except Exception as exc:  # noqa: BLE001 - explained when it is an AWS error the user can fix
-        message = jobs.aws_error(exc, {"job_name": name, "region": region})
-        if message is None:
-            raise
-        raise StepError(message) from None
+    except Exception as exc:  # noqa: BLE001 - AWS's and the SDK's errors: one line naming the role and the fix
+        ctx.log.debug("SageMaker tuning job %s could not be created or watched", name, exc_info=True)
+        raise StepError(jobs.aws_error(exc, {"job_name": name, "region": region, "role": training.get("role")})) from None
+
