@@ -98,3 +98,25 @@ def quota(instance_type: str, usage: str, value: float, code: str) -> dict:
     return {"ServiceCode": "sagemaker", "ServiceName": "Amazon SageMaker", "QuotaCode": code,
             "QuotaArn": f"arn:aws:servicequotas:us-east-1:123456789012:sagemaker/{code}",
             "QuotaName": f"{instance_type} for {usage} usage", "Value": value, "Unit": "None", "Adjustable": True, "GlobalQuota": False}
+
+
+def install_everywhere(monkeypatch: Any, iam_reader: Any, quotas: list[dict] | None = None) -> None:
+    """:func:`install` on every botocore session created from now on (the SageMaker SDK's own too)."""
+    import boto3
+    import botocore.session
+
+    original = botocore.session.Session.__init__
+
+    def init(session: Any, *args: Any, **kwargs: Any) -> None:
+        original(session, *args, **kwargs)
+        install(_Events(session), iam_reader, quotas)
+
+    monkeypatch.setattr(botocore.session.Session, "__init__", init)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+
+class _Events:
+    """A botocore session seen as a boto3 one (``.events``), for :func:`install`."""
+
+    def __init__(self, session: Any) -> None:
+        self.events = session.get_component("event_emitter")

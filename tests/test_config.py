@@ -188,12 +188,14 @@ def test_known_keys_cover_the_brief():
         "MAX_WAIT_HOURS", "VOLUME_SIZE_GB", "KMS_KEY_ID", "SUBNETS", "SECURITY_GROUP_IDS",
     }  # fmt: skip
     long_documents = {"DOCUMENT_STRATEGY", "CHUNK_STRIDE", "MAX_CHUNKS", "CHUNK_AGGREGATION"}  # issue 11's names
-    assert KNOWN_KEYS - brief == {"TUNING_TRIAL_EPOCHS", "FULL_DETERMINISM", "TRAIN_SAMPLING_STRATEGY", *long_documents}  # added in the same style
+    aws = {"WANDB_API_KEY_SECRET", "SERVING_IMAGE_URI", "ENDPOINT_IMAGE"}  # issue 21's names
+    assert KNOWN_KEYS - brief == {"TUNING_TRIAL_EPOCHS", "FULL_DETERMINISM", "TRAIN_SAMPLING_STRATEGY", *long_documents, *aws}  # added in the same style
 
 
 @pytest.mark.parametrize(("text", "value"), [("", None), ("1024", 1024), ("6144", 6144), (" 3072 ", 3072)])
 def test_endpoint_serverless_memory_is_empty_or_a_size_sagemaker_offers(tmp_path, text, value):
-    write_settings(tmp_path, {**GOOD, "ENDPOINT_SERVERLESS_MEMORY_MB": text})
+    # (a serverless endpoint runs the CPU serving image, never the training image)
+    write_settings(tmp_path, {**GOOD, "ENDPOINT_SERVERLESS_MEMORY_MB": text, "SERVING_IMAGE_URI": "1.dkr.ecr.us-east-1.amazonaws.com/serve:cpu"})
     assert load_config(tmp_path, environ={}).endpoint_serverless_memory_mb == value
 
 
