@@ -25,6 +25,7 @@ EXP = str(Path(sys.executable).with_name("exp"))
 BUCKET = "mlexp-deploy"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ml-exp/exp-120:v1"
+SERVING_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ml-exp/exp-120-serving:v1"
 KMS = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 SECRET = "wandb-secret-0123456789"
 EXPERIMENT = "EXP-120-serving"
@@ -63,8 +64,12 @@ def sm():
 
 
 @pytest.mark.slow  # a run trained for real
-def test_deploy_creates_a_tagged_endpoint_of_the_run_and_records_it(s3_run, trained_run):
+def test_deploy_creates_a_tagged_endpoint_of_the_run_and_records_it(s3_run, trained_run, monkeypatch):
+    from tests.aws_requests import Recorder
+
+    recorder = Recorder().install(monkeypatch)  # every request of the deploy, against botocore's models
     done = deploy(trained_run.project, 1, None, poll_seconds=0.01, announce=lambda m: None)
+    assert recorder.problems() == [] and len(recorder.of("CreateEndpointConfig")) == 1
     name = done["endpoint_name"]
     assert done["status"] == "InService" and done["model"] == "tiny-bert"
     assert name.startswith(f"{EXPERIMENT}-r1-tiny-bert-") and len(name) <= 63
@@ -119,6 +124,7 @@ def test_kms_vpc_and_serverless_when_set(s3_run, trained_run, monkeypatch):
     assert config["KmsKeyId"] == KMS
     assert (config["ProductionVariants"][0]["InstanceType"], config["ProductionVariants"][0]["InitialInstanceCount"]) == ("ml.m5.xlarge", 2)
 
+    monkeypatch.setenv("SERVING_IMAGE_URI", SERVING_IMAGE)  # serverless: the CPU serving image
     with pytest.raises(ProductionError, match="serverless endpoint cannot run in a VPC"):
         monkeypatch.setenv("ENDPOINT_SERVERLESS_MEMORY_MB", "2048")
         deploy(trained_run.project, 1, None, announce=lambda m: None)
@@ -126,6 +132,8 @@ def test_kms_vpc_and_serverless_when_set(s3_run, trained_run, monkeypatch):
     monkeypatch.delenv("SECURITY_GROUP_IDS")
     serverless = deploy(trained_run.project, 1, None, poll_seconds=0.01, announce=lambda m: None)["endpoint_name"]
     assert serverless != name
+    assert sm().describe_model(ModelName=serverless)["PrimaryContainer"]["Image"] == SERVING_IMAGE
+    assert not sm().describe_endpoint_config(EndpointConfigName=serverless).get("KmsKeyId")  # no volume to encrypt
     (variant,) = sm().describe_endpoint_config(EndpointConfigName=serverless)["ProductionVariants"]
     assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 5} and "InstanceType" not in variant
     assert len(s3_run.read_manifest()["deployments"]) == 2

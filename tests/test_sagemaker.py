@@ -430,7 +430,11 @@ def test_exp_run_on_sagemaker_end_to_end(aws, tmp_path, monkeypatch):
         return description
 
     monkeypatch.setattr(sm, "submit", submit_then_run_here)
+    from tests.aws_requests import Recorder
+
+    recorder = Recorder().install(monkeypatch)  # every request of the run, against botocore's models
     run = run_pipeline(project, run_num=planned.num, announce=said.append)
+    assert recorder.problems() == [] and len(recorder.of("CreateTrainingJob")) == 3
     manifest = run.read_manifest()
     assert manifest["status"] == "completed", manifest["steps"]
     assert [n.split("-r1-")[1].split("-")[0] for n in ran] == ["prep", "train", "infer"]

@@ -44,7 +44,7 @@ GROUPS = {
     "data": "data",
     "training": "training (names as in transformers.TrainingArguments)",
     "tuning": "tuning (used when RUN_TUNING = true)",
-    "tracking": "tracking (Weights & Biases; the key comes from the WANDB_API_KEY environment variable)",
+    "tracking": "tracking (Weights & Biases; the key: WANDB_API_KEY here, WANDB_API_KEY_SECRET on SageMaker)",
     "sagemaker": "SageMaker (used when BACKEND = sagemaker)",
 }
 

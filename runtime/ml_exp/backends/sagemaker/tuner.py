@@ -134,7 +134,7 @@ def metric_definitions(objective: str) -> list[dict[str, str]]:
 
 def tuning_spec(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], name: str | None = None) -> dict[str, Any]:
     """The complete, JSON-serialisable description of the tuning job :func:`search` creates
-    (saved before it is created); ``WANDB_API_KEY`` shows as redacted."""
+    (saved before it is created); it holds no secret."""
     config = ctx.config
     if not parameters:
         raise StepError("TUNING_SPACE is empty: nothing to tune on SageMaker; describe the search space")
