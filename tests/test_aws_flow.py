@@ -21,7 +21,7 @@ from ml_exp.pipeline.validate import validate
 from ml_exp.storage.store import Store
 from tests import iam_simulator
 from tests.test_doctor import ACCOUNT, policy
-from tests.test_sagemaker import BUCKET, IMAGE, MODEL, aws, project, sagemaker_context  # noqa: F401 - fixtures
+from tests.test_sagemaker import IMAGE, MODEL, aws, project, sagemaker_context  # noqa: F401 - fixtures
 
 ROLE_NAME = "ml-exp-least"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"

@@ -85,6 +85,14 @@ def test_billed_seconds_and_cost_of_a_finished_job():
     assert "cost_usd" not in instances.billed({"ResourceConfig": {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1}})
 
 
+def test_a_tuning_jobs_trials_are_added_up_or_unknown():
+    jobs = {"t-001": {"BillableTimeInSeconds": 600, "ResourceConfig": {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1}},
+            "t-002": {"BillableTimeInSeconds": 1200, "ResourceConfig": {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1}}}
+    total = instances.billed_jobs(jobs.__getitem__, ["t-001", "t-002"])
+    assert total == {"trials": 2, "billable_seconds": 1800, "cost_usd": pytest.approx(0.7575)}
+    assert instances.billed_jobs(jobs.__getitem__, ["t-001", "gone"]) == {"trials": 2, "billable_seconds": None, "cost_usd": None}
+
+
 # --- the SDK's errors as one line -------------------------------------------------------------------
 
 

@@ -147,6 +147,7 @@ def test_dry_run_saves_the_requests_and_sends_nothing(s3_run, trained_run):
     printed = json.loads(done.stdout)
     name = printed["create_endpoint"]["EndpointName"]
     assert "dry run, nothing sent" in done.stderr and name in done.stderr
+    assert "cost: 1 x ml.g4dn.xlarge at $0.7364/h = $0.74 per hour, $537.57 per month (730 h) until `exp undeploy`" in done.stderr
     assert s3_run.read_json(f"deployments/{name}.json")["requests"] == printed
     assert printed["create_model"]["PrimaryContainer"]["Image"] == IMAGE and SECRET not in done.stdout + done.stderr
     assert sm().list_models()["Models"] == [] and sm().list_endpoint_configs()["EndpointConfigs"] == []

@@ -27,7 +27,6 @@ from botocore.stub import ANY, Stubber
 
 from ml_exp.backends.sagemaker import jobs as sm
 from ml_exp.backends.sagemaker import tuner as smt
-from ml_exp.storage.manifest import REDACTED
 from ml_exp.config.search_space import parse_space
 from ml_exp.core.errors import StepError
 from ml_exp.steps.training_callbacks import METRIC_LINE

@@ -16,7 +16,6 @@ Nothing here imports the SDK: errors are recognised by their class names.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 EXECUTION_POLICY = "docs/aws/execution-role-policy.json"
 TRUST_POLICY = "docs/aws/execution-role-trust-policy.json"
