@@ -82,6 +82,15 @@ def test_any_other_sdk_error_is_one_line_naming_the_role(make_ctx, monkeypatch):
     assert "execution role arn:aws:iam::123456789012:role/SageMakerRole" in message
 
 
+def test_a_bug_of_ours_keeps_its_traceback(make_ctx, monkeypatch):
+    def broken(spec):
+        raise RuntimeError("a bug in ml-exp")
+
+    monkeypatch.setattr(sm, "_create", broken)
+    with pytest.raises(RuntimeError, match="a bug in ml-exp"):
+        sm.run_step(make_ctx(MODEL_NAMES=MODEL), "training", MODEL, poll_seconds=0.01)
+
+
 # --- validate --------------------------------------------------------------------------------------
 
 

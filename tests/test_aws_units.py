@@ -119,10 +119,18 @@ def test_other_errors_are_one_line_too():
     assert line.startswith("SageMaker job J: CreateTrainingJob failed (AccessDeniedException): User: x is not authorized")
     assert "experimenter-policy.json" in line and "\n" not in line
     assert "cannot reach AWS in eu-west-1" in sdk_errors.explain(NoCredentialsError(), "SageMaker job J", ROLE, "eu-west-1")
-    other = sdk_errors.explain(ValueError("IAM role 'x' does not exist.\nCreate it first"), "SageMaker job J", ROLE, "us-east-1")
-    assert other == (f"SageMaker job J: the SageMaker SDK failed with ValueError: IAM role 'x' does not exist. (execution role {ROLE}). "
-                     "`exp doctor` checks the role, the image and the bucket")
-    assert sdk_errors.explain(ValueError("ours"), "x", ROLE, "us-east-1", sdk=False) is None
+    from sagemaker.core.helper.iam_role_resolver import resolve_and_validate_role
+
+    with pytest.raises(ValueError) as raised:  # a plain ValueError, raised by the SDK
+        resolve_and_validate_role(ROLE, role_type="bogus")
+    other = sdk_errors.explain(raised.value, "SageMaker job J", ROLE, "us-east-1")
+    assert other.startswith("SageMaker job J: the SageMaker SDK failed with ValueError: Invalid role_type 'bogus'")
+    assert other.endswith(f"(execution role {ROLE}). `exp doctor` checks the role, the image and the bucket")
+    try:  # ours (a bug) is no SDK error: it keeps its traceback
+        raise ValueError("ours")
+    except ValueError as exc:
+        assert sdk_errors.explain(exc, "x", ROLE, "us-east-1") is None
+    assert sdk_errors.explain(raised.value, "x", ROLE, "us-east-1", sdk=False) is None
 
 
 # --- secrets -------------------------------------------------------------------------------------

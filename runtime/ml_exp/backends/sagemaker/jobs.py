@@ -332,12 +332,11 @@ def submit(ctx: Context, spec: dict[str, Any], wait: bool = True, poll_seconds: 
         raise
 
 
-def aws_error(exc: Exception, spec: dict[str, Any]) -> str:
+def aws_error(exc: Exception, spec: dict[str, Any]) -> str | None:
     """One line for an error creating or watching a job: AWS's (a ClientError), the SDK's (its
-    RoleValidationError and the rest), naming the role and what to fix (sdk_errors)."""
-    line = explain(exc, f"SageMaker job {spec['job_name']}", spec.get("role"), spec.get("region"))
-    assert line is not None
-    return line
+    RoleValidationError and the rest), naming the role and what to fix (sdk_errors); None for
+    anything else (a bug: it keeps its traceback)."""
+    return explain(exc, f"SageMaker job {spec['job_name']}", spec.get("role"), spec.get("region"))
 
 
 def run_step(ctx: Context, step: str, model_name: str | None, dry_run: bool = False,
@@ -358,8 +357,11 @@ def run_step(ctx: Context, step: str, model_name: str | None, dry_run: bool = Fa
     except JobFailed as exc:
         raise StepError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - AWS's and the SDK's errors: one line naming the role and the fix
+        message = aws_error(exc, spec)
+        if message is None:
+            raise
         ctx.log.debug("SageMaker job %s could not be created or watched", name, exc_info=True)
-        raise StepError(aws_error(exc, spec)) from None
+        raise StepError(message) from None
     billing = billed(description)
     record_job(ctx, name, step, model_name, billing)
     result_path = job_result(name)  # the container's facts for the manifest

@@ -42,10 +42,26 @@ def missing_permissions(message: str) -> list[str]:
     return [a.strip() for a in match.group(1).split(",") if a.strip()] if match else []
 
 
+SDK_MODULES = ("sagemaker", "botocore", "boto3", "s3transfer", "pydantic", "pydantic_core")
+
+
+def from_sdk(exc: BaseException) -> bool:
+    """Whether the SDK (or boto/pydantic under it) raised ``exc``: its class is theirs, or it was
+    raised in their code (the SDK raises plain ValueErrors too). Anything else is a bug of ours,
+    and keeps its traceback."""
+    if type(exc).__module__.split(".")[0] in SDK_MODULES:
+        return True
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and str(last.tb_frame.f_globals.get("__name__", "")).split(".")[0] in SDK_MODULES
+
+
 def explain(exc: BaseException, what: str, role: str | None, region: str | None, sdk: bool = True) -> str | None:
     """One line for ``exc``, raised while ``what`` (e.g. "SageMaker job X") was being done with
-    execution role ``role``; None when it is no AWS or SDK error (``sdk``: any other exception
-    counts as the SDK's)."""
+    execution role ``role``; None when it is no AWS or SDK error (``sdk``: the SDK was called, so
+    an exception it raised (:func:`from_sdk`) is explained too)."""
     classes = _classes(exc)
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and isinstance(response.get("Error"), dict):
@@ -69,7 +85,7 @@ def explain(exc: BaseException, what: str, role: str | None, region: str | None,
                 "SAGEMAKER_VALIDATE_ROLE=false skips its check.)")
     if classes & set(CONNECTION_ERRORS):
         return f"{what}: cannot reach AWS in {region or 'your region'}: {_first_line(str(exc))}. `exp doctor` checks credentials and region"
-    if not sdk:
+    if not sdk or not from_sdk(exc):
         return None
     return (f"{what}: the SageMaker SDK failed with {type(exc).__name__}: {_first_line(str(exc)) or 'no message'} "
             f"(execution role {role or '(none given)'}). `exp doctor` checks the role, the image and the bucket")

@@ -18,11 +18,13 @@ import os
 from collections.abc import MutableMapping
 from typing import Any
 
+from ml_exp.core.errors import UserError
+
 # setting -> the environment variable its secret's value becomes in the container
 SECRET_SETTINGS = {"WANDB_API_KEY_SECRET": "WANDB_API_KEY"}
 
 
-class SecretError(Exception):
+class SecretError(UserError):
     """The secret cannot be read; the message names the setting, the secret and the fix."""
 
 

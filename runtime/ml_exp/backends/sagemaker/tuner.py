@@ -385,6 +385,8 @@ def search(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], pol
     except StepError:
         raise
     except Exception as exc:  # noqa: BLE001 - AWS's and the SDK's errors: one line naming the role and the fix
-        ctx.log.debug("SageMaker tuning job %s could not be created or watched", name, exc_info=True)
-        raise StepError(jobs.aws_error(exc, {"job_name": name, "region": region, "role": training.get("role")})) from None
+        message = jobs.aws_error(exc, {"job_name": name, "region": region, "role": training.get("role")})
+        if message is None:
+            raise
+        raise StepError(message) from None
 
