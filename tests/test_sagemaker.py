@@ -61,6 +61,7 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> str:
     for var, value in {
         "AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1", "SAGEMAKER_VALIDATE_ROLE": "false", "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_MAX_ATTEMPTS": "1",  # moto answers what it lacks (iam:SimulatePrincipalPolicy) with HTTP 500: no retries
         "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
     }.items():
         monkeypatch.setenv(var, value)
