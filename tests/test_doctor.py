@@ -38,10 +38,10 @@ FILL = {"ACCOUNT_ID": ACCOUNT, "REGION": "us-east-1", "BUCKET_NAME": BUCKET, "PR
         "KMS_KEY_ID": "1234abcd-12ab-34cd-56ef-1234567890ab", "ROLE_NAME": ROLE_NAME}
 
 
-def policy(name: str, drop: tuple[str, ...] = ()) -> str:
+def policy(name: str, drop: tuple[str, ...] = (), **fill: str) -> str:
     """A policy of docs/aws/ with its placeholders filled in (``drop``: actions left out)."""
     text = (ROOT / "docs" / "aws" / name).read_text()
-    for key, value in FILL.items():
+    for key, value in {**FILL, **fill}.items():
         text = text.replace(key, value)
     document = json.loads(text)
     for statement in document["Statement"]:

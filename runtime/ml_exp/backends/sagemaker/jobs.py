@@ -32,7 +32,8 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
@@ -270,6 +271,21 @@ def model_trainer(spec: dict[str, Any], source_dir: str | None) -> Any:
     )
 
 
+@contextmanager
+def staging_in_the_run() -> Iterator[None]:
+    """The SDK stages its scripts in the run's bucket, where the spec says. Left alone, it simulates
+    ``s3:PutObject`` on ``<bucket>/*`` for the role, and for a role allowed only the runs prefix
+    stages them under the output path instead (``<run>/jobs/<run prefix>/jobs/...``)."""
+    from sagemaker.train.model_trainer import ModelTrainer
+
+    resolve = ModelTrainer._resolve_staging_bucket
+    ModelTrainer._resolve_staging_bucket = lambda trainer: (trainer.sagemaker_session.default_bucket(), None)
+    try:
+        yield
+    finally:
+        ModelTrainer._resolve_staging_bucket = resolve
+
+
 def _create(spec: dict[str, Any]) -> None:
     """Create the job named ``spec["job_name"]`` through ModelTrainer.train(wait=False)."""
     with warnings.catch_warnings():
@@ -283,7 +299,7 @@ def _create(spec: dict[str, Any]) -> None:
         # ModelTrainer names a job <base_job_name>-<timestamp>; the spec's name is already unique
         # and was saved (and maybe printed) before submission, so it is used as it is.
         quiet, sdk_log = QuietSDK(), logging.getLogger("sagemaker.core.utils.utils")
-        with _sdk_lock:
+        with _sdk_lock, staging_in_the_run():
             unique_name = sdk_model_trainer._get_unique_name
             sdk_model_trainer._get_unique_name = lambda base, max_length=MAX_NAME: base
             sdk_log.addFilter(quiet)

@@ -207,7 +207,8 @@ def create(spec: dict[str, Any]) -> None:
     for r in spec["parameter_ranges"]["CategoricalParameterRanges"]:
         ranges[r["Name"]] = CategoricalParameter(list(r["Values"]))
 
-    with tempfile.TemporaryDirectory(prefix="ml-exp-sagemaker-entry-") as source_dir:
+    # the SDK stages its scripts in the run, as the spec says (jobs.staging_in_the_run)
+    with tempfile.TemporaryDirectory(prefix="ml-exp-sagemaker-entry-") as source_dir, jobs.staging_in_the_run():
         for script, source in ((jobs.ENTRY_SCRIPT, jobs.ENTRY_SOURCE), (TRIAL_ENTRY, TRIAL_ENTRY_SOURCE)):
             with open(os.path.join(source_dir, script), "w") as f:
                 f.write(source)
