@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ml_exp.config import Config, ConfigError, Problem, load_config
+from ml_exp.config import Config, load_config
+from ml_exp.core.errors import Problem
+from ml_exp.core.errors import ProblemsFound
 from ml_exp.experiment.functions import check_udfs
 
 DEFAULT_UDF_MODULE = "experiment"
@@ -40,7 +42,7 @@ def validate(
     try:
         config: Config | None = load_config(directory, env)
         problems: list[Problem] = []
-    except ConfigError as exc:
+    except ProblemsFound as exc:
         config, problems = None, list(exc.problems)
         if any(p.where.endswith("settings.ini") and "not found" in p.message for p in problems):
             return Report(None, problems)
@@ -49,12 +51,29 @@ def validate(
     problems += check_udfs(directory, udf_module)
     if config is not None:
         problems += check_model_keys(config)
+        problems += check_backend(config)
         problems += check_tuning(config)
         problems += check_tracking(config, env)
         problems += check_documents(config)
         if check_storage:
             problems += check_store(config, new_run)
     return Report(config, problems)
+
+
+def check_backend(config: Config) -> list[Problem]:
+    """A BACKEND of the team's own (a dotted module name) must import and define BACKEND; the
+    built-in ones are imported only when a run uses them (the SageMaker SDK costs seconds)."""
+    if "." not in config.backend:
+        return []
+    from ml_exp.backends import backend_for
+
+    try:
+        backend_for(config.backend, config.experiment_dir)
+    except ValueError as exc:
+        return [Problem("BACKEND", str(exc).removeprefix(f"BACKEND = {config.backend}: "))]
+    except Exception as exc:  # noqa: BLE001 - the team's module failed to import: say how
+        return [Problem("BACKEND", f"importing {config.backend} raised {type(exc).__name__}: {exc}")]
+    return []
 
 
 def check_model_keys(config: Config) -> list[Problem]:
@@ -92,11 +111,12 @@ def check_documents(config: Config) -> list[Problem]:
     if config.document_strategy == "truncate":
         return []
     from ml_exp.experiment.context import Context
-    from ml_exp.experiment.functions import UDFError, load_udfs
+    from ml_exp.experiment.functions import load_udfs
+    from ml_exp.core.errors import ProblemsFound
 
     try:
         udfs = load_udfs(config.experiment_dir, config.udf_module)
-    except UDFError:
+    except ProblemsFound:
         return []  # check_udfs reported it
     ctx, problems = Context(config=config), []
     for name in config.model_names:

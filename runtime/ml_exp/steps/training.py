@@ -25,23 +25,22 @@ from ml_exp.storage.layout import LABELS, MODEL_LABELS, PROCESSOR, TRACKING_STAT
 from ml_exp.core.names import TRAINING, TUNING
 from ml_exp.config.search_space import as_settings
 from ml_exp.core.errors import StepError
-from ml_exp.steps import tracking_records
+from ml_exp.steps import RunTask, Task, tracking_records
 from ml_exp.toolkit.documents import WINDOW, combine, document_starts
 from ml_exp.steps.tuning import best_params
 from ml_exp.experiment.functions import UDFs, user_error
 
-# train_one(ctx, model_name): the backend trains one model until models/<model>/ is complete
-TrainOne = Callable[[Context, str], Any]
 
 
-def run_training(ctx: Context, train_one: TrainOne) -> dict[str, Any]:
-    """Train every model of MODEL_NAMES; a model already saved in this run is kept, not retrained."""
+def run_training(ctx: Context, run_task: RunTask) -> dict[str, Any]:
+    """Train every model of MODEL_NAMES, a task each that the backend runs until models/<model>/
+    is complete; a model already saved in this run is kept, not retrained."""
     results: dict[str, Any] = {}
     tracked_as: dict[str, Any] = {}
     tuned_values = {name: best_params(ctx.run, name) for name in ctx.config.model_names}
     for model_name in ctx.config.model_names:
         if not ctx.run.is_complete(model_dir(model_name)):
-            train_one(tuned(ctx, model_name, tuned_values[model_name]), model_name)
+            run_task(tuned(ctx, model_name, tuned_values[model_name]), Task(TRAINING, model_name))
             if not ctx.run.is_complete(model_dir(model_name)):
                 raise StepError(f"training of {model_name} ended but {ctx.run.path(model_dir(model_name))} is incomplete; see the training logs")
         else:
@@ -74,19 +73,16 @@ def train_model(
     checkpoints: Path,
     *,
     trial: str | None = None,
-    sync_checkpoints: bool = False,
-    export_to: Path | None = None,
     callbacks: Sequence[Any] = (),
-    metric_lines: bool = False,
+    on_model_saved: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune one model in this process (one rank of possibly several).
 
     ``trial``: a tuning trial of that name (its model goes to the trial's folder, its tracking
-    to the tuning step); else the model goes to the run's model folder. ``sync_checkpoints``
-    mirrors each checkpoint into the run's storage (local backend on S3; SageMaker syncs
-    /opt/ml/checkpoints itself); ``export_to`` also receives the saved model (SageMaker's
-    /opt/ml/model, packed into model.tar.gz); ``metric_lines``: print the lines SageMaker's metric
-    definitions read (inside SageMaker jobs).
+    to the tuning step); else the model goes to the run's model folder. What the place adds
+    comes from its backend: ``callbacks``, Trainer callbacks (mirroring checkpoints to S3,
+    SageMaker's metric lines, a study's pruning), before the tracking's own; ``on_model_saved``,
+    called on rank 0 with the folder of the saved model (SageMaker's /opt/ml/model).
     """
     import datasets
     import numpy as np
@@ -102,7 +98,7 @@ def train_model(
         set_seed,
     )
 
-    from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, SyncCheckpoints, WandbLog
+    from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, WandbLog
     from ml_exp.steps.trainer import GROUP_BY_LENGTH, RANDOM, StepTrainer, eval_order, in_dataset_order, sampling_strategy, token_lengths
     from ml_exp.steps.tracking import log_model_reference, record, tracked
 
@@ -168,7 +164,8 @@ def train_model(
         disable_tqdm=not interactive(),
     )
     ranks = RankRecorder()
-    callbacks = [ranks, *callbacks, *([MetricLines()] if metric_lines or verbosity() == VERBOSE else [])]
+    shows_metrics = any(isinstance(c, MetricLines) for c in callbacks)
+    callbacks = [ranks, *callbacks, *([MetricLines()] if verbosity() == VERBOSE and not shows_metrics else [])]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     weights = balanced_class_weights(splits["train"], len(labels), np) if config.class_weights == "balanced" else None
@@ -196,9 +193,7 @@ def train_model(
         ctx.log.info("%s: resuming from %s", model_name, last)
     step = TUNING if trial else TRAINING
     with tracked(ctx, model_key(model_name), step, trial=trial) if trainer.is_world_process_zero() else nullcontext() as wb:
-        if sync_checkpoints and trainer.is_world_process_zero():
-            trainer.add_callback(SyncCheckpoints(ctx, model_name))
-        if wb is not None:  # after the checkpoint sync: a step is logged once it can be resumed from
+        if wb is not None:  # after the place's callbacks (a checkpoint mirrored): a step is logged once it can be resumed from
             trainer.add_callback(WandbLog(wb, ctx, None if trial else f"{checkpoint_dir(model_name)}/{TRACKING_STATE}"))
         result = trainer.train(resume_from_checkpoint=last)
         summary = {
@@ -238,8 +233,8 @@ def train_model(
                 Path(out, MODEL_LABELS).write_text(json.dumps(labels))
                 Path(out, TRAINING_METRICS).write_text(json.dumps(summary, indent=2, default=str))
                 ctx.run.put_dir(out, folder, overwrite=True)
-                if export_to is not None:
-                    shutil.copytree(out, export_to, dirs_exist_ok=True)
+                if on_model_saved is not None:
+                    on_model_saved(Path(out))
         if wb is not None and not trial:
             log_model_reference(ctx, wb, model_key(model_name), folder)
     return summary
