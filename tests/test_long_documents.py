@@ -16,7 +16,7 @@ from ml_exp.experiment.context import Context
 from ml_exp.toolkit import tokenizer_encode
 from ml_exp.core.errors import StepError
 from ml_exp.toolkit.documents import Windowing, combine, document_starts, evenly_spaced, to_rows
-from ml_exp.steps.preparation import check_encoded
+from ml_exp.toolkit.documents import check_encoded
 from tests.bake import bake
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "{{cookiecutter.experiment_name}}"

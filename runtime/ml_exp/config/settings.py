@@ -120,7 +120,7 @@ class Config:
         "Random seed of the split, of training and of the tuning sampler.")
     max_length: int = setting("512", parse_int(1), "data",
         "Tokens per model input (per window with DOCUMENT_STRATEGY = chunks), special tokens included.")
-    document_strategy: str = setting("truncate", parse_choice("truncate", "head_tail", "chunks"), "data",
+    document_strategy: str = setting("truncate", parse_choice(*names.DOCUMENT_STRATEGIES), "data",
         "What the model sees of a document longer than MAX_LENGTH: truncate = its first MAX_LENGTH tokens;\n"
         "head_tail = its first and last tokens (a quarter head, three quarters tail); chunks = all of it,\n"
         "in windows of MAX_LENGTH tokens (each trained with the document's label; scores combined per document).")

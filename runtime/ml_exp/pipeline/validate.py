@@ -15,6 +15,7 @@ from ml_exp.config import Config, load_config
 from ml_exp.core.errors import Problem
 from ml_exp.core.errors import ProblemsFound
 from ml_exp.experiment.functions import check_udfs
+from ml_exp.core.names import TRUNCATE
 
 DEFAULT_UDF_MODULE = "experiment"
 WANDB_HOST = "api.wandb.ai"
@@ -108,7 +109,7 @@ def check_tuning(config: Config) -> list[Problem]:
 def check_documents(config: Config) -> list[Problem]:
     """DOCUMENT_STRATEGY = chunks or head_tail: each model's processor must return overflowing
     tokens and offsets (a fast tokenizer). Loads the processors, so only with those strategies."""
-    if config.document_strategy == "truncate":
+    if config.document_strategy == TRUNCATE:
         return []
     from ml_exp.experiment.context import Context
     from ml_exp.experiment.functions import load_udfs

@@ -3,7 +3,7 @@ predictions out, exactly as the inference step predicts the test split.
 
 Same preprocessing as training: the processor saved by preparation, the experiment's own
 ``encode`` (from its experiment.py), the run's settings (from its manifest, not today's
-settings.ini), the shape checks of preparation (:func:`~ml_exp.steps.preparation.check_encoded`);
+settings.ini), the shape checks of preparation (:func:`~ml_exp.toolkit.documents.check_encoded`);
 same forward pass as the inference step (:class:`~ml_exp.toolkit.scoring.Scorer`), in batches of
 ``PER_DEVICE_EVAL_BATCH_SIZE``.
 
@@ -110,7 +110,7 @@ class Predictor:
         from ml_exp.config import load_config
         from ml_exp.core.errors import ProblemsFound
         from ml_exp.toolkit.scoring import Scorer, load_classifier
-        from ml_exp.steps.training import saved_processor
+        from ml_exp.toolkit.scoring import saved_processor
         from ml_exp.experiment.functions import load_udfs
         from transformers.utils import logging as hf_logging
 
@@ -175,7 +175,7 @@ class Predictor:
         return [self._prediction(record, row, proof) for record, row, proof in zip(records, scores.tolist(), evidence)]
 
     def _encode(self, batch: dict[str, list]) -> Mapping[str, list]:
-        from ml_exp.steps.preparation import check_encoded
+        from ml_exp.toolkit.documents import check_encoded
 
         try:
             encoded = self.udfs.encode(batch, self.processor, self.ctx)

@@ -22,11 +22,12 @@ from typing import Any
 from ml_exp.core.console import QUIET, VERBOSE, interactive, verbosity
 from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import LABELS, MODEL_LABELS, PROCESSOR, TRACKING_STATE, TRAINING_METRICS, checkpoint_dir, model_dir, model_key, trial_dir
-from ml_exp.core.names import TRAINING, TUNING
+from ml_exp.core.names import CHUNKS, TRAINING, TUNING
 from ml_exp.config.search_space import as_settings
 from ml_exp.core.errors import StepError
 from ml_exp.steps import RunTask, Task, tracking_records
 from ml_exp.toolkit.documents import WINDOW, combine, document_starts
+from ml_exp.toolkit.scoring import saved_processor
 from ml_exp.steps.tuning import best_params
 from ml_exp.experiment.functions import UDFs, user_error
 
@@ -126,7 +127,7 @@ def train_model(
     input_name = (getattr(processor, "model_input_names", None) or ["input_ids"])[0]
     train_lengths = token_lengths(splits["train"], input_name)
     requested = config.train_sampling_strategy
-    if requested == "auto" and config.document_strategy == "chunks":
+    if requested == "auto" and config.document_strategy == CHUNKS:
         # windows are MAX_LENGTH long but a document's last: grouping by length makes batches of
         # last windows apart from the rest, and the demo stopped learning (test accuracy 0.48, 1.00 shuffled)
         requested = RANDOM
@@ -261,19 +262,6 @@ def weighted_cross_entropy(weights: list[float]) -> Callable[..., Any]:
         return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
 
     return loss
-
-
-def saved_processor(data_dir: Path) -> Any:
-    """The processor preparation encoded the data with (None when it could not be saved)."""
-    folder = data_dir / PROCESSOR
-    if not folder.is_dir():
-        return None
-    from transformers import AutoProcessor, AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError, KeyError):
-        return AutoProcessor.from_pretrained(str(folder))
 
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")

@@ -283,7 +283,9 @@ def _create(spec: dict[str, Any]) -> None:
             f.write(ENTRY_SOURCE)
         trainer = model_trainer(spec, source_dir)
         # ModelTrainer names a job <base_job_name>-<timestamp>; the spec's name is already unique
-        # and was saved (and maybe printed) before submission, so it is used as it is.
+        # and was saved (and maybe printed) before submission, so it is used as it is. No public
+        # API takes a job name (SDK 3.27: train() calls its module's _get_unique_name), hence the
+        # patch, under a lock; _latest_training_job is likewise the only handle on the job created.
         quiet, sdk_log = QuietSDK(), logging.getLogger("sagemaker.core.utils.utils")
         with _sdk_lock:
             unique_name = sdk_model_trainer._get_unique_name
