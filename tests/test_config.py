@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ml_exp.core import names
-from ml_exp.config import GROUPS, KNOWN_KEYS, SETTINGS, Config, ConfigError, load_config, read_settings_file
+from ml_exp.config import GROUPS, KNOWN_KEYS, SETTINGS, Config, load_config, read_settings_file
+from ml_exp.core.errors import ProblemsFound
 from ml_exp.pipeline.validate import validate
 
 GOOD = {
@@ -56,7 +57,7 @@ def test_percent_sign_is_literal(tmp_path):
 
 def test_bad_environment_value_names_key_and_source(tmp_path):
     write_settings(tmp_path, GOOD)
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ProblemsFound) as caught:
         load_config(tmp_path, environ={"SEED": "abc"})
     assert str(caught.value.problems[0]).startswith("SEED:")
     assert "environment variable" in str(caught.value)
@@ -136,19 +137,19 @@ def test_bad_settings_name_the_key_and_write_nothing(tmp_path, values, key):
 
 def test_unknown_key_suggests_the_known_one(tmp_path):
     write_settings(tmp_path, {**GOOD, "LEARNIGN_RATE": "1e-4"})
-    with pytest.raises(ConfigError, match="did you mean LEARNING_RATE"):
+    with pytest.raises(ProblemsFound, match="did you mean LEARNING_RATE"):
         load_config(tmp_path, environ={})
 
 
 def test_secret_in_settings_is_refused(tmp_path):
     write_settings(tmp_path, {**GOOD, "WANDB_API_KEY": "abc123"})
-    with pytest.raises(ConfigError, match="must not be in settings.ini"):
+    with pytest.raises(ProblemsFound, match="must not be in settings.ini"):
         load_config(tmp_path, environ={})
 
 
 def test_several_mistakes_are_all_reported(tmp_path):
     write_settings(tmp_path, {**GOOD, "SEED": "x", "BACKEND": "cloud", "SPLIT_RATIOS": "0.5,0.5,0.5", "WANDB_MODE": "never", "MODEL_NAMES": "", "TYPO_KEY": "1"})
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ProblemsFound) as caught:
         load_config(tmp_path, environ={})
     assert {p.where for p in caught.value.problems} == {"SEED", "BACKEND", "SPLIT_RATIOS", "WANDB_MODE", "MODEL_NAMES", "TYPO_KEY"}
 
@@ -163,14 +164,14 @@ def test_several_mistakes_are_all_reported(tmp_path):
 )
 def test_malformed_file_is_one_clear_problem(tmp_path, text, fragment):
     (tmp_path / "settings.ini").write_text(text)
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ProblemsFound) as caught:
         load_config(tmp_path, environ={})
     assert fragment in str(caught.value)
     assert "Traceback" not in str(caught.value)
 
 
 def test_missing_file_says_where_to_run(tmp_path):
-    with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "settings.ini")) + ".*not found"):
+    with pytest.raises(ProblemsFound, match=re.escape(str(tmp_path / "settings.ini")) + ".*not found"):
         load_config(tmp_path, environ={})
 
 
@@ -202,18 +203,18 @@ def test_endpoint_serverless_memory_is_empty_or_a_size_sagemaker_offers(tmp_path
 @pytest.mark.parametrize("text", ["1000", "8192", "2 GB"])
 def test_endpoint_serverless_memory_refuses_other_sizes(tmp_path, text):
     write_settings(tmp_path, {**GOOD, "ENDPOINT_SERVERLESS_MEMORY_MB": text})
-    with pytest.raises(ConfigError, match="ENDPOINT_SERVERLESS_MEMORY_MB.*use one of: 1024, 2048, 3072, 4096, 5120, 6144"):
+    with pytest.raises(ProblemsFound, match="ENDPOINT_SERVERLESS_MEMORY_MB.*use one of: 1024, 2048, 3072, 4096, 5120, 6144"):
         load_config(tmp_path, environ={})
 
 
 @pytest.mark.parametrize(("old", "new"), [("INSTANCE_TYPE", "TRAINING_INSTANCE_TYPE"), ("INSTANCE_COUNT", "TRAINING_INSTANCE_COUNT")])
 def test_renamed_settings_are_refused_with_the_new_name(tmp_path, old, new):
     write_settings(tmp_path, {**GOOD, old: "1"})
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ProblemsFound) as caught:
         load_config(tmp_path, environ={})
     assert [str(p) for p in caught.value.problems] == [f"{old}: was renamed to {new}; rename it in settings.ini"]
     write_settings(tmp_path, GOOD)
-    with pytest.raises(ConfigError, match=f"{old}: was renamed to {new}; set the environment variable {new}"):
+    with pytest.raises(ProblemsFound, match=f"{old}: was renamed to {new}; set the environment variable {new}"):
         load_config(tmp_path, environ={old: "1"})
 
 
@@ -223,9 +224,9 @@ def test_overrides_are_checked_and_kept_in_raw(tmp_path):
     assert (tuned.learning_rate, tuned.num_train_epochs, tuned.seed) == (3e-05, 2.0, config.seed)
     assert tuned.raw["LEARNING_RATE"] == "3e-05" and config.raw["LEARNING_RATE"] == "5e-5"
     assert tuned.storage_uri == config.storage_uri
-    with pytest.raises(ConfigError, match=r"LEARNING_RATE: 'fast' is not a number \(from tuning\)"):
+    with pytest.raises(ProblemsFound, match=r"LEARNING_RATE: 'fast' is not a number \(from tuning\)"):
         config.with_overrides({"LEARNING_RATE": "fast"}, source="tuning")
-    with pytest.raises(ConfigError, match="LERNING_RATE: is not a setting"):
+    with pytest.raises(ProblemsFound, match="LERNING_RATE: is not a setting"):
         config.with_overrides({"LERNING_RATE": "1"})
 
 
@@ -253,10 +254,10 @@ def test_name_rules_are_the_runtime_ones(tmp_path):
     assert load_config(write_settings(tmp_path, {**GOOD, "EXPERIMENT_NAME": longest}), environ={}).experiment_name == longest
     for bad, fragment in [(longest + "y", "64 characters long; use at most 63"), ("EXP-1-", "joined by '-'")]:
         write_settings(tmp_path, {**GOOD, "EXPERIMENT_NAME": bad})
-        with pytest.raises(ConfigError, match=fragment):
+        with pytest.raises(ProblemsFound, match=fragment):
             load_config(tmp_path, environ={})
     write_settings(tmp_path, {**GOOD, "STORAGE_URI": "s3://192.168.1.1/x"})  # names.S3_BUCKET_RE: no IP-like bucket
-    with pytest.raises(ConfigError, match="STORAGE_URI: '192.168.1.1' is not a valid S3 bucket name"):
+    with pytest.raises(ProblemsFound, match="STORAGE_URI: '192.168.1.1' is not a valid S3 bucket name"):
         load_config(tmp_path, environ={})
 
 

@@ -18,7 +18,8 @@ import requests
 from botocore.stub import Stubber
 
 from ml_exp.backends.sagemaker import endpoints
-from ml_exp.deploy.deployments import ProductionError, deploy, list_endpoints, undeploy
+from ml_exp.core.errors import UserError
+from ml_exp.deploy.deployments import deploy, list_endpoints, undeploy
 from ml_exp.storage.store import Store
 
 EXP = str(Path(sys.executable).with_name("exp"))
@@ -125,7 +126,7 @@ def test_kms_vpc_and_serverless_when_set(s3_run, trained_run, monkeypatch):
     assert (config["ProductionVariants"][0]["InstanceType"], config["ProductionVariants"][0]["InitialInstanceCount"]) == ("ml.m5.xlarge", 2)
 
     monkeypatch.setenv("SERVING_IMAGE_URI", SERVING_IMAGE)  # serverless: the CPU serving image
-    with pytest.raises(ProductionError, match="serverless endpoint cannot run in a VPC"):
+    with pytest.raises(UserError, match="serverless endpoint cannot run in a VPC"):
         monkeypatch.setenv("ENDPOINT_SERVERLESS_MEMORY_MB", "2048")
         deploy(trained_run.project, 1, None, announce=lambda m: None)
     monkeypatch.delenv("SUBNETS")

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml_exp.config import ConfigError, load_config
+from ml_exp.config import load_config
+from ml_exp.core.errors import ProblemsFound
 from ml_exp.experiment.context import Context
 from ml_exp.toolkit import tokenizer_encode
 from ml_exp.core.errors import StepError
 from ml_exp.toolkit.documents import Windowing, combine, document_starts, evenly_spaced, to_rows
-from ml_exp.steps.preparation import check_encoded
+from ml_exp.toolkit.documents import check_encoded
 from tests.bake import bake
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "{{cookiecutter.experiment_name}}"
@@ -143,7 +144,7 @@ def settings(tmp_path: Path, **values: str) -> Path:
     ({"chunk_aggregation": "median"}, "CHUNK_AGGREGATION", "mean"),
 ])
 def test_bad_document_settings_are_refused_naming_the_key(tmp_path, values, key, message):
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ProblemsFound) as caught:
         load_config(settings(tmp_path, **values), environ={})
     assert any(p.where == key and message in p.message for p in caught.value.problems), caught.value.problems
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ml_exp.config import ConfigError, load_config
+from ml_exp.config import load_config
+from ml_exp.core.errors import ProblemsFound
 from ml_exp.storage.lease import take_lease
 from ml_exp.pipeline.runner import StepFailed, run_pipeline
 from ml_exp.storage.store import Store
@@ -287,7 +288,7 @@ def test_indented_setting_is_refused_with_its_line(project):
     at = next(n for n, text in enumerate(lines) if text.startswith("KMS_KEY_ID ="))
     lines.insert(at + 1, "\tSEED = 7")
     settings.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ProblemsFound) as caught:
         load_config(project, environ={})
     assert [str(p) for p in caught.value.problems] == [
         f"SEED: line {at + 2} of settings.ini ('SEED = 7') is indented, so it is read as part of the value of KMS_KEY_ID above it; remove the indentation"

@@ -30,6 +30,8 @@ from ml_exp.backends.sagemaker import tuner as smt
 from ml_exp.config.search_space import parse_space
 from ml_exp.core.errors import StepError
 from ml_exp.steps.training_callbacks import METRIC_LINE
+from ml_exp.core.names import TUNING as TUNING_STEP
+from ml_exp.steps import Task
 from ml_exp.steps.tuning import tune_model
 from tests.test_sagemaker import BUCKET, FULL, IMAGE, ROLE, SECRET, aws, project, s3_text, sagemaker_context  # noqa: F401 - fixtures
 
@@ -38,7 +40,8 @@ MODEL = "org/Model_v2.1"
 
 def tune(ctx, **driver):
     """The tuning step for MODEL, with the SageMaker driver (``driver``: its polling options)."""
-    return tune_model(ctx, MODEL, parse_space(SPACE), lambda ctx, model, parameters: smt.search(ctx, model, parameters, **driver))
+    task = Task(TUNING_STEP, MODEL, parse_space(SPACE))
+    return tune_model(ctx, task, lambda ctx, task: {"trials": smt.search(ctx, task.model, task.parameters, **driver)})
 SPACE = ("learning_rate = log-uniform(1e-5, 5e-4); per_device_train_batch_size = choice(8, 16, 32); "
          "num_train_epochs = int(2, 5); warmup_ratio = uniform(0, 0.2)")
 TUNING = {"MODEL_NAMES": MODEL, "RUN_TUNING": "true", "TUNING_SPACE": SPACE, "TUNING_TRIALS": "6", "TUNING_PARALLEL_TRIALS": "2"}

@@ -317,10 +317,10 @@ def test_storage_options_override_environment(s3_env, monkeypatch):
 
 
 def test_import_is_light():
-    code = ("import sys, time; t = time.perf_counter(); import ml_exp.storage.store; "
-            "print(time.perf_counter() - t); "
+    """The store is imported by `exp runs` and validation: no storage or ML library until used
+    (its import time is measured in the bench, not asserted here)."""
+    code = ("import sys; import ml_exp.storage.store; "
             "print(sorted(m for m in ('fsspec', 's3fs', 'botocore', 'torch', 'transformers', 'sagemaker') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[1] == "[]"
-    assert float(out[0]) < 0.1  # ~30 ms here, nearly all of it stdlib (json, re, typing, shutil, uuid)
+    assert out[0] == "[]"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ml_exp.experiment.functions import SIGNATURES, UDFError, check_udfs, load_udfs
+from ml_exp.experiment.functions import SIGNATURES, check_udfs, load_udfs
+from ml_exp.core.errors import ProblemsFound
 
 REAL_BODY = "    return None\n"
 STUB_BODIES = {
@@ -109,7 +110,7 @@ def test_sibling_modules_of_two_experiments_do_not_shadow_each_other(tmp_path):
 
 def test_udf_error_lists_every_problem(tmp_path):
     write_module(tmp_path, {"reconcile": STUB_BODIES["pass"], "encode": STUB_BODIES["ellipsis"]})
-    with pytest.raises(UDFError) as caught:
+    with pytest.raises(ProblemsFound) as caught:
         load_udfs(tmp_path, "experiment")
     assert "experiment.reconcile" in str(caught.value) and "experiment.encode" in str(caught.value)
 

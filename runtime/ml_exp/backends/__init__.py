@@ -11,18 +11,30 @@ A backend module is imported only when a run uses it (the SageMaker SDK costs se
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ml_exp.backends.base import Backend
 
 
-def backend_for(name: str) -> Backend:
-    """The backend called ``name`` (the BACKEND setting): ``ml_exp.backends.<name>.BACKEND``."""
+def backend_for(name: str, experiment_dir: str | os.PathLike[str] | None = None) -> Backend:
+    """The backend of the BACKEND setting: ``ml_exp.backends.<name>.BACKEND`` for a built-in one,
+    else the ``BACKEND`` of the module ``name`` (a dotted module name, importable from the
+    experiment's folder as its five functions are)."""
+    from ml_exp.backends.base import Backend
+
+    if "." in name and experiment_dir is not None and str(experiment_dir) not in sys.path:
+        sys.path.insert(0, str(experiment_dir))
+    module_name = name if "." in name else f"{__name__}.{name}"
     try:
-        module = importlib.import_module(f"{__name__}.{name}")
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{name}":
+        if not module_name.startswith(exc.name or "\0"):
             raise
-        raise ValueError(f"BACKEND = {name}: no such backend (no module {__name__}.{name})") from None
-    return module.BACKEND
+        raise ValueError(f"BACKEND = {name}: no such backend (no module {module_name})") from None
+    backend = getattr(module, "BACKEND", None)
+    if not isinstance(backend, Backend):
+        raise ValueError(f"BACKEND = {name}: module {module_name} has no BACKEND that is an ml_exp.backends.base.Backend")
+    return backend

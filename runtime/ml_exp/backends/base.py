@@ -1,12 +1,15 @@
-"""The one interface of a place where steps run.
+"""The one interface of a place where tasks run, and the tasks.
 
-The pipeline picks a backend once (``BACKEND``, :func:`ml_exp.backends.backend_for`) and then
-only says *what* runs; a backend says only *where and how*: in this machine's processes, or as
-SageMaker jobs from the experiment's image. Reconciliation is no backend's business: it always
-runs where ``exp run`` runs, because it reads the team's own sources.
+A step plans tasks (:class:`ml_exp.steps.Task`) (preparation; training, tuning or inference of one model), a backend
+runs each where it runs tasks and the step finishes with the results; the steps never learn
+where that was (kedro's runners and nodes are the model). What differs between places (mirroring
+checkpoints to S3, SageMaker's metric lines and /opt/ml/model) is what a backend passes to the
+step function as Trainer callbacks or hooks (:mod:`ml_exp.backends.execute`), never a flag of
+the step. Reconciliation is no backend's business: it always runs where ``exp run`` runs,
+because it reads the team's own sources.
 
-A new place to run steps (another job engine, a cluster) is one new module in this package,
-``ml_exp/backends/<name>.py`` (or a package) whose ``BACKEND`` is an instance of a subclass.
+A new place to run tasks (another job engine, a cluster) is one module, ``ml_exp/backends/<name>.py``
+(or any importable module named by ``BACKEND``), whose ``BACKEND`` is an instance of a subclass.
 """
 
 from __future__ import annotations
@@ -15,44 +18,30 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from ml_exp.experiment.context import Context
-from ml_exp.config.search_space import Parameter
-from ml_exp.steps.tuning import Trial
 from ml_exp.experiment.functions import UDFs
+from ml_exp.steps import Task
+
+__all__ = ["Backend", "Facts", "Task"]
 
 Facts = dict[str, Any]
 
 
 class Backend(ABC):
-    """Where preparation, tuning trials, training and inference run.
+    """Where tasks run.
 
-    Each method runs one piece of a step to its end and leaves its outputs in the run's storage
-    (the paths of :mod:`ml_exp.storage.layout`); the steps (:mod:`ml_exp.steps`) decide what runs and
-    keep the results. ``ctx.config`` is the configuration to run with (for training: with the
-    best values of tuning already applied). Failures the user can fix raise
-    :class:`ml_exp.steps.StepError`.
+    :meth:`run` runs one task to its end and leaves its outputs in the run's storage (the paths
+    of :mod:`ml_exp.storage.layout`); ``ctx.config`` is the configuration to run with (for
+    training: with the best values of tuning already applied). Failures the user can fix raise
+    :class:`ml_exp.core.errors.UserError` (a :class:`~ml_exp.core.errors.StepError`).
     """
 
     name: ClassVar[str]
 
     @abstractmethod
-    def prepare(self, ctx: Context, udfs: UDFs) -> Facts:
-        """The preparation step: split, encode every model's data; its facts for the manifest."""
+    def run(self, task: Task, ctx: Context, functions: UDFs) -> Facts:
+        """Run ``task`` until its outputs are complete in ``ctx.run``; its facts for the manifest."""
 
     @abstractmethod
-    def search(self, ctx: Context, model_name: str, parameters: tuple[Parameter, ...]) -> list[Trial]:
-        """The tuning step's search driver: run the trials of one model, each a training into its
-        trial folder (:func:`ml_exp.steps.tuning.trial_settings` gives a trial's settings);
-        resume an interrupted search. Returns every trial."""
-
-    @abstractmethod
-    def train(self, ctx: Context, model_name: str) -> Facts:
-        """Train one model until the run's model folder for it is complete."""
-
-    @abstractmethod
-    def infer(self, ctx: Context, udfs: UDFs, model_name: str) -> Facts:
-        """Test one model until the run's inference folder for it is complete."""
-
-    @abstractmethod
-    def describe(self, ctx: Context, step: str) -> list[str]:
-        """``exp run --dry-run``: what ``step`` would do here, as lines to show (a backend that
-        submits jobs saves their specifications in the run and shows them)."""
+    def describe(self, task: Task, ctx: Context) -> list[str]:
+        """``exp run --dry-run``: what running ``task`` would do here, as lines to show (a backend
+        that submits jobs saves their specifications in the run and shows them)."""

@@ -15,12 +15,10 @@ from ml_exp.config.settings import (
     SETTINGS_FILE,
     STEPS,
     Config,
-    ConfigError,
-    Problem,
     Setting,
     load_config,
     read_settings_file,
 )
 
 __all__ = ["GROUPS", "KNOWN_KEYS", "RENAMED", "SECRET_KEYS", "SECTION", "SETTINGS", "SETTINGS_FILE", "STEPS", "Config",
-           "ConfigError", "Problem", "Setting", "load_config", "read_settings_file"]
+           "Setting", "load_config", "read_settings_file"]

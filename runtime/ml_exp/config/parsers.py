@@ -74,6 +74,22 @@ def parse_choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+BUILT_IN_BACKENDS = ("local", "sagemaker")
+_MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def parse_backend(raw: str) -> str:
+    """``local``, ``sagemaker``, or the dotted name of a module whose ``BACKEND`` runs tasks
+    elsewhere (a team's own job engine: :mod:`ml_exp.backends.base`)."""
+    value = raw.strip()
+    if value.lower() in BUILT_IN_BACKENDS:
+        return value.lower()
+    if not _MODULE_PATH.match(value):
+        raise ValueError(f"{raw!r} is not allowed; use one of: {', '.join(BUILT_IN_BACKENDS)}, "
+                         "or the dotted name of a module that defines BACKEND (e.g. mycompany.slurm_backend)")
+    return value
+
+
 def parse_optional_choice_int(*allowed: int) -> Callable[[str], int | None]:
     """Empty = None; otherwise one of the whole numbers ``allowed``."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ml_exp.core.names import STEP_NAMES as STEPS
+from ml_exp.core.names import CHUNKS
 
 
 def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
@@ -27,7 +28,7 @@ def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
         problems.append(("TUNING_SPACE", "is empty but RUN_TUNING is true; describe the search space or set RUN_TUNING = false"))
     if has("tuning_parallel_trials", "tuning_trials") and v["tuning_parallel_trials"] > v["tuning_trials"]:
         problems.append(("TUNING_PARALLEL_TRIALS", f"({v['tuning_parallel_trials']}) is larger than TUNING_TRIALS ({v['tuning_trials']}); lower it"))
-    if has("chunk_stride", "max_length", "document_strategy") and v["document_strategy"] == "chunks" and v["chunk_stride"] >= v["max_length"]:
+    if has("chunk_stride", "max_length", "document_strategy") and v["document_strategy"] == CHUNKS and v["chunk_stride"] >= v["max_length"]:
         problems.append(("CHUNK_STRIDE", f"({v['chunk_stride']}) must be smaller than MAX_LENGTH ({v['max_length']}): it is the overlap "
                                          "of two windows of MAX_LENGTH tokens; lower it (e.g. to MAX_LENGTH / 8)"))
     if has("wandb_mode", "wandb_project") and v["wandb_mode"] != "disabled" and not v["wandb_project"]:

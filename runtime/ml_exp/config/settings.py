@@ -6,7 +6,7 @@ template's settings.ini, which ``make settings-ini`` writes from these declarati
 
 Pure: reads the file (through python-decouple, so environment variables override it) and the
 environment, nothing else. Every problem is collected, none stops the reading early, so a user
-sees all of them at once in a :class:`ConfigError`.
+sees all of them at once in a :class:`ProblemsFound`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from typing import Any
 from decouple import RepositoryIni
 
 from ml_exp.core import names
+from ml_exp.core.errors import Problem, ProblemsFound
 from ml_exp.core.names import AWS_REGION_RE, INSTANCE_TYPE_RE, ROLE_ARN_RE, WANDB_ENTITY_RE, WANDB_PROJECT_RE
 from ml_exp.core.names import STEP_NAMES as STEPS
 from ml_exp.config.rules import cross_checks
-from ml_exp.config.parsers import (indented_settings, parse_auto_or_int, parse_bool, parse_choice, parse_experiment_name, parse_float,
+from ml_exp.config.parsers import (indented_settings, parse_auto_or_int, parse_backend, parse_bool, parse_choice, parse_experiment_name, parse_float,
                             parse_int, parse_list, parse_model_names, parse_optional_choice_int, parse_optional_float,
                             parse_pattern, parse_split_ratios, parse_storage_uri, parse_text, Parser)
 
@@ -47,23 +48,6 @@ GROUPS = {
     "tracking": "tracking (Weights & Biases; the key: WANDB_API_KEY here, WANDB_API_KEY_SECRET on SageMaker)",
     "sagemaker": "SageMaker (used when BACKEND = sagemaker)",
 }
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong, named by what is wrong (a setting, a function, a file) and how to fix it."""
-
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
-
-
-class ConfigError(Exception):
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 @dataclass(frozen=True)
@@ -119,8 +103,9 @@ class Config:
     run_training: bool = step_switch(names.TRAINING, "true")
     run_inference: bool = step_switch(names.INFERENCE, "true")
     # --- where
-    backend: str = setting("local", parse_choice("local", "sagemaker"), "where",
-        "local = processes on this machine; sagemaker = SageMaker jobs from IMAGE_URI.")
+    backend: str = setting("local", parse_backend, "where",
+        "local = processes on this machine; sagemaker = SageMaker jobs from IMAGE_URI;\n"
+        "or the dotted name of a module whose BACKEND runs the tasks elsewhere.")
     storage_uri: str = setting("file://.exp-store", parse_storage_uri, "where",
         "file://<path> (a relative path is relative to this folder) or s3://bucket/prefix.\n"
         "Runs land in <STORAGE_URI>/<EXPERIMENT_NAME>/run_<N>/.")
@@ -135,7 +120,7 @@ class Config:
         "Random seed of the split, of training and of the tuning sampler.")
     max_length: int = setting("512", parse_int(1), "data",
         "Tokens per model input (per window with DOCUMENT_STRATEGY = chunks), special tokens included.")
-    document_strategy: str = setting("truncate", parse_choice("truncate", "head_tail", "chunks"), "data",
+    document_strategy: str = setting("truncate", parse_choice(*names.DOCUMENT_STRATEGIES), "data",
         "What the model sees of a document longer than MAX_LENGTH: truncate = its first MAX_LENGTH tokens;\n"
         "head_tail = its first and last tokens (a quarter head, three quarters tail); chunks = all of it,\n"
         "in windows of MAX_LENGTH tokens (each trained with the document's label; scores combined per document).")
@@ -261,10 +246,10 @@ class Config:
     def with_overrides(self, overrides: Mapping[str, str], source: str = "override") -> Config:
         """The same settings with ``overrides`` (key -> text, as in settings.ini) applied and
         checked like the rest; ``raw`` holds them too, so every process and job that starts
-        from this config gets them. ConfigError names each bad override."""
+        from this config gets them. ProblemsFound names each bad override."""
         unknown = sorted(set(overrides) - KNOWN_KEYS)
         if unknown:
-            raise ConfigError([Problem(key, f"is not a setting ({source})") for key in unknown])
+            raise ProblemsFound([Problem(key, f"is not a setting ({source})") for key in unknown])
         if not overrides:
             return self
         raw = {**self.raw, **{key: str(value) for key, value in overrides.items()}}
@@ -295,7 +280,7 @@ _check_table()
 def read_settings_file(experiment_dir: str | os.PathLike[str] = ".") -> dict[str, str]:
     """Every setting's text as ``<experiment_dir>/settings.ini`` gives it: its value there, else
     its default. No environment, nothing parsed or checked (a bad value comes back as written).
-    Raises :class:`ConfigError` only when the file itself cannot be read (missing, not ini,
+    Raises :class:`ProblemsFound` only when the file itself cannot be read (missing, not ini,
     no [settings] section)."""
     return _with_defaults(_read_ini(Path(experiment_dir) / SETTINGS_FILE))
 
@@ -303,7 +288,7 @@ def read_settings_file(experiment_dir: str | os.PathLike[str] = ".") -> dict[str
 def load_config(experiment_dir: str | os.PathLike[str] = ".", environ: Mapping[str, str] | None = None) -> Config:
     """Read ``<experiment_dir>/settings.ini`` (environment variables override it).
 
-    Raises :class:`ConfigError` listing every problem found.
+    Raises :class:`ProblemsFound` listing every problem found.
     """
     env = os.environ if environ is None else environ
     experiment_dir = Path(experiment_dir).resolve()
@@ -319,22 +304,22 @@ def load_config(experiment_dir: str | os.PathLike[str] = ".", environ: Mapping[s
 def _read_ini(path: Path) -> dict[str, str]:
     """Every key of the file's [settings] section (upper case) -> its text as written."""
     if not path.is_file():
-        raise ConfigError([Problem(str(path), f"not found; run exp in an experiment folder (one with a {SETTINGS_FILE})")])
+        raise ProblemsFound([Problem(str(path), f"not found; run exp in an experiment folder (one with a {SETTINGS_FILE})")])
     try:  # utf-8-sig: a byte-order mark (some Windows editors write one) is no part of the text
         parser = RepositoryIni(str(path), encoding="utf-8-sig").parser
     except configparser.MissingSectionHeaderError:
-        raise ConfigError([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put a [{SECTION}] line above the settings")]) from None
+        raise ProblemsFound([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put a [{SECTION}] line above the settings")]) from None
     except configparser.Error as exc:
         message = str(exc).replace("\n", " ")
-        raise ConfigError([Problem(SETTINGS_FILE, f"is not a valid ini file: {message}")]) from None
+        raise ProblemsFound([Problem(SETTINGS_FILE, f"is not a valid ini file: {message}")]) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(SETTINGS_FILE, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8")]) from None
+        raise ProblemsFound([Problem(SETTINGS_FILE, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8")]) from None
     if not parser.has_section(SECTION):
-        raise ConfigError([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put every setting under a [{SECTION}] line")])
+        raise ProblemsFound([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put every setting under a [{SECTION}] line")])
     # ini reads an indented line as the value above continued: `\tSEED = 7` would join KMS_KEY_ID
     hidden = indented_settings(path.read_text(encoding="utf-8-sig"), KNOWN_KEYS, free_form={"TUNING_SPACE"})
     if hidden:
-        raise ConfigError([Problem(key, f"line {number} of {SETTINGS_FILE} ({line!r}) is indented, so it is read as part of the value of "
+        raise ProblemsFound([Problem(key, f"line {number} of {SETTINGS_FILE} ({line!r}) is indented, so it is read as part of the value of "
                                         f"{above} above it; remove the indentation") for number, key, line, above in hidden])
     # raw: a '%' in a value is just a character, not configparser interpolation
     return {key.upper(): parser.get(SECTION, key, raw=True) for key in parser.options(SECTION)}
@@ -372,7 +357,7 @@ def _build(experiment_dir: Path, raw: dict[str, str], problems: list[Problem], s
             problems.append(Problem(s.key, f"{exc} (from {source(s.key)})"))
     problems.extend(Problem(key, message) for key, message in cross_checks(values))
     if problems:
-        raise ConfigError(problems)
+        raise ProblemsFound(problems)
     values["storage_uri"] = _resolve_storage_uri(values["storage_uri"], experiment_dir)
     return Config(experiment_dir=experiment_dir, raw=raw, **values)
 

@@ -42,3 +42,8 @@ S3_BUCKET_RE = r"(?!xn--)(?!.*\.\.)(?!.*-s3alias$)(?!.*--ol-s3$)(?![0-9.]+$)[a-z
 INSTANCE_TYPE_RE = r"ml\.[a-z0-9-]+\.[a-z0-9]+"
 WANDB_PROJECT_RE = r"[^/\\#?%:\s]{1,128}"
 WANDB_ENTITY_RE = r"[A-Za-z0-9_-]{1,64}"
+
+# DOCUMENT_STRATEGY: what a model reads of a document longer than MAX_LENGTH (declared once; the
+# settings, the toolkit's encode, preparation's windows and training all use these names).
+DOCUMENT_STRATEGIES = ("truncate", "head_tail", "chunks")
+TRUNCATE, HEAD_TAIL, CHUNKS = DOCUMENT_STRATEGIES

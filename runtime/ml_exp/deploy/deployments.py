@@ -18,66 +18,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ml_exp.config import Config, load_config
+from ml_exp.core.errors import UserError
 from ml_exp.storage.layout import MODEL_ARCHIVE, deployment_spec, serving_dir
+from ml_exp.serving.predict import open_run
 from ml_exp.storage.store import Run, Store, now
 
-# Records predicted together by `exp predict` (bounded memory for files of any size).
-PREDICT_CHUNK = 256
 Announce = Callable[[str], None]
-
-
-class ProductionError(Exception):
-    """A problem the user can fix; ``where`` names the option or setting."""
-
-    def __init__(self, where: str, message: str):
-        super().__init__(message)
-        self.where, self.message = where, message
-
-
-def open_run(experiment_dir: Path, run_num: int) -> tuple[Config, Run]:
-    config = load_config(experiment_dir)
-    return config, Store(config.storage_uri, config.experiment_name).open_run(run_num)
-
-
-def load_predictor(experiment_dir: Path, run_num: int, model_name: str | None, scratch: Path) -> Any:
-    """The predictor of run ``run_num``'s model (default: its best), from its storage."""
-    from ml_exp.serving.bundle import from_run
-    from ml_exp.serving.predictor import Predictor
-
-    config, run = open_run(experiment_dir, run_num)
-    return Predictor(from_run(run, model_name, scratch), config.experiment_dir)
-
-
-def predict_lines(predictor: Any, lines: Iterable[str], out: TextIO, source: str) -> int:
-    """Predict the JSON Lines records of ``lines``, writing a JSON line per record to ``out``
-    (chunk by chunk); RequestError naming the line of the first bad record. Returns the count."""
-    from ml_exp.serving.predictor import RequestError
-
-    chunk: list[Any] = []
-    count = 0
-
-    def flush() -> None:
-        nonlocal count
-        out.writelines(json.dumps(p) + "\n" for p in predictor.predict(chunk, checked=True))
-        count += len(chunk)
-        chunk.clear()
-
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RequestError(f"{source} line {number} is not JSON: {exc.msg} (column {exc.colno})") from None
-        predictor.check([record], where=f"{source} line", start=number)
-        chunk.append(record)
-        if len(chunk) >= PREDICT_CHUNK:
-            flush()
-    if chunk:
-        flush()
-    if count == 0:
-        raise RequestError(f"{source} holds no records (one JSON object per line)")
-    return count
 
 
 # --- SageMaker endpoints --------------------------------------------------------------------------
@@ -105,12 +51,12 @@ def deploy(experiment_dir: Path, run_num: int, model_name: str | None, dry_run: 
 
     config, run = open_run(experiment_dir, run_num)
     if not run.store.is_s3:
-        raise ProductionError("STORAGE_URI", f"run_{run_num} is on local storage ({config.storage_uri}), and a SageMaker "
+        raise UserError(where="STORAGE_URI", message=f"run_{run_num} is on local storage ({config.storage_uri}), and a SageMaker "
                               f"endpoint loads its model from S3. Serve it on this machine with `exp serve --run {run_num}`, "
                               "or run the experiment with STORAGE_URI = s3://bucket/prefix to deploy its model.")
     problems = endpoints.check(config)
     if problems:
-        raise ProductionError("settings", "; ".join(problems))
+        raise UserError(where="settings", message="; ".join(problems))
     with tempfile.TemporaryDirectory(prefix="ml-exp-deploy-") as scratch:
         bundle = from_run(run, model_name, Path(scratch))
         model_data = run.path(serving_dir(bundle.info["model"]), MODEL_ARCHIVE)
@@ -130,7 +76,7 @@ def deploy(experiment_dir: Path, run_num: int, model_name: str | None, dry_run: 
         message = endpoints.aws_error(exc, f"SageMaker endpoint {name}", config)
         if message is None:
             raise
-        raise ProductionError("exp deploy", message) from None
+        raise UserError(where="exp deploy", message=message) from None
     record = {"endpoint": name, "model": deployment["model"], "deployed_at": now(), "by": _who(), "region": config.aws_region,
               "model_data": model_data, "image": endpoints.image(config), "capacity": _capacity(config),
               "spec_uri": deployment["spec_uri"], "status": "Creating"}
@@ -141,7 +87,7 @@ def deploy(experiment_dir: Path, run_num: int, model_name: str | None, dry_run: 
         endpoints.wait(sm, name, config.aws_region, poll_seconds, on_status=lambda n, s: announce(f"endpoint {n}: {s}"))
     except endpoints.EndpointFailed as exc:
         _record(run, name, {"status": exc.status, "failure_reason": exc.reason})
-        raise ProductionError("exp deploy", str(exc)) from None
+        raise UserError(where="exp deploy", message=str(exc)) from None
     _record(run, name, {"status": "InService"})
     return {**deployment, "status": "InService"}
 
@@ -184,7 +130,7 @@ def list_endpoints(experiment_dir: Path) -> list[dict[str, Any]]:
         message = endpoints.aws_error(exc, f"listing the endpoints of {config.experiment_name}")
         if message is None:
             raise
-        raise ProductionError("exp endpoints", message) from None
+        raise UserError(where="exp endpoints", message=message) from None
 
 
 def undeploy(experiment_dir: Path, name: str) -> list[str]:
@@ -197,16 +143,16 @@ def undeploy(experiment_dir: Path, name: str) -> list[str]:
     try:
         tagged = endpoints.tags_of(sm, name)
         if tagged["experiment"] != config.experiment_name:
-            raise ProductionError("NAME", f"endpoint {name} serves experiment {tagged['experiment']}, not "
+            raise UserError(where="NAME", message=f"endpoint {name} serves experiment {tagged['experiment']}, not "
                                   f"{config.experiment_name}; undeploy it from that experiment's folder")
         deleted = endpoints.delete(sm, name)
-    except (ProductionError, ValueError) as exc:
-        raise ProductionError("NAME", str(exc)) from None
+    except (UserError, ValueError) as exc:
+        raise UserError(where="NAME", message=str(exc)) from None
     except Exception as exc:  # noqa: BLE001
         message = endpoints.aws_error(exc, f"SageMaker endpoint {name}")
         if message is None:
             raise
-        raise ProductionError("NAME", message) from None
+        raise UserError(where="NAME", message=message) from None
     store = Store(config.storage_uri, config.experiment_name)
     if tagged.get("run", "").isdigit() and store.run_exists(int(tagged["run"])):
         _record(store.open_run(int(tagged["run"])), name, {"status": "Deleted", "undeployed_at": now(), "undeployed_by": _who()})

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from ml_exp.config import Problem
+from ml_exp.core.errors import Problem, ProblemsFound
 
 # name -> the parameters ml-exp passes, positionally, in this order
 SIGNATURES: dict[str, tuple[str, ...]] = {
@@ -23,12 +23,6 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "load_model": ("model_name", "labels", "ctx"),
     "compute_metrics": ("predictions", "references", "labels", "ctx"),
 }
-
-
-class UDFError(Exception):
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 @dataclass(frozen=True)
@@ -49,14 +43,14 @@ def load_udfs(experiment_dir: Path, module_name: str, keep_loaded: bool = False)
     ``keep_loaded`` leaves the module importable by name afterwards (in ``sys.modules``, its
     folder on ``sys.path``), as worker processes that unpickle the functions need; without it
     nothing of the experiment stays behind (``exp validate``).
-    Raises :class:`UDFError` naming every problem (import failure, missing function, wrong
+    Raises :class:`ProblemsFound` naming every problem (import failure, missing function, wrong
     parameters, body still a stub).
     """
     module, problems = _import(Path(experiment_dir), module_name, keep_loaded)
     if module is not None:
         problems += check_functions(module, module_name)
     if problems:
-        raise UDFError(problems)
+        raise ProblemsFound(problems)
     return UDFs(module, **{name: getattr(module, name) for name in SIGNATURES})
 
 
@@ -64,7 +58,7 @@ def check_udfs(experiment_dir: Path, module_name: str) -> list[Problem]:
     """Every problem with the experiment's functions (empty when they are ready to run)."""
     try:
         load_udfs(experiment_dir, module_name)
-    except UDFError as exc:
+    except ProblemsFound as exc:
         return exc.problems
     return []
 

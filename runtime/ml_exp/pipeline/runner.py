@@ -15,15 +15,16 @@ from typing import Any
 
 from ml_exp.backends import backend_for
 from ml_exp.backends.base import Backend
-from ml_exp.config import KNOWN_KEYS, SETTINGS, Config, ConfigError, Problem, load_config
+from ml_exp.config import KNOWN_KEYS, SETTINGS, Config, load_config
+from ml_exp.core.errors import Problem, ProblemsFound, StepError, UserError
 from ml_exp.experiment.context import Context
 from ml_exp.storage.lease import take_lease
 from ml_exp.storage.manifest import new_manifest
 from ml_exp.core.names import INFERENCE, PREPARATION, RECONCILIATION, STEP_NAMES, TRAINING, TUNING
-from ml_exp.core.errors import StepError
 from ml_exp.storage.errors import DamagedRun, io_problem
 from ml_exp.storage.store import Run, Store, StoreError
 from ml_exp.experiment.functions import UDFs, load_udfs
+from ml_exp.steps import RunTask, plan
 from ml_exp.pipeline.validate import validate
 
 log = logging.getLogger("ml_exp")
@@ -37,29 +38,31 @@ FROM_NOW = frozenset({"RUN_NUM", "WANDB_MODE"} | {f"RUN_{step.upper()}" for step
 ACCEPT_OPTION = "--accept-changed-settings"
 
 
-class ProblemsFound(Exception):
-    """Validation failed: nothing was claimed or run."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(map(str, problems)))
-
-
 class SettingsChanged(ProblemsFound):
     """`exp run --run N` with settings that differ from the run's own: nothing was run."""
 
     def __init__(self, run_num: int, problems: list[Problem]):
-        self.run_num = run_num
         super().__init__(problems)
+        self.run_num = run_num
+        self.heading = f"run_{run_num} was started with other settings: {len(problems)} differ"
+        self.advice = (f"A continued run uses the settings it started with. Restore these, start a new run (`exp run`), "
+                       f"or pass {ACCEPT_OPTION} to run the remaining steps with the current values (recorded in each step).",)
 
 
-class StepFailed(Exception):
+class StepFailed(UserError):
     """``done``: the steps completed by this call before ``step`` failed; ``note``: what else
     the user must know (the manifest could not be updated)."""
 
     def __init__(self, run: Run, step: str, message: str, done: Sequence[str] = (), note: str = ""):
-        self.run, self.step, self.message, self.done, self.note = run, step, message, list(done), note
-        super().__init__(f"{step} failed in run_{run.num}: {message}")
+        super().__init__(message, where=step)
+        self.run, self.step, self.done, self.note = run, step, list(done), note
+        self.heading = f"run_{run.num}: {step} failed"
+        self.outcome = f"completed before it: {', '.join(done)}" if done else "no step completed in this call"
+        self.advice = (*([f"Also: {note}"] if note else []),
+                       f"run_{run.num}: {step} is marked failed; fix it, then `exp run --run {run.num}` resumes from there.")
+
+    def __str__(self) -> str:
+        return f"{self.step} failed in run_{self.run.num}: {self.message}"
 
 
 def run_pipeline(
@@ -102,7 +105,7 @@ def run_pipeline(
                 announce(f"{key}: {change['recorded']!r} when run_{run.num} started, {change['now']!r} now: accepted ({ACCEPT_OPTION})")
         run.clear_scratch()  # a killed attempt's temporary files; only the lease holder may
         ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"), smoke=smoke)
-        backend = backend_for(config.backend)
+        backend = backend_for(config.backend, config.experiment_dir)
         if dry_run:
             show_plan(ctx, backend, chosen, announce)
             return run
@@ -123,8 +126,8 @@ def run_pipeline(
             run.begin_step(step, **({"settings_changed": changed} if changed else {}))
             try:
                 facts = RUNNERS[step](ctx, udfs, backend)
-            except (StepError, StoreError, OSError) as exc:
-                message = str(exc) if isinstance(exc, (StepError, StoreError)) else io_problem(exc) or f"{type(exc).__name__}: {exc}"
+            except (UserError, OSError) as exc:
+                message = str(exc) if isinstance(exc, UserError) else io_problem(exc) or f"{type(exc).__name__}: {exc}"
                 raise StepFailed(run, step, message, done, _fail(run, step, message)) from exc
             except BaseException as exc:  # also KeyboardInterrupt: the step must not stay "running"
                 _fail(run, step, f"{type(exc).__name__}: {exc}")
@@ -158,7 +161,7 @@ def resumed_config(run: Run, current: Config, smoke: bool, accept: bool) -> tupl
     kept = {k: str(recorded[k]) for k in keys if k not in changed}
     try:
         return current.with_overrides(kept, source=f"run_{run.num}'s manifest"), smoke, changed
-    except ConfigError as exc:  # recorded by another version of ml-exp, no longer valid
+    except ProblemsFound as exc:  # recorded by another version of ml-exp, no longer valid
         raise ProblemsFound(exc.problems) from None
 
 
@@ -172,36 +175,41 @@ def _same(parse: Callable[[str], Any], recorded: str, now: str) -> bool:
         return False
 
 
-# --- what each step runs; the backend runs it where it runs ------------------------------------
+# --- what each step runs; the backend runs its tasks where it runs them ----------------------
 
 
-def _reconciliation(ctx: Context, udfs: UDFs, backend: Backend) -> dict[str, Any]:
+def _tasks_on(backend: Backend, functions: UDFs) -> RunTask:
+    return lambda ctx, task: backend.run(task, ctx, functions)
+
+
+def _reconciliation(ctx: Context, functions: UDFs, backend: Backend) -> dict[str, Any]:
     """Always here, whatever the backend: it reads the team's own sources."""
     from ml_exp.steps.reconciliation import run_reconciliation
 
-    return run_reconciliation(ctx, udfs, sample_per_label=SMOKE_RECORDS_PER_LABEL if ctx.smoke else None)
+    return run_reconciliation(ctx, functions, sample_per_label=SMOKE_RECORDS_PER_LABEL if ctx.smoke else None)
 
 
-def _preparation(ctx: Context, udfs: UDFs, backend: Backend) -> dict[str, Any]:
-    return backend.prepare(ctx, udfs)
+def _preparation(ctx: Context, functions: UDFs, backend: Backend) -> dict[str, Any]:
+    (task,) = plan(ctx, PREPARATION)
+    return backend.run(task, ctx, functions)
 
 
-def _tuning(ctx: Context, udfs: UDFs, backend: Backend) -> dict[str, Any]:
+def _tuning(ctx: Context, functions: UDFs, backend: Backend) -> dict[str, Any]:
     from ml_exp.steps.tuning import run_tuning
 
-    return run_tuning(ctx, backend.search)
+    return run_tuning(ctx, _tasks_on(backend, functions))
 
 
-def _training(ctx: Context, udfs: UDFs, backend: Backend) -> dict[str, Any]:
+def _training(ctx: Context, functions: UDFs, backend: Backend) -> dict[str, Any]:
     from ml_exp.steps.training import run_training
 
-    return run_training(ctx, backend.train)
+    return run_training(ctx, _tasks_on(backend, functions))
 
 
-def _inference(ctx: Context, udfs: UDFs, backend: Backend) -> dict[str, Any]:
+def _inference(ctx: Context, functions: UDFs, backend: Backend) -> dict[str, Any]:
     from ml_exp.steps.inference import run_inference
 
-    return run_inference(ctx, lambda ctx, model_name: backend.infer(ctx, udfs, model_name))
+    return run_inference(ctx, _tasks_on(backend, functions))
 
 
 RUNNERS: Mapping[str, Callable[[Context, UDFs, Backend], dict[str, Any]]] = {
@@ -215,8 +223,8 @@ assert tuple(RUNNERS) == STEP_NAMES
 
 
 def show_plan(ctx: Context, backend: Backend, steps: Sequence[str], announce: Callable[[str], None]) -> None:
-    """`exp run --dry-run`: what each step would do (a backend that submits jobs saves their
-    specifications in the run and shows them); nothing runs."""
+    """`exp run --dry-run`: what each task of each step would do (a backend that submits jobs
+    saves their specifications in the run and shows them); nothing runs."""
     run = ctx.run
     for step in steps:
         if run.step(step).get("status") == "completed":
@@ -224,8 +232,9 @@ def show_plan(ctx: Context, backend: Backend, steps: Sequence[str], announce: Ca
         elif step == RECONCILIATION:
             announce(f"{step}: would run here (backend {backend.name})")
         else:
-            for line in backend.describe(ctx, step):
-                announce(line)
+            for task in plan(ctx, step):
+                for line in backend.describe(task, ctx):
+                    announce(line)
     run.update_manifest(lambda m: m.update(status="dry-run", dry_run=True))
 
 

@@ -11,8 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ml_exp.config import Config, ConfigError, Problem, load_config
+from ml_exp.config import Config, load_config
+from ml_exp.core.errors import Problem
+from ml_exp.core.errors import ProblemsFound
 from ml_exp.experiment.functions import check_udfs
+from ml_exp.core.names import TRUNCATE
 
 DEFAULT_UDF_MODULE = "experiment"
 WANDB_HOST = "api.wandb.ai"
@@ -41,7 +44,7 @@ def validate(
     try:
         config: Config | None = load_config(directory, env)
         problems: list[Problem] = []
-    except ConfigError as exc:
+    except ProblemsFound as exc:
         config, problems = None, list(exc.problems)
         if any(p.where.endswith("settings.ini") and "not found" in p.message for p in problems):
             return Report(None, problems)
@@ -50,6 +53,7 @@ def validate(
     problems += check_udfs(directory, udf_module)
     if config is not None:
         problems += check_model_keys(config)
+        problems += check_backend(config)
         problems += check_tuning(config)
         problems += check_tracking(config, env)
         problems += check_documents(config)
@@ -72,6 +76,22 @@ def kms_notes(config: Config) -> list[str]:
     if not config.endpoint_serverless_memory_mb:
         uses["endpoint"] = config.endpoint_instance_type
     return [kms_plan(config.kms_key_id, uses)]
+
+
+def check_backend(config: Config) -> list[Problem]:
+    """A BACKEND of the team's own (a dotted module name) must import and define BACKEND; the
+    built-in ones are imported only when a run uses them (the SageMaker SDK costs seconds)."""
+    if "." not in config.backend:
+        return []
+    from ml_exp.backends import backend_for
+
+    try:
+        backend_for(config.backend, config.experiment_dir)
+    except ValueError as exc:
+        return [Problem("BACKEND", str(exc).removeprefix(f"BACKEND = {config.backend}: "))]
+    except Exception as exc:  # noqa: BLE001 - the team's module failed to import: say how
+        return [Problem("BACKEND", f"importing {config.backend} raised {type(exc).__name__}: {exc}")]
+    return []
 
 
 def check_model_keys(config: Config) -> list[Problem]:
@@ -106,14 +126,15 @@ def check_tuning(config: Config) -> list[Problem]:
 def check_documents(config: Config) -> list[Problem]:
     """DOCUMENT_STRATEGY = chunks or head_tail: each model's processor must return overflowing
     tokens and offsets (a fast tokenizer). Loads the processors, so only with those strategies."""
-    if config.document_strategy == "truncate":
+    if config.document_strategy == TRUNCATE:
         return []
     from ml_exp.experiment.context import Context
-    from ml_exp.experiment.functions import UDFError, load_udfs
+    from ml_exp.experiment.functions import load_udfs
+    from ml_exp.core.errors import ProblemsFound
 
     try:
         udfs = load_udfs(config.experiment_dir, config.udf_module)
-    except UDFError:
+    except ProblemsFound:
         return []  # check_udfs reported it
     ctx, problems = Context(config=config), []
     for name in config.model_names:

@@ -3,7 +3,7 @@ predictions out, exactly as the inference step predicts the test split.
 
 Same preprocessing as training: the processor saved by preparation, the experiment's own
 ``encode`` (from its experiment.py), the run's settings (from its manifest, not today's
-settings.ini), the shape checks of preparation (:func:`~ml_exp.steps.preparation.check_encoded`);
+settings.ini), the shape checks of preparation (:func:`~ml_exp.toolkit.documents.check_encoded`);
 same forward pass as the inference step (:class:`~ml_exp.toolkit.scoring.Scorer`), in batches of
 ``PER_DEVICE_EVAL_BATCH_SIZE``.
 
@@ -28,18 +28,18 @@ from typing import Any
 
 from ml_exp.experiment.context import Context
 from ml_exp.serving.bundle import Bundle
-from ml_exp.core.errors import StepError
+from ml_exp.core.errors import StepError, UserError
 
 # Fields of a record that are not content (an input record may carry them).
 ID, LABEL = "id", "label"
 
 
-class RequestError(Exception):
+class RequestError(UserError):
     """A request or record the predictor refuses; ``status`` is the HTTP status it deserves."""
 
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
-        self.message, self.status = message, status
+        self.status = status
 
 
 class Documents:
@@ -107,9 +107,10 @@ class Predictor:
     """Load once, then :meth:`predict` lists of records (thread-safe: one forward at a time)."""
 
     def __init__(self, bundle: Bundle, experiment_dir: Path, log: logging.Logger | None = None):
-        from ml_exp.config import ConfigError, load_config
+        from ml_exp.config import load_config
+        from ml_exp.core.errors import ProblemsFound
         from ml_exp.toolkit.scoring import Scorer, load_classifier
-        from ml_exp.steps.training import saved_processor
+        from ml_exp.toolkit.scoring import saved_processor
         from ml_exp.experiment.functions import load_udfs
         from transformers.utils import logging as hf_logging
 
@@ -118,7 +119,7 @@ class Predictor:
         self.info = {key: bundle.info.get(key) for key in ("experiment", "run", "model")}
         try:  # the run's settings win over the experiment folder's settings.ini
             config = load_config(experiment_dir, environ=bundle.settings)
-        except ConfigError as exc:
+        except ProblemsFound as exc:
             raise StepError(f"the settings of run_{self.info['run']} do not load here: {exc}") from None
         self.ctx = Context(config=config, run=None, log=log or logging.getLogger("ml_exp.experiment"))
         self.udfs = load_udfs(experiment_dir, config.udf_module, keep_loaded=True)
@@ -174,7 +175,7 @@ class Predictor:
         return [self._prediction(record, row, proof) for record, row, proof in zip(records, scores.tolist(), evidence)]
 
     def _encode(self, batch: dict[str, list]) -> Mapping[str, list]:
-        from ml_exp.steps.preparation import check_encoded
+        from ml_exp.toolkit.documents import check_encoded
 
         try:
             encoded = self.udfs.encode(batch, self.processor, self.ctx)

@@ -8,15 +8,56 @@ reads and writes come from :mod:`ml_exp.storage.layout`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml_exp.config.search_space import Parameter, parse_space
 from ml_exp.core.errors import StepError
+from ml_exp.core.names import INFERENCE, PREPARATION, TRAINING, TUNING
 from ml_exp.storage.layout import model_key
 from ml_exp.storage.store import Run
 
 if TYPE_CHECKING:
     from ml_exp.experiment.context import Context
+
+TASK_STEPS = (PREPARATION, TUNING, TRAINING, INFERENCE)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One piece of a step: ``step`` for ``model`` (None: every model at once, as preparation is).
+
+    A tuning task is the search of one model over ``parameters``; it returns its trials under
+    ``"trials"`` (``ml_exp.steps.tuning.Trial`` dicts) with whatever else the backend records.
+    """
+
+    step: str
+    model: str | None = None
+    parameters: tuple[Parameter, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.step not in TASK_STEPS:
+            raise ValueError(f"a task's step is one of {', '.join(TASK_STEPS)}, not {self.step!r}")
+        if (self.model is None) != (self.step == PREPARATION):
+            raise ValueError(f"a {self.step} task {'needs' if self.model is None else 'takes no'} model")
+
+    def __str__(self) -> str:
+        return self.step if self.model is None else f"{self.step} of {self.model}"
+
+
+# run_task(ctx, task): the backend runs the task where it runs tasks; the task's facts
+RunTask = Callable[["Context", Task], dict[str, Any]]
+
+
+def plan(ctx: Context, step: str) -> list[Task]:
+    """The tasks of ``step`` in this run: preparation is one task for every model, the other
+    steps one per model (tuning: the search of that model over TUNING_SPACE)."""
+    if step == PREPARATION:
+        return [Task(PREPARATION)]
+    parameters = parse_space(ctx.config.tuning_space) if step == TUNING else ()
+    return [Task(step, model, parameters) for model in ctx.config.model_names]
 
 
 def local_input(run: Run, relpath: str, scratch_dir: str | Path) -> Path:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ml_exp.experiment.context import Context
 from ml_exp.toolkit.documents import DOCUMENT_TOKENS, TOKENS_SEEN, WINDOW, Windowing
+from ml_exp.core.names import TRUNCATE
 
 # With DOCUMENT_STRATEGY = truncate, warn when more than this share of the training documents is cut.
 TRUNCATED_WARNING = 0.5
@@ -30,7 +31,8 @@ def document_coverage(encoded: Any, config: Any, windowing: Windowing) -> dict[s
     of documents longer than one row (``longer_than_max_length``)."""
     import numpy as np
 
-    room = max(config.max_length - windowing.special_tokens, 1)
+    max_length = windowing.max_length or config.max_length  # what encode really cut at
+    room = max(max_length - windowing.special_tokens, 1)
     splits = {}
     for name, split in encoded.items():
         columns = _columns(split)
@@ -51,13 +53,13 @@ def document_coverage(encoded: Any, config: Any, windowing: Windowing) -> dict[s
         elif len(starts):  # lengths unknown: a document that fills its row was probably cut
             facts["longer_than_max_length"] = round(float((seen[starts] >= room).mean()), 4)
         splits[name] = facts
-    return {"strategy": config.document_strategy, "max_length": config.max_length, "splits": splits}
+    return {"strategy": config.document_strategy, "max_length": max_length, "splits": splits}
 
 
 def warn_if_truncated(coverage: dict[str, Any], ctx: Context, model_name: str) -> None:
     train = coverage["splits"].get("train", {})
     longer = train.get("longer_than_max_length")
-    if coverage["strategy"] == "truncate" and longer is not None and longer > TRUNCATED_WARNING:
+    if coverage["strategy"] == TRUNCATE and longer is not None and longer > TRUNCATED_WARNING:
         seen = train.get("share_seen")
         ctx.log.warning("%s: %.0f%% of the training documents are longer than MAX_LENGTH = %d tokens and are cut%s; "
                         "set DOCUMENT_STRATEGY = chunks to train and predict on all of them (or head_tail for their start and end)",

@@ -46,15 +46,13 @@ from ml_exp.storage.layout import (
 )
 from ml_exp.core.names import INFERENCE
 from ml_exp.core.errors import StepError
-from ml_exp.steps import local_input, tracking_records
+from ml_exp.steps import RunTask, Task, local_input, tracking_records
 from ml_exp.toolkit.documents import WINDOW, WINDOW_END, WINDOW_START, combine, document_starts
 from ml_exp.steps.report import confusion_matrix_png
 from ml_exp.toolkit.scoring import Scorer, accepted_inputs, load_classifier, model_inputs
 from ml_exp.storage.store import OutputExistsError, Run
 from ml_exp.experiment.functions import UDFs, user_error
 
-# infer_one(ctx, model_name): the backend tests one model until inference/<model>/ is complete
-InferOne = Callable[[Context, str], Any]
 # Rows buffered before a Parquet row group is written (bounded memory per group).
 PARQUET_ROWS_PER_GROUP = 65_536
 # Rows read and scored together: sorted by length within a block, in batches of
@@ -68,14 +66,15 @@ def _evidence_schema() -> list:
     return [("windows", pa.int32()), ("evidence_window", pa.int32()), ("evidence_start", pa.int64()), ("evidence_end", pa.int64())]
 
 
-def run_inference(ctx: Context, infer_one: InferOne) -> dict[str, Any]:
-    """Test every model of MODEL_NAMES (one already tested in this run is kept), then compare them."""
+def run_inference(ctx: Context, run_task: RunTask) -> dict[str, Any]:
+    """Test every model of MODEL_NAMES, a task each that the backend runs until inference/<model>/
+    is complete (one already tested in this run is kept), then compare them."""
     from ml_exp.steps.report import write_report
 
     results, live = {}, {}
     for name in ctx.config.model_names:
         if not ctx.run.is_complete(inference_dir(name)):  # kept from an earlier, interrupted attempt
-            live[name] = (infer_one(ctx, name) or {}).get("tracking")
+            live[name] = (run_task(ctx, Task(INFERENCE, name)) or {}).get("tracking")
         results[name] = load_result(ctx.run, name)
     best = write_report(ctx, results)
     tracking = tracking_records(ctx, INFERENCE, {name: live.get(name) for name in ctx.config.model_names})

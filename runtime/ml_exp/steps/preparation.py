@@ -20,11 +20,10 @@ from ml_exp.core.names import PREPARATION
 from ml_exp.core.errors import StepError
 from ml_exp.steps import local_input
 from ml_exp.steps.coverage import document_coverage, lengths_png, warn_if_truncated
-from ml_exp.toolkit.documents import MAPPING, Windowing, check_rows, to_rows
+from ml_exp.toolkit.documents import Windowing, check_encoded, to_rows
 from ml_exp.experiment.functions import UDFs, user_error, user_frames
 
 # Model inputs a classifier can start from; encode must return at least one of them.
-INPUT_COLUMNS = ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features")
 PROBE_ROWS = 8
 
 
@@ -153,38 +152,6 @@ def _encode_for(model_name: str, splits, content: list[str], labels: list[str], 
     ctx.run.put_dir(str(local), prepared_dir(model_name), overwrite=_rewriting(ctx))
     return {"columns": [c for c in columns if c not in ("id", "label")], "rows": {name: len(part) for name, part in encoded.items()},
             "workers": workers, "batch_size": batch_size, "documents": coverage}
-
-
-def check_encoded(model_name: str, batch: dict[str, list], output: Any) -> list[str]:
-    """Refuse malformed encode output before encoding everything; return its columns."""
-    where = f"encode for {model_name!r}"
-    records = len(batch["id"])
-    if not isinstance(output, Mapping):
-        raise StepError(f"{where} returned a {type(output).__name__}; return a dict of columns (e.g. the tokenizer's output)")
-    if not any(column in output for column in INPUT_COLUMNS):
-        raise StepError(f"{where} returned columns {sorted(output)} but no model input; return one of {', '.join(INPUT_COLUMNS)}")
-    rows = records
-    if MAPPING in output:
-        try:
-            rows = len(output[MAPPING])
-        except TypeError:
-            raise StepError(f"{where}: {MAPPING} is a {type(output[MAPPING]).__name__}, not one record index per row") from None
-    for column, values in output.items():
-        try:
-            length = len(values)
-        except TypeError:
-            raise StepError(f"{where}: column {column!r} is a {type(values).__name__}, not one value per record") from None
-        if length != rows:
-            raise StepError(f"{where}: column {column!r} has {length} rows for a batch of {records} records"
-                            f"{f' ({rows} rows in {MAPPING})' if MAPPING in output else ''} (ragged output); return one row per record, "
-                            f"or several per record with {MAPPING} naming each row's record (as tokenizers do)")
-    check_rows(where, records, output)
-    if "input_ids" in output and "attention_mask" in output:
-        owners = list(output[MAPPING]) if MAPPING in output else list(range(rows))
-        for index, (ids, mask) in enumerate(zip(output["input_ids"], output["attention_mask"])):
-            if len(ids) != len(mask):
-                raise StepError(f"{where}: record {batch['id'][owners[index]]!r} has {len(ids)} input_ids but {len(mask)} attention_mask values")
-    return sorted(output)
 
 
 # Characters of text encoded per batch: bounds the memory of a batch whatever the documents'

@@ -130,6 +130,8 @@ class StepTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.train_lengths, self.eval_order = train_lengths, eval_order
 
+    # Trainer's own hooks for subclasses (transformers overrides them the same way in its
+    # Seq2Seq and distillation trainers); the public API has no sampler or best-model hook.
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy == GROUP_BY_LENGTH and self.train_lengths and len(self.train_lengths) == len(dataset):

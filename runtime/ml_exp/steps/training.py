@@ -22,26 +22,26 @@ from typing import Any
 from ml_exp.core.console import QUIET, VERBOSE, interactive, verbosity
 from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import LABELS, MODEL_LABELS, PROCESSOR, TRACKING_STATE, TRAINING_METRICS, checkpoint_dir, model_dir, model_key, trial_dir
-from ml_exp.core.names import TRAINING, TUNING
+from ml_exp.core.names import CHUNKS, TRAINING, TUNING
 from ml_exp.config.search_space import as_settings
 from ml_exp.core.errors import StepError
-from ml_exp.steps import tracking_records
+from ml_exp.steps import RunTask, Task, tracking_records
 from ml_exp.toolkit.documents import WINDOW, combine, document_starts
+from ml_exp.toolkit.scoring import saved_processor
 from ml_exp.steps.tuning import best_params
 from ml_exp.experiment.functions import UDFs, user_error
 
-# train_one(ctx, model_name): the backend trains one model until models/<model>/ is complete
-TrainOne = Callable[[Context, str], Any]
 
 
-def run_training(ctx: Context, train_one: TrainOne) -> dict[str, Any]:
-    """Train every model of MODEL_NAMES; a model already saved in this run is kept, not retrained."""
+def run_training(ctx: Context, run_task: RunTask) -> dict[str, Any]:
+    """Train every model of MODEL_NAMES, a task each that the backend runs until models/<model>/
+    is complete; a model already saved in this run is kept, not retrained."""
     results: dict[str, Any] = {}
     tracked_as: dict[str, Any] = {}
     tuned_values = {name: best_params(ctx.run, name) for name in ctx.config.model_names}
     for model_name in ctx.config.model_names:
         if not ctx.run.is_complete(model_dir(model_name)):
-            train_one(tuned(ctx, model_name, tuned_values[model_name]), model_name)
+            run_task(tuned(ctx, model_name, tuned_values[model_name]), Task(TRAINING, model_name))
             if not ctx.run.is_complete(model_dir(model_name)):
                 raise StepError(f"training of {model_name} ended but {ctx.run.path(model_dir(model_name))} is incomplete; see the training logs")
         else:
@@ -74,19 +74,16 @@ def train_model(
     checkpoints: Path,
     *,
     trial: str | None = None,
-    sync_checkpoints: bool = False,
-    export_to: Path | None = None,
     callbacks: Sequence[Any] = (),
-    metric_lines: bool = False,
+    on_model_saved: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune one model in this process (one rank of possibly several).
 
     ``trial``: a tuning trial of that name (its model goes to the trial's folder, its tracking
-    to the tuning step); else the model goes to the run's model folder. ``sync_checkpoints``
-    mirrors each checkpoint into the run's storage (local backend on S3; SageMaker syncs
-    /opt/ml/checkpoints itself); ``export_to`` also receives the saved model (SageMaker's
-    /opt/ml/model, packed into model.tar.gz); ``metric_lines``: print the lines SageMaker's metric
-    definitions read (inside SageMaker jobs).
+    to the tuning step); else the model goes to the run's model folder. What the place adds
+    comes from its backend: ``callbacks``, Trainer callbacks (mirroring checkpoints to S3,
+    SageMaker's metric lines, a study's pruning), before the tracking's own; ``on_model_saved``,
+    called on rank 0 with the folder of the saved model (SageMaker's /opt/ml/model).
     """
     import datasets
     import numpy as np
@@ -102,7 +99,7 @@ def train_model(
         set_seed,
     )
 
-    from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, SyncCheckpoints, WandbLog
+    from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, WandbLog
     from ml_exp.steps.trainer import GROUP_BY_LENGTH, RANDOM, StepTrainer, eval_order, in_dataset_order, sampling_strategy, token_lengths
     from ml_exp.steps.tracking import log_model_reference, record, tracked
 
@@ -130,7 +127,7 @@ def train_model(
     input_name = (getattr(processor, "model_input_names", None) or ["input_ids"])[0]
     train_lengths = token_lengths(splits["train"], input_name)
     requested = config.train_sampling_strategy
-    if requested == "auto" and config.document_strategy == "chunks":
+    if requested == "auto" and config.document_strategy == CHUNKS:
         # windows are MAX_LENGTH long but a document's last: grouping by length makes batches of
         # last windows apart from the rest, and the demo stopped learning (test accuracy 0.48, 1.00 shuffled)
         requested = RANDOM
@@ -168,7 +165,8 @@ def train_model(
         disable_tqdm=not interactive(),
     )
     ranks = RankRecorder()
-    callbacks = [ranks, *callbacks, *([MetricLines()] if metric_lines or verbosity() == VERBOSE else [])]
+    shows_metrics = any(isinstance(c, MetricLines) for c in callbacks)
+    callbacks = [ranks, *callbacks, *([MetricLines()] if verbosity() == VERBOSE and not shows_metrics else [])]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     weights = balanced_class_weights(splits["train"], len(labels), np) if config.class_weights == "balanced" else None
@@ -196,9 +194,7 @@ def train_model(
         ctx.log.info("%s: resuming from %s", model_name, last)
     step = TUNING if trial else TRAINING
     with tracked(ctx, model_key(model_name), step, trial=trial) if trainer.is_world_process_zero() else nullcontext() as wb:
-        if sync_checkpoints and trainer.is_world_process_zero():
-            trainer.add_callback(SyncCheckpoints(ctx, model_name))
-        if wb is not None:  # after the checkpoint sync: a step is logged once it can be resumed from
+        if wb is not None:  # after the place's callbacks (a checkpoint mirrored): a step is logged once it can be resumed from
             trainer.add_callback(WandbLog(wb, ctx, None if trial else f"{checkpoint_dir(model_name)}/{TRACKING_STATE}"))
         result = trainer.train(resume_from_checkpoint=last)
         summary = {
@@ -238,8 +234,8 @@ def train_model(
                 Path(out, MODEL_LABELS).write_text(json.dumps(labels))
                 Path(out, TRAINING_METRICS).write_text(json.dumps(summary, indent=2, default=str))
                 ctx.run.put_dir(out, folder, overwrite=True)
-                if export_to is not None:
-                    shutil.copytree(out, export_to, dirs_exist_ok=True)
+                if on_model_saved is not None:
+                    on_model_saved(Path(out))
         if wb is not None and not trial:
             log_model_reference(ctx, wb, model_key(model_name), folder)
     return summary
@@ -266,19 +262,6 @@ def weighted_cross_entropy(weights: list[float]) -> Callable[..., Any]:
         return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
 
     return loss
-
-
-def saved_processor(data_dir: Path) -> Any:
-    """The processor preparation encoded the data with (None when it could not be saved)."""
-    folder = data_dir / PROCESSOR
-    if not folder.is_dir():
-        return None
-    from transformers import AutoProcessor, AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError, KeyError):
-        return AutoProcessor.from_pretrained(str(folder))
 
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")

@@ -102,12 +102,15 @@ class WandbLog(TrainerCallback):
 
 class SyncCheckpoints(TrainerCallback):
     """Mirror each saved checkpoint into the run's S3 checkpoints folder (as SageMaker's
-    checkpoint_s3_uri does), so that a later attempt anywhere can resume from it."""
+    checkpoint_s3_uri does), so that a later attempt anywhere can resume from it (rank 0, which
+    saves last; the local backend passes it when the run is on S3)."""
 
     def __init__(self, ctx: Context, model_name: str) -> None:
         self.ctx, self.model_name = ctx, model_name
 
     def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+        if not state.is_world_process_zero:
+            return
         name = f"checkpoint-{state.global_step}"
         self.ctx.run.put_dir(os.path.join(args.output_dir, name), f"{checkpoint_dir(self.model_name)}/{name}", overwrite=True)
 

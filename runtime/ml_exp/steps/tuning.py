@@ -21,19 +21,19 @@ from ml_exp.storage.layout import BEST, TRIALS, TRIALS_CSV, model_key, tuning_di
 from ml_exp.core.names import TUNING
 from ml_exp.config.search_space import Parameter, as_settings, parse_space
 from ml_exp.core.errors import StepError
+from ml_exp.steps import RunTask, Task, plan
 from ml_exp.storage.store import Run
 
 # A trial as a driver reports it: {"trial": "trial_<k>", "state": one of TRIAL_STATES,
 # "value": the objective or None, "params": {name: value}} (+ "job_name" for a SageMaker trial).
 Trial = dict[str, Any]
 TRIAL_STATES = ("completed", "pruned", "failed", "stopped", "running", "waiting")
-# search(ctx, model_name, parameters): the backend's driver runs the trials, returns them all
-Search = Callable[[Context, str, tuple[Parameter, ...]], list[Trial]]
 
 
-def run_tuning(ctx: Context, search: Search) -> dict[str, Any]:
-    parameters = parse_space(ctx.config.tuning_space)
-    best = {name: tune_model(ctx, name, parameters, search) for name in ctx.config.model_names}
+def run_tuning(ctx: Context, run_task: RunTask) -> dict[str, Any]:
+    """Search each model of MODEL_NAMES: one task per model, whose driver (the backend's: optuna
+    here, SageMaker's tuner there) runs the trials and returns them all."""
+    best = {task.model: tune_model(ctx, task, run_task) for task in plan(ctx, TUNING) if task.model}
     return {
         "objective": ctx.config.objective,
         "direction": ctx.config.tuning_direction,
@@ -56,12 +56,14 @@ def _tracking(ctx: Context) -> dict[str, Any]:
     return tracking
 
 
-def tune_model(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], search: Search) -> dict[str, Any]:
-    """Search for ``model_name`` (kept when an earlier attempt finished it); best.json's content."""
+def tune_model(ctx: Context, task: Task, run_task: RunTask) -> dict[str, Any]:
+    """The search of ``task.model`` (kept when an earlier attempt finished it); best.json's content."""
+    model_name = task.model
+    assert model_name is not None
     path = f"{tuning_dir(model_name)}/{BEST}"
     if ctx.run.exists(path):
         return ctx.run.read_json(path)
-    trials = search(ctx, model_name, parameters)
+    trials = run_task(ctx, task)["trials"]
     unknown = sorted({t["state"] for t in trials} - set(TRIAL_STATES))
     assert not unknown, f"a search driver reported trial states {unknown}"
     return write_results(ctx, model_name, trials)

@@ -12,11 +12,13 @@ import re
 import shutil
 from typing import Iterator
 
+from ml_exp.core.errors import UserError
+
 UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionError",
                "ClientConnectorError", "ConnectionRefusedError", "TimeoutError", "FSTimeoutError"}
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A storage problem the user can fix; the message says what and how."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ml_exp.core.errors import StepError
+from ml_exp.core.names import CHUNKS
 
 MAPPING = "overflow_to_sample_mapping"
 OFFSETS = "offset_mapping"
@@ -25,6 +26,8 @@ DOCUMENT_TOKENS = "document_tokens"
 WINDOW = "window"  # index of the window in its document (0 for a document of one window)
 WINDOW_START, WINDOW_END = "window_start", "window_end"  # character span in the encoded text (-1: unknown)
 TOKENS_SEEN = "tokens_seen"  # tokens of the document this window adds to what the model sees
+# What a model reads (one of them must be in encode's output).
+INPUT_COLUMNS = ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features")
 WINDOW_COLUMNS = (WINDOW, WINDOW_START, WINDOW_END, DOCUMENT_TOKENS, TOKENS_SEEN)
 # encode's columns that describe rows rather than feed the model.
 ROW_FACTS = (MAPPING, OFFSETS, DOCUMENT_TOKENS)
@@ -39,13 +42,15 @@ class Windowing:
     stride: int = 0
     max_chunks: int = 0
     special_tokens: int = 0
+    max_length: int = 0  # the longest row: MAX_LENGTH, or the processor's model_max_length when smaller
 
     @classmethod
     def of(cls, config: Any, processor: Any) -> Windowing:
-        from ml_exp.toolkit.encoding import special_tokens
+        from ml_exp.toolkit.encoding import effective_max_length, special_tokens
 
-        stride = config.chunk_stride if config.document_strategy == "chunks" else 0
-        return cls(stride=stride, max_chunks=config.max_chunks, special_tokens=special_tokens(processor))
+        stride = config.chunk_stride if config.document_strategy == CHUNKS else 0
+        return cls(stride=stride, max_chunks=config.max_chunks, special_tokens=special_tokens(processor),
+                   max_length=effective_max_length(processor, config.max_length))
 
 
 def check_rows(where: str, records: int, encoded: Mapping[str, Any]) -> None:
@@ -61,6 +66,38 @@ def check_rows(where: str, records: int, encoded: Mapping[str, Any]) -> None:
     lost = sorted(set(range(records)) - set(owners))
     if lost:
         raise StepError(f"{where}: records {lost[:5]} of the batch have no row in {MAPPING}; every record needs at least one row")
+
+
+def check_encoded(model_name: str, batch: dict[str, list], output: Any) -> list[str]:
+    """Refuse malformed encode output before encoding everything; return its columns."""
+    where = f"encode for {model_name!r}"
+    records = len(batch["id"])
+    if not isinstance(output, Mapping):
+        raise StepError(f"{where} returned a {type(output).__name__}; return a dict of columns (e.g. the tokenizer's output)")
+    if not any(column in output for column in INPUT_COLUMNS):
+        raise StepError(f"{where} returned columns {sorted(output)} but no model input; return one of {', '.join(INPUT_COLUMNS)}")
+    rows = records
+    if MAPPING in output:
+        try:
+            rows = len(output[MAPPING])
+        except TypeError:
+            raise StepError(f"{where}: {MAPPING} is a {type(output[MAPPING]).__name__}, not one record index per row") from None
+    for column, values in output.items():
+        try:
+            length = len(values)
+        except TypeError:
+            raise StepError(f"{where}: column {column!r} is a {type(values).__name__}, not one value per record") from None
+        if length != rows:
+            raise StepError(f"{where}: column {column!r} has {length} rows for a batch of {records} records"
+                            f"{f' ({rows} rows in {MAPPING})' if MAPPING in output else ''} (ragged output); return one row per record, "
+                            f"or several per record with {MAPPING} naming each row's record (as tokenizers do)")
+    check_rows(where, records, output)
+    if "input_ids" in output and "attention_mask" in output:
+        owners = list(output[MAPPING]) if MAPPING in output else list(range(rows))
+        for index, (ids, mask) in enumerate(zip(output["input_ids"], output["attention_mask"])):
+            if len(ids) != len(mask):
+                raise StepError(f"{where}: record {batch['id'][owners[index]]!r} has {len(ids)} input_ids but {len(mask)} attention_mask values")
+    return sorted(output)
 
 
 def evenly_spaced(count: int, keep: int) -> list[int]:

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ml_exp.experiment.context import Context
+from ml_exp.core.names import CHUNKS, DOCUMENT_STRATEGIES, HEAD_TAIL, TRUNCATE
 
-__all__ = ["STRATEGIES", "classification_metric_module", "classification_metrics", "special_tokens", "tokenizer_encode"]
+__all__ = ["STRATEGIES", "classification_metric_module", "classification_metrics", "effective_max_length", "special_tokens", "tokenizer_encode"]
 
 # Lengths above this are the "no limit" sentinels tokenizers use for model_max_length.
 _NO_LIMIT = 1_000_000
@@ -66,13 +67,10 @@ def tokenizer_encode(
         if config is None:
             raise ValueError("tokenizer_encode: pass max_length, or a ctx whose config has MAX_LENGTH")
         max_length = config.max_length
-    strategy = strategy or getattr(config, "document_strategy", "truncate")
+    strategy = strategy or getattr(config, "document_strategy", TRUNCATE)
     if strategy not in STRATEGIES:
         raise ValueError(f"tokenizer_encode: strategy {strategy!r} is not one of {', '.join(STRATEGIES)} (DOCUMENT_STRATEGY)")
-    limit = getattr(processor, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < _NO_LIMIT:
-        max_length = min(int(max_length), limit)
-    max_length = int(max_length)
+    max_length = effective_max_length(processor, max_length)
 
     columns = [batch[f] for f in fields]
     sizes = {len(c) for c in columns}
@@ -84,12 +82,12 @@ def tokenizer_encode(
         texts.append(". ".join(parts))
 
     fast = bool(getattr(processor, "is_fast", False))
-    if strategy != "truncate" and not fast:
+    if strategy != TRUNCATE and not fast:
         raise ValueError(f"tokenizer_encode: DOCUMENT_STRATEGY = {strategy} needs a fast tokenizer (one that returns overflowing "
                          f"tokens and offsets); {type(processor).__name__} is not: load it with use_fast=True, or use DOCUMENT_STRATEGY = truncate")
-    if strategy == "head_tail":
+    if strategy == HEAD_TAIL:
         return _head_tail(processor, texts, max_length)
-    if strategy == "chunks":
+    if strategy == CHUNKS:
         if stride is None:
             stride = int(getattr(config, "chunk_stride", 0))
         if not 0 <= stride < max_length - special_tokens(processor):
@@ -116,8 +114,17 @@ def tokenizer_encode(
     return out
 
 
-STRATEGIES = ("truncate", "head_tail", "chunks")
+STRATEGIES = DOCUMENT_STRATEGIES
 MAPPING, DOCUMENT_TOKENS = "overflow_to_sample_mapping", "document_tokens"
+
+
+def effective_max_length(processor: Any, max_length: int) -> int:
+    """``max_length`` lowered to the processor's ``model_max_length`` when that is smaller: the
+    longest row the model is given (what the coverage report measures documents against)."""
+    limit = getattr(processor, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _NO_LIMIT:
+        return min(int(max_length), limit)
+    return int(max_length)
 
 
 def special_tokens(processor: Any) -> int:

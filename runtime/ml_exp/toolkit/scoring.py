@@ -13,10 +13,24 @@ from pathlib import Path
 from typing import Any
 
 from ml_exp.core.errors import StepError
+from ml_exp.storage.layout import PROCESSOR
 
 # Encoded columns that are not model inputs.
 NOT_INPUTS = frozenset({"id", "label", "labels"})
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")
+
+
+def saved_processor(data_dir: Path) -> Any:
+    """The processor preparation encoded the data with (None when it could not be saved)."""
+    folder = data_dir / PROCESSOR
+    if not folder.is_dir():
+        return None
+    from transformers import AutoProcessor, AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError):
+        return AutoProcessor.from_pretrained(str(folder))
 
 
 def load_classifier(trained: Path, labels: list[str], model_name: str) -> tuple[Any, Any]:

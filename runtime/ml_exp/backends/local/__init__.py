@@ -1,12 +1,12 @@
-"""The local backend: the steps run in this machine's processes.
+"""The local backend: tasks run in this machine's processes.
 
 Preparation and inference run in this process; training and each tuning trial run as
 ``NUM_PROCESSES`` workers (``python -m ml_exp.backends.local.worker``, its child half) under
 torchrun. On CPU the workers use gloo (``accelerate launch --cpu`` would silently start one
 process, so torchrun is used directly); on GPUs NCCL, one process per GPU. The workers get the
 settings that differ from what they would read themselves as environment variables (tuned
-values included), so they read exactly the configuration of the step that started them. Tuning searches with optuna
-(:mod:`ml_exp.backends.local.search`).
+values included), so they read exactly the configuration of the task that started them. Tuning
+searches with optuna (:mod:`ml_exp.backends.local.search`).
 """
 
 from __future__ import annotations
@@ -17,53 +17,57 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from ml_exp.backends.base import Backend, Facts
+from ml_exp.backends.base import Backend, Facts, Task
+from ml_exp.backends.execute import ERROR_FILE, execute
 from ml_exp.config import read_settings_file
-from ml_exp.experiment.context import Context
-from ml_exp.storage.layout import checkpoint_dir, prepared_dir
-from ml_exp.core.names import TRAINING, TUNING
-from ml_exp.config.search_space import Parameter
 from ml_exp.core.errors import StepError
-from ml_exp.steps import local_input
-from ml_exp.steps.tuning import Trial
-from ml_exp.steps.tracking import own_service
+from ml_exp.core.names import INFERENCE, PREPARATION, TRAINING, TUNING
+from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import UDFs
+from ml_exp.steps import local_input
+from ml_exp.steps.tracking import own_service
+from ml_exp.storage.layout import checkpoint_dir, prepared_dir
 
-ERROR_FILE = "ML_EXP_ERROR_FILE"  # where a failing worker leaves its message for the launcher
 WORKER = "ml_exp.backends.local.worker"
 
 
 class LocalBackend(Backend):
     name = "local"
 
-    def prepare(self, ctx: Context, udfs: UDFs) -> Facts:
-        from ml_exp.steps.preparation import run_preparation
+    def run(self, task: Task, ctx: Context, functions: UDFs) -> Facts:
+        if task.step in (PREPARATION, INFERENCE):
+            return execute(task, ctx, functions)
+        assert task.model is not None
+        if task.step == TUNING:
+            from ml_exp.backends.local.search import optuna_search
 
-        return run_preparation(ctx, udfs)
-
-    def search(self, ctx: Context, model_name: str, parameters: tuple[Parameter, ...]) -> list[Trial]:
-        from ml_exp.backends.local.search import optuna_search
-
-        return optuna_search(ctx, model_name, parameters, run_trial)
-
-    def train(self, ctx: Context, model_name: str) -> Facts:
+            return {"trials": optuna_search(ctx, task.model, task.parameters, run_trial)}
         with tempfile.TemporaryDirectory(prefix=f"ml-exp-{TRAINING}-", dir=ctx.run.scratch_area()) as scratch:
-            data = local_input(ctx.run, prepared_dir(model_name), scratch)
-            launch(ctx, TRAINING, model_name, data, checkpoints_for(ctx, model_name, Path(scratch)))
+            data = local_input(ctx.run, prepared_dir(task.model), scratch)
+            launch(ctx, TRAINING, task.model, data, checkpoints_for(ctx, task.model, Path(scratch)))
         return {}
 
-    def infer(self, ctx: Context, udfs: UDFs, model_name: str) -> Facts:
-        from ml_exp.steps.inference import infer_model
-
-        return infer_model(ctx, udfs, model_name)
-
-    def describe(self, ctx: Context, step: str) -> list[str]:
-        processes = f", {ctx.config.num_processes or 'auto'} process(es) per model" if step in (TRAINING, TUNING) else ""
-        return [f"{step}: would run here{processes} (backend {self.name})"]
+    def describe(self, task: Task, ctx: Context) -> list[str]:
+        processes = f", {ctx.config.num_processes or 'auto'} process(es)" if task.step in (TRAINING, TUNING) else ""
+        return [f"{task.step}: {'' if task.model is None else task.model + ' '}would run here{processes} (backend {self.name})"]
 
 
 BACKEND = LocalBackend()
+
+
+def training_callbacks(ctx: Context, model_name: str, trial: str | None) -> list[Any]:
+    """What a worker's Trainer gets from this backend: each checkpoint mirrored into the run when
+    it is on S3 (a trial's are thrown away), and the study's pruning for a tuning trial."""
+    from ml_exp.backends.local.search import pruning_callbacks
+
+    callbacks: list[Any] = []
+    if ctx.run.store.is_s3 and trial is None:
+        from ml_exp.steps.training_callbacks import SyncCheckpoints
+
+        callbacks.append(SyncCheckpoints(ctx, model_name))
+    return [*callbacks, *pruning_callbacks(ctx.config)]
 
 
 def die_with_parent() -> None:

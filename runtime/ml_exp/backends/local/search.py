@@ -50,8 +50,10 @@ def optuna_search(ctx: Context, model_name: str, parameters: tuple[Parameter, ..
             sampler=optuna.samplers.TPESampler(seed=config.seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
         )
-        for stale in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
-            storage.set_trial_state_values(stale._trial_id, optuna.trial.TrialState.FAIL)  # interrupted
+        study_id = storage.get_study_id_from_name(study.study_name)
+        for stale in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):  # interrupted
+            storage.set_trial_state_values(storage.get_trial_id_from_study_id_trial_number(study_id, stale.number),
+                                           optuna.trial.TrialState.FAIL)
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         remaining = config.tuning_trials - len(study.get_trials(deepcopy=False, states=finished))
         if remaining < config.tuning_trials:
@@ -61,7 +63,8 @@ def optuna_search(ctx: Context, model_name: str, parameters: tuple[Parameter, ..
             values = {p.name: _suggest(trial, p) for p in parameters}
             name = trial_name(trial.number)
             trial_ctx = replace(ctx, config=config.with_overrides(trial_settings(config, values), source=f"{TUNING} {name}"))
-            run_trial(trial_ctx, model_name, name, dict(zip(STUDY_ENV, (f"sqlite:///{db}", study.study_name, str(trial._trial_id)))))
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            run_trial(trial_ctx, model_name, name, dict(zip(STUDY_ENV, (f"sqlite:///{db}", study.study_name, str(trial_id)))))
             summary = run.read_json(f"{trial_dir(model_name, name)}/{TRAINING_METRICS}")
             value = summary["best_eval"].get(config.objective)
             if value is None:

@@ -8,22 +8,16 @@ settings come from the experiment's settings.ini and the environment the backend
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-from ml_exp.backends.local import ERROR_FILE, die_with_parent
-from ml_exp.config import load_config
+from ml_exp.backends.base import Task
+from ml_exp.backends.execute import execute, leave_error, one_line, open_task
+from ml_exp.backends.local import die_with_parent
 from ml_exp.core.console import QUIET, quiet_libraries, verbosity
-from ml_exp.experiment.context import Context
 from ml_exp.core.names import TRAINING, TUNING
-from ml_exp.core.errors import StepError
-from ml_exp.storage.errors import io_problem
-from ml_exp.storage.store import Store, StoreError
-from ml_exp.experiment.functions import load_udfs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,27 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     logging.basicConfig(level=logging.WARNING if verbosity() == QUIET else logging.INFO, format=f"[rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        config = load_config(args.experiment_dir)
-        run = Store(config.storage_uri, config.experiment_name).open_run(args.run_num)
-        udfs = load_udfs(args.experiment_dir, config.udf_module, keep_loaded=True)
-        ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"))
-        from ml_exp.backends.local.search import pruning_callbacks
-        from ml_exp.steps.training import train_model
+        ctx, functions = open_task(args.experiment_dir, args.run_num)
+        from ml_exp.backends.local import training_callbacks
 
-        train_model(
-            ctx, udfs, args.model, args.data_dir, args.checkpoints, trial=args.trial,
-            sync_checkpoints=run.store.is_s3 and args.trial is None, callbacks=pruning_callbacks(config),
-        )  # fmt: skip
+        execute(Task(args.step, args.model), ctx, functions, data_dir=args.data_dir, checkpoints=args.checkpoints,
+                trial=args.trial, callbacks=training_callbacks(ctx, args.model, args.trial))
     except Exception as exc:
         # a problem the user can act on is one line (read-only or full storage: the path and the
         # errno); only an unexpected error keeps its traceback
-        known = str(exc) if isinstance(exc, (StepError, StoreError)) else io_problem(exc, near=str(args.checkpoints))
-        message = known or f"{type(exc).__name__}: {exc}"
-        if os.environ.get(ERROR_FILE):
-            with contextlib.suppress(OSError):
-                Path(f"{os.environ[ERROR_FILE]}.rank{rank}").write_text(json.dumps({"rank": rank, "error": message}))
+        known = one_line(exc, near=str(args.checkpoints))
+        leave_error(known or f"{type(exc).__name__}: {exc}", rank)
         if known:
-            logging.getLogger("ml_exp").error(message)
+            logging.getLogger("ml_exp").error(known)
             return 1
         raise
     return 0

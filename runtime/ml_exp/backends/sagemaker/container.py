@@ -30,14 +30,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from ml_exp.backends.base import Task
+from ml_exp.backends.execute import execute, open_task
 from ml_exp.backends.sagemaker.jobs import CONTAINER, JOB_STEPS, SAGEMAKER_TRAIN_ARGUMENT
+from ml_exp.core.names import TRAINING, TUNING
 from ml_exp.experiment.context import Context
-from ml_exp.core.names import INFERENCE, PREPARATION, TRAINING, TUNING
 from ml_exp.experiment.functions import UDFs
 
 ROOT_VARIABLE = "ML_EXP_SAGEMAKER_ROOT"
@@ -58,10 +61,7 @@ def hyperparameters(root: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ml_exp.config import load_config
     from ml_exp.storage.layout import job_result
-    from ml_exp.storage.store import Store
-    from ml_exp.experiment.functions import load_udfs
 
     argv = sys.argv[1:] if argv is None else argv
     root = sagemaker_root()
@@ -77,20 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO, format=f"[{step} rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
     experiment_dir = Path(os.environ.get("ML_EXP_EXPERIMENT_DIR", root / "code"))
-    config = load_config(experiment_dir)
-    trial = None
+    overrides, trial, source = {}, None, ""
     if step == TUNING:  # a trial of SageMaker's tuner: its values (within the per-trial budget) override the settings
         from ml_exp.backends.sagemaker.tuner import trial_of
+        from ml_exp.config import load_config
         from ml_exp.steps.tuning import trial_settings
 
         trial = trial_of(os.environ.get("TRAINING_JOB_NAME", ""))
-        config = config.with_overrides(trial_settings(config, tuned_values(hps)), source=f"{TUNING} {trial}")
-    run = Store(config.storage_uri, config.experiment_name).open_run(int(hps["run"]))
-    udfs = load_udfs(experiment_dir, config.udf_module, keep_loaded=True)
-    ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"))
-    facts = run_in_container(ctx, udfs, step, hps.get("model") or None, root, trial)
+        overrides, source = trial_settings(load_config(experiment_dir), tuned_values(hps)), f"{TUNING} {trial}"
+    ctx, functions = open_task(experiment_dir, int(hps["run"]), overrides, source)
+    facts = run_in_container(ctx, functions, Task(step, hps.get("model") or None), root, trial)
     if rank == 0:
-        run.write_json(job_result(os.environ.get("TRAINING_JOB_NAME", "local")), facts, overwrite=True)
+        ctx.run.write_json(job_result(os.environ.get("TRAINING_JOB_NAME", "local")), facts, overwrite=True)
     return 0
 
 
@@ -122,23 +120,19 @@ def _number(text: str) -> float | int:
         return float(text)
 
 
-def run_in_container(ctx: Context, udfs: UDFs, step: str, model_name: str | None, root: Path, trial: str | None = None) -> dict[str, Any]:
-    """The same step functions as the local backend, with SageMaker's paths."""
-    if step == PREPARATION:
-        from ml_exp.steps.preparation import run_preparation
+def run_in_container(ctx: Context, functions: UDFs, task: Task, root: Path, trial: str | None = None) -> dict[str, Any]:
+    """The task, run as every backend runs it (:func:`ml_exp.backends.execute.execute`), with
+    SageMaker's paths: the prepared data's channel, /opt/ml/checkpoints (SageMaker syncs it with
+    the run's checkpoint folder), SageMaker's metric lines, and the saved model copied into
+    /opt/ml/model too, so that SageMaker packs a deployable model.tar.gz."""
+    if task.step not in (TRAINING, TUNING):
+        return execute(task, ctx, functions)
+    from ml_exp.steps.training_callbacks import MetricLines
 
-        return run_preparation(ctx, udfs)
-    assert model_name, f"the {step} step needs the hyperparameter 'model'"
-    if step in (TRAINING, TUNING):
-        from ml_exp.steps.training import train_model
-
-        data_dir = Path(os.environ.get("SM_CHANNEL_PREPARED", root / "input" / "data" / "prepared"))
-        model_out = Path(os.environ.get("SM_MODEL_DIR", root / "model"))
-        return train_model(ctx, udfs, model_name, data_dir, root / "checkpoints", trial=trial, export_to=model_out, metric_lines=True)
-    assert step == INFERENCE, step
-    from ml_exp.steps.inference import infer_model
-
-    return infer_model(ctx, udfs, model_name)
+    data_dir = Path(os.environ.get("SM_CHANNEL_PREPARED", root / "input" / "data" / "prepared"))
+    model_out = Path(os.environ.get("SM_MODEL_DIR", root / "model"))
+    return execute(task, ctx, functions, data_dir=data_dir, checkpoints=root / "checkpoints", trial=trial,
+                   callbacks=[MetricLines()], on_model_saved=lambda saved: shutil.copytree(saved, model_out, dirs_exist_ok=True))
 
 
 def emulate(

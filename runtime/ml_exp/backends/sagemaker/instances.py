@@ -162,3 +162,10 @@ def billed_jobs(describe: Callable[[str], dict[str, Any]], names: list[str]) -> 
         seconds += facts.get("billable_seconds") or 0
         total += facts.get("cost_usd") or 0.0
     return {"trials": len(names), "billable_seconds": seconds if known else None, "cost_usd": round(total, 4) if known else None}
+
+
+def record_job(run: Any, name: str, step: str, model_name: str | None, billing: dict[str, Any]) -> None:
+    """A finished job in the run's manifest (``sagemaker_jobs``): its step, model, instances,
+    billable seconds and their cost; ``exp runs`` and ``exp compare`` add them up."""
+    entry = {"step": step, "model": model_name, **billing}
+    run.update_manifest(lambda manifest: manifest.setdefault("sagemaker_jobs", {}).__setitem__(name, entry))

@@ -41,7 +41,7 @@ from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import JOBS, RECONCILED, checkpoint_dir, job_result, job_spec as job_spec_file, model_dir, model_key, prepared_dir
 from ml_exp.core.names import INFERENCE, PREPARATION, TOKENS, TRAINING, TUNING
 from ml_exp.core.errors import StepError
-from ml_exp.backends.sagemaker.instances import billed, volume_kms_key
+from ml_exp.backends.sagemaker.instances import billed, record_job, volume_kms_key
 from ml_exp.backends.sagemaker.sdk_errors import explain
 
 # The steps that run as SageMaker jobs (a tuning trial is a job of the tuning step).
@@ -297,7 +297,9 @@ def _create(spec: dict[str, Any]) -> None:
             f.write(ENTRY_SOURCE)
         trainer = model_trainer(spec, source_dir)
         # ModelTrainer names a job <base_job_name>-<timestamp>; the spec's name is already unique
-        # and was saved (and maybe printed) before submission, so it is used as it is.
+        # and was saved (and maybe printed) before submission, so it is used as it is. No public
+        # API takes a job name (SDK 3.27: train() calls its module's _get_unique_name), hence the
+        # patch, under a lock; _latest_training_job is likewise the only handle on the job created.
         quiet, sdk_log = QuietSDK(), logging.getLogger("sagemaker.core.utils.utils")
         with _sdk_lock, staging_in_the_run():
             unique_name = sdk_model_trainer._get_unique_name
@@ -379,7 +381,7 @@ def run_step(ctx: Context, step: str, model_name: str | None, dry_run: bool = Fa
         ctx.log.debug("SageMaker job %s could not be created or watched", name, exc_info=True)
         raise StepError(message) from None
     billing = billed(description)
-    record_job(ctx, name, step, model_name, billing)
+    record_job(ctx.run, name, step, model_name, billing)
     result_path = job_result(name)  # the container's facts for the manifest
     return {
         "job_name": name,
@@ -391,9 +393,3 @@ def run_step(ctx: Context, step: str, model_name: str | None, dry_run: bool = Fa
         "result": ctx.run.read_json(result_path) if ctx.run.exists(result_path) else None,
     }
 
-
-def record_job(ctx: Context, name: str, step: str, model_name: str | None, billing: dict[str, Any]) -> None:
-    """The finished job in the run's manifest (``sagemaker_jobs``): its step, model, instances,
-    billable seconds and their cost; ``exp runs`` and ``exp compare`` add them up."""
-    entry = {"step": step, "model": model_name, **billing}
-    ctx.run.update_manifest(lambda manifest: manifest.setdefault("sagemaker_jobs", {}).__setitem__(name, entry))

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ml_exp.backends.sagemaker import jobs
-from ml_exp.backends.sagemaker.instances import billed_jobs
+from ml_exp.backends.sagemaker.instances import billed_jobs, record_job
 from ml_exp.config import SETTINGS, Config, read_settings_file
 from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import SAGEMAKER_TUNING_JOB, model_key, trial_name, tuning_dir
@@ -377,7 +377,7 @@ def search(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], pol
         wait_for_tuning_job(client, name, region, poll_seconds, on_status)
         trials = _trials(client, name, spec["parameters"])
         billing = billed_jobs(lambda job: client.describe_training_job(TrainingJobName=job), [t["job_name"] for t in trials])
-        jobs.record_job(ctx, name, TUNING, model_name, billing)
+        record_job(ctx.run, name, TUNING, model_name, billing)
         return trials
     except KeyboardInterrupt:  # the job goes on (and costs) without us: say how to stop it
         ctx.log.warning("SageMaker tuning job %s keeps running; stop it with: aws sagemaker stop-hyper-parameter-tuning-job "

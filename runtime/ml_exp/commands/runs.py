@@ -1,0 +1,63 @@
+"""``exp runs`` and ``exp compare``: the runs of this experiment, and runs side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ml_exp.commands.app import ExperimentDir, app, user_errors
+
+
+@app.command()
+def runs(
+    experiment_dir: ExperimentDir = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per run) for scripts.")] = False,
+) -> None:
+    """List this experiment's runs: number, created, status of each step, best metric when known."""
+    from ml_exp.config import load_config
+    from ml_exp.pipeline.runs import run_summaries, runs_table
+    from ml_exp.storage.store import Store
+
+    with user_errors("STORAGE_URI"):
+        config = load_config(experiment_dir)
+        summaries = run_summaries(Store(config.storage_uri, config.experiment_name), config.metric_for_best_model)
+    if as_json:
+        typer.echo(json.dumps(summaries, indent=2))
+        return
+    from rich.console import Console
+
+    Console().print(runs_table(config.experiment_name, summaries))
+
+
+@app.command()
+def compare(
+    runs: Annotated[Optional[list[int]], typer.Argument(help="Run numbers to compare (default: every run).", show_default=False)] = None,
+    experiment_dir: ExperimentDir = Path("."),
+    metric: Annotated[Optional[str], typer.Option(help="The metric to compare (default: METRIC_FOR_BEST_MODEL).")] = None,
+    output: Annotated[Path, typer.Option(help="Where to write the chart of the metric per run.")] = Path("comparison-runs.png"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts (no chart).")] = False,
+) -> None:
+    """Runs side by side: the metric per run and model, status, time, and the settings that differ."""
+    from ml_exp.config import load_config
+    from ml_exp.pipeline.compare import compare_runs, comparison_png, comparison_table, differing_lines
+    from ml_exp.storage.store import Store
+
+    with user_errors("RUNS" if runs else "STORAGE_URI"):
+        config = load_config(experiment_dir)
+        comparison = compare_runs(Store(config.storage_uri, config.experiment_name), metric or config.metric_for_best_model, runs)
+    if as_json:
+        typer.echo(json.dumps(comparison, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(comparison_table(config.experiment_name, comparison))
+    lines = differing_lines(comparison)
+    console.print("settings that differ:" if lines else "no setting differs between these runs", markup=False)
+    for line in lines:
+        console.print(f"  {line}", markup=False, highlight=False)
+    output.write_bytes(comparison_png(comparison, f"{config.experiment_name}: {comparison['metric']} per run"))
+    console.print(f"chart: {output}", markup=False, highlight=False, soft_wrap=True)
