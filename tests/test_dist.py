@@ -24,7 +24,8 @@ def test_the_wheel_and_sdist_build_and_pass_twine_check(tmp_path):
     sdist = tmp_path / f"ml_exp-{ml_exp.__version__}.tar.gz"
     assert wheel.is_file() and sdist.is_file(), sorted(p.name for p in tmp_path.iterdir())
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("ml_exp/commands/__init__.py", "ml_exp/core/names.py", "ml_exp/backends/sagemaker/container.py", "ml_exp/toolkit/metrics/classification.py"):
+    for module in ("ml_exp/commands/__init__.py", "ml_exp/core/names.py", "ml_exp/backends/sagemaker/container.py", "ml_exp/toolkit/metrics/classification.py",
+                   "ml_exp/backends/sagemaker/prices.json"):  # the price table of the cost lines
         assert module in names
     assert not [n for n in names if n.startswith("tests/")]
     checked = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)], capture_output=True, text=True)
