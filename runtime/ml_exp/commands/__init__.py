@@ -199,7 +199,7 @@ def runs(
 
     try:
         config = load_config(experiment_dir)
-        summaries = run_summaries(Store(config.storage_uri, config.experiment_name), config.metric_for_best_model)
+        summaries = run_summaries(Store.for_config(config), config.metric_for_best_model)
     except ConfigError as exc:
         _print_problems(exc.problems)
         raise typer.Exit(1) from None
@@ -229,7 +229,7 @@ def compare(
 
     try:
         config = load_config(experiment_dir)
-        comparison = compare_runs(Store(config.storage_uri, config.experiment_name), metric or config.metric_for_best_model, runs)
+        comparison = compare_runs(Store.for_config(config), metric or config.metric_for_best_model, runs)
     except ConfigError as exc:
         _print_problems(exc.problems)
         raise typer.Exit(1) from None

@@ -31,8 +31,9 @@ def local_input(run: Run, relpath: str, scratch_dir: str | Path) -> Path:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise StepError(f"{run.path(relpath)} is damaged: {shown} {'is' if len(missing) == 1 else 'are'} missing. A completed step is never "
                         f"redone in the same run: restore the file(s), or rebuild everything in a new run with `exp run`.")
-    if not run.store.is_s3:
-        return Path(run.local_path_or_url(relpath))
+    local = run.local_dir(relpath)
+    if local is not None:
+        return local
     destination = Path(scratch_dir) / relpath
     run.get_dir(relpath, str(destination))
     return destination

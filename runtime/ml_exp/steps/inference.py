@@ -139,7 +139,7 @@ def load_result(run: Run, model_name: str) -> dict:
     if not run.is_complete(folder):
         raise StepError(f"{run.path(folder)} is missing or incomplete: run the inference step for {model_name!r} first.")
     metrics = run.read_json(f"{folder}/{METRICS}")
-    with run.store.fs.open(run.path(folder, PREDICTIONS), "rb") as f:
+    with run.open(f"{folder}/{PREDICTIONS}") as f:
         records = pq.ParquetFile(f).metadata.num_rows
     return {"metrics": metrics, "test_records": records, "uri": run.path(folder)}
 

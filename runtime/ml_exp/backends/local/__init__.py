@@ -101,8 +101,9 @@ def checkpoints_for(ctx: Context, model_name: str, scratch: Path) -> Path:
     """Where the Trainer writes checkpoints: the run's own folder on local storage (so a
     re-run resumes from it); on S3 a local copy of the run's checkpoints, which the workers
     mirror back after every save."""
-    if not ctx.run.store.is_s3:
-        return Path(ctx.run.local_path_or_url(checkpoint_dir(model_name)))
+    local_dir = ctx.run.local_dir(checkpoint_dir(model_name))
+    if local_dir is not None:
+        return local_dir
     local = scratch / "checkpoints"
     for name in ctx.run.listdir(checkpoint_dir(model_name)):
         if ctx.run.is_complete(f"{checkpoint_dir(model_name)}/{name}"):

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if verbosity() == QUIET else logging.INFO, format=f"[rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
     try:
         config = load_config(args.experiment_dir)
-        run = Store(config.storage_uri, config.experiment_name).open_run(args.run_num)
+        run = Store.for_config(config).open_run(args.run_num)
         udfs = load_udfs(args.experiment_dir, config.udf_module, keep_loaded=True)
         ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"))
         from ml_exp.backends.local.search import pruning_callbacks
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
         train_model(
             ctx, udfs, args.model, args.data_dir, args.checkpoints, trial=args.trial,
-            sync_checkpoints=run.store.is_s3 and args.trial is None, callbacks=pruning_callbacks(config),
+            sync_checkpoints=run.is_remote and args.trial is None, callbacks=pruning_callbacks(config),
         )  # fmt: skip
     except Exception as exc:
         # a problem the user can act on is one line (read-only or full storage: the path and the

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
         trial = trial_of(os.environ.get("TRAINING_JOB_NAME", ""))
         config = config.with_overrides(trial_settings(config, tuned_values(hps)), source=f"{TUNING} {trial}")
-    run = Store(config.storage_uri, config.experiment_name).open_run(int(hps["run"]))
+    run = Store.for_config(config).open_run(int(hps["run"]))
     udfs = load_udfs(experiment_dir, config.udf_module, keep_loaded=True)
     ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"))
     facts = run_in_container(ctx, udfs, step, hps.get("model") or None, root, trial)
