@@ -69,6 +69,39 @@ def test_imports_point_down_the_layers(module):
     assert not upward, f"{module} (layer {_layer(module)}) imports from a higher layer: {upward}"
 
 
+def _graph() -> dict[str, set[str]]:
+    """module -> the ml_exp modules it imports (function-level imports included; ``from pkg import
+    submodule`` counts as the submodule; a package's own modules importing it are not a circle)."""
+    graph = {}
+    for module, path in MODULES.items():
+        targets = set()
+        for base, names in _imports(ast.parse(path.read_text()), module):
+            subs = {f"{base}.{n}" for n in names if f"{base}.{n}" in MODULES}
+            targets |= subs or ({base} if base in MODULES else set())
+            if subs and len(subs) < len(names) and base in MODULES:
+                targets.add(base)
+        graph[module] = {t for t in targets if t != module and not module.startswith(t + ".")}
+    return graph
+
+
+def test_no_circle_of_imports():
+    graph, state, circles = _graph(), {}, []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                circles.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, "circles of imports: " + "; ".join(" -> ".join(c) for c in circles)
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_module_uses_another_modules_private_names(module):
     tree = ast.parse(MODULES[module].read_text())
@@ -96,6 +129,14 @@ def test_run_paths_live_in_the_layout_module_only():
     for module, path in MODULES.items():
         if module != "ml_exp.storage.layout":
             assert "tuning/" not in path.read_text(), f"{module} spells a path of the run layout; use ml_exp.storage.layout"
+
+
+def test_serving_borrows_nothing_from_the_steps():
+    """Serving and steps share the toolkit; neither imports the other."""
+    for module, path in MODULES.items():
+        if module.startswith("ml_exp.serving"):
+            steps = [t for t, _ in _imports(ast.parse(path.read_text()), module) if t.startswith("ml_exp.steps")]
+            assert not steps, f"{module} imports {steps}: what serving and steps share belongs in ml_exp.toolkit"
 
 
 def test_the_pipeline_knows_no_backend():

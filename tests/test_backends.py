@@ -27,7 +27,6 @@ from pathlib import Path
 from ml_exp.backends.base import Backend, Task
 from ml_exp.backends.execute import execute
 from ml_exp.core.errors import StepError
-from ml_exp.steps import local_input
 from ml_exp.storage.layout import checkpoint_dir, prepared_dir
 
 TASKS_RUN = []
@@ -44,7 +43,7 @@ class InlineBackend(Backend):
         if task.step != "training":
             return execute(task, ctx, functions)
         scratch = ctx.run.scratch_area()
-        data = local_input(ctx.run, prepared_dir(task.model), scratch)
+        data = ctx.run.local_input(prepared_dir(task.model), scratch)
         checkpoints = Path(ctx.run.local_path_or_url(checkpoint_dir(task.model)))
         return execute(task, ctx, functions, data_dir=data, checkpoints=checkpoints)
 

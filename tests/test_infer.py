@@ -22,7 +22,7 @@ from ml_exp import toolkit
 from ml_exp.config import load_config
 from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import LABELS, inference_dir, model_dir, prepared_dir
-from ml_exp.core.errors import StepError
+from ml_exp.core.errors import StepError, UserError
 from ml_exp.steps import inference
 from ml_exp.steps.report import write_report
 from ml_exp.storage.store import OutputExistsError, Store
@@ -254,7 +254,7 @@ def test_second_inference_into_the_same_run_refuses_to_overwrite(ctx):
 def test_load_result_reads_back_what_inference_returned(ctx):
     result = inference.infer_model(ctx, make_udfs(), "tiny-bert")
     assert inference.load_result(ctx.run, "tiny-bert") == {k: v for k, v in result.items() if k != "tracking"}
-    with pytest.raises(StepError, match="inference/other.*missing or incomplete"):
+    with pytest.raises(UserError, match="inference/other.*missing or incomplete"):
         inference.load_result(ctx.run, "other")
 
 
@@ -282,7 +282,7 @@ def test_missing_model_is_a_step_error(tmp_path, artefacts):
     context = make_ctx(tmp_path)
     context.run.write_json(LABELS, LABEL_NAMES)
     context.run.put_dir(str(artefacts["prepared"]), prepared_dir("tiny-bert"))
-    with pytest.raises(StepError, match=r"models/tiny-bert.*missing or incomplete"):
+    with pytest.raises(UserError, match=r"models/tiny-bert.*missing or incomplete"):
         inference.infer_model(context, make_udfs(), "tiny-bert")
 
 

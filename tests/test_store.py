@@ -20,6 +20,7 @@ from ml_exp.storage.store import (
     Store,
     StoreError,
 )
+from ml_exp.storage.transport_s3 import S3Transport
 from tests.s3server import free_ports
 
 EXP = "EXP-1-store"
@@ -200,17 +201,17 @@ def test_s3_objects_without_marker_are_not_complete(s3_env, tmp_path, monkeypatc
     src = tmp_path / "saved"
     src.mkdir()
     (src / "weights.bin").write_bytes(b"w" * 1000)
-    real_put = Store.put
+    real_put = S3Transport.put
 
     def crash_before_marker(self, url, *args, **kwargs):
         if url.endswith("/_COMPLETE"):
             raise ConnectionResetError("simulated crash")
         return real_put(self, url, *args, **kwargs)
 
-    monkeypatch.setattr(Store, "put", crash_before_marker)
+    monkeypatch.setattr(S3Transport, "put", crash_before_marker)
     with pytest.raises(StoreError):
         run.put_dir(str(src), "models/m")
-    monkeypatch.setattr(Store, "put", real_put)
+    monkeypatch.setattr(S3Transport, "put", real_put)
     assert run.listdir("models/m") == ["weights.bin"] and not run.is_complete("models/m")
     with pytest.raises(StoreError, match="incomplete"):
         run.get_dir("models/m", str(tmp_path / "out"))
@@ -240,10 +241,10 @@ def test_check_access_ok_and_leaves_nothing(storage_uri):
     store = make_store(storage_uri)
     store.check_access()
     assert store.run_numbers() == []
-    if store.is_s3:
-        assert [p for p in store.fs.ls(store.root, detail=False) if "probe" in p] == []
+    if store.transport.is_remote:
+        assert [name for name in store.transport.listdir(store.root) if "probe" in name] == []
     else:  # not even the folders the probe needed
-        assert not os.path.exists(store.local_path(store.storage_uri))
+        assert not os.path.exists(store.transport.local_path(store.storage_uri))
 
 
 # -- user errors -------------------------------------------------------------------

@@ -38,7 +38,7 @@ def open_task(experiment_dir: Path, run_num: int, overrides: Mapping[str, str] |
     config = load_config(experiment_dir)
     if overrides:
         config = config.with_overrides(dict(overrides), source=source)
-    run = Store(config.storage_uri, config.experiment_name).open_run(run_num)
+    run = Store.for_config(config).open_run(run_num)
     functions = load_udfs(experiment_dir, config.udf_module, keep_loaded=True)
     return Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment")), functions
 

@@ -23,7 +23,7 @@ def runs(
 
     with user_errors("STORAGE_URI"):
         config = load_config(experiment_dir)
-        summaries = run_summaries(Store(config.storage_uri, config.experiment_name), config.metric_for_best_model)
+        summaries = run_summaries(Store.for_config(config), config.metric_for_best_model)
     if as_json:
         typer.echo(json.dumps(summaries, indent=2))
         return
@@ -47,7 +47,7 @@ def compare(
 
     with user_errors("RUNS" if runs else "STORAGE_URI"):
         config = load_config(experiment_dir)
-        comparison = compare_runs(Store(config.storage_uri, config.experiment_name), metric or config.metric_for_best_model, runs)
+        comparison = compare_runs(Store.for_config(config), metric or config.metric_for_best_model, runs)
     if as_json:
         typer.echo(json.dumps(comparison, indent=2))
         return

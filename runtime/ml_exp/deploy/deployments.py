@@ -50,7 +50,7 @@ def deploy(experiment_dir: Path, run_num: int, model_name: str | None, dry_run: 
     from ml_exp.serving.bundle import archive, from_run
 
     config, run = open_run(experiment_dir, run_num)
-    if not run.store.is_s3:
+    if not run.is_remote:
         raise UserError(where="STORAGE_URI", message=f"run_{run_num} is on local storage ({config.storage_uri}), and a SageMaker "
                               f"endpoint loads its model from S3. Serve it on this machine with `exp serve --run {run_num}`, "
                               "or run the experiment with STORAGE_URI = s3://bucket/prefix to deploy its model.")
@@ -153,7 +153,7 @@ def undeploy(experiment_dir: Path, name: str) -> list[str]:
         if message is None:
             raise
         raise UserError(where="NAME", message=message) from None
-    store = Store(config.storage_uri, config.experiment_name)
+    store = Store.for_config(config)
     if tagged.get("run", "").isdigit() and store.run_exists(int(tagged["run"])):
         _record(store.open_run(int(tagged["run"])), name, {"status": "Deleted", "undeployed_at": now(), "undeployed_by": _who()})
     return deleted

@@ -90,7 +90,7 @@ def run_pipeline(
     assert config is not None
     chosen = [step for step in STEP_NAMES if step in (steps or config.steps)]
 
-    store = Store(config.storage_uri, config.experiment_name)
+    store = Store.for_config(config)
     changed: dict[str, dict[str, str]] = {}
     if run_num is None:
         run = store.claim_run(config.run_num, lambda num: {**new_manifest(config, num), "smoke": smoke, "dry_run": dry_run, "overrides": overrides})

@@ -168,7 +168,7 @@ def _wandb_logged_in() -> bool:
 def check_store(config: Config, new_run: bool = True) -> list[Problem]:
     from ml_exp.storage.store import Store, StoreError
 
-    store = Store(config.storage_uri, config.experiment_name)
+    store = Store.for_config(config)
     try:
         store.check_access()
         if new_run and config.run_num is not None and store.run_exists(config.run_num):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ from ml_exp.storage.layout import (
     serving_dir,
 )
 from ml_exp.core.errors import StepError
-from ml_exp.steps import local_input
 from ml_exp.storage.store import Run
 
 
@@ -112,10 +110,10 @@ def from_run(run: Run, model_name: str | None, scratch: Path) -> Bundle:
         known = ", ".join(n.strip() for n in names if n.strip()) or "none"
         raise StepError(f"run_{run.num} has no trained model {model_name!r} ({run.path(model_dir(model_name))} is missing "
                         f"or incomplete); the run's models: {known}.")
-    trained = local_input(run, model_dir(model_name), scratch)
+    trained = run.local_input(model_dir(model_name), scratch)
     processor = _processor(run, model_name, scratch)
     info = {
-        "experiment": manifest.get("experiment", run.store.experiment_name),
+        "experiment": manifest.get("experiment", run.experiment_name),
         "run": run.num,
         "model": model_name,
         "model_key": model_key(model_name),
@@ -140,17 +138,11 @@ def _processor(run: Run, model_name: str, scratch: Path) -> Path | None:
     relpath = f"{prepared_dir(model_name)}/{PROCESSOR}"
     if not run.is_complete(prepared_dir(model_name)) or not run.listdir(relpath):
         return None  # preparation could not save it (no save_pretrained): encode gets None, as training did
-    if not run.store.is_s3:
-        return Path(run.local_path_or_url(relpath))
-    # just the processor's files, not the encoded splits next to it
-    fs, prefix = run.store.fs, run.path(relpath)
-    remote = [key for key in fs.find(prefix) if not key.endswith("/")]
-    start = len(fs._strip_protocol(prefix).rstrip("/")) + 1
-    destination = scratch / relpath
-    local = [str(destination / key[start:]) for key in remote]
-    for path in local:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    fs.get(remote, local)
+    local = run.local_dir(relpath)
+    if local is not None:
+        return local
+    destination = scratch / relpath  # just the processor's files, not the encoded splits next to it
+    run.download(relpath, str(destination))
     return destination
 
 
@@ -162,7 +154,7 @@ def record_fields(run: Run) -> dict[str, str]:
     if not shards:
         raise StepError(f"run_{run.num} has no reconciled records ({run.path(RECONCILED)}): the predictor cannot know "
                         "which fields a record has.")
-    with run.store.fs.open(run.path(RECONCILED, shards[0]), "rb") as f:
+    with run.open(f"{RECONCILED}/{shards[0]}") as f:
         schema = pq.read_schema(f)
     return {name: str(schema.field(name).type) for name in schema.names if name not in RECORD_FIELDS}
 

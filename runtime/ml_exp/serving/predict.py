@@ -17,7 +17,7 @@ PREDICT_CHUNK = 256
 
 def open_run(experiment_dir: Path, run_num: int) -> tuple[Config, Run]:
     config = load_config(experiment_dir)
-    return config, Store(config.storage_uri, config.experiment_name).open_run(run_num)
+    return config, Store.for_config(config).open_run(run_num)
 
 
 def load_predictor(experiment_dir: Path, run_num: int, model_name: str | None, scratch: Path) -> Any:

@@ -60,25 +60,6 @@ def plan(ctx: Context, step: str) -> list[Task]:
     return [Task(step, model, parameters) for model in ctx.config.model_names]
 
 
-def local_input(run: Run, relpath: str, scratch_dir: str | Path) -> Path:
-    """A local folder holding the complete output ``relpath`` of an earlier step.
-
-    file:// storage: the folder itself (no copy); s3://: downloaded under ``scratch_dir``.
-    """
-    if not run.is_complete(relpath):
-        raise StepError(f"{run.path(relpath)} is missing or incomplete: run the step that writes it first (exp run --run {run.num} --steps <step>).")
-    missing = run.missing_files(relpath)
-    if missing:  # deleted after it was written: a library would fail on it with a traceback
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise StepError(f"{run.path(relpath)} is damaged: {shown} {'is' if len(missing) == 1 else 'are'} missing. A completed step is never "
-                        f"redone in the same run: restore the file(s), or rebuild everything in a new run with `exp run`.")
-    if not run.store.is_s3:
-        return Path(run.local_path_or_url(relpath))
-    destination = Path(scratch_dir) / relpath
-    run.get_dir(relpath, str(destination))
-    return destination
-
-
 def tracking_records(ctx: Context, step: str, live: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     """Per model, where ``step`` is tracked (for the manifest): the wandb run's stable id, name,
     project and entity, and what the live run reported (its URL when online). {} when tracking is off."""

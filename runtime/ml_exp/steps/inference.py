@@ -46,7 +46,7 @@ from ml_exp.storage.layout import (
 )
 from ml_exp.core.names import INFERENCE
 from ml_exp.core.errors import StepError
-from ml_exp.steps import RunTask, Task, local_input, tracking_records
+from ml_exp.steps import RunTask, Task, tracking_records
 from ml_exp.toolkit.documents import WINDOW, WINDOW_END, WINDOW_START, combine, document_starts
 from ml_exp.steps.report import confusion_matrix_png
 from ml_exp.toolkit.scoring import Scorer, accepted_inputs, load_classifier, model_inputs
@@ -102,8 +102,8 @@ def infer_model(ctx: Context, udfs: UDFs, model_name: str) -> dict:
 
     with tempfile.TemporaryDirectory(prefix=f"ml-exp-{INFERENCE}-{key}-", dir=run.scratch_area()) as scratch:
         scratch_dir = Path(scratch)
-        prepared = local_input(run, prepared_dir(model_name), scratch_dir / "inputs")
-        trained = local_input(run, model_dir(model_name), scratch_dir / "inputs")
+        prepared = run.local_input(prepared_dir(model_name), scratch_dir / "inputs")
+        trained = run.local_input(model_dir(model_name), scratch_dir / "inputs")
         labels = _labels(run, trained, model_name)
         out = scratch_dir / "out"
         out.mkdir()
@@ -138,7 +138,7 @@ def load_result(run: Run, model_name: str) -> dict:
     if not run.is_complete(folder):
         raise StepError(f"{run.path(folder)} is missing or incomplete: run the inference step for {model_name!r} first.")
     metrics = run.read_json(f"{folder}/{METRICS}")
-    with run.store.fs.open(run.path(folder, PREDICTIONS), "rb") as f:
+    with run.open(f"{folder}/{PREDICTIONS}") as f:
         records = pq.ParquetFile(f).metadata.num_rows
     return {"metrics": metrics, "test_records": records, "uri": run.path(folder)}
 

@@ -18,7 +18,6 @@ from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import DOCUMENT_LENGTHS_PNG, LABELS, MODEL_LABELS, PROCESSOR, RECONCILED, RECORD_FIELDS, SPLITS, prepared_dir
 from ml_exp.core.names import PREPARATION
 from ml_exp.core.errors import StepError
-from ml_exp.steps import local_input
 from ml_exp.steps.coverage import document_coverage, lengths_png, warn_if_truncated
 from ml_exp.toolkit.documents import Windowing, check_encoded, to_rows
 from ml_exp.experiment.functions import UDFs, user_error, user_frames
@@ -32,7 +31,7 @@ def run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
 
     config = ctx.config
     with tempfile.TemporaryDirectory(prefix=f"ml-exp-{PREPARATION}-", dir=ctx.run.scratch_area()) as scratch:
-        shards = sorted(str(p) for p in local_input(ctx.run, RECONCILED, scratch).glob("part-*.parquet"))
+        shards = sorted(str(p) for p in ctx.run.local_input(RECONCILED, scratch).glob("part-*.parquet"))
         raw = datasets.Dataset.from_parquet(shards, cache_dir=os.path.join(scratch, "cache"))
         labels = sorted(raw.unique("label"))
         if len(labels) < 2:

@@ -34,6 +34,10 @@ class DamagedRun(StoreError):
     """A run's record (its manifest) or a complete folder of it cannot be read as written."""
 
 
+class MissingInput(StoreError):
+    """A step's input (an earlier step's complete folder) is missing, incomplete or damaged."""
+
+
 class LeaseHeld(StoreError):
     """Another live process is running this run (it holds the run's lease)."""
 

@@ -20,7 +20,7 @@
       serving/<model>/model.tar.gz    exp deploy: the model packed for an endpoint (SageMaker unpacks it in /opt/ml/model)
       deployments/<endpoint>.json     exp deploy: each endpoint's requests (model, endpoint config, endpoint)
 
-A folder counts once its ``_COMPLETE`` marker exists (:meth:`ml_exp.storage.store.Run.is_complete`).
+A folder counts once its ``_COMPLETE`` marker exists (:meth:`ml_exp.storage.run.Run.is_complete`).
 ``<model>`` is :func:`model_key` of a model name. Pure: paths are relative to the run folder.
 """
 

@@ -3,7 +3,7 @@
 ``exp run`` takes the lease of its run before it changes anything in it, renews it from a
 background thread while it works and releases it at the end; a second ``exp run --run N`` while
 the lease is live is refused at once, naming the holder. The lease is taken and renewed with the
-store's compare-and-swap on the manifest (:meth:`ml_exp.storage.store.Run.update_manifest`), so two
+transport's compare-and-swap on the manifest (:meth:`ml_exp.storage.run.Run.update_manifest`), so two
 takers never both win. A lease whose holder is gone is taken over, and the takeover recorded
 (``manifest["lease_takeovers"]``): gone means the same host and its pid no longer runs (a kill
 -9, a crash), or no renewal for :data:`STALE_AFTER_S` seconds (another machine that died).

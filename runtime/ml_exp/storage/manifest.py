@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from ml_exp import __version__
 from ml_exp.config import Config
-from ml_exp.storage.store import now
+from ml_exp.storage.run import now
 
 TEMPLATE_RECORD = ".ml-exp.json"
 REDACTED = "***redacted***"

@@ -1,25 +1,24 @@
 """One run folder, ``<STORAGE_URI>/<EXPERIMENT_NAME>/run_<N>/``: its files, its complete folders,
-its manifest and the status of its steps (how each is written safely: :mod:`ml_exp.storage.store`)."""
+its manifest and the status of its steps, written through a
+:class:`~ml_exp.storage.transport.Transport` (which says how each is written safely)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import random
 import shutil
 import tempfile
-import time
-import uuid
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable
 
+from ml_exp.storage.errors import DamagedRun, MissingInput, OutputExistsError, StepAlreadyCompleted, StoreError
 from ml_exp.storage.layout import COMPLETE, MANIFEST, SCRATCH, run_dir
-from ml_exp.storage.errors import Conflict, DamagedRun, OutputExistsError, StepAlreadyCompleted, StoreError
 
 if TYPE_CHECKING:
-    from ml_exp.storage.store import Store
+    from pathlib import Path
+
+    from ml_exp.storage.transport import Transport
 
 
 def now() -> str:
@@ -28,13 +27,19 @@ def now() -> str:
 
 
 class Run:
-    """One run folder, ``<root>/run_<N>``."""
+    """One run folder, ``<experiment_uri>/run_<N>``, on ``transport``."""
 
-    def __init__(self, store: Store, num: int):
-        self.store, self.num, self.uri = store, num, f"{store.root}/{run_dir(num)}"
+    def __init__(self, transport: Transport, experiment_uri: str, num: int):
+        self.transport, self.num, self.uri = transport, num, f"{experiment_uri}/{run_dir(num)}"
+        self.experiment_name = experiment_uri.rstrip("/").rsplit("/", 1)[-1]
 
     def __repr__(self) -> str:
         return f"Run({self.uri!r})"
+
+    @property
+    def is_remote(self) -> bool:
+        """True when the run's files are not on this machine (s3://): libraries get local copies."""
+        return self.transport.is_remote
 
     def path(self, *parts: str) -> str:
         """URL of ``parts`` under the run folder."""
@@ -43,17 +48,25 @@ class Run:
             raise StoreError(f"invalid path under a run: {'/'.join(map(str, parts))!r}")
         return "/".join([self.uri, *segs])
 
+    def local_dir(self, relpath: str) -> Path | None:
+        """The folder (or file) ``relpath`` on this machine when the storage is local, else None."""
+        local = self.transport.local_path(self.path(relpath))
+        if local is None:
+            return None
+        from pathlib import Path  # here: importing the storage stays cheap
+
+        return Path(local)
+
     def local_path_or_url(self, *parts: str) -> str:
         """A local path with file:// storage (for libraries that want paths), else the URL."""
         url = self.path(*parts)
-        return url if self.store.is_s3 else self.store.local_path(url)
+        return self.transport.local_path(url) or url
 
     # -- files -------------------------------------------------------------------------
     def write_bytes(self, relpath: str, data: bytes, *, overwrite: bool = False) -> str:
         """Write atomically; OutputExistsError if it exists and not ``overwrite``. Returns the URL."""
         url = self.path(relpath)
-        with self.store.errors("writing", url):
-            self.store.put(url, bytes(data), overwrite)
+        self.transport.put(url, bytes(data), overwrite)
         return url
 
     def write_text(self, relpath: str, text: str, *, overwrite: bool = False) -> str:
@@ -63,9 +76,7 @@ class Run:
         return self.write_text(relpath, json.dumps(obj, indent=2, default=str) + "\n", overwrite=overwrite)
 
     def read_bytes(self, relpath: str) -> bytes:
-        url = self.path(relpath)
-        with self.store.errors("reading", url):
-            return self.store.fs.cat_file(url)
+        return self.transport.read(self.path(relpath))
 
     def read_text(self, relpath: str) -> str:
         return self.read_bytes(relpath).decode("utf-8")
@@ -73,21 +84,19 @@ class Run:
     def read_json(self, relpath: str) -> Any:
         return json.loads(self.read_bytes(relpath))
 
+    def open(self, relpath: str, mode: str = "rb") -> IO[bytes]:
+        """A binary reader of ``relpath`` (for libraries that read part of a file, e.g. a parquet
+        footer). Reading only: writes go through write_bytes/put_dir, which are atomic."""
+        if mode != "rb":
+            raise ValueError(f"Run.open reads only (mode 'rb'), not {mode!r}: write with write_bytes or put_dir")
+        return self.transport.open(self.path(relpath))
+
     def exists(self, relpath: str) -> bool:
-        url = self.path(relpath)
-        with self.store.errors("checking", url):
-            return bool(self.store.fs.exists(url))
+        return self.transport.exists(self.path(relpath))
 
     def listdir(self, relpath: str = "") -> list[str]:
         """Sorted entry names under ``relpath`` ([] if missing); hidden temporaries skipped."""
-        url = self.path(relpath)
-        with self.store.errors("listing", url):
-            try:
-                entries = self.store.fs.ls(url, detail=False)
-            except FileNotFoundError:
-                return []
-        names = {e.rstrip("/").rsplit("/", 1)[-1] for e in entries}
-        return sorted(n for n in names if n and not n.startswith("."))
+        return [n for n in self.transport.listdir(self.path(relpath)) if not n.startswith(".")]
 
     # -- folders -----------------------------------------------------------------------
     def is_complete(self, relpath: str) -> bool:
@@ -100,41 +109,18 @@ class Run:
 
     def put_dir(self, local_dir: str, relpath: str, *, overwrite: bool = False) -> str:
         """Upload a local folder; readers see it only once complete (:meth:`is_complete`)."""
-        src, url, st = os.path.abspath(local_dir), self.path(relpath), self.store
+        src, url = os.path.abspath(local_dir), self.path(relpath)
         if not os.path.isdir(src):
             raise StoreError(f"cannot upload {local_dir!r}: not a folder.")
         if not overwrite and self.is_complete(relpath):
             raise OutputExistsError(f"{url} already exists; refusing to overwrite it. Start a new run, "
                                     "or pass overwrite=True.")
-        files = [(os.path.join(d, f), os.path.relpath(os.path.join(d, f), src).replace(os.sep, "/"))
-                 for d, _, fs in os.walk(src) for f in fs]
-        files = [(lp, rp) for lp, rp in files if rp != COMPLETE]
+        paths = sorted(os.path.relpath(os.path.join(d, f), src).replace(os.sep, "/")
+                       for d, _, names in os.walk(src) for f in names)
+        paths = [p for p in paths if p != COMPLETE]
         # the names too: a file deleted later is then named (missing_files), not a library's traceback
-        marker = json.dumps({"completed_at": now(), "files": len(files), "paths": sorted(rp for _, rp in files)}).encode()
-        with st.errors("uploading a folder to", url):
-            if st.is_s3:  # clear leftovers of an interrupted upload (or overwrite), marker first
-                if st.fs.exists(url):
-                    with contextlib.suppress(FileNotFoundError):
-                        st.fs.rm_file(f"{url}/{COMPLETE}")
-                    st.fs.rm(url, recursive=True)
-                if files:
-                    st.fs.put([lp for lp, _ in files], [f"{url}/{rp}" for _, rp in files])
-                st.put(f"{url}/{COMPLETE}", marker, overwrite=True)
-                return url
-            dest = st.local_path(url)
-            parent, base, tag = os.path.dirname(dest), os.path.basename(dest), uuid.uuid4().hex
-            tmp, old = os.path.join(parent, f".{base}.tmp-{tag}"), os.path.join(parent, f".{base}.old-{tag}")
-            os.makedirs(parent, exist_ok=True)
-            try:
-                shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(COMPLETE))
-                with open(os.path.join(tmp, COMPLETE), "wb") as f:
-                    f.write(marker)
-                if os.path.lexists(dest):
-                    os.rename(dest, old)
-                os.rename(tmp, dest)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.rmtree(old, ignore_errors=True)
+        marker = json.dumps({"completed_at": now(), "files": len(paths), "paths": paths}).encode()
+        self.transport.put_dir(src, url, marker)
         return url
 
     def missing_files(self, relpath: str) -> list[str]:
@@ -144,23 +130,20 @@ class Run:
             written = json.loads(self.read_bytes(f"{relpath}/{COMPLETE}")).get("paths") or []
         except (ValueError, AttributeError):
             return []
-        url, st = self.path(relpath), self.store
-        with st.errors("listing", url):
-            base = st.fs._strip_protocol(url).rstrip("/") + "/"
-            present = {p[len(base):] for p in st.fs.find(url) if p.startswith(base)}
+        present = set(self.transport.files(self.path(relpath)))
         return [p for p in written if p not in present]
 
     def scratch_area(self) -> str:
         """A local folder for this run's temporary files (downloads, encodings, checkpoints on
-        S3): inside the run on file:// storage, else under the system temp folder. Whoever
+        S3): inside the run on local storage, else under the system temp folder. Whoever
         holds the run's lease clears it when it starts (:meth:`clear_scratch`), so a killed
         step leaves nothing behind for long."""
-        if self.store.is_s3:
+        area = self.transport.local_path(self.path(SCRATCH))
+        if area is None:
             tag = hashlib.sha256(self.uri.encode()).hexdigest()[:10]
-            area = os.path.join(tempfile.gettempdir(), "ml-exp-scratch", f"{self.store.experiment_name}-{run_dir(self.num)}-{tag}")
-        else:
-            area = self.store.local_path(self.path(SCRATCH))
-        with self.store.errors("creating", area):
+            name = f"{self.experiment_name}-{run_dir(self.num)}-{tag}"
+            area = os.path.join(tempfile.gettempdir(), "ml-exp-scratch", name)
+        with self.transport.errors("creating", area):
             os.makedirs(area, exist_ok=True)
         return area
 
@@ -169,34 +152,53 @@ class Run:
 
     def get_dir(self, relpath: str, local_dir: str) -> None:
         """Download a complete folder into ``local_dir`` (created; the marker is not copied)."""
-        url, st = self.path(relpath), self.store
         if not self.is_complete(relpath):
-            raise StoreError(f"{url} is missing or incomplete (no {COMPLETE} marker): the step that writes it "
-                             "has not finished.")
-        with st.errors("downloading", url):
-            if not st.is_s3:
-                shutil.copytree(st.local_path(url), local_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(COMPLETE))
-                return
-            prefix = st.fs._strip_protocol(url).rstrip("/") + "/"
-            remote = [k for k in st.fs.find(url) if k.startswith(prefix) and k[len(prefix):] != COMPLETE]
-            local = [os.path.join(local_dir, *k[len(prefix):].split("/")) for k in remote]
-            for lp in local:
-                os.makedirs(os.path.dirname(lp), exist_ok=True)
-            if remote:
-                st.fs.get(remote, local)
+            raise StoreError(f"{self.path(relpath)} is missing or incomplete (no {COMPLETE} marker): the step that "
+                             "writes it has not finished.")
+        self.download(relpath, local_dir)
+
+    def local_input(self, relpath: str, scratch_dir: str | Path) -> Path:
+        """A local folder holding the complete output ``relpath`` of an earlier step: the folder
+        itself where the storage is local (no copy), else downloaded under ``scratch_dir``."""
+        if not self.is_complete(relpath):
+            raise MissingInput(f"{self.path(relpath)} is missing or incomplete: run the step that writes it first "
+                               f"(exp run --run {self.num} --steps <step>).")
+        missing = self.missing_files(relpath)
+        if missing:  # deleted after it was written: a library would fail on it with a traceback
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise MissingInput(f"{self.path(relpath)} is damaged: {shown} {'is' if len(missing) == 1 else 'are'} missing. "
+                               "A completed step is never redone in the same run: restore the file(s), or rebuild everything "
+                               "in a new run with `exp run`.")
+        local = self.local_dir(relpath)
+        if local is not None:
+            return local
+        from pathlib import Path
+
+        destination = Path(scratch_dir) / relpath
+        self.get_dir(relpath, str(destination))
+        return destination
+
+    def download(self, relpath: str, local_dir: str) -> None:
+        """Download the files under ``relpath`` as they are, e.g. a part of a complete folder (the
+        caller checked the folder it belongs to)."""
+        self.transport.get_dir(self.path(relpath), local_dir)
 
     # -- manifest and steps ------------------------------------------------------------
     def read_manifest(self) -> dict:
         """The manifest; DamagedRun (saying what is wrong and what to do) when it is not one."""
+        return self._manifest_from(self.read_bytes(MANIFEST))
+
+    def _manifest_from(self, data: bytes) -> dict:
+        where = f"run_{self.num}'s {MANIFEST} ({self.path(MANIFEST)}) is damaged"
         try:
-            manifest = self.read_json(MANIFEST)
+            manifest = json.loads(data)
         except ValueError as exc:  # truncated or garbled JSON, bad UTF-8
-            raise DamagedRun(f"run_{self.num}'s {MANIFEST} ({self.path(MANIFEST)}) is damaged: not valid JSON ({exc}). "
-                             f"Nothing was changed; restore the file (from a backup or the storage's version history) "
-                             "to continue this run, or start a new run with `exp run`.") from None
+            raise DamagedRun(f"{where}: not valid JSON ({exc}). Nothing was changed; restore the file (from a backup "
+                             "or the storage's version history) to continue this run, or start a new run with "
+                             "`exp run`.") from None
         if not isinstance(manifest, dict):
-            raise DamagedRun(f"run_{self.num}'s {MANIFEST} ({self.path(MANIFEST)}) is damaged: a JSON {type(manifest).__name__}, "
-                             "not an object. Restore the file to continue this run, or start a new run with `exp run`.")
+            raise DamagedRun(f"{where}: a JSON {type(manifest).__name__}, not an object. Restore the file to continue "
+                             "this run, or start a new run with `exp run`.")
         return manifest
 
     def write_manifest(self, manifest: dict) -> None:
@@ -205,31 +207,8 @@ class Run:
 
     def update_manifest(self, fn: Callable[[dict], dict | None]) -> dict:
         """Read-modify-write the manifest (``fn`` edits in place or returns a new dict); safe
-        against concurrent updaters. Returns the manifest written."""
-        st, url = self.store, self.path(MANIFEST)
-        if not st.is_s3:
-            import fcntl
-
-            with st.errors("locking", url):
-                lock = open(st.local_path(self.path(".manifest.lock")), "a")
-            with lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                m = self.read_manifest()
-                m = m if (r := fn(m)) is None else r
-                self.write_manifest(m)
-                return m
-        for attempt in range(50):
-            with st.errors("reading", url):
-                etag = st.fs.info(url)["ETag"]  # read after the ETag: a newer body just fails If-Match
-                m = json.loads(st.fs.cat_file(url))
-            m = m if (r := fn(m)) is None else r
-            try:
-                with st.errors("updating", url):
-                    st.put(url, (json.dumps(m, indent=2, default=str) + "\n").encode(), True, if_match=etag)
-                return m
-            except Conflict:
-                time.sleep(random.uniform(0.01, 0.02 * (attempt + 1)))
-        raise StoreError(f"could not update {url}: too many concurrent updates.")
+        against concurrent updaters (the transport's compare-and-swap). Returns the manifest written."""
+        return self.transport.update_json(self.path(MANIFEST), fn, parse=self._manifest_from)
 
     def step(self, step: str) -> dict:
         """The status record of ``step`` ({} if it never started)."""

@@ -26,7 +26,6 @@ from ml_exp.core.errors import StepError
 from ml_exp.core.names import INFERENCE, PREPARATION, TRAINING, TUNING
 from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import UDFs
-from ml_exp.steps import local_input
 from ml_exp.steps.tracking import own_service
 from ml_exp.storage.layout import checkpoint_dir, prepared_dir
 
@@ -45,7 +44,7 @@ class LocalBackend(Backend):
 
             return {"trials": optuna_search(ctx, task.model, task.parameters, run_trial)}
         with tempfile.TemporaryDirectory(prefix=f"ml-exp-{TRAINING}-", dir=ctx.run.scratch_area()) as scratch:
-            data = local_input(ctx.run, prepared_dir(task.model), scratch)
+            data = ctx.run.local_input(prepared_dir(task.model), scratch)
             launch(ctx, TRAINING, task.model, data, checkpoints_for(ctx, task.model, Path(scratch)))
         return {}
 
@@ -63,7 +62,7 @@ def training_callbacks(ctx: Context, model_name: str, trial: str | None) -> list
     from ml_exp.backends.local.search import pruning_callbacks
 
     callbacks: list[Any] = []
-    if ctx.run.store.is_s3 and trial is None:
+    if ctx.run.is_remote and trial is None:
         from ml_exp.steps.training_callbacks import SyncCheckpoints
 
         callbacks.append(SyncCheckpoints(ctx, model_name))
@@ -105,8 +104,9 @@ def checkpoints_for(ctx: Context, model_name: str, scratch: Path) -> Path:
     """Where the Trainer writes checkpoints: the run's own folder on local storage (so a
     re-run resumes from it); on S3 a local copy of the run's checkpoints, which the workers
     mirror back after every save."""
-    if not ctx.run.store.is_s3:
-        return Path(ctx.run.local_path_or_url(checkpoint_dir(model_name)))
+    local_dir = ctx.run.local_dir(checkpoint_dir(model_name))
+    if local_dir is not None:
+        return local_dir
     local = scratch / "checkpoints"
     for name in ctx.run.listdir(checkpoint_dir(model_name)):
         if ctx.run.is_complete(f"{checkpoint_dir(model_name)}/{name}"):
@@ -118,7 +118,7 @@ def run_trial(ctx: Context, model_name: str, trial: str, environment: dict[str, 
     """One tuning trial (``ctx.config`` holds its settings): the training path into the trial's
     folder, its checkpoints thrown away afterwards (an interrupted study re-runs unfinished trials)."""
     with tempfile.TemporaryDirectory(prefix=f"ml-exp-{TUNING}-", dir=ctx.run.scratch_area()) as scratch:
-        data = local_input(ctx.run, prepared_dir(model_name), scratch)
+        data = ctx.run.local_input(prepared_dir(model_name), scratch)
         launch(ctx, TUNING, model_name, data, Path(scratch) / "checkpoints", trial=trial, environment=environment)
 
 

@@ -142,7 +142,7 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
         raise StepError(f"the {step} step does not run as a SageMaker job (SageMaker runs: {', '.join(JOB_STEPS)})")
     if step != PREPARATION and not model_name:
         raise StepError(f"the {step} step needs a model name")
-    if run is None or not run.store.is_s3:
+    if run is None or not run.is_remote:
         raise StepError(f"BACKEND = sagemaker needs STORAGE_URI = s3://bucket/prefix (SageMaker jobs read and write S3), not {config.storage_uri}")
     for key in ("SAGEMAKER_ROLE_ARN", "IMAGE_URI"):
         if not config.raw.get(key):
@@ -181,8 +181,9 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
         distributed = {"torchrun": {"process_count_per_node": config.num_processes}}  # None: one per GPU
     else:
         source_code, distributed = {"command": f"python3 -m {CONTAINER} {step}"}, None
-    staging_prefix = run.uri[len(f"s3://{run.store.bucket}/"):] + f"/{JOBS}"
-    staged = f"s3://{run.store.bucket}/{staging_prefix}/{name}/input"
+    bucket = run.transport.bucket
+    staging_prefix = run.uri[len(f"s3://{bucket}/"):] + f"/{JOBS}"
+    staged = f"s3://{bucket}/{staging_prefix}/{name}/input"
     spec = {
         "job_name": name,
         "experiment": config.experiment_name,
@@ -205,7 +206,7 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
         "source_code": source_code,
         "distributed": distributed,
         # what the SDK stages itself: its driver scripts (and the entry script) as extra channels
-        "staging": {"bucket": run.store.bucket, "key_prefix": staging_prefix,
+        "staging": {"bucket": bucket, "key_prefix": staging_prefix,
                     "channels": {**({"code": f"{staged}/code"} if training else {}), "sm_drivers": f"{staged}/sm_drivers"}},
         "sdk": {"sagemaker": _version("sagemaker"), "ml-exp": _version("ml-exp")},
     }
