@@ -6,7 +6,7 @@ DEMO_DIR := out
 REGISTRY ?= ml-exp
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' runtime/ml_exp/__init__.py)
 
-.PHONY: install test test-fast demo bench settings-ini images push-images clean
+.PHONY: install lint test test-fast demo bench settings-ini images push-images clean
 
 # torch first, from constraints.txt (the CPU build): any other torch spec pulls a multi-GB CUDA build.
 $(BIN)/exp: pyproject.toml constraints.txt
@@ -18,8 +18,12 @@ $(BIN)/exp: pyproject.toml constraints.txt
 
 install: $(BIN)/exp  ## create .venv with the runtime, the ML stack and the test tools
 
-test: install  ## the whole test suite (what CI runs)
+test: install lint  ## lint, then the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
+
+lint: install  ## ruff: lint and format check of the runtime, tools and hooks (pyproject.toml [tool.ruff])
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: install  ## everything but the slow end-to-end tests
 	$(BIN)/python -m pytest -m "not slow"

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml_exp.core.names import STEP_NAMES as STEPS
 from ml_exp.core.names import CHUNKS
+from ml_exp.core.names import STEP_NAMES as STEPS
 
 
 def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
@@ -23,25 +23,64 @@ def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
         problems.append(("MODEL_NAMES", "is empty; list at least one model name (comma separated)"))
     switches = [f"run_{step}" for step in STEPS]
     if has(*switches) and not any(v[s] for s in switches):
-        problems.append(("RUN_*", "every step is switched off; set at least one of " + ", ".join(s.upper() for s in switches) + " to true"))
+        problems.append(
+            (
+                "RUN_*",
+                "every step is switched off; set at least one of "
+                + ", ".join(s.upper() for s in switches)
+                + " to true",
+            )
+        )
     if has("run_tuning", "tuning_space") and v["run_tuning"] and not v["tuning_space"]:
-        problems.append(("TUNING_SPACE", "is empty but RUN_TUNING is true; describe the search space or set RUN_TUNING = false"))
+        problems.append(
+            ("TUNING_SPACE", "is empty but RUN_TUNING is true; describe the search space or set RUN_TUNING = false")
+        )
     if has("tuning_parallel_trials", "tuning_trials") and v["tuning_parallel_trials"] > v["tuning_trials"]:
-        problems.append(("TUNING_PARALLEL_TRIALS", f"({v['tuning_parallel_trials']}) is larger than TUNING_TRIALS ({v['tuning_trials']}); lower it"))
-    if has("chunk_stride", "max_length", "document_strategy") and v["document_strategy"] == CHUNKS and v["chunk_stride"] >= v["max_length"]:
-        problems.append(("CHUNK_STRIDE", f"({v['chunk_stride']}) must be smaller than MAX_LENGTH ({v['max_length']}): it is the overlap "
-                                         "of two windows of MAX_LENGTH tokens; lower it (e.g. to MAX_LENGTH / 8)"))
+        problems.append(
+            (
+                "TUNING_PARALLEL_TRIALS",
+                f"({v['tuning_parallel_trials']}) is larger than TUNING_TRIALS ({v['tuning_trials']}); lower it",
+            )
+        )
+    if (
+        has("chunk_stride", "max_length", "document_strategy")
+        and v["document_strategy"] == CHUNKS
+        and v["chunk_stride"] >= v["max_length"]
+    ):
+        problems.append(
+            (
+                "CHUNK_STRIDE",
+                f"({v['chunk_stride']}) must be smaller than MAX_LENGTH ({v['max_length']}): it is the overlap "
+                "of two windows of MAX_LENGTH tokens; lower it (e.g. to MAX_LENGTH / 8)",
+            )
+        )
     if has("wandb_mode", "wandb_project") and v["wandb_mode"] != "disabled" and not v["wandb_project"]:
         problems.append(("WANDB_PROJECT", "is empty; name a W&B project or set WANDB_MODE = disabled"))
     if has("subnets", "security_group_ids") and bool(v["subnets"]) != bool(v["security_group_ids"]):
         missing = "SUBNETS" if not v["subnets"] else "SECURITY_GROUP_IDS"
         problems.append((missing, "SUBNETS and SECURITY_GROUP_IDS go together (VPC mode); set both or neither"))
     if has("backend") and v["backend"] == "sagemaker":
-        for key in ("SAGEMAKER_ROLE_ARN", "IMAGE_URI", "AWS_REGION", "TRAINING_INSTANCE_TYPE", "PREPARATION_INSTANCE_TYPE", "INFERENCE_INSTANCE_TYPE"):
+        for key in (
+            "SAGEMAKER_ROLE_ARN",
+            "IMAGE_URI",
+            "AWS_REGION",
+            "TRAINING_INSTANCE_TYPE",
+            "PREPARATION_INSTANCE_TYPE",
+            "INFERENCE_INSTANCE_TYPE",
+        ):
             if has(key.lower()) and not v[key.lower()]:
                 problems.append((key, "is required when BACKEND = sagemaker"))
         if has("storage_uri") and not v["storage_uri"].startswith("s3://"):
             problems.append(("STORAGE_URI", "must be an s3:// URI when BACKEND = sagemaker (jobs read and write S3)"))
-        if has("use_spot", "max_wait_hours", "max_run_hours") and v["use_spot"] and v["max_wait_hours"] < v["max_run_hours"]:
-            problems.append(("MAX_WAIT_HOURS", f"({v['max_wait_hours']:g}) must be >= MAX_RUN_HOURS ({v['max_run_hours']:g}) when USE_SPOT = true"))
+        if (
+            has("use_spot", "max_wait_hours", "max_run_hours")
+            and v["use_spot"]
+            and v["max_wait_hours"] < v["max_run_hours"]
+        ):
+            problems.append(
+                (
+                    "MAX_WAIT_HOURS",
+                    f"({v['max_wait_hours']:g}) must be >= MAX_RUN_HOURS ({v['max_run_hours']:g}) when USE_SPOT = true",
+                )
+            )
     return problems

@@ -20,14 +20,14 @@ from ml_exp.backends.base import Backend, Facts, Task
 from ml_exp.core.errors import StepError
 from ml_exp.core.names import PREPARATION, TUNING
 from ml_exp.experiment.context import Context
-from ml_exp.experiment.functions import UDFs
+from ml_exp.experiment.functions import Functions
 from ml_exp.storage.layout import LABELS
 
 
 class SageMakerBackend(Backend):
     name = "sagemaker"
 
-    def run(self, task: Task, ctx: Context, functions: UDFs) -> Facts:
+    def run(self, task: Task, ctx: Context, functions: Functions) -> Facts:
         from ml_exp.backends.sagemaker import jobs
 
         if task.step == TUNING:
@@ -38,7 +38,9 @@ class SageMakerBackend(Backend):
         job = jobs.run_step(ctx, task.step, task.model)
         facts = {**(job.get("result") or {}), "job_name": job["job_name"]}
         if task.step == PREPARATION and not ctx.run.exists(LABELS):
-            raise StepError(f"preparation job {facts['job_name']} ended but wrote no {ctx.run.path(LABELS)}; see its logs")
+            raise StepError(
+                f"preparation job {facts['job_name']} ended but wrote no {ctx.run.path(LABELS)}; see its logs"
+            )
         return facts
 
     def describe(self, task: Task, ctx: Context) -> list[str]:
