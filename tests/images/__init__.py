@@ -1,0 +1,171 @@
+"""Building and running the project's images in the tests, with podman (tests/test_images.py).
+
+No image registry is reachable here, so every ``FROM`` gets a stand-in base built on this
+machine: a Debian bookworm root filesystem (debootstrap) imported with ``podman import``, plus
+Python in a venv and the CPU torch of the local wheel (``standin.Containerfile``). It is built
+once and cached: the root filesystem as a tarball under ``.test-artifacts/images/`` and the image
+in podman's store, both named by a hash of their inputs, so a second test run reuses them.
+The product images are built with podman's layer cache (unchanged inputs: no rebuild).
+
+Builds reach PyPI and the Debian mirror; this machine re-signs outbound HTTPS with its own CA,
+so every build mounts the machine's CA bundle read-only (a build-time mount: nothing of it is
+in the images, and the product Dockerfiles build unchanged on AWS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ARTIFACTS = ROOT / ".test-artifacts" / "images"
+CONTAINERS_CONF = HERE / "containers.conf"
+STANDIN = HERE / "standin.Containerfile"
+WHEELS = Path(os.environ.get("ML_EXP_TEST_WHEELS", "/opt/wheels"))
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+SUITE = "bookworm"  # Python 3.11, as python:3.11-slim-bookworm
+PACKAGES = ("python3", "python3-venv", "ca-certificates")
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+STANDIN_REPO = "localhost/ml-exp-test-base"
+ROOTFS_REPO = "localhost/ml-exp-test-rootfs"
+
+
+def env() -> dict[str, str]:
+    """The environment podman runs with: the repo's containers.conf (runc, cgroupfs, ulimits)."""
+    return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+
+
+def podman(*args: str, check: bool = True, timeout: float | None = None, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(["podman", *args], env=env(), text=True, capture_output=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"podman {' '.join(args[:3])}... failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def torch_version() -> str:
+    found = re.search(r"^torch==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M)
+    assert found, "constraints.txt pins no torch"
+    return found.group(1)
+
+
+def torch_wheel() -> Path | None:
+    """This machine's CPU torch wheel of the version constraints.txt pins, for Python 3.11."""
+    wheels = sorted(WHEELS.glob(f"torch-{torch_version()}+cpu-cp311-cp311-*.whl"))
+    return wheels[0] if wheels else None
+
+
+def why_not() -> str | None:
+    """Why the image tests cannot run on this machine (None: they can)."""
+    missing = [tool for tool in ("podman", "runc", "debootstrap") if shutil.which(tool) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (.ci/run installs them: apt-get install podman runc debootstrap)"
+    if os.geteuid() != 0:
+        return "not root: debootstrap, and podman with this machine's cgroups, need root"
+    if torch_wheel() is None:
+        return (f"no CPU torch wheel {WHEELS}/torch-{torch_version()}+cpu-cp311-cp311-*.whl on this machine "
+                "(the stand-in base installs it: a torch from PyPI is a multi-GB CUDA build)")
+    if not CA_BUNDLE.is_file():
+        return f"no CA bundle at {CA_BUNDLE} to mount into the builds"
+    probe = subprocess.run(["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"], env=env(), text=True, capture_output=True)
+    if probe.returncode != 0:
+        return f"podman does not work here: {probe.stderr.strip()[-500:]}"
+    return None
+
+
+def apt_mirror() -> str:
+    """The Debian mirror apt already uses on this machine (debootstrap needs a reachable one)."""
+    sources = Path("/etc/apt/sources.list.d")
+    texts = [p.read_text() for p in sorted(sources.glob("*.sources"))] if sources.is_dir() else []
+    for text in texts:
+        for uri in re.findall(r"^URIs:\s*(\S+)", text, re.M):
+            if "security" not in uri:
+                return uri.rstrip("/")
+    listing = Path("/etc/apt/sources.list")
+    if listing.is_file():
+        for uri in re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+\S+", listing.read_text(), re.M):
+            if "security" not in uri:
+                return uri.rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def image_exists(tag: str) -> bool:
+    return podman("image", "exists", tag, check=False).returncode == 0
+
+
+def build_mounts() -> list[str]:
+    """Read-only mounts of every build: the machine's CA bundle (see the module's docstring)."""
+    return ["--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
+
+
+def rootfs_image(log=print) -> str:
+    """The imported Debian root filesystem, from a cached tarball (debootstrap only when missing)."""
+    mirror = apt_mirror()
+    key = _digest(SUITE, mirror, ",".join(PACKAGES), "minbase")
+    tag = f"{ROOTFS_REPO}:{key}"
+    if image_exists(tag):
+        return tag
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    tarball = ARTIFACTS / f"rootfs-{SUITE}-{key}.tar"
+    if not tarball.is_file():
+        target = ARTIFACTS / f"rootfs-{key}.tmp"
+        shutil.rmtree(target, ignore_errors=True)
+        started = time.monotonic()
+        done = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(target), mirror],
+                              text=True, capture_output=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"debootstrap {SUITE} from {mirror} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        partial = tarball.with_suffix(".partial")
+        subprocess.run(["tar", "-C", str(target), "-cf", str(partial), "."], check=True)
+        partial.rename(tarball)  # complete or absent: an interrupted run starts again
+        shutil.rmtree(target, ignore_errors=True)
+        log(f"debootstrap {SUITE}: {time.monotonic() - started:.0f} s")
+    podman("import", str(tarball), tag)
+    return tag
+
+
+def standin_base(log=print) -> str:
+    """The stand-in base image (built once, then reused while its inputs are unchanged)."""
+    wheel = torch_wheel()
+    assert wheel is not None, why_not()
+    constraints = (ROOT / "constraints.txt").read_text()
+    key = _digest(STANDIN.read_text(), SUITE, apt_mirror(), ",".join(PACKAGES), wheel.name, str(wheel.stat().st_size), constraints)
+    tag = f"{STANDIN_REPO}:{key}"
+    if image_exists(tag):
+        return tag
+    rootfs = rootfs_image(log)
+    started = time.monotonic()
+    build(STANDIN, tag, HERE, {"ROOTFS": rootfs, "TORCH_WHEEL": wheel.name},
+          mounts=["--volume", f"{wheel.parent}:/mnt/wheels:ro", "--volume", f"{ROOT / 'constraints.txt'}:/mnt/constraints.txt:ro"])
+    log(f"stand-in base {tag}: {time.monotonic() - started:.0f} s")
+    return tag
+
+
+def build(dockerfile: Path, tag: str, context: Path, build_args: dict[str, str], mounts: list[str] = ()) -> float:
+    """``podman build`` (layer cache on); returns the seconds it took."""
+    args = ["build", "--file", str(dockerfile), "--tag", tag, *build_mounts(), *mounts]
+    for name, value in build_args.items():
+        args += ["--build-arg", f"{name}={value}"]
+    started = time.monotonic()
+    podman(*args, str(context), timeout=3600)
+    return time.monotonic() - started
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
