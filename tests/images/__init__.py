@@ -150,18 +150,29 @@ def standin_base(log=print) -> str:
     rootfs = rootfs_image(log)
     started = time.monotonic()
     build(STANDIN, tag, HERE, {"ROOTFS": rootfs, "TORCH_WHEEL": wheel.name},
-          mounts=["--volume", f"{wheel.parent}:/mnt/wheels:ro", "--volume", f"{ROOT / 'constraints.txt'}:/mnt/constraints.txt:ro"])
+          mounts=["--volume", f"{wheel.parent}:/mnt/wheels:ro", "--volume", f"{ROOT / 'constraints.txt'}:/mnt/constraints.txt:ro"],
+          cache=False)  # podman's layer cache does not see what the mounts hold; the key above does
     log(f"stand-in base {tag}: {time.monotonic() - started:.0f} s")
+    stale = podman("images", "--format", "{{.Repository}}:{{.Tag}}", STANDIN_REPO, check=False).stdout.split()
+    for old in (t for t in stale if t != tag):  # earlier inputs' stand-ins (in use: kept)
+        podman("rmi", old, check=False)
     return tag
 
 
-def build(dockerfile: Path, tag: str, context: Path, build_args: dict[str, str], mounts: list[str] = ()) -> float:
-    """``podman build`` (layer cache on); returns the seconds it took."""
-    args = ["build", "--file", str(dockerfile), "--tag", tag, *build_mounts(), *mounts]
+def build(dockerfile: Path, tag: str, context: Path, build_args: dict[str, str], mounts: list[str] = (), cache: bool = True) -> float:
+    """``podman build`` (layer cache on), its output in .test-artifacts/images/logs/ (follow it
+    there during a long build); returns the seconds it took."""
+    args = ["podman", "build", "--file", str(dockerfile), "--tag", tag, *build_mounts(), *mounts, *([] if cache else ["--no-cache"])]
     for name, value in build_args.items():
         args += ["--build-arg", f"{name}={value}"]
+    logs = ARTIFACTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', tag)}.log"
     started = time.monotonic()
-    podman(*args, str(context), timeout=3600)
+    with log.open("w") as out:
+        done = subprocess.run([*args, str(context)], env=env(), stdout=out, stderr=subprocess.STDOUT, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"podman build of {dockerfile} failed ({done.returncode}); {log}:\n{log.read_text()[-6000:]}")
     return time.monotonic() - started
 
 
