@@ -44,6 +44,8 @@ dist: install  ## the runtime's wheel and sdist in dist/, checked by twine (then
 
 # The images (environment/README.md): named as AWS names its Deep Learning Containers.
 CONTAINER_ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+# podman: Docker's image format, as docker writes it (podman's default is OCI); docker ignores it.
+BUILD := BUILDAH_FORMAT=docker $(CONTAINER_ENGINE) build
 TRAINING_IMAGE := $(REGISTRY)/ml-exp-pytorch-training:$(VERSION)-gpu-py312-cu133-amzn2023
 RUN_IMAGE := $(REGISTRY)/ml-exp-run:$(VERSION)-cpu-py311-debian12
 SERVING_IMAGE := $(REGISTRY)/ml-exp-pytorch-inference:$(VERSION)-cpu-py311-debian12
@@ -51,13 +53,13 @@ SERVING_IMAGE := $(REGISTRY)/ml-exp-pytorch-inference:$(VERSION)-cpu-py311-debia
 images: training-image run-image serving-image  ## build the base images with podman or docker (CONTAINER_ENGINE)
 
 training-image:
-	$(CONTAINER_ENGINE) build -f environment/sagemaker/Dockerfile -t $(TRAINING_IMAGE) .
+	$(BUILD) -f environment/sagemaker/Dockerfile -t $(TRAINING_IMAGE) .
 
 run-image:
-	$(CONTAINER_ENGINE) build -f environment/run/Dockerfile -t $(RUN_IMAGE) .
+	$(BUILD) -f environment/run/Dockerfile -t $(RUN_IMAGE) .
 
 serving-image:  ## the CPU serving image for endpoints (SERVING_IMAGE_URI)
-	$(CONTAINER_ENGINE) build -f environment/serving/Dockerfile -t $(SERVING_IMAGE) .
+	$(BUILD) -f environment/serving/Dockerfile -t $(SERVING_IMAGE) .
 
 push-images: images  ## log in to ECR, create the repositories, push (REGISTRY=<account>.dkr.ecr.<region>.amazonaws.com)
 	CONTAINER_ENGINE=$(CONTAINER_ENGINE) environment/push-images.sh $(TRAINING_IMAGE) $(RUN_IMAGE) $(SERVING_IMAGE)

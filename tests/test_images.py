@@ -6,7 +6,8 @@ repository, push; refuse a registry that is not ECR).
 
 Build and run (slow): on a stand-in base (tests/images/: Debian + Python + CPU torch, built
 once and cached, see there why) the real environment/sagemaker/Dockerfile, the demo experiment's
-sagemaker.Dockerfile on top of it, and environment/serving/Dockerfile. Then the experiment's
+sagemaker.Dockerfile on top of it, environment/serving/Dockerfile, and environment/run/Dockerfile
+with the demo's run.Dockerfile on it (`exp validate` runs in it). Then the experiment's
 image runs the way SageMaker runs it: preparation and training as training jobs' containers
 (/opt/ml/input/config/hyperparameters.json, channels under /opt/ml/input/data, /opt/ml/model,
 /opt/ml/checkpoints; no network: nothing comes from a hub), storage a mounted file:// folder;
@@ -157,6 +158,19 @@ def demo(training_base, tmp_path_factory):
     project = bake(tmp_path_factory.mktemp("images"), ticket="EXP-21", model_slug="images")
     tag = _build("experiment", project / "sagemaker.Dockerfile", project, {"BASE_IMAGE": training_base})
     return project, tag
+
+
+@pytest.mark.slow
+def test_the_run_image_drives_the_demo(standin, tmp_path):
+    """environment/run/Dockerfile and the demo's run.Dockerfile on it: `exp validate` passes in it."""
+    from tests.bake import bake
+
+    base = _build("run", ROOT / "environment" / "run" / "Dockerfile", ROOT, {"PYTHON_IMAGE": standin})
+    project = bake(tmp_path, ticket="EXP-22", model_slug="run-image")
+    image = _build("experiment-run", project / "run.Dockerfile", project, {"BASE_IMAGE": base})
+    validated = podman("run", "--rm", "--network", "none", image, "validate", check=False, timeout=300)
+    assert validated.returncode == 0, validated.stdout[-3000:] + validated.stderr[-3000:]
+    assert podman("run", "--rm", "--network", "none", "--entrypoint", "git", image, "--version").stdout.startswith("git version")
 
 
 # The settings of the runs here: three short epochs (a checkpoint is written unless the best

@@ -38,8 +38,9 @@ ROOTFS_REPO = "localhost/ml-exp-test-rootfs"
 
 
 def env() -> dict[str, str]:
-    """The environment podman runs with: the repo's containers.conf (runc, cgroupfs, ulimits)."""
-    return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+    """The environment podman runs with: the repo's containers.conf (runc, cgroupfs, ulimits), and
+    Docker's image format as `make images` builds it."""
+    return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF), "BUILDAH_FORMAT": "docker"}
 
 
 def podman(*args: str, check: bool = True, timeout: float | None = None, **kwargs) -> subprocess.CompletedProcess:
