@@ -8,8 +8,9 @@ in podman's store, both named by a hash of their inputs, so a second test run re
 The product images are built with podman's layer cache (unchanged inputs: no rebuild).
 
 Builds reach PyPI and the Debian mirror; this machine re-signs outbound HTTPS with its own CA,
-so every build mounts the machine's CA bundle read-only (a build-time mount: nothing of it is
-in the images, and the product Dockerfiles build unchanged on AWS).
+so every build mounts the machine's CA bundle read-only, and a wheelhouse of the pinned stack
+(:func:`wheelhouse`) with a pip.conf naming it. Build-time mounts only: nothing of them is in
+the images, and the product Dockerfiles build unchanged on AWS.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -108,9 +110,40 @@ def image_exists(tag: str) -> bool:
     return podman("image", "exists", tag, check=False).returncode == 0
 
 
+EXTRAS = "train,sagemaker,serve,pdf"  # the most any image installs
+
+
+def wheelhouse(log=print) -> Path:
+    """The wheels of the pinned stack (constraints.txt), resolved and downloaded here once by this
+    machine's pip for Python 3.11 on Linux (the stand-in's), so that four builds do not each
+    download the same 300 MB from PyPI: the builds install from it alone (pip.conf: no-index,
+    find-links), and a wheel missing from it fails the build rather than coming from elsewhere."""
+    constraints, pyproject = ROOT / "constraints.txt", ROOT / "pyproject.toml"
+    folder = ARTIFACTS / f"wheelhouse-{_digest(constraints.read_text(), pyproject.read_text())}"
+    if folder.is_dir():
+        return folder
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("wheelhouse-*"):  # earlier pins' wheels, or an interrupted download
+        shutil.rmtree(old, ignore_errors=True)
+    partial = folder.with_suffix(".partial")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--constraint", str(constraints), "--dest", str(partial),
+                           f"{ROOT}[{EXTRAS}]", "setuptools>=69"], text=True, capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip download of the pinned stack failed:\n{done.stderr[-3000:]}")
+    partial.rename(folder)
+    log(f"wheelhouse {folder.name}: {time.monotonic() - started:.0f} s")
+    return folder
+
+
 def build_mounts() -> list[str]:
-    """Read-only mounts of every build: the machine's CA bundle (see the module's docstring)."""
-    return ["--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
+    """Read-only mounts of every build: the machine's CA bundle (see the module's docstring),
+    and the wheelhouse with a pip.conf naming it (pip reads /etc/pip.conf in any image)."""
+    wheels = wheelhouse()
+    (ARTIFACTS / "pip.conf").write_text("# written by tests/images: the wheelhouse, mounted into every build\n"
+                                        "[global]\nno-index = true\nfind-links = /mnt/wheelhouse\n")
+    return ["--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro", "--volume", f"{wheels}:/mnt/wheelhouse:ro",
+            "--volume", f"{ARTIFACTS / 'pip.conf'}:/etc/pip.conf:ro"]
 
 
 def rootfs_image(log=print) -> str:
