@@ -30,7 +30,8 @@ HERE = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / ".test-artifacts" / "images"
 CONTAINERS_CONF = HERE / "containers.conf"
 STANDIN = HERE / "standin.Containerfile"
-WHEELS = Path(os.environ.get("ML_EXP_TEST_WHEELS", "/opt/wheels"))
+# where this machine keeps its CPU torch wheel: ML_EXP_TEST_WHEELS, else pip's find-links folder
+WHEELS = Path(os.environ.get("ML_EXP_TEST_WHEELS") or (os.environ.get("PIP_FIND_LINKS") or "/opt/wheels").split()[0])
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 SUITE = "bookworm"  # Python 3.11, as python:3.11-slim-bookworm
 PACKAGES = ("python3", "python3-venv", "ca-certificates")
