@@ -45,7 +45,9 @@ dist: install  ## the runtime's wheel and sdist in dist/, checked by twine (then
 # The images (environment/README.md): named as AWS names its Deep Learning Containers.
 CONTAINER_ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 # podman: Docker's image format, as docker writes it (podman's default is OCI); docker ignores it.
-BUILD := BUILDAH_FORMAT=docker $(CONTAINER_ENGINE) build
+BUILD := BUILDAH_FORMAT=docker $(CONTAINER_ENGINE) build $(BUILD_ARGS)
+# e.g. BUILD_ARGS="--build-arg DLC_IMAGE=<another DLC>" (environment/README.md)
+BUILD_ARGS ?=
 TRAINING_IMAGE := $(REGISTRY)/ml-exp-pytorch-training:$(VERSION)-gpu-py312-cu133-amzn2023
 RUN_IMAGE := $(REGISTRY)/ml-exp-run:$(VERSION)-cpu-py311-debian12
 SERVING_IMAGE := $(REGISTRY)/ml-exp-pytorch-inference:$(VERSION)-cpu-py311-debian12
