@@ -6,7 +6,7 @@ DEMO_DIR := out
 REGISTRY ?= ml-exp
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' runtime/ml_exp/__init__.py)
 
-.PHONY: install test test-fast demo bench settings-ini images push-images clean
+.PHONY: install lint test test-fast demo bench settings-ini images training-image run-image serving-image push-images clean
 
 # torch first, from constraints.txt (the CPU build): any other torch spec pulls a multi-GB CUDA build.
 $(BIN)/exp: pyproject.toml constraints.txt
@@ -18,8 +18,12 @@ $(BIN)/exp: pyproject.toml constraints.txt
 
 install: $(BIN)/exp  ## create .venv with the runtime, the ML stack and the test tools
 
-test: install  ## the whole test suite (what CI runs)
+test: install lint  ## lint, then the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
+
+lint: install  ## ruff: lint and format check of the runtime, tools and hooks (pyproject.toml [tool.ruff])
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: install  ## everything but the slow end-to-end tests
 	$(BIN)/python -m pytest -m "not slow"
@@ -42,13 +46,29 @@ dist: install  ## the runtime's wheel and sdist in dist/, checked by twine (then
 	$(BIN)/python -m build --no-isolation --outdir dist .
 	$(BIN)/python -m twine check --strict dist/*
 
-images:  ## build the base images (needs a Docker engine)
-	docker build -f environment/sagemaker/Dockerfile -t $(REGISTRY)/ml-exp-pytorch-training:$(VERSION)-gpu-py311-cu124-ubuntu22.04 .
-	docker build -f environment/run/Dockerfile -t $(REGISTRY)/ml-exp-run:$(VERSION)-cpu-py311-debian12 .
+# The images (environment/README.md): named as AWS names its Deep Learning Containers.
+CONTAINER_ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+# podman: Docker's image format, as docker writes it (podman's default is OCI); docker ignores it.
+BUILD := BUILDAH_FORMAT=docker $(CONTAINER_ENGINE) build $(BUILD_ARGS)
+# e.g. BUILD_ARGS="--build-arg DLC_IMAGE=<another DLC>" (environment/README.md)
+BUILD_ARGS ?=
+TRAINING_IMAGE := $(REGISTRY)/ml-exp-pytorch-training:$(VERSION)-gpu-py312-cu133-amzn2023
+RUN_IMAGE := $(REGISTRY)/ml-exp-run:$(VERSION)-cpu-py311-debian12
+SERVING_IMAGE := $(REGISTRY)/ml-exp-pytorch-inference:$(VERSION)-cpu-py311-debian12
 
-push-images: images
-	docker push $(REGISTRY)/ml-exp-pytorch-training:$(VERSION)-gpu-py311-cu124-ubuntu22.04
-	docker push $(REGISTRY)/ml-exp-run:$(VERSION)-cpu-py311-debian12
+images: training-image run-image serving-image  ## build the base images with podman or docker (CONTAINER_ENGINE)
+
+training-image:
+	$(BUILD) -f environment/sagemaker/Dockerfile -t $(TRAINING_IMAGE) .
+
+run-image:
+	$(BUILD) -f environment/run/Dockerfile -t $(RUN_IMAGE) .
+
+serving-image:  ## the CPU serving image for endpoints (SERVING_IMAGE_URI)
+	$(BUILD) -f environment/serving/Dockerfile -t $(SERVING_IMAGE) .
+
+push-images: images  ## log in to ECR, create the repositories, push (REGISTRY=<account>.dkr.ecr.<region>.amazonaws.com)
+	CONTAINER_ENGINE=$(CONTAINER_ENGINE) environment/push-images.sh $(TRAINING_IMAGE) $(RUN_IMAGE) $(SERVING_IMAGE)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache dist build .test-artifacts

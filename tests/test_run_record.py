@@ -337,7 +337,7 @@ def test_scratch_of_a_killed_preparation_stays_in_the_run_and_goes_on_the_next_s
 
 
 def test_a_damaged_checkpoint_is_skipped_naming_its_missing_files(tmp_path, caplog):
-    from ml_exp.steps.training import last_complete_checkpoint
+    from ml_exp.steps.trainer import last_complete_checkpoint
 
     for step, files in ((10, ("trainer_state.json", "optimizer.pt", "scheduler.pt", "model.safetensors")),
                         (20, ("trainer_state.json", "optimizer.pt", "scheduler.pt")),  # its weights deleted

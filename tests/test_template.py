@@ -139,7 +139,7 @@ def _base_image(dockerfile: Path) -> str:
 @pytest.mark.parametrize(
     ("dockerfile", "base"),
     [
-        ("sagemaker.Dockerfile", "ml-exp-pytorch-training:{version}-gpu-py311-cu124-ubuntu22.04"),
+        ("sagemaker.Dockerfile", "ml-exp-pytorch-training:{version}-gpu-py312-cu133-amzn2023"),
         ("run.Dockerfile", "ml-exp-run:{version}-cpu-py311-debian12"),
     ],
 )
@@ -150,7 +150,7 @@ def test_dockerfiles_start_from_the_base_images(baked, dockerfile, base):
 
 
 def test_base_images_start_from_dlc_and_python():
-    assert _base_image(ROOT / "environment/sagemaker/Dockerfile").startswith("763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:")
+    assert _base_image(ROOT / "environment/sagemaker/Dockerfile").startswith("public.ecr.aws/deep-learning-containers/pytorch:")
     assert _base_image(ROOT / "environment/run/Dockerfile") == "python:3.11-slim-bookworm"
 
 

@@ -14,7 +14,7 @@ from ml_exp.storage.layout import LABELS, PROCESSOR, model_dir
 from ml_exp.steps.training import train_model
 from ml_exp.steps.trainer import GROUP_BY_LENGTH, RANDOM, in_dataset_order, padding_share, sampling_strategy
 from ml_exp.storage.store import Store
-from ml_exp.experiment.functions import UDFs
+from ml_exp.experiment.functions import Functions
 from tests.tiny_tokenizer import wordpiece_tokenizer
 
 LABEL_NAMES = ["contract", "audit"]
@@ -112,7 +112,7 @@ def train(tmp_path, data, **settings):
     def unused(*args):
         raise AssertionError("not called by training")
 
-    udfs = UDFs(module=None, reconcile=unused, load_processor=unused, encode=unused, load_model=load_model, compute_metrics=compute_metrics)
+    udfs = Functions(module=None, reconcile=unused, load_processor=unused, encode=unused, load_model=load_model, compute_metrics=compute_metrics)
     checkpoints = tmp_path / "checkpoints"
     summary = train_model(ctx, udfs, "tiny", data, checkpoints)
     return ctx, summary, references, checkpoints

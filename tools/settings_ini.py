@@ -70,7 +70,8 @@ NOTES = {
         "{%- endif %}",
     ),
     "IMAGE_URI": (
-        "# e.g. <account>.dkr.ecr.<region>.amazonaws.com/{{ cookiecutter.ecr_repository }}:{{ cookiecutter.experiment_name | lower }}",
+        "# e.g. <account>.dkr.ecr.<region>.amazonaws.com/{{ cookiecutter.ecr_repository }}:"
+        "{{ cookiecutter.experiment_name | lower }}",
     ),
 }
 
@@ -106,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         TEMPLATE_FILE.write_text(text, encoding="utf-8")
     elif args.check:
         if TEMPLATE_FILE.read_text(encoding="utf-8") != text:
-            print(f"{TEMPLATE_FILE.relative_to(ROOT)} is out of date with the settings table; run `make settings-ini`", file=sys.stderr)
+            print(
+                f"{TEMPLATE_FILE.relative_to(ROOT)} is out of date with the settings table; run `make settings-ini`",
+                file=sys.stderr,
+            )
             return 1
     else:
         sys.stdout.write(text)

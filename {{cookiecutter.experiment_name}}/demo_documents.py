@@ -101,7 +101,11 @@ def documents(per_label: int, seed: int, sentences: tuple[int, int] = FILLER_SEN
             passage = rng.sample(PHRASES[label], k=rng.choice((2, 3)))
             # start: the first sentences (inside any model's first window); middle: around the
             # centre; end: the last sentences
-            at = {"start": 0, "middle": min(max(len(filler) // 2 + rng.randint(-20, 20), 0), len(filler)), "end": len(filler)}[position]
+            at = {
+                "start": 0,
+                "middle": min(max(len(filler) // 2 + rng.randint(-20, 20), 0), len(filler)),
+                "end": len(filler),
+            }[position]
             yield {
                 "id": f"{label}-{position}-{index:05d}",
                 "title": rng.choice(TITLES),
@@ -130,7 +134,9 @@ def tiny_bert_tokenizer():
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     words = sorted({word for text in vocabulary() for word in re.findall(r"\w+|[^\w\s]", text.lower())})
-    tokenizer = Tokenizer(models.WordPiece(vocab={token: i for i, token in enumerate(special + words)}, unk_token="[UNK]"))
+    tokenizer = Tokenizer(
+        models.WordPiece(vocab={token: i for i, token in enumerate(special + words)}, unk_token="[UNK]")
+    )
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.post_processor = processors.TemplateProcessing(

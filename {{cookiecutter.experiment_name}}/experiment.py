@@ -24,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import demo_documents
 from ml_exp.toolkit import classification_metrics, tokenizer_encode
+
+import demo_documents
 
 DOCUMENTS_PER_LABEL = 100
 
@@ -70,7 +71,8 @@ def load_model(model_name: str, labels: list[str], ctx):
 
     id2label = dict(enumerate(labels))
     label2id = {label: index for index, label in id2label.items()}
-    return AutoModelForSequenceClassification.from_pretrained(model_name, num_labels=len(labels), id2label=id2label, label2id=label2id)
+    head = {"num_labels": len(labels), "id2label": id2label, "label2id": label2id}
+    return AutoModelForSequenceClassification.from_pretrained(model_name, **head)
 
 
 def compute_metrics(predictions: list[int], references: list[int], labels: list[str], ctx) -> dict[str, float]:

@@ -1,7 +1,7 @@
 # The image SageMaker jobs of {{ cookiecutter.experiment_name }} run in: the ml-exp base SageMaker
 # image (an AWS PyTorch training DLC + the ml-exp runtime) plus this experiment's code and extras.
 # Build and push with scripts/build_and_push.sh.
-ARG BASE_IMAGE={{ cookiecutter.base_image_registry }}/ml-exp-pytorch-training:{{ cookiecutter._template_version }}-gpu-py311-cu124-ubuntu22.04
+ARG BASE_IMAGE={{ cookiecutter.base_image_registry }}/ml-exp-pytorch-training:{{ cookiecutter._template_version }}-gpu-py312-cu133-amzn2023
 FROM ${BASE_IMAGE}
 
 # This experiment's own dependencies (the runtime and the ML stack are in the base image).

@@ -26,10 +26,13 @@ def test_encode_gives_model_inputs(ctx):
         assert "input_ids" in encoded, f"{model_name}: encode must return input_ids"
         # several rows per record (windows of a long document) come with the record of each row
         owners = encoded.get("overflow_to_sample_mapping", range(len(records)))
-        assert sorted(set(owners)) == list(range(len(records))) and list(owners) == sorted(owners), \
+        assert sorted(set(owners)) == list(range(len(records))) and list(owners) == sorted(owners), (
             f"{model_name}: every record needs its rows, in order (overflow_to_sample_mapping)"
+        )
         for column, values in encoded.items():
-            assert len(values) == len(owners), f"{model_name}: column {column!r} has {len(values)} rows, not {len(owners)}"
+            assert len(values) == len(owners), (
+                f"{model_name}: column {column!r} has {len(values)} rows, not {len(owners)}"
+            )
 
 
 def test_load_model_has_one_output_per_label(ctx):

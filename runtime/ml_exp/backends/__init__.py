@@ -36,5 +36,7 @@ def backend_for(name: str, experiment_dir: str | os.PathLike[str] | None = None)
         raise ValueError(f"BACKEND = {name}: no such backend (no module {module_name})") from None
     backend = getattr(module, "BACKEND", None)
     if not isinstance(backend, Backend):
-        raise ValueError(f"BACKEND = {name}: module {module_name} has no BACKEND that is an ml_exp.backends.base.Backend")
+        raise ValueError(
+            f"BACKEND = {name}: module {module_name} has no BACKEND that is an ml_exp.backends.base.Backend"
+        )
     return backend

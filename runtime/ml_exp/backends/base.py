@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from ml_exp.experiment.context import Context
-from ml_exp.experiment.functions import UDFs
+from ml_exp.experiment.functions import Functions
 from ml_exp.steps import Task
 
 __all__ = ["Backend", "Facts", "Task"]
@@ -38,7 +38,7 @@ class Backend(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def run(self, task: Task, ctx: Context, functions: UDFs) -> Facts:
+    def run(self, task: Task, ctx: Context, functions: Functions) -> Facts:
         """Run ``task`` until its outputs are complete in ``ctx.run``; its facts for the manifest."""
 
     @abstractmethod

@@ -24,7 +24,7 @@ from ml_exp.config import load_config
 from ml_exp.core.errors import UserError
 from ml_exp.core.names import INFERENCE, PREPARATION, TRAINING, TUNING
 from ml_exp.experiment.context import Context
-from ml_exp.experiment.functions import UDFs, load_udfs
+from ml_exp.experiment.functions import Functions, load_functions
 from ml_exp.storage.errors import io_problem
 from ml_exp.storage.store import Store
 
@@ -32,21 +32,23 @@ from ml_exp.storage.store import Store
 ERROR_FILE = "ML_EXP_ERROR_FILE"
 
 
-def open_task(experiment_dir: Path, run_num: int, overrides: Mapping[str, str] | None = None, source: str = "") -> tuple[Context, UDFs]:
+def open_task(
+    experiment_dir: Path, run_num: int, overrides: Mapping[str, str] | None = None, source: str = ""
+) -> tuple[Context, Functions]:
     """The context and the five functions a task's process runs with: the experiment's settings
     (settings.ini and the environment), ``overrides`` on top (a tuning trial's values), the run."""
     config = load_config(experiment_dir)
     if overrides:
         config = config.with_overrides(dict(overrides), source=source)
     run = Store.for_config(config).open_run(run_num)
-    functions = load_udfs(experiment_dir, config.udf_module, keep_loaded=True)
+    functions = load_functions(experiment_dir, config.udf_module, keep_loaded=True)
     return Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment")), functions
 
 
 def execute(
     task: Task,
     ctx: Context,
-    functions: UDFs,
+    functions: Functions,
     *,
     data_dir: Path | None = None,
     checkpoints: Path | None = None,
@@ -69,8 +71,16 @@ def execute(
 
         if data_dir is None or checkpoints is None:
             raise ValueError(f"{task} needs the prepared data's folder and a checkpoint folder")
-        return train_model(ctx, functions, task.model, data_dir, checkpoints, trial=trial,
-                           callbacks=callbacks, on_model_saved=on_model_saved)
+        return train_model(
+            ctx,
+            functions,
+            task.model,
+            data_dir,
+            checkpoints,
+            trial=trial,
+            callbacks=callbacks,
+            on_model_saved=on_model_saved,
+        )
     assert task.step == INFERENCE, task
     from ml_exp.steps.inference import infer_model
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 
-from ml_exp.commands.app import app
-
 # each registers its commands on app, in the order `exp --help` lists them
-from ml_exp.commands import run  # noqa: E402, I001
-from ml_exp.commands import runs  # noqa: E402
-from ml_exp.commands import production  # noqa: E402
-from ml_exp.commands import doctor  # noqa: E402
+from ml_exp.commands import (
+    doctor,  # noqa: E402
+    production,  # noqa: E402
+    run,  # noqa: E402, I001
+    runs,  # noqa: E402
+)
+from ml_exp.commands.app import app
 
 __all__ = ["app", "doctor", "production", "run", "runs"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -38,7 +38,9 @@ ExperimentDir = Annotated[
     ),
 ]
 RunOption = Annotated[int, typer.Option("--run", min=1, help="The run whose model to use.")]
-ModelOption = Annotated[Optional[str], typer.Option("--model", help="A model of the run (default: its best on the comparison metric).")]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", help="A model of the run (default: its best on the comparison metric).")
+]
 NOTHING_DONE = "nothing was run or written"
 
 
@@ -51,8 +53,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Run isolated, reproducible transformer classification experiments (ml-exp)."""
@@ -65,7 +66,9 @@ def print_problems(problems: list, done: str = NOTHING_DONE, heading: str = "") 
     from rich.text import Text
 
     console = Console(stderr=True, highlight=False)
-    console.print(Text.assemble((heading or f"{len(problems)} problem(s) found", "bold red"), f" ({done}):"), soft_wrap=True)
+    console.print(
+        Text.assemble((heading or f"{len(problems)} problem(s) found", "bold red"), f" ({done}):"), soft_wrap=True
+    )
     for problem in problems:
         console.print(Text.assemble("  ", (str(problem.where), "bold"), f": {problem.message}"), soft_wrap=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,10 +14,17 @@ from ml_exp.commands.app import ExperimentDir, ModelOption, RunOption, announce,
 
 @app.command()
 def predict(
-    input_file: Annotated[str, typer.Argument(metavar="INPUT", help="JSON Lines records (the fields reconcile yields; label optional), or - for stdin.")],
+    input_file: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT", help="JSON Lines records (the fields reconcile yields; label optional), or - for stdin."
+        ),
+    ],
     run_num: RunOption,
     model: ModelOption = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the predictions here (default: stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the predictions here (default: stdout).")
+    ] = None,
     experiment_dir: ExperimentDir = Path("."),
 ) -> None:
     """Predict records with a run's model on this machine: a JSON line per record (id, prediction, scores)."""
@@ -67,7 +74,9 @@ def serve(
 def deploy(
     run_num: RunOption,
     model: ModelOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print and save (in the run) the requests; send nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print and save (in the run) the requests; send nothing.")
+    ] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the endpoint is in service.")] = True,
     experiment_dir: ExperimentDir = Path("."),
 ) -> None:
@@ -83,8 +92,10 @@ def deploy(
         typer.echo(done["cost"], err=True)
         typer.echo(f"dry run, nothing sent: endpoint {done['endpoint_name']} described in {done['spec_uri']}", err=True)
         return
-    typer.echo(f"endpoint {done['endpoint_name']}: {done['status']} (run_{run_num}, model {done['model']}; "
-               f"recorded in run_{run_num}'s manifest)")
+    typer.echo(
+        f"endpoint {done['endpoint_name']}: {done['status']} (run_{run_num}, model {done['model']}; "
+        f"recorded in run_{run_num}'s manifest)"
+    )
 
 
 @app.command()

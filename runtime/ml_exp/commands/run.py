@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -37,32 +37,45 @@ def validate(experiment_dir: ExperimentDir = Path(".")) -> None:
 def run(
     experiment_dir: ExperimentDir = Path("."),
     steps: Annotated[
-        Optional[str],
-        typer.Option(help="Comma separated steps to run now (default: those switched on in settings.ini)."),
+        str | None, typer.Option(help="Comma separated steps to run now (default: those switched on in settings.ini).")
     ] = None,
     run_num: Annotated[
-        Optional[int],
-        typer.Option("--run", min=1, help="Continue this run: completed steps are skipped, failed or interrupted ones resumed."),
+        int | None,
+        typer.Option(
+            "--run", min=1, help="Continue this run: completed steps are skipped, failed or interrupted ones resumed."
+        ),
     ] = None,
     smoke: Annotated[
         bool,
-        typer.Option("--smoke", help="The whole pipeline on a small sample (one short epoch), in a run marked as smoke."),
+        typer.Option(
+            "--smoke", help="The whole pipeline on a small sample (one short epoch), in a run marked as smoke."
+        ),
     ] = False,
     dry_run: Annotated[
         bool,
-        typer.Option("--dry-run", help="Show (and save in the run) what would run, every SageMaker job specification; submit nothing."),
+        typer.Option(
+            "--dry-run",
+            help="Show (and save in the run) what would run, every SageMaker job specification; submit nothing.",
+        ),
     ] = False,
     accept_changed_settings: Annotated[
         bool,
-        typer.Option("--accept-changed-settings", help="With --run: run the remaining steps with the current settings where they differ from the run's own (recorded per step)."),
+        typer.Option(
+            "--accept-changed-settings",
+            help="With --run: run the remaining steps with the current settings where they differ from the run's own "
+            "(recorded per step).",
+        ),
     ] = False,
     verbose: Annotated[
         bool,
-        typer.Option("--verbose", "-v", help="Also what the libraries say (Trainer logs, load reports, progress bars of datasets)."),
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Also what the libraries say (Trainer logs, load reports, progress bars of datasets).",
+        ),
     ] = False,
     quiet: Annotated[
-        bool,
-        typer.Option("--quiet", "-q", help="For scripts: only problems and the run's final line."),
+        bool, typer.Option("--quiet", "-q", help="For scripts: only problems and the run's final line.")
     ] = False,
 ) -> None:
     """Validate, then run the steps in a new run (or continue one with --run)."""
@@ -71,10 +84,14 @@ def run(
     chosen = [s.strip() for s in steps.split(",") if s.strip()] if steps else None
     unknown = [s for s in chosen or [] if s not in STEPS]
     if unknown or chosen == []:
-        raise typer.BadParameter(f"unknown step(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(STEPS)}", param_hint="--steps")
+        raise typer.BadParameter(
+            f"unknown step(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(STEPS)}", param_hint="--steps"
+        )
 
     if verbose and quiet:
-        raise typer.BadParameter("--verbose and --quiet contradict each other; choose one", param_hint="--verbose/--quiet")
+        raise typer.BadParameter(
+            "--verbose and --quiet contradict each other; choose one", param_hint="--verbose/--quiet"
+        )
     from ml_exp.core.console import NORMAL, QUIET, VERBOSE, set_verbosity, setup_logging
 
     set_verbosity(VERBOSE if verbose else QUIET if quiet else NORMAL)
@@ -85,8 +102,15 @@ def run(
     from ml_exp.pipeline.runner import run_pipeline
 
     with user_errors("--run" if run_num else "STORAGE_URI"):
-        done = run_pipeline(experiment_dir, steps=chosen, run_num=run_num, smoke=smoke, dry_run=dry_run, announce=announce,
-                            accept_changed_settings=accept_changed_settings)
+        done = run_pipeline(
+            experiment_dir,
+            steps=chosen,
+            run_num=run_num,
+            smoke=smoke,
+            dry_run=dry_run,
+            announce=announce,
+            accept_changed_settings=accept_changed_settings,
+        )
     if dry_run:
         typer.echo(f"run_{done.num}: dry run, nothing submitted; `exp run --run {done.num}` runs it.")
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -34,10 +34,14 @@ def runs(
 
 @app.command()
 def compare(
-    runs: Annotated[Optional[list[int]], typer.Argument(help="Run numbers to compare (default: every run).", show_default=False)] = None,
+    runs: Annotated[
+        list[int] | None, typer.Argument(help="Run numbers to compare (default: every run).", show_default=False)
+    ] = None,
     experiment_dir: ExperimentDir = Path("."),
-    metric: Annotated[Optional[str], typer.Option(help="The metric to compare (default: METRIC_FOR_BEST_MODEL).")] = None,
-    output: Annotated[Path, typer.Option(help="Where to write the chart of the metric per run.")] = Path("comparison-runs.png"),
+    metric: Annotated[str | None, typer.Option(help="The metric to compare (default: METRIC_FOR_BEST_MODEL).")] = None,
+    output: Annotated[Path, typer.Option(help="Where to write the chart of the metric per run.")] = Path(
+        "comparison-runs.png"
+    ),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts (no chart).")] = False,
 ) -> None:
     """Runs side by side: the metric per run and model, status, time, and the settings that differ."""

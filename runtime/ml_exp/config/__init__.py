@@ -20,5 +20,17 @@ from ml_exp.config.settings import (
     read_settings_file,
 )
 
-__all__ = ["GROUPS", "KNOWN_KEYS", "RENAMED", "SECRET_KEYS", "SECTION", "SETTINGS", "SETTINGS_FILE", "STEPS", "Config",
-           "Setting", "load_config", "read_settings_file"]
+__all__ = [
+    "GROUPS",
+    "KNOWN_KEYS",
+    "RENAMED",
+    "SECRET_KEYS",
+    "SECTION",
+    "SETTINGS",
+    "SETTINGS_FILE",
+    "STEPS",
+    "Config",
+    "Setting",
+    "load_config",
+    "read_settings_file",
+]

@@ -85,8 +85,10 @@ def parse_backend(raw: str) -> str:
     if value.lower() in BUILT_IN_BACKENDS:
         return value.lower()
     if not _MODULE_PATH.match(value):
-        raise ValueError(f"{raw!r} is not allowed; use one of: {', '.join(BUILT_IN_BACKENDS)}, "
-                         "or the dotted name of a module that defines BACKEND (e.g. mycompany.slurm_backend)")
+        raise ValueError(
+            f"{raw!r} is not allowed; use one of: {', '.join(BUILT_IN_BACKENDS)}, "
+            "or the dotted name of a module that defines BACKEND (e.g. mycompany.slurm_backend)"
+        )
     return value
 
 
@@ -148,7 +150,10 @@ def parse_list(item: Callable[[str], str] = parse_text) -> Callable[[str], tuple
 def parse_experiment_name(raw: str) -> str:
     value = raw.strip()
     if len(value) > EXPERIMENT_NAME_MAX:
-        raise ValueError(f"{value!r} is {len(value)} characters long; use at most {EXPERIMENT_NAME_MAX} (it heads S3 paths and SageMaker job names)")
+        raise ValueError(
+            f"{value!r} is {len(value)} characters long; use at most {EXPERIMENT_NAME_MAX} (it heads S3 paths and "
+            "SageMaker job names)"
+        )
     if not re.fullmatch(EXPERIMENT_NAME_RE, value):
         raise ValueError(f"{value!r} is not a name of letters and digits joined by '-' (e.g. EXP-3333-longformer)")
     return value

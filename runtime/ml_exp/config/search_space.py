@@ -46,7 +46,9 @@ class Parameter:
 
     @property
     def is_int(self) -> bool:
-        return self.kind in ("int", "log-int") or (self.kind == "choice" and all(isinstance(c, int) for c in self.choices))
+        return self.kind in ("int", "log-int") or (
+            self.kind == "choice" and all(isinstance(c, int) for c in self.choices)
+        )
 
     @property
     def log(self) -> bool:
@@ -69,7 +71,10 @@ def parse_space(text: str) -> tuple[Parameter, ...]:
         except ValueError as exc:
             problems.append(f"{term!r}: {exc}")
     names = [p.name for p in parameters]
-    problems += [f"{name!r} appears twice; give each hyper-parameter one term" for name in sorted({n for n in names if names.count(n) > 1})]
+    problems += [
+        f"{name!r} appears twice; give each hyper-parameter one term"
+        for name in sorted({n for n in names if names.count(n) > 1})
+    ]
     if not terms:
         problems.append("is empty; write terms such as learning_rate = log-uniform(1e-5, 5e-4)")
     if problems:

@@ -22,21 +22,39 @@ from typing import Any
 
 from decouple import RepositoryIni
 
+from ml_exp.config.parsers import (
+    Parser,
+    indented_settings,
+    parse_auto_or_int,
+    parse_backend,
+    parse_bool,
+    parse_choice,
+    parse_experiment_name,
+    parse_float,
+    parse_int,
+    parse_list,
+    parse_model_names,
+    parse_optional_choice_int,
+    parse_optional_float,
+    parse_pattern,
+    parse_split_ratios,
+    parse_storage_uri,
+    parse_text,
+)
+from ml_exp.config.rules import cross_checks
 from ml_exp.core import names
 from ml_exp.core.errors import Problem, ProblemsFound
 from ml_exp.core.names import AWS_REGION_RE, INSTANCE_TYPE_RE, ROLE_ARN_RE, WANDB_ENTITY_RE, WANDB_PROJECT_RE
 from ml_exp.core.names import STEP_NAMES as STEPS
-from ml_exp.config.rules import cross_checks
-from ml_exp.config.parsers import (indented_settings, parse_auto_or_int, parse_backend, parse_bool, parse_choice, parse_experiment_name, parse_float,
-                            parse_int, parse_list, parse_model_names, parse_optional_choice_int, parse_optional_float,
-                            parse_pattern, parse_split_ratios, parse_storage_uri, parse_text, Parser)
 
 SETTINGS_FILE = "settings.ini"
 SECTION = "settings"
 # Settings that were renamed: refused under their old name, with the new one.
 RENAMED = {"INSTANCE_TYPE": "TRAINING_INSTANCE_TYPE", "INSTANCE_COUNT": "TRAINING_INSTANCE_COUNT"}
 # Secrets never belong in settings.ini (it is committed); they come from the environment.
-SECRET_KEYS = frozenset({"WANDB_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN"})
+SECRET_KEYS = frozenset(
+    {"WANDB_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN"}
+)
 # The groups of settings, in settings.ini's order: name -> the heading of its part of the file.
 GROUPS = {
     "identity": "identity",
@@ -90,12 +108,24 @@ class Config:
 
     experiment_dir: Path
     # --- identity
-    experiment_name: str = setting("", parse_experiment_name, "identity",
-        "Folder name of this experiment in storage, wandb group, prefix of SageMaker job names.")
-    run_num: int | None = setting("auto", parse_auto_or_int, "identity",
-        "auto = the next free run number; an integer = that run (it must not exist yet).")
-    udf_module: str = setting("experiment", parse_pattern(r"[A-Za-z_][\w.]*", "a Python module name (e.g. experiment)", optional=False), "identity",
-        "Python module (in this folder) holding the five functions.")
+    experiment_name: str = setting(
+        "",
+        parse_experiment_name,
+        "identity",
+        "Folder name of this experiment in storage, wandb group, prefix of SageMaker job names.",
+    )
+    run_num: int | None = setting(
+        "auto",
+        parse_auto_or_int,
+        "identity",
+        "auto = the next free run number; an integer = that run (it must not exist yet).",
+    )
+    udf_module: str = setting(
+        "experiment",
+        parse_pattern(r"[A-Za-z_][\w.]*", "a Python module name (e.g. experiment)", optional=False),
+        "identity",
+        "Python module (in this folder) holding the five functions.",
+    )
     # --- steps, in pipeline order (checked against ml_exp.core.names.STEPS below)
     run_reconciliation: bool = step_switch(names.RECONCILIATION, "true")
     run_preparation: bool = step_switch(names.PREPARATION, "true")
@@ -103,134 +133,306 @@ class Config:
     run_training: bool = step_switch(names.TRAINING, "true")
     run_inference: bool = step_switch(names.INFERENCE, "true")
     # --- where
-    backend: str = setting("local", parse_backend, "where",
+    backend: str = setting(
+        "local",
+        parse_backend,
+        "where",
         "local = processes on this machine; sagemaker = SageMaker jobs from IMAGE_URI;\n"
-        "or the dotted name of a module whose BACKEND runs the tasks elsewhere.")
-    storage_uri: str = setting("file://.exp-store", parse_storage_uri, "where",
+        "or the dotted name of a module whose BACKEND runs the tasks elsewhere.",
+    )
+    storage_uri: str = setting(
+        "file://.exp-store",
+        parse_storage_uri,
+        "where",
         "file://<path> (a relative path is relative to this folder) or s3://bucket/prefix.\n"
-        "Runs land in <STORAGE_URI>/<EXPERIMENT_NAME>/run_<N>/.")
-    num_processes: int | None = setting("auto", parse_auto_or_int, "where",
-        "Training processes: auto = one per GPU (1 on CPU); an integer forces that many (gloo on CPU).")
+        "Runs land in <STORAGE_URI>/<EXPERIMENT_NAME>/run_<N>/.",
+    )
+    num_processes: int | None = setting(
+        "auto",
+        parse_auto_or_int,
+        "where",
+        "Training processes: auto = one per GPU (1 on CPU); an integer forces that many (gloo on CPU).",
+    )
     # --- data
-    model_names: tuple[str, ...] = setting("", parse_model_names, "data",
-        "Models to fine-tune, comma separated (Hub names, or names load_model knows); several make a comparison job.")
-    split_ratios: tuple[float, float, float] = setting("0.8,0.1,0.1", parse_split_ratios, "data",
-        "train,validation,test fractions of the reconciled records (stratified by label); sum to 1.")
-    seed: int = setting("42", parse_int(0), "data",
-        "Random seed of the split, of training and of the tuning sampler.")
-    max_length: int = setting("512", parse_int(1), "data",
-        "Tokens per model input (per window with DOCUMENT_STRATEGY = chunks), special tokens included.")
-    document_strategy: str = setting("truncate", parse_choice(*names.DOCUMENT_STRATEGIES), "data",
+    model_names: tuple[str, ...] = setting(
+        "",
+        parse_model_names,
+        "data",
+        "Models to fine-tune, comma separated (Hub names, or names load_model knows); several make a comparison job.",
+    )
+    split_ratios: tuple[float, float, float] = setting(
+        "0.8,0.1,0.1",
+        parse_split_ratios,
+        "data",
+        "train,validation,test fractions of the reconciled records (stratified by label); sum to 1.",
+    )
+    seed: int = setting("42", parse_int(0), "data", "Random seed of the split, of training and of the tuning sampler.")
+    max_length: int = setting(
+        "512",
+        parse_int(1),
+        "data",
+        "Tokens per model input (per window with DOCUMENT_STRATEGY = chunks), special tokens included.",
+    )
+    document_strategy: str = setting(
+        "truncate",
+        parse_choice(*names.DOCUMENT_STRATEGIES),
+        "data",
         "What the model sees of a document longer than MAX_LENGTH: truncate = its first MAX_LENGTH tokens;\n"
         "head_tail = its first and last tokens (a quarter head, three quarters tail); chunks = all of it,\n"
-        "in windows of MAX_LENGTH tokens (each trained with the document's label; scores combined per document).")
-    chunk_stride: int = setting("64", parse_int(0), "data",
-        "DOCUMENT_STRATEGY = chunks: tokens two neighbouring windows share (0 <= CHUNK_STRIDE < MAX_LENGTH).")
-    max_chunks: int = setting("0", parse_int(0), "data",
+        "in windows of MAX_LENGTH tokens (each trained with the document's label; scores combined per document).",
+    )
+    chunk_stride: int = setting(
+        "64",
+        parse_int(0),
+        "data",
+        "DOCUMENT_STRATEGY = chunks: tokens two neighbouring windows share (0 <= CHUNK_STRIDE < MAX_LENGTH).",
+    )
+    max_chunks: int = setting(
+        "0",
+        parse_int(0),
+        "data",
         "DOCUMENT_STRATEGY = chunks: training windows per document, evenly spaced when it has more (0 = all);\n"
-        "validation, test and predictions always use every window.")
-    chunk_aggregation: str = setting("mean", parse_choice("mean", "max"), "data",
-        "DOCUMENT_STRATEGY = chunks: a document's scores from its windows' class probabilities: mean | max (per class).")
+        "validation, test and predictions always use every window.",
+    )
+    chunk_aggregation: str = setting(
+        "mean",
+        parse_choice("mean", "max"),
+        "data",
+        "DOCUMENT_STRATEGY = chunks: a document's scores from its windows' class probabilities: mean | max (per "
+        "class).",
+    )
     # --- training
-    num_train_epochs: float = setting("3", parse_float(0, low_open=True), "training",
-        "Passes over the training split (a fraction is allowed).")
-    learning_rate: float = setting("5e-5", parse_float(0, 1, low_open=True), "training",
-        "Peak learning rate of AdamW (reached after the warm-up, then decaying linearly).")
-    per_device_train_batch_size: int = setting("8", parse_int(1), "training",
-        "Records per batch in each training process.")
-    per_device_eval_batch_size: int = setting("16", parse_int(1), "training",
-        "Records per batch in evaluation and inference.")
-    gradient_accumulation_steps: int = setting("1", parse_int(1), "training",
-        "Batches per optimizer step (effective batch = this x batch size x processes).")
-    warmup_ratio: float = setting("0.0", parse_float(0, 1), "training",
-        "Fraction of the training steps that warm the learning rate up from 0.")
-    weight_decay: float = setting("0.0", parse_float(0), "training",
-        "AdamW weight decay (0 = none).")
-    train_sampling_strategy: str = setting("auto", parse_choice("auto", "random", "group_by_length"), "training",
-        "Order of the training records: group_by_length = batches of similar lengths (less padding: faster when lengths vary);\n"
-        "random = plain shuffling; auto = group_by_length when random batches would be more than 10% padding, the training\n"
-        "split has at least 200 batches and lengths do not sort the labels; else random (always with DOCUMENT_STRATEGY = chunks).")
-    mixed_precision: str = setting("no", parse_choice("no", "fp16", "bf16"), "training",
-        "no | fp16 | bf16 (fp16/bf16 need a GPU that supports them).")
-    early_stopping_patience: int = setting("3", parse_int(0), "training",
-        "Stop after this many evaluations without improvement (0 = never stop early).")
-    metric_for_best_model: str = setting("f1_macro", _metric_name("a metric name returned by compute_metrics (e.g. f1_macro)", optional=False), "training",
-        "A key of the dict compute_metrics returns; picks the best checkpoint.")
-    class_weights: str = setting("none", parse_choice("none", "balanced"), "training",
+    num_train_epochs: float = setting(
+        "3", parse_float(0, low_open=True), "training", "Passes over the training split (a fraction is allowed)."
+    )
+    learning_rate: float = setting(
+        "5e-5",
+        parse_float(0, 1, low_open=True),
+        "training",
+        "Peak learning rate of AdamW (reached after the warm-up, then decaying linearly).",
+    )
+    per_device_train_batch_size: int = setting(
+        "8", parse_int(1), "training", "Records per batch in each training process."
+    )
+    per_device_eval_batch_size: int = setting(
+        "16", parse_int(1), "training", "Records per batch in evaluation and inference."
+    )
+    gradient_accumulation_steps: int = setting(
+        "1", parse_int(1), "training", "Batches per optimizer step (effective batch = this x batch size x processes)."
+    )
+    warmup_ratio: float = setting(
+        "0.0", parse_float(0, 1), "training", "Fraction of the training steps that warm the learning rate up from 0."
+    )
+    weight_decay: float = setting("0.0", parse_float(0), "training", "AdamW weight decay (0 = none).")
+    train_sampling_strategy: str = setting(
+        "auto",
+        parse_choice("auto", "random", "group_by_length"),
+        "training",
+        "Order of the training records: group_by_length = batches of similar lengths (less padding: faster when "
+        "lengths vary);\n"
+        "random = plain shuffling; auto = group_by_length when random batches would be more than 10% padding, the "
+        "training\n"
+        "split has at least 200 batches and lengths do not sort the labels; else random (always with DOCUMENT_STRATEGY "
+        "= chunks).",
+    )
+    mixed_precision: str = setting(
+        "no",
+        parse_choice("no", "fp16", "bf16"),
+        "training",
+        "no | fp16 | bf16 (fp16/bf16 need a GPU that supports them).",
+    )
+    early_stopping_patience: int = setting(
+        "3", parse_int(0), "training", "Stop after this many evaluations without improvement (0 = never stop early)."
+    )
+    metric_for_best_model: str = setting(
+        "f1_macro",
+        _metric_name("a metric name returned by compute_metrics (e.g. f1_macro)", optional=False),
+        "training",
+        "A key of the dict compute_metrics returns; picks the best checkpoint.",
+    )
+    class_weights: str = setting(
+        "none",
+        parse_choice("none", "balanced"),
+        "training",
         "none | balanced: weigh each class's loss by records / (classes x its records in the\n"
-        "training split), so that rare classes count as much as frequent ones (imbalanced data).")
-    full_determinism: bool = setting("false", parse_bool, "training",
+        "training split), so that rare classes count as much as frequent ones (imbalanced data).",
+    )
+    full_determinism: bool = setting(
+        "false",
+        parse_bool,
+        "training",
         "true = deterministic kernels too (torch.use_deterministic_algorithms; slower, repeatable on GPUs as far as\n"
-        "PyTorch allows); false = SEED alone (the same metrics on the same CPU machine; GPU kernels may still vary).")
+        "PyTorch allows); false = SEED alone (the same metrics on the same CPU machine; GPU kernels may still vary).",
+    )
     # --- tuning
-    tuning_trials: int = setting("10", parse_int(1), "tuning",
-        "Trials per model.")
-    tuning_parallel_trials: int = setting("1", parse_int(1), "tuning",
-        "Trials run at the same time (at most TUNING_TRIALS).")
-    tuning_space: str = setting("", parse_text, "tuning",
+    tuning_trials: int = setting("10", parse_int(1), "tuning", "Trials per model.")
+    tuning_parallel_trials: int = setting(
+        "1", parse_int(1), "tuning", "Trials run at the same time (at most TUNING_TRIALS)."
+    )
+    tuning_space: str = setting(
+        "",
+        parse_text,
+        "tuning",
         "The search space, one term per hyper-parameter, separated by ';' (or on indented lines), e.g.\n"
         "TUNING_SPACE = learning_rate = log-uniform(1e-5, 5e-4); per_device_train_batch_size = choice(8, 16, 32);\n"
         "    num_train_epochs = int(2, 5); warmup_ratio = uniform(0, 0.2)\n"
         "Distributions: uniform(low, high), log-uniform(low, high), int(low, high), log-int(low, high),\n"
         "choice(a, b, ...). Tunable: learning_rate, num_train_epochs, per_device_train_batch_size,\n"
-        "gradient_accumulation_steps, warmup_ratio, weight_decay.")
-    tuning_objective: str = setting("", _metric_name("a metric name (empty = METRIC_FOR_BEST_MODEL)", optional=True), "tuning",
-        "Metric to optimise (empty = METRIC_FOR_BEST_MODEL).")
-    tuning_direction: str = setting("maximize", parse_choice("maximize", "minimize"), "tuning",
-        "Direction of the objective: maximize | minimize.")
-    tuning_trial_epochs: float | None = setting("", parse_optional_float(0), "tuning",
-        "A smaller budget per trial: at most this many epochs (empty = as NUM_TRAIN_EPOCHS / the space).")
+        "gradient_accumulation_steps, warmup_ratio, weight_decay.",
+    )
+    tuning_objective: str = setting(
+        "",
+        _metric_name("a metric name (empty = METRIC_FOR_BEST_MODEL)", optional=True),
+        "tuning",
+        "Metric to optimise (empty = METRIC_FOR_BEST_MODEL).",
+    )
+    tuning_direction: str = setting(
+        "maximize", parse_choice("maximize", "minimize"), "tuning", "Direction of the objective: maximize | minimize."
+    )
+    tuning_trial_epochs: float | None = setting(
+        "",
+        parse_optional_float(0),
+        "tuning",
+        "A smaller budget per trial: at most this many epochs (empty = as NUM_TRAIN_EPOCHS / the space).",
+    )
     # --- tracking
-    wandb_project: str = setting("", parse_pattern(WANDB_PROJECT_RE, "a W&B project name (no spaces, no / \\ # ? % :, at most 128 characters)"), "tracking",
-        "W&B project of the runs (the experiment is a group in it).")
-    wandb_entity: str = setting("", parse_pattern(WANDB_ENTITY_RE, "a W&B entity (user or team name)"), "tracking",
-        "W&B user or team (empty = the default entity of your API key).")
-    wandb_mode: str = setting("offline", parse_choice("offline", "online", "disabled"), "tracking",
-        "offline (default, nothing leaves this machine) | online (needs WANDB_API_KEY) | disabled.")
-    wandb_api_key_secret: str = setting("", parse_pattern(r"[A-Za-z0-9/_+=.@:-]{1,2048}", "a Secrets Manager secret name or ARN"), "tracking",
-        "SageMaker jobs and endpoints: the AWS Secrets Manager secret (name or ARN) holding the W&B key; the container\n"
-        "reads it at start. WANDB_API_KEY itself never travels in a job's request.")
+    wandb_project: str = setting(
+        "",
+        parse_pattern(WANDB_PROJECT_RE, "a W&B project name (no spaces, no / \\ # ? % :, at most 128 characters)"),
+        "tracking",
+        "W&B project of the runs (the experiment is a group in it).",
+    )
+    wandb_entity: str = setting(
+        "",
+        parse_pattern(WANDB_ENTITY_RE, "a W&B entity (user or team name)"),
+        "tracking",
+        "W&B user or team (empty = the default entity of your API key).",
+    )
+    wandb_mode: str = setting(
+        "offline",
+        parse_choice("offline", "online", "disabled"),
+        "tracking",
+        "offline (default, nothing leaves this machine) | online (needs WANDB_API_KEY) | disabled.",
+    )
+    wandb_api_key_secret: str = setting(
+        "",
+        parse_pattern(r"[A-Za-z0-9/_+=.@:-]{1,2048}", "a Secrets Manager secret name or ARN"),
+        "tracking",
+        "SageMaker: the Secrets Manager secret (name or ARN) of the W&B key; jobs read it at start, never in requests",
+    )
     # --- sagemaker
-    aws_region: str = setting("us-east-1", parse_pattern(AWS_REGION_RE, "an AWS region such as us-east-1"), "sagemaker",
-        "Region of the SageMaker jobs.")
-    sagemaker_role_arn: str = setting("", parse_pattern(ROLE_ARN_RE, "an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole"), "sagemaker",
-        "IAM role the SageMaker jobs run as.")
-    image_uri: str = setting("", parse_pattern(r"\S+(:[\w.-]+|@sha256:[0-9a-f]{64})", "an image URI with a tag, such as 123456789012.dkr.ecr.us-east-1.amazonaws.com/repo:tag"), "sagemaker",
-        "The image of the SageMaker jobs, with its tag: the URI scripts/build_and_push.sh prints.")
-    training_instance_type: str = setting("ml.g5.2xlarge", _instance_type("ml.g5.2xlarge"), "sagemaker",
-        "Training instances (tuning trials use them too): their type.")
-    training_instance_count: int = setting("1", parse_int(1), "sagemaker",
-        "Training instances (tuning trials use them too): how many; more than 1 = one torchrun across them.")
-    preparation_instance_type: str = setting("ml.m5.2xlarge", _instance_type("ml.m5.2xlarge"), "sagemaker",
-        "Instance of the preparation job (encoding: CPUs, no GPU needed).")
-    inference_instance_type: str = setting("ml.g5.xlarge", _instance_type("ml.g5.xlarge"), "sagemaker",
-        "Instance of the inference jobs (every model on the test split).")
-    endpoint_instance_type: str = setting("ml.g4dn.xlarge", _instance_type("ml.g4dn.xlarge"), "sagemaker",
-        "Instances of the endpoint exp deploy creates from a run's model: their type.")
-    endpoint_instance_count: int = setting("1", parse_int(1), "sagemaker",
-        "Instances of that endpoint: how many (requests are spread over them).")
-    endpoint_serverless_memory_mb: int | None = setting("", parse_optional_choice_int(1024, 2048, 3072, 4096, 5120, 6144), "sagemaker",
+    aws_region: str = setting(
+        "us-east-1",
+        parse_pattern(AWS_REGION_RE, "an AWS region such as us-east-1"),
+        "sagemaker",
+        "Region of the SageMaker jobs.",
+    )
+    sagemaker_role_arn: str = setting(
+        "",
+        parse_pattern(ROLE_ARN_RE, "an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole"),
+        "sagemaker",
+        "IAM role the SageMaker jobs run as.",
+    )
+    image_uri: str = setting(
+        "",
+        parse_pattern(
+            r"\S+(:[\w.-]+|@sha256:[0-9a-f]{64})",
+            "an image URI with a tag, such as 123456789012.dkr.ecr.us-east-1.amazonaws.com/repo:tag",
+        ),
+        "sagemaker",
+        "The image of the SageMaker jobs, with its tag: the URI scripts/build_and_push.sh prints.",
+    )
+    training_instance_type: str = setting(
+        "ml.g5.2xlarge",
+        _instance_type("ml.g5.2xlarge"),
+        "sagemaker",
+        "Training instances (tuning trials use them too): their type.",
+    )
+    training_instance_count: int = setting(
+        "1",
+        parse_int(1),
+        "sagemaker",
+        "Training instances (tuning trials use them too): how many; more than 1 = one torchrun across them.",
+    )
+    preparation_instance_type: str = setting(
+        "ml.m5.2xlarge",
+        _instance_type("ml.m5.2xlarge"),
+        "sagemaker",
+        "Instance of the preparation job (encoding: CPUs, no GPU needed).",
+    )
+    inference_instance_type: str = setting(
+        "ml.g5.xlarge",
+        _instance_type("ml.g5.xlarge"),
+        "sagemaker",
+        "Instance of the inference jobs (every model on the test split).",
+    )
+    endpoint_instance_type: str = setting(
+        "ml.g4dn.xlarge",
+        _instance_type("ml.g4dn.xlarge"),
+        "sagemaker",
+        "Instances of the endpoint exp deploy creates from a run's model: their type.",
+    )
+    endpoint_instance_count: int = setting(
+        "1", parse_int(1), "sagemaker", "Instances of that endpoint: how many (requests are spread over them)."
+    )
+    endpoint_serverless_memory_mb: int | None = setting(
+        "",
+        parse_optional_choice_int(1024, 2048, 3072, 4096, 5120, 6144),
+        "sagemaker",
         "exp deploy: a serverless endpoint with this much memory (1024 to 6144, in steps of 1024) instead of\n"
-        "instances (empty = instances). Serverless endpoints have no GPU and cannot be in a VPC.")
-    serving_image_uri: str = setting("", parse_pattern(r"\S+(:[\w.-]+|@sha256:[0-9a-f]{64})", "an image URI with a tag"), "sagemaker",
-        "exp deploy: the CPU serving image (serving.Dockerfile: no CUDA, no training stack); serverless endpoints need it.")
-    endpoint_image: str = setting("auto", parse_choice("auto", "serving", "training"), "sagemaker",
-        "Image of an endpoint: auto (SERVING_IMAGE_URI when serverless, else IMAGE_URI) | serving | training (IMAGE_URI).")
-    use_spot: bool = setting("false", parse_bool, "sagemaker",
-        "Managed spot training; MAX_WAIT_HOURS (>= MAX_RUN_HOURS) bounds the wait for capacity.")
-    max_run_hours: float = setting("24", parse_float(0, 28 * 24, low_open=True), "sagemaker",
-        "A job is stopped after running this many hours (at most 28 days).")
-    max_wait_hours: float = setting("48", parse_float(0, 28 * 24, low_open=True), "sagemaker",
-        "With USE_SPOT: hours a job may take in all, waiting for capacity included.")
-    volume_size_gb: int = setting("100", parse_int(1), "sagemaker",
-        "Disk of each instance in GB (data, checkpoints, the model).")
-    kms_key_id: str = setting("", parse_pattern(r"[a-zA-Z0-9:/_-]{1,2048}", "a KMS key id, key ARN, alias/<name> or alias ARN"), "sagemaker",
-        "Optional KMS key: every job's output, and the volumes of instance types without local NVMe storage\n"
-        "(g4dn, g5, g6, p4d... encrypt theirs in hardware, and AWS refuses a volume key for them).")
-    subnets: tuple[str, ...] = setting("", parse_list(parse_pattern(r"subnet-[0-9a-f]+", "a subnet id such as subnet-0abc123")), "sagemaker",
-        "Optional VPC mode: subnets (comma separated), together with SECURITY_GROUP_IDS.")
-    security_group_ids: tuple[str, ...] = setting("", parse_list(parse_pattern(r"sg-[0-9a-f]+", "a security group id such as sg-0abc123")), "sagemaker",
-        "Optional VPC mode: security groups (comma separated), together with SUBNETS.")
+        "instances (empty = instances). Serverless endpoints have no GPU and cannot be in a VPC.",
+    )
+    serving_image_uri: str = setting(
+        "",
+        parse_pattern(r"\S+(:[\w.-]+|@sha256:[0-9a-f]{64})", "an image URI with a tag"),
+        "sagemaker",
+        "exp deploy: the CPU serving image (make serving-image: no CUDA, no training stack); serverless needs it.",
+    )
+    endpoint_image: str = setting(
+        "auto",
+        parse_choice("auto", "serving", "training"),
+        "sagemaker",
+        "Endpoint image: auto (SERVING_IMAGE_URI if serverless, else IMAGE_URI) | serving | training (IMAGE_URI).",
+    )
+    use_spot: bool = setting(
+        "false",
+        parse_bool,
+        "sagemaker",
+        "Managed spot training; MAX_WAIT_HOURS (>= MAX_RUN_HOURS) bounds the wait for capacity.",
+    )
+    max_run_hours: float = setting(
+        "24",
+        parse_float(0, 28 * 24, low_open=True),
+        "sagemaker",
+        "A job is stopped after running this many hours (at most 28 days).",
+    )
+    max_wait_hours: float = setting(
+        "48",
+        parse_float(0, 28 * 24, low_open=True),
+        "sagemaker",
+        "With USE_SPOT: hours a job may take in all, waiting for capacity included.",
+    )
+    volume_size_gb: int = setting(
+        "100", parse_int(1), "sagemaker", "Disk of each instance in GB (data, checkpoints, the model)."
+    )
+    kms_key_id: str = setting(
+        "",
+        parse_pattern(r"[a-zA-Z0-9:/_-]{1,2048}", "a KMS key id, key ARN, alias/<name> or alias ARN"),
+        "sagemaker",
+        "Optional KMS key: outputs, and volumes of types without local NVMe storage (g4dn, g5, g6, p4d: none).",
+    )
+    subnets: tuple[str, ...] = setting(
+        "",
+        parse_list(parse_pattern(r"subnet-[0-9a-f]+", "a subnet id such as subnet-0abc123")),
+        "sagemaker",
+        "Optional VPC mode: subnets (comma separated), together with SECURITY_GROUP_IDS.",
+    )
+    security_group_ids: tuple[str, ...] = setting(
+        "",
+        parse_list(parse_pattern(r"sg-[0-9a-f]+", "a security group id such as sg-0abc123")),
+        "sagemaker",
+        "Optional VPC mode: security groups (comma separated), together with SUBNETS.",
+    )
     # The raw text of every setting as read (file or environment): the manifest's snapshot.
     raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -271,7 +473,9 @@ def _check_table() -> None:
     groups = [s.group for s in SETTINGS]
     runs = [group for i, group in enumerate(groups) if i == 0 or groups[i - 1] != group]
     if runs != list(GROUPS):
-        raise AssertionError(f"settings must be declared group by group, in the order of GROUPS ({', '.join(GROUPS)}), not {runs}")
+        raise AssertionError(
+            f"settings must be declared group by group, in the order of GROUPS ({', '.join(GROUPS)}), not {runs}"
+        )
 
 
 _check_table()
@@ -298,29 +502,47 @@ def load_config(experiment_dir: str | os.PathLike[str] = ".", environ: Mapping[s
     # (``environ`` is explicit so that tests and callers control it).
     from_env = {key for key in KNOWN_KEYS if key in env}
     raw = {key: env[key] if key in from_env else text for key, text in _with_defaults(in_file).items()}
-    return _build(experiment_dir, raw, problems, lambda key: "environment variable" if key in from_env else SETTINGS_FILE)
+    return _build(
+        experiment_dir, raw, problems, lambda key: "environment variable" if key in from_env else SETTINGS_FILE
+    )
 
 
 def _read_ini(path: Path) -> dict[str, str]:
     """Every key of the file's [settings] section (upper case) -> its text as written."""
     if not path.is_file():
-        raise ProblemsFound([Problem(str(path), f"not found; run exp in an experiment folder (one with a {SETTINGS_FILE})")])
+        raise ProblemsFound(
+            [Problem(str(path), f"not found; run exp in an experiment folder (one with a {SETTINGS_FILE})")]
+        )
     try:  # utf-8-sig: a byte-order mark (some Windows editors write one) is no part of the text
         parser = RepositoryIni(str(path), encoding="utf-8-sig").parser
     except configparser.MissingSectionHeaderError:
-        raise ProblemsFound([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put a [{SECTION}] line above the settings")]) from None
+        raise ProblemsFound(
+            [Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put a [{SECTION}] line above the settings")]
+        ) from None
     except configparser.Error as exc:
         message = str(exc).replace("\n", " ")
         raise ProblemsFound([Problem(SETTINGS_FILE, f"is not a valid ini file: {message}")]) from None
     except UnicodeDecodeError as exc:
-        raise ProblemsFound([Problem(SETTINGS_FILE, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8")]) from None
+        raise ProblemsFound(
+            [Problem(SETTINGS_FILE, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8")]
+        ) from None
     if not parser.has_section(SECTION):
-        raise ProblemsFound([Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put every setting under a [{SECTION}] line")])
+        raise ProblemsFound(
+            [Problem(SETTINGS_FILE, f"has no [{SECTION}] section; put every setting under a [{SECTION}] line")]
+        )
     # ini reads an indented line as the value above continued: `\tSEED = 7` would join KMS_KEY_ID
     hidden = indented_settings(path.read_text(encoding="utf-8-sig"), KNOWN_KEYS, free_form={"TUNING_SPACE"})
     if hidden:
-        raise ProblemsFound([Problem(key, f"line {number} of {SETTINGS_FILE} ({line!r}) is indented, so it is read as part of the value of "
-                                        f"{above} above it; remove the indentation") for number, key, line, above in hidden])
+        raise ProblemsFound(
+            [
+                Problem(
+                    key,
+                    f"line {number} of {SETTINGS_FILE} ({line!r}) is indented, so it is read as part of the value of "
+                    f"{above} above it; remove the indentation",
+                )
+                for number, key, line, above in hidden
+            ]
+        )
     # raw: a '%' in a value is just a character, not configparser interpolation
     return {key.upper(): parser.get(SECTION, key, raw=True) for key in parser.options(SECTION)}
 
@@ -335,7 +557,13 @@ def _unknown_keys(file_keys: set[str], env: Mapping[str, str]) -> list[Problem]:
     problems: list[Problem] = []
     for key in sorted(file_keys - KNOWN_KEYS):
         if key in SECRET_KEYS:
-            problems.append(Problem(key, f"is a secret and must not be in {SETTINGS_FILE} (it gets committed); remove it and set it in the environment instead"))
+            problems.append(
+                Problem(
+                    key,
+                    f"is a secret and must not be in {SETTINGS_FILE} (it gets committed); remove it and set it in the "
+                    "environment instead",
+                )
+            )
         elif key in RENAMED:
             problems.append(Problem(key, f"was renamed to {RENAMED[key]}; rename it in {SETTINGS_FILE}"))
         else:
@@ -343,7 +571,12 @@ def _unknown_keys(file_keys: set[str], env: Mapping[str, str]) -> list[Problem]:
             hint = f"did you mean {close[0]}?" if close else "remove it or check the spelling"
             problems.append(Problem(key, f"unknown setting in {SETTINGS_FILE}; {hint}"))
     for key in sorted(set(RENAMED) & set(env)):
-        problems.append(Problem(key, f"was renamed to {RENAMED[key]}; set the environment variable {RENAMED[key]} instead (and unset {key})"))
+        problems.append(
+            Problem(
+                key,
+                f"was renamed to {RENAMED[key]}; set the environment variable {RENAMED[key]} instead (and unset {key})",
+            )
+        )
     return problems
 
 
@@ -365,7 +598,7 @@ def _build(experiment_dir: Path, raw: dict[str, str], problems: list[Problem], s
 def _resolve_storage_uri(uri: str, experiment_dir: Path) -> str:
     """``file://relative`` is relative to the experiment folder; store it absolute."""
     if uri.startswith("file://"):
-        path = Path(uri[len("file://"):] or ".")
+        path = Path(uri[len("file://") :] or ".")
         if not path.is_absolute():
             path = experiment_dir / path
         return "file://" + str(path.resolve())

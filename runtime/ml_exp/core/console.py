@@ -13,8 +13,26 @@ import sys
 VERBOSITY_VARIABLE = "ML_EXP_VERBOSITY"
 QUIET, NORMAL, VERBOSE = "quiet", "normal", "verbose"
 # Quiet unless -v: what libraries print that a person running an experiment does not need.
-NOISY_LOGGERS = ("matplotlib", "PIL", "transformers", "datasets", "accelerate", "torch", "httpx", "urllib3", "botocore",
-                 "boto3", "s3fs", "aiobotocore", "fsspec", "filelock", "wandb", "optuna", "sagemaker", "numexpr")
+NOISY_LOGGERS = (
+    "matplotlib",
+    "PIL",
+    "transformers",
+    "datasets",
+    "accelerate",
+    "torch",
+    "httpx",
+    "urllib3",
+    "botocore",
+    "boto3",
+    "s3fs",
+    "aiobotocore",
+    "fsspec",
+    "filelock",
+    "wandb",
+    "optuna",
+    "sagemaker",
+    "numexpr",
+)
 QUIET_LIBRARIES = {
     "TRANSFORMERS_VERBOSITY": "error",  # load reports, deprecation notes
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
@@ -63,7 +81,9 @@ def setup_logging() -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(PlainFormatter())
     level = {QUIET: logging.WARNING, VERBOSE: logging.DEBUG}.get(verbosity(), logging.INFO)
-    logging.basicConfig(level=logging.INFO if level == logging.DEBUG else level, format="%(message)s", handlers=[handler])
+    logging.basicConfig(
+        level=logging.INFO if level == logging.DEBUG else level, format="%(message)s", handlers=[handler]
+    )
     logging.getLogger("ml_exp").setLevel(level)
 
 

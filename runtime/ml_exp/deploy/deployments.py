@@ -10,17 +10,16 @@ when it was undeployed.
 from __future__ import annotations
 
 import getpass
-import json
 import socket
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from ml_exp.config import Config, load_config
 from ml_exp.core.errors import UserError
-from ml_exp.storage.layout import MODEL_ARCHIVE, deployment_spec, serving_dir
 from ml_exp.serving.predict import open_run
+from ml_exp.storage.layout import MODEL_ARCHIVE, deployment_spec, serving_dir
 from ml_exp.storage.store import Run, Store, now
 
 Announce = Callable[[str], None]
@@ -41,8 +40,15 @@ def _who() -> dict[str, Any]:
     return {"user": getpass.getuser(), "host": socket.gethostname(), "aws_identity": identity}
 
 
-def deploy(experiment_dir: Path, run_num: int, model_name: str | None, dry_run: bool = False, wait: bool = True,
-           poll_seconds: float = 30, announce: Announce = print) -> dict[str, Any]:
+def deploy(
+    experiment_dir: Path,
+    run_num: int,
+    model_name: str | None,
+    dry_run: bool = False,
+    wait: bool = True,
+    poll_seconds: float = 30,
+    announce: Announce = print,
+) -> dict[str, Any]:
     """Describe the deployment and save it in the run (``deployments/<endpoint>.json``); unless
     ``dry_run``: pack the model in the run, create model, endpoint config and endpoint, record
     the deployment in the run's manifest, and (``wait``) wait until the endpoint is in service."""
@@ -51,9 +57,12 @@ def deploy(experiment_dir: Path, run_num: int, model_name: str | None, dry_run: 
 
     config, run = open_run(experiment_dir, run_num)
     if not run.is_remote:
-        raise UserError(where="STORAGE_URI", message=f"run_{run_num} is on local storage ({config.storage_uri}), and a SageMaker "
-                              f"endpoint loads its model from S3. Serve it on this machine with `exp serve --run {run_num}`, "
-                              "or run the experiment with STORAGE_URI = s3://bucket/prefix to deploy its model.")
+        raise UserError(
+            where="STORAGE_URI",
+            message=f"run_{run_num} is on local storage ({config.storage_uri}), and a SageMaker "
+            f"endpoint loads its model from S3. Serve it on this machine with `exp serve --run {run_num}`, "
+            "or run the experiment with STORAGE_URI = s3://bucket/prefix to deploy its model.",
+        )
     problems = endpoints.check(config)
     if problems:
         raise UserError(where="settings", message="; ".join(problems))
@@ -77,9 +86,18 @@ def deploy(experiment_dir: Path, run_num: int, model_name: str | None, dry_run: 
         if message is None:
             raise
         raise UserError(where="exp deploy", message=message) from None
-    record = {"endpoint": name, "model": deployment["model"], "deployed_at": now(), "by": _who(), "region": config.aws_region,
-              "model_data": model_data, "image": endpoints.image(config), "capacity": _capacity(config),
-              "spec_uri": deployment["spec_uri"], "status": "Creating"}
+    record = {
+        "endpoint": name,
+        "model": deployment["model"],
+        "deployed_at": now(),
+        "by": _who(),
+        "region": config.aws_region,
+        "model_data": model_data,
+        "image": endpoints.image(config),
+        "capacity": _capacity(config),
+        "spec_uri": deployment["spec_uri"],
+        "status": "Creating",
+    }
     _record(run, name, record)
     if not wait:
         return {**deployment, "status": "Creating"}
@@ -96,7 +114,9 @@ def _cost(config: Config) -> str:
     """What the endpoint costs while it runs (the shipped price table; no pricing API)."""
     from ml_exp.backends.sagemaker.instances import endpoint_cost_line, table_note
 
-    line = endpoint_cost_line("cost", config.endpoint_instance_type, config.endpoint_instance_count, config.endpoint_serverless_memory_mb)
+    line = endpoint_cost_line(
+        "cost", config.endpoint_instance_type, config.endpoint_instance_count, config.endpoint_serverless_memory_mb
+    )
     return f"{line} ({table_note(config.aws_region)})"
 
 
@@ -143,8 +163,11 @@ def undeploy(experiment_dir: Path, name: str) -> list[str]:
     try:
         tagged = endpoints.tags_of(sm, name)
         if tagged["experiment"] != config.experiment_name:
-            raise UserError(where="NAME", message=f"endpoint {name} serves experiment {tagged['experiment']}, not "
-                                  f"{config.experiment_name}; undeploy it from that experiment's folder")
+            raise UserError(
+                where="NAME",
+                message=f"endpoint {name} serves experiment {tagged['experiment']}, not "
+                f"{config.experiment_name}; undeploy it from that experiment's folder",
+            )
         deleted = endpoints.delete(sm, name)
     except (UserError, ValueError) as exc:
         raise UserError(where="NAME", message=str(exc)) from None
@@ -155,6 +178,9 @@ def undeploy(experiment_dir: Path, name: str) -> list[str]:
         raise UserError(where="NAME", message=message) from None
     store = Store.for_config(config)
     if tagged.get("run", "").isdigit() and store.run_exists(int(tagged["run"])):
-        _record(store.open_run(int(tagged["run"])), name, {"status": "Deleted", "undeployed_at": now(), "undeployed_by": _who()})
+        _record(
+            store.open_run(int(tagged["run"])),
+            name,
+            {"status": "Deleted", "undeployed_at": now(), "undeployed_by": _who()},
+        )
     return deleted
-

@@ -8,10 +8,11 @@ import inspect
 import sys
 import textwrap
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from ml_exp.core.errors import Problem, ProblemsFound
 
@@ -26,7 +27,7 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
-class UDFs:
+class Functions:
     """The five functions, ready to call."""
 
     module: ModuleType
@@ -37,7 +38,7 @@ class UDFs:
     compute_metrics: Callable[..., Any]
 
 
-def load_udfs(experiment_dir: Path, module_name: str, keep_loaded: bool = False) -> UDFs:
+def load_functions(experiment_dir: Path, module_name: str, keep_loaded: bool = False) -> Functions:
     """Import ``<experiment_dir>/<module_name>.py`` and return its five functions.
 
     ``keep_loaded`` leaves the module importable by name afterwards (in ``sys.modules``, its
@@ -51,23 +52,30 @@ def load_udfs(experiment_dir: Path, module_name: str, keep_loaded: bool = False)
         problems += check_functions(module, module_name)
     if problems:
         raise ProblemsFound(problems)
-    return UDFs(module, **{name: getattr(module, name) for name in SIGNATURES})
+    return Functions(module, **{name: getattr(module, name) for name in SIGNATURES})
 
 
-def check_udfs(experiment_dir: Path, module_name: str) -> list[Problem]:
+def check_experiment_functions(experiment_dir: Path, module_name: str) -> list[Problem]:
     """Every problem with the experiment's functions (empty when they are ready to run)."""
     try:
-        load_udfs(experiment_dir, module_name)
+        load_functions(experiment_dir, module_name)
     except ProblemsFound as exc:
         return exc.problems
     return []
 
 
-def _import(experiment_dir: Path, module_name: str, keep_loaded: bool = False) -> tuple[ModuleType | None, list[Problem]]:
+def _import(
+    experiment_dir: Path, module_name: str, keep_loaded: bool = False
+) -> tuple[ModuleType | None, list[Problem]]:
     path = experiment_dir / (module_name.replace(".", "/") + ".py")
     label = path.name
     if not path.is_file():
-        return None, [Problem("UDF_MODULE", f"{path} not found; create {label} with the five functions or point UDF_MODULE at your module")]
+        return None, [
+            Problem(
+                "UDF_MODULE",
+                f"{path} not found; create {label} with the five functions or point UDF_MODULE at your module",
+            )
+        ]
     # The module may import its siblings (e.g. a data helper), so the experiment folder goes on
     # the path; siblings imported here are forgotten afterwards so that another experiment's
     # modules of the same name never shadow them.
@@ -103,12 +111,12 @@ def _forget(experiment_dir: Path, before: set[str]) -> None:
 
 
 def user_error(what: str, exc: BaseException, experiment_dir: Path) -> str:
-    """"<what> raised KeyError: 'x' (at experiment.py line 12, in encode)"."""
+    """ "<what> raised KeyError: 'x' (at experiment.py line 12, in encode)"."""
     return f"{what} raised {type(exc).__name__}: {exc}{user_frames(exc, experiment_dir)}"
 
 
 def user_frames(exc: BaseException, experiment_dir: Path) -> str:
-    """" (at experiment.py line 12, in encode)": where an exception of the user's code arose, in
+    """ " (at experiment.py line 12, in encode)": where an exception of the user's code arose, in
     the user's own files (the experiment folder), not in the runtime's; "" when none is."""
     folder = str(Path(experiment_dir).resolve())
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(folder + "/")]
@@ -138,7 +146,9 @@ def check_functions(module: ModuleType, module_name: str) -> list[Problem]:
         try:
             inspect.signature(function).bind(*params)
         except TypeError:
-            problems.append(Problem(where, f"has parameters {inspect.signature(function)}; ml-exp calls it as {expected}"))
+            problems.append(
+                Problem(where, f"has parameters {inspect.signature(function)}; ml-exp calls it as {expected}")
+            )
             continue
         except ValueError:  # no signature (a builtin): nothing more to check
             continue

@@ -11,10 +11,10 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from ml_exp.toolkit.metrics import greater_is_better
 from ml_exp.core.names import INFERENCE, RECONCILIATION, TRAINING
 from ml_exp.pipeline.runs import aws_cost, cost_text
 from ml_exp.storage.store import Store, StoreError
+from ml_exp.toolkit.metrics import greater_is_better
 
 DATA = "data fingerprint"  # compared as a setting: the reconciled records' digest
 
@@ -38,16 +38,30 @@ def compare_runs(store: Store, metric: str, numbers: list[int] | None = None) ->
                     models[model] = {"value": values[metric], "split": split}
         settings = dict(manifest.get("settings") or {})
         settings[DATA] = steps.get(RECONCILIATION, {}).get("fingerprint") or "-"
-        runs.append({"run": run.num, "created_at": manifest.get("created_at"), "status": manifest.get("status"),
-                     "smoke": bool(manifest.get("smoke")), "models": models, "settings": settings, "aws": aws_cost(manifest)})
+        runs.append(
+            {
+                "run": run.num,
+                "created_at": manifest.get("created_at"),
+                "status": manifest.get("status"),
+                "smoke": bool(manifest.get("smoke")),
+                "models": models,
+                "settings": settings,
+                "aws": aws_cost(manifest),
+            }
+        )
     keys = sorted({key for r in runs for key in r["settings"]} - {"RUN_NUM"})
     differing = [key for key in keys if len({r["settings"].get(key) for r in runs}) > 1]
     for r in runs:
         r["settings"] = {key: r["settings"].get(key) for key in differing}
     scored = [(m["value"], r["run"], model) for r in runs for model, m in r["models"].items()]
     best = (max if greater_is_better(metric) else min)(scored) if scored else None
-    return {"metric": metric, "greater_is_better": greater_is_better(metric), "runs": runs, "differing_settings": differing,
-            "best": {"run": best[1], "model": best[2], "value": best[0]} if best else None}
+    return {
+        "metric": metric,
+        "greater_is_better": greater_is_better(metric),
+        "runs": runs,
+        "differing_settings": differing,
+        "best": {"run": best[1], "model": best[2], "value": best[0]} if best else None,
+    }
 
 
 def comparison_table(experiment_name: str, comparison: dict[str, Any]) -> Any:
@@ -64,20 +78,30 @@ def comparison_table(experiment_name: str, comparison: dict[str, Any]) -> Any:
     table.add_column(metric, justify="right", overflow="fold")
     for r in comparison["runs"]:
         when = (r["created_at"] or "?").replace("T", " ")[:16]
-        status = f"{r['status']}{' (smoke)' if r['smoke'] else ''}" + (f" {cost_text(r['aws'])}" if r.get("aws") else "")
+        status = f"{r['status']}{' (smoke)' if r['smoke'] else ''}" + (
+            f" {cost_text(r['aws'])}" if r.get("aws") else ""
+        )
         rows = r["models"].items() or [("-", None)]
         for i, (model, m) in enumerate(rows):
             mark = " *" if (r["run"], model) == (best.get("run"), best.get("model")) else ""
             value = f"{m['value']:.4f} {m['split'][:4]}{mark}" if m else "-"
-            table.add_row(str(r["run"]) if i == 0 else "", when if i == 0 else "", status if i == 0 else "", escape(model), value,
-                          end_section=i == len(rows) - 1)
+            table.add_row(
+                str(r["run"]) if i == 0 else "",
+                when if i == 0 else "",
+                status if i == 0 else "",
+                escape(model),
+                value,
+                end_section=i == len(rows) - 1,
+            )
     return table
 
 
 def differing_lines(comparison: dict[str, Any]) -> list[str]:
     """One line per setting that differs: ``KEY: run_1=a, run_2=b``."""
-    return [f"{key}: " + ", ".join(f"run_{r['run']}={r['settings'].get(key)}" for r in comparison["runs"])
-            for key in comparison["differing_settings"]]
+    return [
+        f"{key}: " + ", ".join(f"run_{r['run']}={r['settings'].get(key)}" for r in comparison["runs"])
+        for key in comparison["differing_settings"]
+    ]
 
 
 def comparison_png(comparison: dict[str, Any], title: str) -> bytes:

@@ -16,16 +16,16 @@ from typing import Any
 from ml_exp.backends import backend_for
 from ml_exp.backends.base import Backend
 from ml_exp.config import KNOWN_KEYS, SETTINGS, Config, load_config
-from ml_exp.core.errors import Problem, ProblemsFound, StepError, UserError
+from ml_exp.core.errors import Problem, ProblemsFound, UserError
+from ml_exp.core.names import INFERENCE, PREPARATION, RECONCILIATION, STEP_NAMES, TRAINING, TUNING
 from ml_exp.experiment.context import Context
+from ml_exp.experiment.functions import Functions, load_functions
+from ml_exp.pipeline.validate import validate
+from ml_exp.steps import RunTask, plan
+from ml_exp.storage.errors import DamagedRun, io_problem
 from ml_exp.storage.lease import take_lease
 from ml_exp.storage.manifest import new_manifest
-from ml_exp.core.names import INFERENCE, PREPARATION, RECONCILIATION, STEP_NAMES, TRAINING, TUNING
-from ml_exp.storage.errors import DamagedRun, io_problem
 from ml_exp.storage.store import Run, Store, StoreError
-from ml_exp.experiment.functions import UDFs, load_udfs
-from ml_exp.steps import RunTask, plan
-from ml_exp.pipeline.validate import validate
 
 log = logging.getLogger("ml_exp")
 
@@ -45,8 +45,10 @@ class SettingsChanged(ProblemsFound):
         super().__init__(problems)
         self.run_num = run_num
         self.heading = f"run_{run_num} was started with other settings: {len(problems)} differ"
-        self.advice = (f"A continued run uses the settings it started with. Restore these, start a new run (`exp run`), "
-                       f"or pass {ACCEPT_OPTION} to run the remaining steps with the current values (recorded in each step).",)
+        self.advice = (
+            f"A continued run uses the settings it started with. Restore these, start a new run (`exp run`), "
+            f"or pass {ACCEPT_OPTION} to run the remaining steps with the current values (recorded in each step).",
+        )
 
 
 class StepFailed(UserError):
@@ -58,8 +60,10 @@ class StepFailed(UserError):
         self.run, self.step, self.done, self.note = run, step, list(done), note
         self.heading = f"run_{run.num}: {step} failed"
         self.outcome = f"completed before it: {', '.join(done)}" if done else "no step completed in this call"
-        self.advice = (*([f"Also: {note}"] if note else []),
-                       f"run_{run.num}: {step} is marked failed; fix it, then `exp run --run {run.num}` resumes from there.")
+        self.advice = (
+            *([f"Also: {note}"] if note else []),
+            f"run_{run.num}: {step} is marked failed; fix it, then `exp run --run {run.num}` resumes from there.",
+        )
 
     def __str__(self) -> str:
         return f"{self.step} failed in run_{self.run.num}: {self.message}"
@@ -93,7 +97,10 @@ def run_pipeline(
     store = Store.for_config(config)
     changed: dict[str, dict[str, str]] = {}
     if run_num is None:
-        run = store.claim_run(config.run_num, lambda num: {**new_manifest(config, num), "smoke": smoke, "dry_run": dry_run, "overrides": overrides})
+        run = store.claim_run(
+            config.run_num,
+            lambda num: {**new_manifest(config, num), "smoke": smoke, "dry_run": dry_run, "overrides": overrides},
+        )
         announce(f"run_{run.num}: {run.uri}")
     else:
         run = store.open_run(run_num)
@@ -102,14 +109,17 @@ def run_pipeline(
         if run_num is not None:
             announce(f"run_{run.num} (continued): {run.uri}")
             for key, change in changed.items():
-                announce(f"{key}: {change['recorded']!r} when run_{run.num} started, {change['now']!r} now: accepted ({ACCEPT_OPTION})")
+                announce(
+                    f"{key}: {change['recorded']!r} when run_{run.num} started, {change['now']!r} now: accepted "
+                    f"({ACCEPT_OPTION})"
+                )
         run.clear_scratch()  # a killed attempt's temporary files; only the lease holder may
         ctx = Context(config=config, run=run, log=logging.getLogger("ml_exp.experiment"), smoke=smoke)
         backend = backend_for(config.backend, config.experiment_dir)
         if dry_run:
             show_plan(ctx, backend, chosen, announce)
             return run
-        udfs = load_udfs(config.experiment_dir, config.udf_module, keep_loaded=True)
+        udfs = load_functions(config.experiment_dir, config.udf_module, keep_loaded=True)
         run.update_manifest(lambda m: m.update(status="running", dry_run=False))
         done: list[str] = []
         for step in chosen:
@@ -119,7 +129,10 @@ def run_pipeline(
                 announce(f"{step}: already completed in run_{run.num} at {state.get('ended_at')}; skipped")
                 continue
             if state.get("status") in ("running", "failed"):
-                announce(f"{step}: resuming (attempt {state.get('attempt', 1) + 1}; the last one {state['status'] if state['status'] == 'failed' else 'was interrupted'})")
+                announce(
+                    f"{step}: resuming (attempt {state.get('attempt', 1) + 1}; the last one "
+                    f"{state['status'] if state['status'] == 'failed' else 'was interrupted'})"
+                )
             else:
                 announce(f"{step}: started")
             # which settings this step ran with: the manifest's, but for the changes accepted now
@@ -139,24 +152,44 @@ def run_pipeline(
     return run
 
 
-def resumed_config(run: Run, current: Config, smoke: bool, accept: bool) -> tuple[Config, bool, dict[str, dict[str, str]]]:
+def resumed_config(
+    run: Run, current: Config, smoke: bool, accept: bool
+) -> tuple[Config, bool, dict[str, dict[str, str]]]:
     """The configuration to continue ``run`` with: the settings recorded in its manifest (those
     of FROM_NOW from now), the current value only where the user accepts it. Returns (config,
     smoke, the accepted changes: key -> recorded/now); SettingsChanged when not accepted."""
     manifest = run.read_manifest()
     recorded = manifest.get("settings")
     if not isinstance(recorded, dict):
-        raise DamagedRun(f"run_{run.num}'s manifest has no settings snapshot, so it cannot be continued with the settings it started with; start a new run with `exp run`.")
+        raise DamagedRun(
+            f"run_{run.num}'s manifest has no settings snapshot, so it cannot be continued with the settings it "
+            "started with; start a new run with `exp run`."
+        )
     if smoke and not manifest.get("smoke"):
-        raise ProblemsFound([Problem("--smoke", f"run_{run.num} is not a smoke run; a smoke model would land among its full results. Continue it without --smoke, or start a smoke run with `exp run --smoke`")])
+        raise ProblemsFound(
+            [
+                Problem(
+                    "--smoke",
+                    f"run_{run.num} is not a smoke run; a smoke model would land among its full results. Continue it "
+                    "without --smoke, or start a smoke run with `exp run --smoke`",
+                )
+            ]
+        )
     smoke = bool(manifest.get("smoke"))
     if smoke and isinstance(manifest.get("overrides"), dict):  # a smoke run goes on as a smoke run
         current = current.with_overrides(manifest["overrides"], source="the smoke settings")
     parse = {s.key: s.parse for s in SETTINGS}
     keys = sorted(k for k in recorded if k in KNOWN_KEYS and k not in FROM_NOW)
-    changed = {k: {"recorded": str(recorded[k]), "now": current.raw[k]} for k in keys if not _same(parse[k], str(recorded[k]), current.raw[k])}
+    changed = {
+        k: {"recorded": str(recorded[k]), "now": current.raw[k]}
+        for k in keys
+        if not _same(parse[k], str(recorded[k]), current.raw[k])
+    }
     if changed and not accept:
-        problems = [Problem(k, f"is {c['now']!r} now but was {c['recorded']!r} when run_{run.num} started") for k, c in changed.items()]
+        problems = [
+            Problem(k, f"is {c['now']!r} now but was {c['recorded']!r} when run_{run.num} started")
+            for k, c in changed.items()
+        ]
         raise SettingsChanged(run.num, problems)
     kept = {k: str(recorded[k]) for k in keys if k not in changed}
     try:
@@ -178,41 +211,41 @@ def _same(parse: Callable[[str], Any], recorded: str, now: str) -> bool:
 # --- what each step runs; the backend runs its tasks where it runs them ----------------------
 
 
-def _tasks_on(backend: Backend, functions: UDFs) -> RunTask:
+def _tasks_on(backend: Backend, functions: Functions) -> RunTask:
     return lambda ctx, task: backend.run(task, ctx, functions)
 
 
-def _reconciliation(ctx: Context, functions: UDFs, backend: Backend) -> dict[str, Any]:
+def _reconciliation(ctx: Context, functions: Functions, backend: Backend) -> dict[str, Any]:
     """Always here, whatever the backend: it reads the team's own sources."""
     from ml_exp.steps.reconciliation import run_reconciliation
 
     return run_reconciliation(ctx, functions, sample_per_label=SMOKE_RECORDS_PER_LABEL if ctx.smoke else None)
 
 
-def _preparation(ctx: Context, functions: UDFs, backend: Backend) -> dict[str, Any]:
+def _preparation(ctx: Context, functions: Functions, backend: Backend) -> dict[str, Any]:
     (task,) = plan(ctx, PREPARATION)
     return backend.run(task, ctx, functions)
 
 
-def _tuning(ctx: Context, functions: UDFs, backend: Backend) -> dict[str, Any]:
+def _tuning(ctx: Context, functions: Functions, backend: Backend) -> dict[str, Any]:
     from ml_exp.steps.tuning import run_tuning
 
     return run_tuning(ctx, _tasks_on(backend, functions))
 
 
-def _training(ctx: Context, functions: UDFs, backend: Backend) -> dict[str, Any]:
+def _training(ctx: Context, functions: Functions, backend: Backend) -> dict[str, Any]:
     from ml_exp.steps.training import run_training
 
     return run_training(ctx, _tasks_on(backend, functions))
 
 
-def _inference(ctx: Context, functions: UDFs, backend: Backend) -> dict[str, Any]:
+def _inference(ctx: Context, functions: Functions, backend: Backend) -> dict[str, Any]:
     from ml_exp.steps.inference import run_inference
 
     return run_inference(ctx, _tasks_on(backend, functions))
 
 
-RUNNERS: Mapping[str, Callable[[Context, UDFs, Backend], dict[str, Any]]] = {
+RUNNERS: Mapping[str, Callable[[Context, Functions, Backend], dict[str, Any]]] = {
     RECONCILIATION: _reconciliation,
     PREPARATION: _preparation,
     TUNING: _tuning,
@@ -255,8 +288,10 @@ def _fail(run: Run, step: str, message: str) -> str:
         run.fail_step(step, message)
         run.update_manifest(lambda m: m.update(status="failed"))
     except (StoreError, OSError) as exc:
-        return (f"the manifest could not be updated ({io_problem(exc) or exc}), so it still shows {step} as running; "
-                f"once the storage is writable, `exp run --run {run.num}` resumes it.")
+        return (
+            f"the manifest could not be updated ({io_problem(exc) or exc}), so it still shows {step} as running; "
+            f"once the storage is writable, `exp run --run {run.num}` resumes it."
+        )
     return ""
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml_exp.toolkit.metrics import greater_is_better
 from ml_exp.core.names import INFERENCE, STEP_NAMES, TOKENS, TRAINING, TUNING
 from ml_exp.storage.store import Store, StoreError
+from ml_exp.toolkit.metrics import greater_is_better
 
 STATUS_STYLE = {"completed": "green", "running": "yellow", "failed": "red", "pending": "dim", "damaged": "bold red"}
 # Where a step records its metrics: manifest["steps"][step]["metrics"] = {model: {name: value}}.
@@ -20,7 +20,17 @@ def run_summaries(store: Store, metric: str) -> list[dict[str, Any]]:
         try:
             manifest = run.read_manifest()
         except StoreError as exc:  # one damaged run hides no other: it is listed, with the reason
-            summaries.append({"run": run.num, "created_at": None, "status": "damaged", "problem": str(exc), "steps": {}, "best": None, "uri": run.uri})
+            summaries.append(
+                {
+                    "run": run.num,
+                    "created_at": None,
+                    "status": "damaged",
+                    "problem": str(exc),
+                    "steps": {},
+                    "best": None,
+                    "uri": run.uri,
+                }
+            )
             continue
         steps = manifest.get("steps", {})
         summaries.append(
@@ -47,8 +57,12 @@ def aws_cost(manifest: dict[str, Any]) -> dict[str, Any] | None:
         return None
     seconds = [job.get("billable_seconds") for job in jobs.values()]
     costs = [job.get("cost_usd") for job in jobs.values()]
-    return {"jobs": len(jobs), "billable_seconds": sum(s or 0 for s in seconds), "cost_usd": round(sum(c or 0 for c in costs), 4),
-            "complete": None not in seconds and None not in costs}
+    return {
+        "jobs": len(jobs),
+        "billable_seconds": sum(s or 0 for s in seconds),
+        "cost_usd": round(sum(c or 0 for c in costs), 4),
+        "complete": None not in seconds and None not in costs,
+    }
 
 
 def cost_text(aws: dict[str, Any] | None) -> str:
@@ -63,7 +77,11 @@ def best_metric(steps: dict[str, Any], metric: str) -> dict[str, Any] | None:
     """The best model's value of ``metric``, from the test set when known, else validation."""
     for step in METRIC_STEPS:
         per_model = steps.get(step, {}).get("metrics") or {}
-        scored = [(values[metric], model) for model, values in per_model.items() if isinstance(values, dict) and metric in values]
+        scored = [
+            (values[metric], model)
+            for model, values in per_model.items()
+            if isinstance(values, dict) and metric in values
+        ]
         if scored:
             pick = max if greater_is_better(metric) else min
             value, model = pick(scored)
@@ -93,7 +111,9 @@ def runs_table(experiment_name: str, summaries: list[dict[str, Any]]):
             if status:
                 marks.append(f"[{STATUS_STYLE.get(status, 'white')}]{TOKENS[step]}{STATUS_MARK.get(status, '?')}[/]")
         best = summary["best"]
-        best_cell = f"{best['metric']} {best['value']:.4f} {escape(str(best['model']))} ({best['step']})" if best else "-"
+        best_cell = (
+            f"{best['metric']} {best['value']:.4f} {escape(str(best['model']))} ({best['step']})" if best else "-"
+        )
         created = escape((summary["created_at"] or "?").replace("T", " ")[:16])
         steps_cell = " ".join(marks) or "-"
         if summary.get("problem"):  # a damaged manifest: said, with the reason, in place of its steps

@@ -6,9 +6,9 @@ from typing import Any
 
 from rich.markup import escape
 
-from ml_exp.storage.layout import MODELS, REPORT, REPORT_HTML
 from ml_exp.core.names import INFERENCE, PREPARATION, TRAINING
 from ml_exp.steps.coverage import coverage_line
+from ml_exp.storage.layout import MODELS, REPORT, REPORT_HTML
 from ml_exp.storage.store import Run
 
 # What the Trainer adds to validation metrics besides the user's own.
@@ -23,15 +23,20 @@ def print_summary(run: Run, console: Any = None) -> None:
     table = summary_table(manifest)
     if table is not None:
         console.print(table)
-    console.print(f"run_{manifest['run']} ({manifest.get('status')}): {run.uri}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"run_{manifest['run']} ({manifest.get('status')}): {run.uri}", markup=False, highlight=False, soft_wrap=True
+    )
     for model, facts in (manifest.get("steps", {}).get(PREPARATION, {}).get("models") or {}).items():
         documents = facts.get("documents") or {}
         for split in ("train", "test"):
             if split in documents.get("splits", {}):
                 line = coverage_line(split, documents["splits"][split])
                 # wrapped to the terminal (80 columns off one), unlike the URLs below, which must stay whole
-                console.print(f"  {model} ({documents['strategy']}, MAX_LENGTH {documents['max_length']}) {line}",
-                              markup=False, highlight=False)
+                console.print(
+                    f"  {model} ({documents['strategy']}, MAX_LENGTH {documents['max_length']}) {line}",
+                    markup=False,
+                    highlight=False,
+                )
     for folder in (MODELS, INFERENCE):
         if run.listdir(folder):
             console.print(f"  {folder}: {run.path(folder)}/", markup=False, highlight=False, soft_wrap=True)
@@ -59,8 +64,13 @@ def summary_table(manifest: dict[str, Any]) -> Any:
     for model in models:
         names = sorted({*validation.get(model, {}), *test.get(model, {})} - TRAINER_BOOKKEEPING)
         for i, name in enumerate(names):
-            table.add_row(escape(model) if i == 0 else "", escape(name), _cell(validation.get(model, {}).get(name)),
-                          _cell(test.get(model, {}).get(name)), end_section=i == len(names) - 1)
+            table.add_row(
+                escape(model) if i == 0 else "",
+                escape(name),
+                _cell(validation.get(model, {}).get(name)),
+                _cell(test.get(model, {}).get(name)),
+                end_section=i == len(names) - 1,
+            )
     return table
 
 

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ml_exp.config import Config, load_config
-from ml_exp.core.errors import Problem
-from ml_exp.core.errors import ProblemsFound
-from ml_exp.experiment.functions import check_udfs
+from ml_exp.core.errors import Problem, ProblemsFound
 from ml_exp.core.names import TRUNCATE
+from ml_exp.experiment.functions import check_experiment_functions
 
 DEFAULT_UDF_MODULE = "experiment"
 WANDB_HOST = "api.wandb.ai"
@@ -50,7 +49,7 @@ def validate(
             return Report(None, problems)
 
     udf_module = config.udf_module if config else env.get("UDF_MODULE", DEFAULT_UDF_MODULE)
-    problems += check_udfs(directory, udf_module)
+    problems += check_experiment_functions(directory, udf_module)
     if config is not None:
         problems += check_model_keys(config)
         problems += check_backend(config)
@@ -70,7 +69,11 @@ def kms_notes(config: Config) -> list[str]:
         return []
     from ml_exp.backends.sagemaker.instances import kms_plan
 
-    uses = {step: getattr(config, f"{step}_instance_type") for step in ("preparation", "training", "inference") if step in config.steps}
+    uses = {
+        step: getattr(config, f"{step}_instance_type")
+        for step in ("preparation", "training", "inference")
+        if step in config.steps
+    }
     if "tuning" in config.steps:
         uses["tuning"] = config.training_instance_type
     if not config.endpoint_serverless_memory_mb:
@@ -104,8 +107,13 @@ def check_model_keys(config: Config) -> list[Problem]:
     for name in config.model_names:
         key = model_key(name)
         if key in first:
-            problems.append(Problem("MODEL_NAMES", f"{first[key]!r} and {name!r} both map to the folder name {key!r} in a run; "
-                                                   "list only one of them, or rename one (e.g. a local copy under another name)"))
+            problems.append(
+                Problem(
+                    "MODEL_NAMES",
+                    f"{first[key]!r} and {name!r} both map to the folder name {key!r} in a run; "
+                    "list only one of them, or rename one (e.g. a local copy under another name)",
+                )
+            )
         first.setdefault(key, name)
     return problems
 
@@ -128,32 +136,50 @@ def check_documents(config: Config) -> list[Problem]:
     tokens and offsets (a fast tokenizer). Loads the processors, so only with those strategies."""
     if config.document_strategy == TRUNCATE:
         return []
-    from ml_exp.experiment.context import Context
-    from ml_exp.experiment.functions import load_udfs
     from ml_exp.core.errors import ProblemsFound
+    from ml_exp.experiment.context import Context
+    from ml_exp.experiment.functions import load_functions
 
     try:
-        udfs = load_udfs(config.experiment_dir, config.udf_module)
+        udfs = load_functions(config.experiment_dir, config.udf_module)
     except ProblemsFound:
-        return []  # check_udfs reported it
+        return []  # check_experiment_functions reported it
     ctx, problems = Context(config=config), []
     for name in config.model_names:
         try:
             processor = udfs.load_processor(name, ctx)
         except Exception as exc:  # noqa: BLE001 - the user's function: say what it raised
-            problems.append(Problem(f"load_processor({name!r})", f"raised {type(exc).__name__}: {exc} (validate loads each processor "
-                                    f"to check DOCUMENT_STRATEGY = {config.document_strategy}); fix load_processor"))
+            problems.append(
+                Problem(
+                    f"load_processor({name!r})",
+                    f"raised {type(exc).__name__}: {exc} (validate loads each processor "
+                    f"to check DOCUMENT_STRATEGY = {config.document_strategy}); fix load_processor",
+                )
+            )
             continue
         if not getattr(processor, "is_fast", False):
-            problems.append(Problem("DOCUMENT_STRATEGY", f"= {config.document_strategy} needs a processor that returns overflowing tokens "
-                                    f"and their offsets (a fast tokenizer), but load_processor({name!r}) returned a {type(processor).__name__}; "
-                                    "return a fast tokenizer (AutoTokenizer.from_pretrained(name, use_fast=True)) or use DOCUMENT_STRATEGY = truncate"))
+            problems.append(
+                Problem(
+                    "DOCUMENT_STRATEGY",
+                    f"= {config.document_strategy} needs a processor that returns overflowing tokens "
+                    f"and their offsets (a fast tokenizer), but load_processor({name!r}) returned a "
+                    f"{type(processor).__name__}; "
+                    "return a fast tokenizer (AutoTokenizer.from_pretrained(name, use_fast=True)) or use "
+                    "DOCUMENT_STRATEGY = truncate",
+                )
+            )
     return problems
 
 
 def check_tracking(config: Config, env: Mapping[str, str]) -> list[Problem]:
     if config.wandb_mode == "online" and not env.get("WANDB_API_KEY") and not _wandb_logged_in():
-        return [Problem("WANDB_MODE", "is online but no W&B key is set; export WANDB_API_KEY (or run `wandb login`), or use WANDB_MODE = offline")]
+        return [
+            Problem(
+                "WANDB_MODE",
+                "is online but no W&B key is set; export WANDB_API_KEY (or run `wandb login`), or use WANDB_MODE = "
+                "offline",
+            )
+        ]
     return []
 
 
@@ -172,7 +198,13 @@ def check_store(config: Config, new_run: bool = True) -> list[Problem]:
     try:
         store.check_access()
         if new_run and config.run_num is not None and store.run_exists(config.run_num):
-            return [Problem("RUN_NUM", f"run_{config.run_num} already exists in {store.root} and is never overwritten; use RUN_NUM = auto, a free number, or `exp run --run {config.run_num}` to continue it")]
+            return [
+                Problem(
+                    "RUN_NUM",
+                    f"run_{config.run_num} already exists in {store.root} and is never overwritten; use RUN_NUM = "
+                    f"auto, a free number, or `exp run --run {config.run_num}` to continue it",
+                )
+            ]
     except StoreError as exc:
         return [Problem("STORAGE_URI", str(exc))]
     return []

@@ -24,6 +24,7 @@ from typing import Any
 
 from ml_exp import __version__
 from ml_exp.config import KNOWN_KEYS
+from ml_exp.core.errors import StepError
 from ml_exp.storage.layout import (
     COMPARISON,
     COMPLETE,
@@ -39,7 +40,6 @@ from ml_exp.storage.layout import (
     prepared_dir,
     serving_dir,
 )
-from ml_exp.core.errors import StepError
 from ml_exp.storage.store import Run
 
 
@@ -71,8 +71,10 @@ class Bundle:
         """A bundle unpacked in ``folder`` (SageMaker's /opt/ml/model)."""
         info_file = folder / SERVING_INFO
         if not info_file.is_file():
-            raise StepError(f"{folder} holds no {SERVING_INFO}: it is not a model packed by exp deploy "
-                            f"(found: {sorted(p.name for p in folder.iterdir()) if folder.is_dir() else 'no such folder'}).")
+            raise StepError(
+                f"{folder} holds no {SERVING_INFO}: it is not a model packed by exp deploy "
+                f"(found: {sorted(p.name for p in folder.iterdir()) if folder.is_dir() else 'no such folder'})."
+            )
         processor = folder / PROCESSOR
         return cls(folder, processor if processor.is_dir() else None, json.loads(info_file.read_text()))
 
@@ -94,9 +96,11 @@ class Bundle:
 def best_model(run: Run) -> str:
     """The run's best model on its comparison metric (comparison.json, written by inference)."""
     if not run.exists(COMPARISON):
-        raise StepError(f"run_{run.num} has no {COMPARISON} (its inference step has not completed), so it has no best "
-                        "model yet; name the model with --model, or finish the run with exp run --run "
-                        f"{run.num}.")
+        raise StepError(
+            f"run_{run.num} has no {COMPARISON} (its inference step has not completed), so it has no best "
+            "model yet; name the model with --model, or finish the run with exp run --run "
+            f"{run.num}."
+        )
     return str(run.read_json(COMPARISON)["best_model"])
 
 
@@ -108,8 +112,10 @@ def from_run(run: Run, model_name: str | None, scratch: Path) -> Bundle:
     model_name = model_name or best_model(run)
     if not run.is_complete(model_dir(model_name)):
         known = ", ".join(n.strip() for n in names if n.strip()) or "none"
-        raise StepError(f"run_{run.num} has no trained model {model_name!r} ({run.path(model_dir(model_name))} is missing "
-                        f"or incomplete); the run's models: {known}.")
+        raise StepError(
+            f"run_{run.num} has no trained model {model_name!r} ({run.path(model_dir(model_name))} is missing "
+            f"or incomplete); the run's models: {known}."
+        )
     trained = run.local_input(model_dir(model_name), scratch)
     processor = _processor(run, model_name, scratch)
     info = {
@@ -152,8 +158,10 @@ def record_fields(run: Run) -> dict[str, str]:
 
     shards = sorted(name for name in run.listdir(RECONCILED) if name.endswith(".parquet"))
     if not shards:
-        raise StepError(f"run_{run.num} has no reconciled records ({run.path(RECONCILED)}): the predictor cannot know "
-                        "which fields a record has.")
+        raise StepError(
+            f"run_{run.num} has no reconciled records ({run.path(RECONCILED)}): the predictor cannot know "
+            "which fields a record has."
+        )
     with run.open(f"{RECONCILED}/{shards[0]}") as f:
         schema = pq.read_schema(f)
     return {name: str(schema.field(name).type) for name in schema.names if name not in RECORD_FIELDS}
@@ -184,4 +192,3 @@ def copy_folder(bundle: Bundle, folder: Path) -> Path:
     """The bundle as the folder SageMaker would unpack (tests and ``exp serve --bundle``)."""
     with tempfile.TemporaryDirectory() as scratch:
         return unpack(bundle.pack(Path(scratch) / MODEL_ARCHIVE), folder)
-

@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ml_exp.core.errors import StepError, UserError
 from ml_exp.experiment.context import Context
 from ml_exp.serving.bundle import Bundle
-from ml_exp.core.errors import StepError, UserError
 
 # Fields of a record that are not content (an input record may carry them).
 ID, LABEL = "id", "label"
@@ -107,12 +107,12 @@ class Predictor:
     """Load once, then :meth:`predict` lists of records (thread-safe: one forward at a time)."""
 
     def __init__(self, bundle: Bundle, experiment_dir: Path, log: logging.Logger | None = None):
+        from transformers.utils import logging as hf_logging
+
         from ml_exp.config import load_config
         from ml_exp.core.errors import ProblemsFound
-        from ml_exp.toolkit.scoring import Scorer, load_classifier
-        from ml_exp.toolkit.scoring import saved_processor
-        from ml_exp.experiment.functions import load_udfs
-        from transformers.utils import logging as hf_logging
+        from ml_exp.experiment.functions import load_functions
+        from ml_exp.toolkit.scoring import Scorer, load_classifier, saved_processor
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bar in `exp predict`'s output or a server's log
         self.bundle, self.labels, self.fields = bundle, bundle.labels, bundle.fields
@@ -122,7 +122,7 @@ class Predictor:
         except ProblemsFound as exc:
             raise StepError(f"the settings of run_{self.info['run']} do not load here: {exc}") from None
         self.ctx = Context(config=config, run=None, log=log or logging.getLogger("ml_exp.experiment"))
-        self.udfs = load_udfs(experiment_dir, config.udf_module, keep_loaded=True)
+        self.udfs = load_functions(experiment_dir, config.udf_module, keep_loaded=True)
         self.processor = saved_processor(bundle.processor.parent) if bundle.processor is not None else None
         if self.processor is None:  # as training: load_processor when preparation could not save it
             self.processor = self.udfs.load_processor(self.info["model"], self.ctx)
@@ -147,18 +147,24 @@ class Predictor:
                 raise RequestError(f"{name} is a JSON {_json_type(record)}, not an object with the fields {expected}")
             missing = [field for field in self.fields if field not in record]
             if missing:
-                raise RequestError(f"{name} has no field {missing[0]!r} (the records of run_{self.info['run']} have "
-                                   f"the fields {expected}; id and label are optional)")
+                raise RequestError(
+                    f"{name} has no field {missing[0]!r} (the records of run_{self.info['run']} have "
+                    f"the fields {expected}; id and label are optional)"
+                )
             for field, kind in self.fields.items():
                 value = record[field]
                 if value is not None and _is_text(kind) and not isinstance(value, str):
                     raise RequestError(f"{name}: field {field!r} must be a string, not a JSON {_json_type(value)}")
             texts = [record[f] for f, kind in self.fields.items() if _is_text(kind)]
             if texts and not any(isinstance(t, str) and t.strip() for t in texts):
-                raise RequestError(f"{name} has empty text: {', '.join(repr(f) for f, k in self.fields.items() if _is_text(k))} "
-                                   "are all empty; nothing to classify")
+                raise RequestError(
+                    f"{name} has empty text: {', '.join(repr(f) for f, k in self.fields.items() if _is_text(k))} "
+                    "are all empty; nothing to classify"
+                )
             if ID in record and not isinstance(record[ID], (str, int)) and record[ID] is not None:
-                raise RequestError(f"{name}: field 'id' must be a string or a number, not a JSON {_json_type(record[ID])}")
+                raise RequestError(
+                    f"{name}: field 'id' must be a string or a number, not a JSON {_json_type(record[ID])}"
+                )
 
     def predict(self, records: Sequence[Mapping[str, Any]], checked: bool = False) -> list[dict[str, Any]]:
         """Predictions for ``records`` (checked first unless ``checked``), in their order."""
@@ -195,19 +201,27 @@ class Predictor:
 
             inputs = model_inputs(self._model, list(encoded))
             if not inputs:
-                raise StepError(f"encode returned {sorted(encoded)}, none of which model {self.model_name!r} takes "
-                                f"(it accepts {accepted_inputs(self._model)})")
-            self.scorer = self._scorer_class(self._model, self._tokenizer, inputs, len(self.labels), self.model_name,
-                                             self.ctx.config.mixed_precision)
+                raise StepError(
+                    f"encode returned {sorted(encoded)}, none of which model {self.model_name!r} takes "
+                    f"(it accepts {accepted_inputs(self._model)})"
+                )
+            self.scorer = self._scorer_class(
+                self._model, self._tokenizer, inputs, len(self.labels), self.model_name, self.ctx.config.mixed_precision
+            )
         parts = []
         for start in range(0, n, self.batch_size):  # the inference step's batches
-            parts.append(self.scorer.scores({c: list(encoded[c][start:start + self.batch_size]) for c in self.scorer.inputs}))
+            parts.append(
+                self.scorer.scores({c: list(encoded[c][start : start + self.batch_size]) for c in self.scorer.inputs})
+            )
         return np.concatenate(parts)
 
     def _prediction(self, record: Mapping[str, Any], scores: list[float], evidence: dict | None) -> dict[str, Any]:
         best = max(range(len(scores)), key=scores.__getitem__)  # first of ties, as numpy's argmax
-        out: dict[str, Any] = {"id": record.get(ID), "prediction": self.labels[best],
-                               "scores": {label: round(float(s), 7) for label, s in zip(self.labels, scores)}}
+        out: dict[str, Any] = {
+            "id": record.get(ID),
+            "prediction": self.labels[best],
+            "scores": {label: round(float(s), 7) for label, s in zip(self.labels, scores)},
+        }
         if LABEL in record:
             out["label"] = record[LABEL]
         if evidence is not None:
@@ -221,4 +235,5 @@ def _is_text(arrow_type: str) -> bool:
 
 def _json_type(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number" if isinstance(value, (int, float)) else type(value).__name__)
+        type(value), "number" if isinstance(value, (int, float)) else type(value).__name__
+    )

@@ -71,7 +71,7 @@ class Batcher:
             if predictions is not None:
                 start = 0
                 for records, future in jobs:
-                    future.set_result(predictions[start:start + len(records)])
+                    future.set_result(predictions[start : start + len(records)])
                     start += len(records)
                 return
         for records, future in jobs:
@@ -103,8 +103,10 @@ def parse(body: bytes, content_type: str, max_records: int = MAX_RECORDS) -> tup
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise RequestError(f"the body is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}); "
-                               f"for one record per line send Content-Type {JSON_LINES[0]}") from None
+            raise RequestError(
+                f"the body is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}); "
+                f"for one record per line send Content-Type {JSON_LINES[0]}"
+            ) from None
         if isinstance(data, dict) and "instances" in data:
             records, shape = data["instances"], "instances"
             if not isinstance(records, list):
@@ -114,10 +116,13 @@ def parse(body: bytes, content_type: str, max_records: int = MAX_RECORDS) -> tup
         elif isinstance(data, dict):
             records, shape = [data], "object"
         else:
-            raise RequestError(f"the body is a JSON {type(data).__name__}; send a record (an object) or a list of records")
+            raise RequestError(
+                f"the body is a JSON {type(data).__name__}; send a record (an object) or a list of records"
+            )
     else:
-        raise RequestError(f"Content-Type {content_type or '(none)'} is not supported; use {JSON} or {JSON_LINES[0]}",
-                           status=415)
+        raise RequestError(
+            f"Content-Type {content_type or '(none)'} is not supported; use {JSON} or {JSON_LINES[0]}", status=415
+        )
     if len(records) > max_records:
         raise RequestError(f"{len(records)} records in one request; at most {max_records} (split it)", status=413)
     return records, shape
@@ -132,7 +137,9 @@ def render(predictions: list, shape: str, accept: str) -> tuple[bytes, str]:
     return json.dumps(data).encode(), JSON
 
 
-def create_app(predictor: Predictor, max_bytes: int = MAX_BYTES, max_records: int = MAX_RECORDS, batch_records: int | None = None):
+def create_app(
+    predictor: Predictor, max_bytes: int = MAX_BYTES, max_records: int = MAX_RECORDS, batch_records: int | None = None
+):
     from starlette.applications import Starlette
     from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, Response
@@ -147,18 +154,26 @@ def create_app(predictor: Predictor, max_bytes: int = MAX_BYTES, max_records: in
         return JSONResponse({"error": message}, status_code=status)
 
     async def ping(request: Request) -> Response:
-        return JSONResponse({"status": "ok", **predictor.info, "labels": predictor.labels, "fields": list(predictor.fields)})
+        return JSONResponse(
+            {"status": "ok", **predictor.info, "labels": predictor.labels, "fields": list(predictor.fields)}
+        )
 
     async def invocations(request: Request) -> Response:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            return error(f"the body is {int(declared):,} bytes; at most {max_bytes:,} (split the records over requests)", 413)
+            return error(
+                f"the body is {int(declared):,} bytes; at most {max_bytes:,} (split the records over requests)", 413
+            )
         body = bytearray()
         try:
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > max_bytes:
-                    return error(f"the body is over {max_bytes:,} bytes; at most {max_bytes:,} (split the records over requests)", 413)
+                    return error(
+                        f"the body is over {max_bytes:,} bytes; at most {max_bytes:,} (split the records over "
+                        "requests)",
+                        413,
+                    )
         except ClientDisconnect:
             return Response(status_code=400)
         try:
@@ -173,7 +188,9 @@ def create_app(predictor: Predictor, max_bytes: int = MAX_BYTES, max_records: in
         content, media = render(predictions, shape, request.headers.get("accept", ""))
         return Response(content, media_type=media)
 
-    return Starlette(routes=[Route("/ping", ping, methods=["GET"]), Route("/invocations", invocations, methods=["POST"])])
+    return Starlette(
+        routes=[Route("/ping", ping, methods=["GET"]), Route("/invocations", invocations, methods=["POST"])]
+    )
 
 
 def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = PORT, announce: Any = None) -> None:
@@ -181,9 +198,13 @@ def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = PORT, annou
     import uvicorn
 
     app = create_app(predictor)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5
+    )
     if announce is not None:
         info = predictor.info
-        announce(f"serving {info['experiment']} run_{info['run']} model {info['model']} on http://{host}:{port} "
-                 "(GET /ping, POST /invocations); Ctrl-C stops it")
+        announce(
+            f"serving {info['experiment']} run_{info['run']} model {info['model']} on http://{host}:{port} "
+            "(GET /ping, POST /invocations); Ctrl-C stops it"
+        )
     uvicorn.Server(config).run()

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_exp.config.search_space import Parameter, parse_space
-from ml_exp.core.errors import StepError
 from ml_exp.core.names import INFERENCE, PREPARATION, TRAINING, TUNING
 from ml_exp.storage.layout import model_key
-from ml_exp.storage.store import Run
 
 if TYPE_CHECKING:
     from ml_exp.experiment.context import Context

@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from ml_exp.core.names import TRUNCATE
 from ml_exp.experiment.context import Context
 from ml_exp.toolkit.documents import DOCUMENT_TOKENS, TOKENS_SEEN, WINDOW, Windowing
-from ml_exp.core.names import TRUNCATE
 
 # With DOCUMENT_STRATEGY = truncate, warn when more than this share of the training documents is cut.
 TRUNCATED_WARNING = 0.5
@@ -22,7 +22,10 @@ def _columns(split: Any) -> dict[str, Any]:
     import numpy as np
 
     table = split.with_format(None).data
-    return {name: np.asarray(table.column(name).to_numpy(), dtype=np.int64) for name in (WINDOW, DOCUMENT_TOKENS, TOKENS_SEEN)}
+    return {
+        name: np.asarray(table.column(name).to_numpy(), dtype=np.int64)
+        for name in (WINDOW, DOCUMENT_TOKENS, TOKENS_SEEN)
+    }
 
 
 def document_coverage(encoded: Any, config: Any, windowing: Windowing) -> dict[str, Any]:
@@ -43,11 +46,20 @@ def document_coverage(encoded: Any, config: Any, windowing: Windowing) -> dict[s
         facts: dict[str, Any] = {
             "documents": int(len(starts)),
             "windows": int(len(columns[WINDOW])),
-            "windows_per_document": {"median": _number(np.median(windows)) if len(windows) else 0, "max": int(windows.max(initial=0))},
-            "tokens": None, "share_seen": None, "longer_than_max_length": None,
+            "windows_per_document": {
+                "median": _number(np.median(windows)) if len(windows) else 0,
+                "max": int(windows.max(initial=0)),
+            },
+            "tokens": None,
+            "share_seen": None,
+            "longer_than_max_length": None,
         }
         if len(lengths) and (lengths >= 0).all():
-            facts["tokens"] = {"median": _number(np.median(lengths)), "p90": _number(np.percentile(lengths, 90)), "max": int(lengths.max())}
+            facts["tokens"] = {
+                "median": _number(np.median(lengths)),
+                "p90": _number(np.percentile(lengths, 90)),
+                "max": int(lengths.max()),
+            }
             facts["share_seen"] = round(float(min(seen.sum() / max(lengths.sum(), 1), 1.0)), 4)
             facts["longer_than_max_length"] = round(float((lengths > room).mean()), 4)
         elif len(starts):  # lengths unknown: a document that fills its row was probably cut
@@ -61,10 +73,14 @@ def warn_if_truncated(coverage: dict[str, Any], ctx: Context, model_name: str) -
     longer = train.get("longer_than_max_length")
     if coverage["strategy"] == TRUNCATE and longer is not None and longer > TRUNCATED_WARNING:
         seen = train.get("share_seen")
-        ctx.log.warning("%s: %.0f%% of the training documents are longer than MAX_LENGTH = %d tokens and are cut%s; "
-                        "set DOCUMENT_STRATEGY = chunks to train and predict on all of them (or head_tail for their start and end)",
-                        model_name, 100 * longer, coverage["max_length"],
-                        f" (the model sees {100 * seen:.0f}% of their tokens)" if seen is not None else "")
+        ctx.log.warning(
+            "%s: %.0f%% of the training documents are longer than MAX_LENGTH = %d tokens and are cut%s; "
+            "set DOCUMENT_STRATEGY = chunks to train and predict on all of them (or head_tail for their start and end)",
+            model_name,
+            100 * longer,
+            coverage["max_length"],
+            f" (the model sees {100 * seen:.0f}% of their tokens)" if seen is not None else "",
+        )
 
 
 def lengths_png(encoded: Any, config: Any, model_name: str) -> bytes | None:
@@ -88,7 +104,9 @@ def lengths_png(encoded: Any, config: Any, model_name: str) -> bytes | None:
     axes = figure.add_subplot()
     for name, values in lengths.items():
         axes.hist(values, bins=bins, histtype="step", linewidth=1.5, label=f"{name} ({len(values)})")
-    axes.axvline(config.max_length, color="black", linestyle="--", linewidth=1, label=f"MAX_LENGTH = {config.max_length}")
+    axes.axvline(
+        config.max_length, color="black", linestyle="--", linewidth=1, label=f"MAX_LENGTH = {config.max_length}"
+    )
     axes.set_xscale("log")
     axes.set_xlabel("document length (tokens)")
     axes.set_ylabel("documents")

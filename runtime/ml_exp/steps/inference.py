@@ -22,13 +22,18 @@ import json
 import math
 import tempfile
 from array import array
-from collections.abc import Callable, Mapping
-from numbers import Real
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ml_exp.core.console import interactive
+from ml_exp.core.errors import StepError
+from ml_exp.core.names import INFERENCE
 from ml_exp.experiment.context import Context
+from ml_exp.experiment.functions import Functions, user_error
+from ml_exp.steps import RunTask, Task, tracking_records
+from ml_exp.steps.inference_outputs import as_number, classification_report, csv_column, log_to_wandb, write_json
+from ml_exp.steps.report import confusion_matrix_png
 from ml_exp.storage.layout import (
     CLASSIFICATION_REPORT,
     CONFUSION_MATRIX,
@@ -44,14 +49,9 @@ from ml_exp.storage.layout import (
     model_key,
     prepared_dir,
 )
-from ml_exp.core.names import INFERENCE
-from ml_exp.core.errors import StepError
-from ml_exp.steps import RunTask, Task, tracking_records
-from ml_exp.toolkit.documents import WINDOW, WINDOW_END, WINDOW_START, combine, document_starts
-from ml_exp.steps.report import confusion_matrix_png
-from ml_exp.toolkit.scoring import Scorer, accepted_inputs, load_classifier, model_inputs
 from ml_exp.storage.store import OutputExistsError, Run
-from ml_exp.experiment.functions import UDFs, user_error
+from ml_exp.toolkit.documents import WINDOW, WINDOW_END, WINDOW_START, combine, document_starts
+from ml_exp.toolkit.scoring import Scorer, accepted_inputs, load_classifier, model_inputs
 
 # Rows buffered before a Parquet row group is written (bounded memory per group).
 PARQUET_ROWS_PER_GROUP = 65_536
@@ -63,7 +63,12 @@ BATCHES_PER_BLOCK = 32
 def _evidence_schema() -> list:
     import pyarrow as pa
 
-    return [("windows", pa.int32()), ("evidence_window", pa.int32()), ("evidence_start", pa.int64()), ("evidence_end", pa.int64())]
+    return [
+        ("windows", pa.int32()),
+        ("evidence_window", pa.int32()),
+        ("evidence_start", pa.int64()),
+        ("evidence_end", pa.int64()),
+    ]
 
 
 def run_inference(ctx: Context, run_task: RunTask) -> dict[str, Any]:
@@ -78,10 +83,14 @@ def run_inference(ctx: Context, run_task: RunTask) -> dict[str, Any]:
         results[name] = load_result(ctx.run, name)
     best = write_report(ctx, results)
     tracking = tracking_records(ctx, INFERENCE, {name: live.get(name) for name in ctx.config.model_names})
-    return {"metrics": {name: result["metrics"] for name, result in results.items()}, "best": best, "tracking": tracking}
+    return {
+        "metrics": {name: result["metrics"] for name, result in results.items()},
+        "best": best,
+        "tracking": tracking,
+    }
 
 
-def infer_model(ctx: Context, udfs: UDFs, model_name: str) -> dict:
+def infer_model(ctx: Context, udfs: Functions, model_name: str) -> dict:
     """Run ``model_name``'s trained model on the test split and write ``inference/<key>/``.
 
     Returns ``{"metrics": <compute_metrics result>, "test_records": n, "uri": <folder URL>}``.
@@ -95,8 +104,10 @@ def infer_model(ctx: Context, udfs: UDFs, model_name: str) -> dict:
     key = model_key(model_name)
     target = inference_dir(model_name)
     if run.is_complete(target):  # fail before any compute; put_dir would refuse at the end anyway
-        raise OutputExistsError(f"{run.path(target)} already exists; refusing to overwrite it (run outputs are never "
-                                "overwritten). Start a new run (RUN_NUM = auto) to test the model again.")
+        raise OutputExistsError(
+            f"{run.path(target)} already exists; refusing to overwrite it (run outputs are never "
+            "overwritten). Start a new run (RUN_NUM = auto) to test the model again."
+        )
 
     from ml_exp.steps.tracking import record, tracked
 
@@ -113,17 +124,17 @@ def infer_model(ctx: Context, udfs: UDFs, model_name: str) -> dict:
             log.info("inference %s: %d test documents scored", model_name, n)
 
             metrics = _user_metrics(udfs, ctx, model_name, predictions, references, labels)
-            report = _classification_report(predictions, references, labels)
+            report = classification_report(predictions, references, labels)
             del predictions, references
-            _write_json(out / METRICS, metrics)
-            _write_json(out / CLASSIFICATION_REPORT, report)
-            _write_json(out / CONFUSION_MATRIX, {"labels": list(labels), "matrix": matrix})
+            write_json(out / METRICS, metrics)
+            write_json(out / CLASSIFICATION_REPORT, report)
+            write_json(out / CONFUSION_MATRIX, {"labels": list(labels), "matrix": matrix})
             (out / CONFUSION_MATRIX_PNG).write_bytes(confusion_matrix_png(matrix, labels, title=f"{model_name} — test"))
 
             uri = run.put_dir(str(out), target)
             log.info("inference %s: outputs in %s", model_name, uri)
             if wb is not None:
-                _log_to_wandb(wb, log, metrics, report, labels, out / CONFUSION_MATRIX_PNG, n)
+                log_to_wandb(wb, log, metrics, report, labels, out / CONFUSION_MATRIX_PNG, n)
             tracked_as = record(wb) if wb is not None else None
 
     return {"metrics": metrics, "test_records": n, "uri": uri, "tracking": tracked_as}
@@ -136,7 +147,9 @@ def load_result(run: Run, model_name: str) -> dict:
 
     folder = inference_dir(model_name)
     if not run.is_complete(folder):
-        raise StepError(f"{run.path(folder)} is missing or incomplete: run the inference step for {model_name!r} first.")
+        raise StepError(
+            f"{run.path(folder)} is missing or incomplete: run the inference step for {model_name!r} first."
+        )
     metrics = run.read_json(f"{folder}/{METRICS}")
     with run.open(f"{folder}/{PREDICTIONS}") as f:
         records = pq.ParquetFile(f).metadata.num_rows
@@ -157,7 +170,8 @@ def _labels(run: Run, trained: Path, model_name: str) -> list[str]:
         if list(model_labels) != list(data_labels):
             raise StepError(
                 f"the label map of model {model_name!r} ({model_labels_file.name}: {model_labels}) differs from the "
-                f"prepared data's ({LABELS}: {data_labels}); train the model on this run's prepared data.")
+                f"prepared data's ({LABELS}: {data_labels}); train the model on this run's prepared data."
+            )
     if not isinstance(data_labels, list) or not data_labels:
         raise StepError(f"{run.path(LABELS)} must be a non-empty list of label names (index = class id).")
     return [str(label) for label in data_labels]
@@ -169,16 +183,19 @@ def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
     try:
         splits = datasets.load_from_disk(str(prepared))  # memory-mapped
     except Exception as exc:
-        raise StepError(f"the prepared data of model {model_name!r} ({prepared}) cannot be loaded: {exc}; "
-                        "re-run the preparation step in a new run.") from exc
+        raise StepError(
+            f"the prepared data of model {model_name!r} ({prepared}) cannot be loaded: {exc}; "
+            "re-run the preparation step in a new run."
+        ) from exc
     if not isinstance(splits, datasets.DatasetDict) or TEST not in splits:
         found = list(splits.keys()) if isinstance(splits, datasets.DatasetDict) else "a single Dataset"
         raise StepError(f"the prepared data of model {model_name!r} has no {TEST!r} split (found: {found}).")
     test = splits[TEST]
     for column in ("id", "label"):
         if column not in test.column_names:
-            raise StepError(f"the {TEST} split of model {model_name!r} has no {column!r} column "
-                            f"(columns: {test.column_names}).")
+            raise StepError(
+                f"the {TEST} split of model {model_name!r} has no {column!r} column (columns: {test.column_names})."
+            )
     feature = test.features["label"]
     names = getattr(feature, "names", None)
     if names is not None and list(names) != list(labels):
@@ -187,8 +204,10 @@ def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
     model, tokenizer = load_classifier(trained, labels, model_name)
     inputs = model_inputs(model, test.column_names)
     if not inputs:
-        raise StepError(f"the {TEST} split of model {model_name!r} has no model inputs (columns: {test.column_names}; "
-                        f"the model accepts {accepted_inputs(model)}); check encode().")
+        raise StepError(
+            f"the {TEST} split of model {model_name!r} has no model inputs (columns: {test.column_names}; "
+            f"the model accepts {accepted_inputs(model)}); check encode()."
+        )
     return test, model, tokenizer, inputs
 
 
@@ -205,18 +224,30 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     test, model, tokenizer, inputs = _load(prepared, trained, labels, model_name)
     rows = test.num_rows
     if rows == 0:
-        raise StepError(f"the {TEST} split of model {model_name!r} is empty; give reconcile() more records or "
-                        "raise the test share of SPLIT_RATIOS.")
+        raise StepError(
+            f"the {TEST} split of model {model_name!r} is empty; give reconcile() more records or "
+            "raise the test share of SPLIT_RATIOS."
+        )
     batch_size = ctx.config.per_device_eval_batch_size
     scorer = Scorer(model, tokenizer, inputs, len(labels), model_name, getattr(ctx.config, "mixed_precision", "no"))
     k = len(labels)
-    schema = pa.schema([("id", pa.string()), ("true_label", pa.string()), ("predicted_label", pa.string())]
-                       + [(f"score_{label}", pa.float32()) for label in labels] + _evidence_schema())
+    schema = pa.schema(
+        [("id", pa.string()), ("true_label", pa.string()), ("predicted_label", pa.string())]
+        + [(f"score_{label}", pa.float32()) for label in labels]
+        + _evidence_schema()
+    )
     predictions, references = array("q"), array("q")
     matrix = np.zeros((k, k), dtype=np.int64)
     buffer: dict[str, list] = {name: [] for name in schema.names}
@@ -230,7 +261,7 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
             size = min(PARQUET_ROWS_PER_GROUP, len(buffer["id"]))
             table = pa.table({name: values[:size] for name, values in buffer.items()}, schema=schema)
             writer.write_table(table)
-            rows_out.writerows(zip(*(_csv_column(table.column(i)) for i in range(table.num_columns))))
+            rows_out.writerows(zip(*(csv_column(table.column(i)) for i in range(table.num_columns))))
             for values in buffer.values():
                 del values[:size]
 
@@ -264,19 +295,35 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
         return None if last or done == len(block[WINDOW]) else {name: values[done:] for name, values in block.items()}
 
     block_rows = batch_size * BATCHES_PER_BLOCK
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("rows"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False, disable=not interactive())
-    with pq.ParquetWriter(str(out / PREDICTIONS), schema) as writer, \
-            open(out / PREDICTIONS_CSV, "w", newline="", encoding="utf-8") as csv_file, progress:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+        disable=not interactive(),
+    )
+    with (
+        pq.ParquetWriter(str(out / PREDICTIONS), schema) as writer,
+        open(out / PREDICTIONS_CSV, "w", newline="", encoding="utf-8") as csv_file,
+        progress,
+    ):
         rows_out = csv.writer(csv_file)
         rows_out.writerow(schema.names)
         task = progress.add_task(f"inference {model_name}", total=rows)
         seen = 0
         for batch in data.iter(batch_size=block_rows):
             count = len(batch["id"])
-            block = {"id": np.asarray(batch["id"], dtype=object), "label": np.asarray(batch["label"], dtype=np.int64),
-                     WINDOW: np.asarray(batch[WINDOW], dtype=np.int64) if WINDOW in batch else np.zeros(count, dtype=np.int64),
-                     "probs": _scores_by_length(scorer, batch, inputs, batch_size)}
+            block = {
+                "id": np.asarray(batch["id"], dtype=object),
+                "label": np.asarray(batch["label"], dtype=np.int64),
+                WINDOW: np.asarray(batch[WINDOW], dtype=np.int64)
+                if WINDOW in batch
+                else np.zeros(count, dtype=np.int64),
+                "probs": _scores_by_length(scorer, batch, inputs, batch_size),
+            }
             block.update({c: np.asarray(batch[c], dtype=np.int64) for c in (WINDOW_START, WINDOW_END) if c in batch})
             if pending is not None:
                 block = {name: np.concatenate([pending[name], values]) for name, values in block.items()}
@@ -296,11 +343,15 @@ def _scores_by_length(scorer: Scorer, batch: Mapping[str, list], inputs: list[st
     import numpy as np
 
     count = len(batch[inputs[0]])
-    lengths = np.asarray([len(v) for v in batch["input_ids"]]) if "input_ids" in batch and "input_ids" in inputs else np.zeros(count)
+    lengths = (
+        np.asarray([len(v) for v in batch["input_ids"]])
+        if "input_ids" in batch and "input_ids" in inputs
+        else np.zeros(count)
+    )
     order = np.argsort(-lengths, kind="stable")
     probs = None
     for start in range(0, count, batch_size):
-        chosen = order[start:start + batch_size]
+        chosen = order[start : start + batch_size]
         part = scorer.scores({c: [batch[c][i] for i in chosen] for c in inputs})
         if probs is None:
             probs = np.empty((count, part.shape[1]), dtype=np.float32)
@@ -308,83 +359,29 @@ def _scores_by_length(scorer: Scorer, batch: Mapping[str, list], inputs: list[st
     return probs
 
 
-def _csv_column(column: Any) -> list[str]:
-    """A column of the predictions as the CSV writes it (scores with 6 significant digits)."""
-    import pyarrow as pa
-
-    values = column.to_pylist()
-    if pa.types.is_floating(column.type):
-        return [f"{v:.6g}" for v in values]
-    return ["" if v is None else v for v in values]
-
-
-# --- metrics and outputs -------------------------------------------------------------------------
-
-
-def _user_metrics(udfs: UDFs, ctx: Context, model_name: str, predictions: list[int], references: list[int],
-                  labels: list[str]) -> dict[str, float]:
+def _user_metrics(
+    udfs: Functions, ctx: Context, model_name: str, predictions: list[int], references: list[int], labels: list[str]
+) -> dict[str, float]:
     where = getattr(getattr(udfs, "module", None), "__name__", None) or "experiment"
     try:
         result = udfs.compute_metrics(predictions, references, list(labels), ctx)
     except Exception as exc:
-        raise StepError(f"{user_error(f'{where}.compute_metrics', exc, ctx.experiment_dir)} (inference of model {model_name!r} "
-                        f"on {len(references)} test records); fix compute_metrics.") from exc
+        raise StepError(
+            f"{user_error(f'{where}.compute_metrics', exc, ctx.experiment_dir)} (inference of model {model_name!r} "
+            f"on {len(references)} test records); fix compute_metrics."
+        ) from exc
     if not isinstance(result, Mapping):
-        raise StepError(f"{where}.compute_metrics returned {type(result).__name__} for model {model_name!r}; "
-                        "return a dict of metric name -> number.")
+        raise StepError(
+            f"{where}.compute_metrics returned {type(result).__name__} for model {model_name!r}; "
+            "return a dict of metric name -> number."
+        )
     metrics: dict[str, float] = {}
     for name, value in result.items():
-        number = _as_number(value)
+        number = as_number(value)
         if number is None or (name == ctx.config.metric_for_best_model and math.isnan(number)):
-            raise StepError(f"{where}.compute_metrics returned {name!r} = {value!r} for model {model_name!r}; "
-                            f"every value must be a number{' (METRIC_FOR_BEST_MODEL, not NaN)' if number is not None else ''}.")
+            raise StepError(
+                f"{where}.compute_metrics returned {name!r} = {value!r} for model {model_name!r}; "
+                f"every value must be a number{' (METRIC_FOR_BEST_MODEL, not NaN)' if number is not None else ''}."
+            )
         metrics[str(name)] = number
     return metrics
-
-
-def _as_number(value: Any) -> float | None:
-    """A float for Python numbers and 0-d numpy/torch scalars; None for anything else."""
-    if isinstance(value, Real):
-        return float(value)
-    if getattr(value, "shape", None) in ((), []):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
-def _classification_report(predictions: list[int], references: list[int], labels: list[str]) -> dict:
-    from sklearn.metrics import classification_report
-
-    return classification_report(references, predictions, labels=list(range(len(labels))), target_names=list(labels),
-                                 output_dict=True, zero_division=0)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=_plain) + "\n", encoding="utf-8")
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars (sklearn's report) as Python numbers."""
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _log_to_wandb(wb: Any, log: Any, metrics: dict, report: dict, labels: list[str], png: Path, n: int) -> None:
-    """Test metrics, per-class report and confusion matrix to wandb. Everything here is also in the
-    run's storage, so a tracking failure is a warning, not a failed step."""
-    try:
-        import wandb
-
-        wb.log({**{f"test/{name}": value for name, value in metrics.items()}, "test/records": n})
-        table = wandb.Table(columns=["label", "precision", "recall", "f1-score", "support"])
-        for label in labels:
-            row = report.get(label, {})
-            table.add_data(label, row.get("precision"), row.get("recall"), row.get("f1-score"), row.get("support"))
-        wb.log({"test/per_class": table, "test/confusion_matrix": wandb.Image(str(png), caption="confusion matrix (test)")})
-        for name, value in metrics.items():
-            wb.summary[f"test/{name}"] = value
-    except Exception as exc:  # noqa: BLE001 - tracking must not fail a finished step
-        log.warning("could not log inference results to wandb: %s: %s", type(exc).__name__, exc)

@@ -10,23 +10,31 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ml_exp.experiment.context import Context
-from ml_exp.storage.layout import DOCUMENT_LENGTHS_PNG, LABELS, MODEL_LABELS, PROCESSOR, RECONCILED, RECORD_FIELDS, SPLITS, prepared_dir
-from ml_exp.core.names import PREPARATION
 from ml_exp.core.errors import StepError
+from ml_exp.core.names import PREPARATION
+from ml_exp.experiment.context import Context
+from ml_exp.experiment.functions import Functions, user_error, user_frames
 from ml_exp.steps.coverage import document_coverage, lengths_png, warn_if_truncated
+from ml_exp.storage.layout import (
+    DOCUMENT_LENGTHS_PNG,
+    LABELS,
+    MODEL_LABELS,
+    PROCESSOR,
+    RECONCILED,
+    RECORD_FIELDS,
+    SPLITS,
+    prepared_dir,
+)
 from ml_exp.toolkit.documents import Windowing, check_encoded, to_rows
-from ml_exp.experiment.functions import UDFs, user_error, user_frames
 
 # Model inputs a classifier can start from; encode must return at least one of them.
 PROBE_ROWS = 8
 
 
-def run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
+def run_preparation(ctx: Context, udfs: Functions) -> dict[str, Any]:
     import datasets
 
     config = ctx.config
@@ -35,7 +43,10 @@ def run_preparation(ctx: Context, udfs: UDFs) -> dict[str, Any]:
         raw = datasets.Dataset.from_parquet(shards, cache_dir=os.path.join(scratch, "cache"))
         labels = sorted(raw.unique("label"))
         if len(labels) < 2:
-            raise StepError(f"the reconciled records have {len(labels)} label(s) ({', '.join(labels)}); classification needs at least 2")
+            raise StepError(
+                f"the reconciled records have {len(labels)} label(s) ({', '.join(labels)}); classification needs at "
+                "least 2"
+            )
         raw = raw.cast_column("label", datasets.ClassLabel(names=labels))
         splits = split_records(raw, config.split_ratios, config.seed, ctx)
         sizes = {name: len(part) for name, part in splits.items()}
@@ -77,7 +88,10 @@ def split_records(raw, ratios: tuple[float, float, float], seed: int, ctx: Conte
     )
     for name, part in splits.items():
         if len(part) == 0:
-            raise StepError(f"the {name} split is empty ({len(raw)} records, SPLIT_RATIOS = {','.join(map(str, ratios))}); reconcile more records or change SPLIT_RATIOS")
+            raise StepError(
+                f"the {name} split is empty ({len(raw)} records, SPLIT_RATIOS = {','.join(map(str, ratios))}); "
+                "reconcile more records or change SPLIT_RATIOS"
+            )
     return splits
 
 
@@ -92,14 +106,20 @@ def _split(dataset, test_size: float, seed: int, ctx: Context):
     n_test = math.ceil(test_size * len(dataset))
     try:
         labels = np.asarray(dataset.select_columns(["label"]).with_format("numpy")[:]["label"])
-        train, test = next(stratified_shuffle_split_generate_indices(labels, len(dataset) - n_test, n_test, rng=np.random.default_rng(seed)))
+        train, test = next(
+            stratified_shuffle_split_generate_indices(
+                labels, len(dataset) - n_test, n_test, rng=np.random.default_rng(seed)
+            )
+        )
     except ValueError as exc:  # a label with too few records to stratify
         ctx.log.warning("stratified split impossible (%s); splitting at random", exc)
         return dataset.train_test_split(test_size=test_size, seed=seed)
     return {"train": dataset.select(train), "test": dataset.select(test)}
 
 
-def _encode_for(model_name: str, splits, content: list[str], labels: list[str], ctx: Context, udfs: UDFs, scratch: Path) -> dict[str, Any]:
+def _encode_for(
+    model_name: str, splits, content: list[str], labels: list[str], ctx: Context, udfs: Functions, scratch: Path
+) -> dict[str, Any]:
     import datasets
 
     try:
@@ -113,7 +133,10 @@ def _encode_for(model_name: str, splits, content: list[str], labels: list[str], 
             output = udfs.encode(batch, processor, ctx)
         except Exception as exc:
             ids = ", ".join(map(repr, batch["id"][:3])) + (", ..." if len(batch["id"]) > 3 else "")
-            raise StepError(f"encode for {model_name!r} raised {type(exc).__name__} on a batch of records {ids}: {exc}{user_frames(exc, ctx.experiment_dir)}") from exc
+            raise StepError(
+                f"encode for {model_name!r} raised {type(exc).__name__} on a batch of records {ids}: "
+                f"{exc}{user_frames(exc, ctx.experiment_dir)}"
+            ) from exc
         check_encoded(model_name, batch, output)
         return to_rows(batch, output, windowing, training)
 
@@ -128,15 +151,26 @@ def _encode_for(model_name: str, splits, content: list[str], labels: list[str], 
     workers = _workers(seconds_per_character * characters)
     batch_size = records_per_batch(splits["train"], content)
     try:
-        encoded = datasets.DatasetDict({
-            name: part.map(encode, batched=True, batch_size=batch_size, num_proc=workers, remove_columns=part.column_names,
-                           fn_kwargs={"training": name == "train"}, desc=f"encoding {name} for {model_name}")
-            for name, part in splits.items()
-        })
+        encoded = datasets.DatasetDict(
+            {
+                name: part.map(
+                    encode,
+                    batched=True,
+                    batch_size=batch_size,
+                    num_proc=workers,
+                    remove_columns=part.column_names,
+                    fn_kwargs={"training": name == "train"},
+                    desc=f"encoding {name} for {model_name}",
+                )
+                for name, part in splits.items()
+            }
+        )
     except StepError:
         raise
     except Exception as exc:  # datasets' own checks of the output (e.g. types that vary by batch)
-        raise StepError(f"encode for {model_name!r} failed while encoding all records: {type(exc).__name__}: {exc}") from exc
+        raise StepError(
+            f"encode for {model_name!r} failed while encoding all records: {type(exc).__name__}: {exc}"
+        ) from exc
     local = scratch / "prepared" / prepared_dir(model_name)
     encoded.save_to_disk(str(local))
     (local / MODEL_LABELS).write_text(json.dumps(labels))
@@ -149,8 +183,13 @@ def _encode_for(model_name: str, splits, content: list[str], labels: list[str], 
         (local / DOCUMENT_LENGTHS_PNG).write_bytes(png)
     warn_if_truncated(coverage, ctx, model_name)
     ctx.run.put_dir(str(local), prepared_dir(model_name), overwrite=_rewriting(ctx))
-    return {"columns": [c for c in columns if c not in ("id", "label")], "rows": {name: len(part) for name, part in encoded.items()},
-            "workers": workers, "batch_size": batch_size, "documents": coverage}
+    return {
+        "columns": [c for c in columns if c not in ("id", "label")],
+        "rows": {name: len(part) for name, part in encoded.items()},
+        "workers": workers,
+        "batch_size": batch_size,
+        "documents": coverage,
+    }
 
 
 # Characters of text encoded per batch: bounds the memory of a batch whatever the documents'

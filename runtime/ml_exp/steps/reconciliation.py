@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from ml_exp.core.console import interactive
-from ml_exp.experiment.context import Context
-from ml_exp.storage.layout import RECONCILED, RECORD_FIELDS, SPLITS
 from ml_exp.core.errors import StepError
-from ml_exp.experiment.functions import UDFs, user_error, user_frames
+from ml_exp.experiment.context import Context
+from ml_exp.experiment.functions import Functions, user_error, user_frames
+from ml_exp.storage.layout import RECONCILED, RECORD_FIELDS, SPLITS
 
 SHARD_ROWS = 100_000
 # Fewer examples than this and a label cannot appear in every split.
 MIN_PER_LABEL = 3
 
 
-def run_reconciliation(ctx: Context, udfs: UDFs, sample_per_label: int | None = None) -> dict[str, Any]:
+def run_reconciliation(ctx: Context, udfs: Functions, sample_per_label: int | None = None) -> dict[str, Any]:
     """Write ``data/reconciled/part-*.parquet``; return counts for the manifest.
 
     ``sample_per_label`` keeps at most that many records of each label (``exp run --smoke``).
@@ -53,9 +53,16 @@ def run_reconciliation(ctx: Context, udfs: UDFs, sample_per_label: int | None = 
     digest = hashlib.sha256()
     schema: list[Any] = []  # fixed by the first shard, so that every shard agrees
 
-    with tempfile.TemporaryDirectory(prefix="ml-exp-reconciliation-", dir=ctx.run.scratch_area()) as scratch, Progress(
-        SpinnerColumn(), TextColumn("reconciliation: {task.completed:,} records"), TimeElapsedColumn(), transient=True, disable=not interactive()
-    ) as progress:
+    with (
+        tempfile.TemporaryDirectory(prefix="ml-exp-reconciliation-", dir=ctx.run.scratch_area()) as scratch,
+        Progress(
+            SpinnerColumn(),
+            TextColumn("reconciliation: {task.completed:,} records"),
+            TimeElapsedColumn(),
+            transient=True,
+            disable=not interactive(),
+        ) as progress,
+    ):
         task = progress.add_task("reconcile", total=None)
 
         def flush() -> None:
@@ -67,7 +74,10 @@ def run_reconciliation(ctx: Context, udfs: UDFs, sample_per_label: int | None = 
                     schema.append(_schema(fields or [], buffer))
                 table = pa.Table.from_pylist(buffer, schema=schema[0])
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise StepError(f"reconcile: records #{position - len(buffer) + 1}..#{position} do not match the types of the first records ({exc}); give each field one type") from exc
+                raise StepError(
+                    f"reconcile: records #{position - len(buffer) + 1}..#{position} do not match the types of the "
+                    f"first records ({exc}); give each field one type"
+                ) from exc
             pq.write_table(table, path)
             digest.update(path.read_bytes())
             shards.append(path)
@@ -79,7 +89,10 @@ def run_reconciliation(ctx: Context, udfs: UDFs, sample_per_label: int | None = 
             except StopIteration:
                 break
             except Exception as exc:
-                raise StepError(f"reconcile raised {type(exc).__name__} after record #{position}: {exc}{user_frames(exc, ctx.experiment_dir)}") from exc
+                raise StepError(
+                    f"reconcile raised {type(exc).__name__} after record #{position}: "
+                    f"{exc}{user_frames(exc, ctx.experiment_dir)}"
+                ) from exc
             position += 1
             fields = _check(record, position, fields, seen_ids, text_fields)
             label = str(record["label"])
@@ -109,21 +122,33 @@ def run_reconciliation(ctx: Context, udfs: UDFs, sample_per_label: int | None = 
     }
 
 
-def _check(record: Any, position: int, fields: list[str] | None, seen_ids: set[str], text_fields: set[str]) -> list[str]:
+def _check(
+    record: Any, position: int, fields: list[str] | None, seen_ids: set[str], text_fields: set[str]
+) -> list[str]:
     """Raise StepError naming the record when it breaks the contract; return the content fields."""
     where = f"reconcile: record #{position}"
     if not isinstance(record, Mapping):
-        raise StepError(f"{where} is a {type(record).__name__}, not a dict; yield dicts with an 'id', content fields and a 'label'")
+        raise StepError(
+            f"{where} is a {type(record).__name__}, not a dict; yield dicts with an 'id', content fields and a 'label'"
+        )
     record_id = record.get("id")
     if record_id is None or _is_nan(record_id) or str(record_id).strip() == "":
-        raise StepError(f"{where} has no 'id'{' (it is NaN)' if _is_nan(record_id) else ''}; give every record a unique id")
+        raise StepError(
+            f"{where} has no 'id'{' (it is NaN)' if _is_nan(record_id) else ''}; give every record a unique id"
+        )
     where = f"{where} (id={record_id!r})"
     if str(record_id) in seen_ids:  # compared as stored: 7 and "7" are the same id
-        raise StepError(f"{where} repeats an id already seen (ids are stored as text, so 7 and '7' are the same); ids must be unique")
+        raise StepError(
+            f"{where} repeats an id already seen (ids are stored as text, so 7 and '7' are the same); ids must be "
+            "unique"
+        )
     seen_ids.add(str(record_id))
     label = record.get("label")
     if label is None or _is_nan(label) or str(label).strip() == "":
-        raise StepError(f"{where} has no 'label' ({'NaN, a missing value' if _is_nan(label) else 'or an empty one'}); every record needs its class")
+        raise StepError(
+            f"{where} has no 'label' ({'NaN, a missing value' if _is_nan(label) else 'or an empty one'}); every record "
+            "needs its class"
+        )
     if isinstance(label, (list, dict, set, tuple)):
         raise StepError(f"{where} has a {type(label).__name__} label; a label is one class name")
     split = record.get("split")
@@ -133,10 +158,14 @@ def _check(record: Any, position: int, fields: list[str] | None, seen_ids: set[s
     for name in content:
         value = record[name]
         if _is_nan(value):
-            raise StepError(f"{where} has {name}=nan (a missing value); give it a value (e.g. '' for empty text) or skip the record")
+            raise StepError(
+                f"{where} has {name}=nan (a missing value); give it a value (e.g. '' for empty text) or skip the record"
+            )
         if fields is not None and name in text_fields and not isinstance(value, str):
-            raise StepError(f"{where} has {name}={value!r} where text is expected (the first record's {name} is text); "
-                            "give every record text there (e.g. '' for an empty one) or skip the record")
+            raise StepError(
+                f"{where} has {name}={value!r} where text is expected (the first record's {name} is text); "
+                "give every record text there (e.g. '' for an empty one) or skip the record"
+            )
     if fields is None:
         if not content:
             raise StepError(f"{where} has no content fields besides id/label; add the raw content (e.g. 'text')")
@@ -144,10 +173,16 @@ def _check(record: Any, position: int, fields: list[str] | None, seen_ids: set[s
         return content
     missing = sorted(set(fields) - set(content))
     if missing:
-        raise StepError(f"{where} lacks field(s) {', '.join(missing)} that the first record has; every record needs the same content fields")
+        raise StepError(
+            f"{where} lacks field(s) {', '.join(missing)} that the first record has; every record needs the same "
+            "content fields"
+        )
     extra = sorted(set(content) - set(fields))
     if extra:
-        raise StepError(f"{where} has field(s) {', '.join(extra)} that the first record does not; every record needs the same content fields")
+        raise StepError(
+            f"{where} has field(s) {', '.join(extra)} that the first record does not; every record needs the same "
+            "content fields"
+        )
     return fields
 
 

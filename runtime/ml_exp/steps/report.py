@@ -7,11 +7,11 @@ from __future__ import annotations
 import io
 
 from ml_exp.config import Config
+from ml_exp.core.errors import StepError
 from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import COMPARISON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, REPORT, inference_dir
-from ml_exp.toolkit.metrics import greater_is_better
-from ml_exp.core.errors import StepError
 from ml_exp.storage.store import Run
+from ml_exp.toolkit.metrics import greater_is_better
 
 
 def write_report(ctx: Context, results: dict[str, dict]) -> dict:
@@ -25,12 +25,17 @@ def write_report(ctx: Context, results: dict[str, dict]) -> dict:
     metric = config.metric_for_best_model
     if not results:
         raise StepError("no inference results to compare; switch RUN_INFERENCE on for at least one model.")
-    models = {name: {k: float(v) for k, v in dict(result.get("metrics") or {}).items()} for name, result in results.items()}
+    models = {
+        name: {k: float(v) for k, v in dict(result.get("metrics") or {}).items()} for name, result in results.items()
+    }
     scored = {name: m[metric] for name, m in models.items() if metric in m}
     if not scored:
         available = sorted({k for m in models.values() for k in m})
-        raise StepError(f"METRIC_FOR_BEST_MODEL = {metric} is not among the metrics of any model ({', '.join(available) or 'none'}); "
-                        "set METRIC_FOR_BEST_MODEL to one of them or return it from compute_metrics.")
+        raise StepError(
+            f"METRIC_FOR_BEST_MODEL = {metric} is not among the metrics of any model "
+            f"({', '.join(available) or 'none'}); "
+            "set METRIC_FOR_BEST_MODEL to one of them or return it from compute_metrics."
+        )
     pick = max if greater_is_better(metric) else min
     best = pick(scored, key=lambda name: scored[name])  # ties: the first model in MODEL_NAMES order
     value = scored[best]
@@ -50,8 +55,11 @@ def write_report(ctx: Context, results: dict[str, dict]) -> dict:
     }
     run.write_json(COMPARISON, comparison, overwrite=True)
     run.write_text(REPORT, _markdown(config, run, results, models, metric, best), overwrite=True)
-    run.write_bytes(COMPARISON_PNG, comparison_png(scored, metric, best, title=f"{config.experiment_name} run_{run.num}"),
-                    overwrite=True)
+    run.write_bytes(
+        COMPARISON_PNG,
+        comparison_png(scored, metric, best, title=f"{config.experiment_name} run_{run.num}"),
+        overwrite=True,
+    )
     from ml_exp.steps.report_html import write_html_report
 
     write_html_report(ctx, comparison)
@@ -59,8 +67,9 @@ def write_report(ctx: Context, results: dict[str, dict]) -> dict:
     return {"best_model": best, "metric": metric, "value": value}
 
 
-def _markdown(config: Config, run: Run, results: dict[str, dict], models: dict[str, dict[str, float]], metric: str,
-              best: str) -> str:
+def _markdown(
+    config: Config, run: Run, results: dict[str, dict], models: dict[str, dict[str, float]], metric: str, best: str
+) -> str:
     names: list[str] = [metric]
     for m in models.values():
         names += [k for k in m if k not in names]
@@ -83,14 +92,22 @@ def _markdown(config: Config, run: Run, results: dict[str, dict], models: dict[s
         values = [cell(f"{m[k]:.4f}", bold) if k in m else "—" for k in names]
         folder = inference_dir(name)
         records = results[name].get("test_records")
-        lines.append(f"| {cell(_escape(name), bold)} | " + " | ".join(values)
-                     + f" | {'' if records is None else records} | [{folder}/]({folder}/) |")
+        lines.append(
+            f"| {cell(_escape(name), bold)} | "
+            + " | ".join(values)
+            + f" | {'' if records is None else records} | [{folder}/]({folder}/) |"
+        )
     lines += ["", f"![comparison]({COMPARISON_PNG})", ""]
     for name in models:
         folder = inference_dir(name)
-        lines += [f"## {_escape(name)}", "",
-                  f"Outputs: [{folder}/]({folder}/) — {results[name].get('uri', '')}", "",
-                  f"![confusion matrix of {_escape(name)}]({folder}/{CONFUSION_MATRIX_PNG})", ""]
+        lines += [
+            f"## {_escape(name)}",
+            "",
+            f"Outputs: [{folder}/]({folder}/) — {results[name].get('uri', '')}",
+            "",
+            f"![confusion matrix of {_escape(name)}]({folder}/{CONFUSION_MATRIX_PNG})",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -109,7 +126,12 @@ def comparison_png(scores: dict[str, float], metric: str, best: str, title: str 
     axes = figure.add_subplot()
     colors = ["tab:orange" if name == best else "tab:blue" for name in names]
     bars = axes.bar(range(len(names)), [scores[n] for n in names], color=colors)
-    axes.set_xticks(range(len(names)), labels=names, rotation=30 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
+    axes.set_xticks(
+        range(len(names)),
+        labels=names,
+        rotation=30 if len(names) > 3 else 0,
+        ha="right" if len(names) > 3 else "center",
+    )
     axes.bar_label(bars, fmt="%.4f", padding=2)
     axes.set_ylabel(metric)
     axes.set_xlabel("model")
@@ -145,8 +167,15 @@ def confusion_matrix_png(matrix: list[list[int]], labels: list[str], title: str 
     fontsize = max(5, min(10, 120 // max(k, 1)))
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            axes.text(j, i, str(count), ha="center", va="center", fontsize=fontsize,
-                      color="white" if peak and count > peak / 2 else "black")
+            axes.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if peak and count > peak / 2 else "black",
+            )
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

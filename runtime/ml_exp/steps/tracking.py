@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import MANIFEST
@@ -57,18 +58,31 @@ def planned(ctx: Context, model: str, step: str, trial: str | None = None) -> di
     config = ctx.config
     if config.wandb_mode == "disabled":
         return None
-    return {"wandb_id": wandb_id(ctx, model, step, trial), "name": wandb_name(ctx, model, step, trial),
-            "project": config.wandb_project, "entity": config.wandb_entity or None, "mode": config.wandb_mode}
+    return {
+        "wandb_id": wandb_id(ctx, model, step, trial),
+        "name": wandb_name(ctx, model, step, trial),
+        "project": config.wandb_project,
+        "entity": config.wandb_entity or None,
+        "mode": config.wandb_mode,
+    }
 
 
 def record(run: Any) -> dict[str, Any]:
     """What the manifest records of a live wandb run (its URL only when online)."""
-    return {"wandb_id": run.id, "name": run.name, "project": run.project, "entity": run.entity or None,
-            "mode": "offline" if run.offline else "online", "url": None if run.offline else run.url}
+    return {
+        "wandb_id": run.id,
+        "name": run.name,
+        "project": run.project,
+        "entity": run.entity or None,
+        "mode": "offline" if run.offline else "online",
+        "url": None if run.offline else run.url,
+    }
 
 
 @contextmanager
-def tracked(ctx: Context, model: str, step: str, trial: str | None = None, extra_config: dict[str, Any] | None = None) -> Iterator[Any]:
+def tracked(
+    ctx: Context, model: str, step: str, trial: str | None = None, extra_config: dict[str, Any] | None = None
+) -> Iterator[Any]:
     """Yield a wandb run (or None when WANDB_MODE = disabled) of ``step`` (its job_type), for
     ``model`` (its folder key) or one of its tuning trials, resumed when an earlier attempt
     started it; finished on exit."""
@@ -89,14 +103,25 @@ def tracked(ctx: Context, model: str, step: str, trial: str | None = None, extra
             job_type=step,
             mode=config.wandb_mode,
             dir=str(config.experiment_dir),
-            config={"settings": dict(config.raw), "model": model, "run": ctx.run.num if ctx.run else None,
-                    **({"trial": trial} if trial else {}), **_where(ctx), **(extra_config or {})},
+            config={
+                "settings": dict(config.raw),
+                "model": model,
+                "run": ctx.run.num if ctx.run else None,
+                **({"trial": trial} if trial else {}),
+                **_where(ctx),
+                **(extra_config or {}),
+            },
             reinit="create_new",
             settings=wandb.Settings(silent=True),
         )
     except Exception as exc:  # noqa: BLE001 - the run's storage has everything: tracking must not stop the step
-        ctx.log.warning("wandb: could not start run %s (%s: %s); %s goes on without tracking",
-                        wandb_id(ctx, model, step, trial), type(exc).__name__, exc, step)
+        ctx.log.warning(
+            "wandb: could not start run %s (%s: %s); %s goes on without tracking",
+            wandb_id(ctx, model, step, trial),
+            type(exc).__name__,
+            exc,
+            step,
+        )
         yield None
         return
     ctx.log.debug("wandb %s run %s (%s)", config.wandb_mode, run.name, run.dir)
@@ -116,8 +141,11 @@ def log_model_reference(ctx: Context, wb: Any, model: str, folder: str) -> None:
     try:
         import wandb
 
-        artifact = wandb.Artifact(f"{ctx.config.experiment_name}-run_{ctx.run.num}-{model}", type="model",
-                                  metadata={"run_uri": ctx.run.uri, "folder": folder})
+        artifact = wandb.Artifact(
+            f"{ctx.config.experiment_name}-run_{ctx.run.num}-{model}",
+            type="model",
+            metadata={"run_uri": ctx.run.uri, "folder": folder},
+        )
         artifact.add_reference(ctx.run.path(folder), name=model, checksum=False)
         wb.log_artifact(artifact, aliases=["best", f"run_{ctx.run.num}"])
     except Exception as exc:  # noqa: BLE001 - tracking must not fail a finished step

@@ -16,6 +16,7 @@ Imported by :func:`ml_exp.steps.training.train_model` only (transformers at modu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from transformers import Trainer
@@ -80,11 +81,13 @@ def sorts_labels(lengths: Sequence[int], labels: Sequence[int] | None, batch_siz
     labels = np.asarray(labels, dtype=np.int64)
     grouped = get_length_grouped_indices(list(lengths), batch_size, generator=torch.Generator().manual_seed(seed))
     shuffled = np.random.default_rng(seed).permutation(len(lengths)).tolist()
-    cut = lambda order: [order[i:i + batch_size] for i in range(0, len(order), batch_size)]  # noqa: E731
+    cut = lambda order: [order[i : i + batch_size] for i in range(0, len(order), batch_size)]  # noqa: E731
     return majority_share(labels, cut(grouped)) > majority_share(labels, cut(shuffled)) + LABELS_SORTED
 
 
-def sampling_strategy(setting: str, lengths: Sequence[int], batch_size: int, seed: int, labels: Sequence[int] | None = None) -> str:
+def sampling_strategy(
+    setting: str, lengths: Sequence[int], batch_size: int, seed: int, labels: Sequence[int] | None = None
+) -> str:
     """TRAIN_SAMPLING_STRATEGY resolved: auto = group_by_length when it saves padding worth having
     and does not sort the batches by label (:func:`sorts_labels`)."""
     if setting != "auto":
@@ -94,7 +97,9 @@ def sampling_strategy(setting: str, lengths: Sequence[int], batch_size: int, see
     return RANDOM if sorts_labels(lengths, labels, batch_size, seed) else GROUP_BY_LENGTH
 
 
-def in_dataset_order(compute: Callable[[Any], dict[str, float]], order: Sequence[int]) -> Callable[[Any], dict[str, float]]:
+def in_dataset_order(
+    compute: Callable[[Any], dict[str, float]], order: Sequence[int]
+) -> Callable[[Any], dict[str, float]]:
     """``compute`` (the Trainer's compute_metrics) on predictions made in ``order`` (the eval
     sampler's), given back in the dataset's row order: row ``order[p]`` was predicted at ``p``."""
     import numpy as np
@@ -112,8 +117,14 @@ def in_dataset_order(compute: Callable[[Any], dict[str, float]], order: Sequence
         return values[inverse]
 
     def wrapped(prediction: Any) -> dict[str, float]:
-        return compute(EvalPrediction(predictions=back(prediction.predictions), label_ids=back(prediction.label_ids),
-                                      inputs=back(prediction.inputs), losses=back(getattr(prediction, "losses", None))))
+        return compute(
+            EvalPrediction(
+                predictions=back(prediction.predictions),
+                label_ids=back(prediction.label_ids),
+                inputs=back(prediction.inputs),
+                losses=back(getattr(prediction, "losses", None)),
+            )
+        )
 
     return wrapped
 
@@ -126,7 +137,13 @@ class StepTrainer(Trainer):
     them (None: as they are); ``compute_metrics`` must then be wrapped by :func:`in_dataset_order`.
     """
 
-    def __init__(self, *args: Any, train_lengths: Sequence[int] | None = None, eval_order: Sequence[int] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        train_lengths: Sequence[int] | None = None,
+        eval_order: Sequence[int] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.train_lengths, self.eval_order = train_lengths, eval_order
 
@@ -134,9 +151,15 @@ class StepTrainer(Trainer):
     # Seq2Seq and distillation trainers); the public API has no sampler or best-model hook.
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self.args.train_sampling_strategy == GROUP_BY_LENGTH and self.train_lengths and len(self.train_lengths) == len(dataset):
+        if (
+            self.args.train_sampling_strategy == GROUP_BY_LENGTH
+            and self.train_lengths
+            and len(self.train_lengths) == len(dataset)
+        ):
             # as the Trainer's own (megabatches of 50 batches sorted by length), lengths given
-            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=list(self.train_lengths))
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=list(self.train_lengths)
+            )
         return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
@@ -166,3 +189,62 @@ def eval_order(lengths: Sequence[int]) -> list[int]:
     """Validation rows longest first (stable: equal lengths keep their order), so each batch
     pads to about its own records' length; the longest first, so memory runs out at once if at all."""
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def balanced_class_weights(train: Any, classes: int, np: Any) -> list[float]:
+    """CLASS_WEIGHTS = balanced: records / (classes x records of the class) in the training split,
+    as scikit-learn's ``compute_class_weight("balanced")`` (a class without records: weight 0)."""
+    counts = np.bincount(np.asarray(train.with_format("numpy")["label"]), minlength=classes)[:classes]
+    return [float(len(train) / (classes * n)) if n else 0.0 for n in counts]
+
+
+def weighted_cross_entropy(weights: list[float]) -> Callable[..., Any]:
+    """The Trainer's loss with class weights. Summed and divided by the items of the whole
+    (accumulated) batch when the Trainer says how many, so gradient accumulation stays exact."""
+    import torch
+
+    table = torch.tensor(weights, dtype=torch.float32)
+
+    def loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+        total = torch.nn.functional.cross_entropy(
+            logits.view(-1, logits.shape[-1]).float(), labels.view(-1), weight=table.to(logits.device), reduction="sum"
+        )
+        return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
+
+    return loss
+
+
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
+
+
+def last_complete_checkpoint(checkpoints: Path, log: Any = None) -> str | None:
+    """The newest checkpoint that was completely written (a kill -9 can leave a partial one:
+    the Trainer writes trainer_state.json after the weights and optimizer state). One with
+    files missing since is skipped, naming them: an older one (or the start) rebuilds it."""
+    if not checkpoints.is_dir():
+        return None
+    found = sorted(
+        (
+            p
+            for p in checkpoints.glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+        ),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for folder in found:
+        missing = [f for f in CHECKPOINT_FILES if not (folder / f).is_file()] + (
+            [] if any((folder / w).is_file() for w in WEIGHTS) else [WEIGHTS[0]]
+        )
+        if not missing:
+            return str(folder)
+        if log is not None:
+            log.warning(
+                "%s is damaged (%s missing); not resuming from it: training goes on from an earlier checkpoint or the "
+                "start",
+                folder,
+                ", ".join(missing),
+            )
+    return None

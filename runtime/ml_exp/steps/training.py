@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -19,18 +18,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ml_exp.core.console import QUIET, VERBOSE, interactive, verbosity
-from ml_exp.experiment.context import Context
-from ml_exp.storage.layout import LABELS, MODEL_LABELS, PROCESSOR, TRACKING_STATE, TRAINING_METRICS, checkpoint_dir, model_dir, model_key, trial_dir
-from ml_exp.core.names import CHUNKS, TRAINING, TUNING
 from ml_exp.config.search_space import as_settings
+from ml_exp.core.console import QUIET, VERBOSE, interactive, verbosity
 from ml_exp.core.errors import StepError
+from ml_exp.core.names import CHUNKS, TRAINING, TUNING
+from ml_exp.experiment.context import Context
+from ml_exp.experiment.functions import Functions, user_error
 from ml_exp.steps import RunTask, Task, tracking_records
+from ml_exp.steps.tuning import best_params
+from ml_exp.storage.layout import (
+    LABELS,
+    MODEL_LABELS,
+    TRACKING_STATE,
+    TRAINING_METRICS,
+    checkpoint_dir,
+    model_dir,
+    model_key,
+    trial_dir,
+)
 from ml_exp.toolkit.documents import WINDOW, combine, document_starts
 from ml_exp.toolkit.scoring import saved_processor
-from ml_exp.steps.tuning import best_params
-from ml_exp.experiment.functions import UDFs, user_error
-
 
 
 def run_training(ctx: Context, run_task: RunTask) -> dict[str, Any]:
@@ -43,12 +50,18 @@ def run_training(ctx: Context, run_task: RunTask) -> dict[str, Any]:
         if not ctx.run.is_complete(model_dir(model_name)):
             run_task(tuned(ctx, model_name, tuned_values[model_name]), Task(TRAINING, model_name))
             if not ctx.run.is_complete(model_dir(model_name)):
-                raise StepError(f"training of {model_name} ended but {ctx.run.path(model_dir(model_name))} is incomplete; see the training logs")
+                raise StepError(
+                    f"training of {model_name} ended but {ctx.run.path(model_dir(model_name))} is incomplete; see the "
+                    "training logs"
+                )
         else:
             ctx.log.info("%s: already trained in this run, kept", model_name)
         summary = ctx.run.read_json(f"{model_dir(model_name)}/{TRAINING_METRICS}")
         tracked_as[model_name] = summary.get("tracking")
-        results[model_name] = {key: summary[key] for key in ("best_metric", "metric", "epochs", "world_size", "resumed_from", "train_samples_per_second")}
+        results[model_name] = {
+            key: summary[key]
+            for key in ("best_metric", "metric", "epochs", "world_size", "resumed_from", "train_samples_per_second")
+        }
         results[model_name]["class_weights"] = summary.get("class_weights")
         results[model_name]["validation"] = summary["best_eval"]
     facts: dict[str, Any] = {"models": results, "metrics": {name: r["validation"] for name, r in results.items()}}
@@ -68,7 +81,7 @@ def tuned(ctx: Context, model_name: str, best: dict[str, Any] | None) -> Context
 
 def train_model(
     ctx: Context,
-    udfs: UDFs,
+    udfs: Functions,
     model_name: str,
     data_dir: Path,
     checkpoints: Path,
@@ -99,9 +112,20 @@ def train_model(
         set_seed,
     )
 
-    from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, WandbLog
-    from ml_exp.steps.trainer import GROUP_BY_LENGTH, RANDOM, StepTrainer, eval_order, in_dataset_order, sampling_strategy, token_lengths
     from ml_exp.steps.tracking import log_model_reference, record, tracked
+    from ml_exp.steps.trainer import (
+        GROUP_BY_LENGTH,
+        RANDOM,
+        StepTrainer,
+        balanced_class_weights,
+        eval_order,
+        in_dataset_order,
+        last_complete_checkpoint,
+        sampling_strategy,
+        token_lengths,
+        weighted_cross_entropy,
+    )
+    from ml_exp.steps.training_callbacks import Console, MetricLines, RankRecorder, WandbLog
 
     config = ctx.config
     labels = json.loads(ctx.run.read_text(LABELS))
@@ -112,13 +136,21 @@ def train_model(
         enable_full_determinism(config.seed)
     else:
         set_seed(config.seed)
-    processor = saved_processor(data_dir) or _call(f"load_processor({model_name!r})", udfs.load_processor, model_name, ctx)
+    processor = saved_processor(data_dir) or _call(
+        f"load_processor({model_name!r})", udfs.load_processor, model_name, ctx
+    )
     model = _call(f"load_model({model_name!r})", udfs.load_model, model_name, labels, ctx)
     if not isinstance(model, torch.nn.Module):
-        raise StepError(f"load_model({model_name!r}) returned {'None' if model is None else 'a ' + type(model).__name__}; "
-                        "return a model, e.g. AutoModelForSequenceClassification.from_pretrained(model_name, num_labels=len(labels))")
+        raise StepError(
+            f"load_model({model_name!r}) returned {'None' if model is None else 'a ' + type(model).__name__}; "
+            "return a model, e.g. AutoModelForSequenceClassification.from_pretrained(model_name, "
+            "num_labels=len(labels))"
+        )
     if getattr(getattr(model, "config", None), "num_labels", len(labels)) != len(labels):
-        raise StepError(f"load_model({model_name!r}) returned a model with {model.config.num_labels} outputs for {len(labels)} labels; pass num_labels=len(labels)")
+        raise StepError(
+            f"load_model({model_name!r}) returned a model with {model.config.num_labels} outputs for {len(labels)} "
+            "labels; pass num_labels=len(labels)"
+        )
 
     cuda = torch.cuda.is_available()
     if config.mixed_precision != "no" and not cuda:
@@ -131,12 +163,22 @@ def train_model(
         # windows are MAX_LENGTH long but a document's last: grouping by length makes batches of
         # last windows apart from the rest, and the demo stopped learning (test accuracy 0.48, 1.00 shuffled)
         requested = RANDOM
-    train_labels = splits["train"].with_format(None).data.column("label").to_numpy() if "label" in splits["train"].column_names else None
-    sampling = sampling_strategy(requested, train_lengths, config.per_device_train_batch_size, config.seed, train_labels)
+    train_labels = (
+        splits["train"].with_format(None).data.column("label").to_numpy()
+        if "label" in splits["train"].column_names
+        else None
+    )
+    sampling = sampling_strategy(
+        requested, train_lengths, config.per_device_train_batch_size, config.seed, train_labels
+    )
     # evaluation in length order too, with the same switch (off: exactly the Trainer's default)
     order = eval_order(token_lengths(splits["validation"], input_name)) if sampling == GROUP_BY_LENGTH else None
     if sampling == GROUP_BY_LENGTH:
-        ctx.log.info("%s: training records grouped by length (TRAIN_SAMPLING_STRATEGY = %s)", model_name, config.train_sampling_strategy)
+        ctx.log.info(
+            "%s: training records grouped by length (TRAIN_SAMPLING_STRATEGY = %s)",
+            model_name,
+            config.train_sampling_strategy,
+        )
     args = TrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=config.num_train_epochs,
@@ -193,8 +235,14 @@ def train_model(
     if last:
         ctx.log.info("%s: resuming from %s", model_name, last)
     step = TUNING if trial else TRAINING
-    with tracked(ctx, model_key(model_name), step, trial=trial) if trainer.is_world_process_zero() else nullcontext() as wb:
-        if wb is not None:  # after the place's callbacks (a checkpoint mirrored): a step is logged once it can be resumed from
+    with (
+        tracked(ctx, model_key(model_name), step, trial=trial)
+        if trainer.is_world_process_zero()
+        else nullcontext() as wb
+    ):
+        if (
+            wb is not None
+        ):  # after the place's callbacks (a checkpoint mirrored): a step is logged once it can be resumed from
             trainer.add_callback(WandbLog(wb, ctx, None if trial else f"{checkpoint_dir(model_name)}/{TRACKING_STATE}"))
         result = trainer.train(resume_from_checkpoint=last)
         summary = {
@@ -241,50 +289,6 @@ def train_model(
     return summary
 
 
-def balanced_class_weights(train: Any, classes: int, np: Any) -> list[float]:
-    """CLASS_WEIGHTS = balanced: records / (classes x records of the class) in the training split,
-    as scikit-learn's ``compute_class_weight("balanced")`` (a class without records: weight 0)."""
-    counts = np.bincount(np.asarray(train.with_format("numpy")["label"]), minlength=classes)[:classes]
-    return [float(len(train) / (classes * n)) if n else 0.0 for n in counts]
-
-
-def weighted_cross_entropy(weights: list[float]) -> Callable[..., Any]:
-    """The Trainer's loss with class weights. Summed and divided by the items of the whole
-    (accumulated) batch when the Trainer says how many, so gradient accumulation stays exact."""
-    import torch
-
-    table = torch.tensor(weights, dtype=torch.float32)
-
-    def loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
-        total = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1),
-                                                  weight=table.to(logits.device), reduction="sum")
-        return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
-
-    return loss
-
-
-CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
-WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
-
-
-def last_complete_checkpoint(checkpoints: Path, log: Any = None) -> str | None:
-    """The newest checkpoint that was completely written (a kill -9 can leave a partial one:
-    the Trainer writes trainer_state.json after the weights and optimizer state). One with
-    files missing since is skipped, naming them: an older one (or the start) rebuilds it."""
-    if not checkpoints.is_dir():
-        return None
-    found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()),
-                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for folder in found:
-        missing = [f for f in CHECKPOINT_FILES if not (folder / f).is_file()] + ([] if any((folder / w).is_file() for w in WEIGHTS) else [WEIGHTS[0]])
-        if not missing:
-            return str(folder)
-        if log is not None:
-            log.warning("%s is damaged (%s missing); not resuming from it: training goes on from an earlier checkpoint or the start", folder, ", ".join(missing))
-    return None
-
-
 def _call(what: str, function: Callable[..., Any], *args: Any) -> Any:
     """Call one of the five functions (``ctx`` is always their last argument)."""
     try:
@@ -304,7 +308,9 @@ def validation_documents(validation: Any) -> Any:
     return (starts, len(validation)) if len(starts) < len(validation) else None
 
 
-def _metrics(udfs: UDFs, labels: list[str], ctx: Context, np: Any, documents: Any = None) -> Callable[[Any], dict[str, float]]:
+def _metrics(
+    udfs: Functions, labels: list[str], ctx: Context, np: Any, documents: Any = None
+) -> Callable[[Any], dict[str, float]]:
     """The Trainer's compute_metrics: the user's, per document (``documents``: each one's first
     row; its windows' scores are combined by CHUNK_AGGREGATION), never per window."""
     wanted = ctx.config.metric_for_best_model
@@ -315,20 +321,31 @@ def _metrics(udfs: UDFs, labels: list[str], ctx: Context, np: Any, documents: An
         if documents is not None:
             starts, rows = documents
             if len(logits) != rows:  # the windows' order is what ties them to their documents
-                raise StepError(f"the Trainer returned {len(logits)} validation predictions for {rows} windows; cannot combine them per document")
+                raise StepError(
+                    f"the Trainer returned {len(logits)} validation predictions for {rows} windows; cannot combine "
+                    "them per document"
+                )
             shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
             logits, _ = combine(shifted / shifted.sum(axis=-1, keepdims=True), starts, ctx.config.chunk_aggregation)
             references = references[starts]
         predicted = np.argmax(logits, axis=-1).tolist()
         metrics = _call("compute_metrics", udfs.compute_metrics, predicted, references.tolist(), labels, ctx)
         if not isinstance(metrics, dict) or wanted not in metrics:
-            raise StepError(f"compute_metrics returned {sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__}; it must return a dict holding METRIC_FOR_BEST_MODEL = {wanted}")
+            raise StepError(
+                f"compute_metrics returned {sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__}; "
+                f"it must return a dict holding METRIC_FOR_BEST_MODEL = {wanted}"
+            )
         try:
             values = {name: float(value) for name, value in metrics.items()}
         except (TypeError, ValueError) as exc:
-            raise StepError(f"compute_metrics returned a value that is not a number ({exc}); return a dict of metric name -> number") from None
+            raise StepError(
+                f"compute_metrics returned a value that is not a number ({exc}); return a dict of metric name -> number"
+            ) from None
         if math.isnan(values[wanted]):  # the Trainer would compare NaNs and keep an arbitrary "best" model
-            raise StepError(f"compute_metrics returned {wanted} = nan (METRIC_FOR_BEST_MODEL) on the validation split; return a number (e.g. 0.0 when undefined)")
+            raise StepError(
+                f"compute_metrics returned {wanted} = nan (METRIC_FOR_BEST_MODEL) on the validation split; return a "
+                "number (e.g. 0.0 when undefined)"
+            )
         return values
 
     return compute
@@ -338,4 +355,4 @@ def _best_eval(history: list[dict[str, Any]], best_step: int | None) -> dict[str
     """The validation metrics of the best checkpoint (the last evaluation when unknown)."""
     evals = [h for h in history if any(k.startswith("eval_") for k in h)]
     chosen = next((h for h in evals if h.get("step") == best_step), evals[-1] if evals else {})
-    return {k[len("eval_"):]: v for k, v in chosen.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+    return {k[len("eval_") :]: v for k, v in chosen.items() if k.startswith("eval_") and isinstance(v, (int, float))}

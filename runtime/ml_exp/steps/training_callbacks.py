@@ -32,7 +32,12 @@ class RankRecorder(TrainerCallback):
 
         import torch.distributed as dist
 
-        mine = {"rank": int(os.environ.get("RANK", 0)), "host": socket.gethostname(), "pid": os.getpid(), "steps": self.steps}
+        mine = {
+            "rank": int(os.environ.get("RANK", 0)),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "steps": self.steps,
+        }
         if dist.is_available() and dist.is_initialized():
             everyone: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(everyone, mine)
@@ -112,7 +117,9 @@ class SyncCheckpoints(TrainerCallback):
         if not state.is_world_process_zero:
             return
         name = f"checkpoint-{state.global_step}"
-        self.ctx.run.put_dir(os.path.join(args.output_dir, name), f"{checkpoint_dir(self.model_name)}/{name}", overwrite=True)
+        self.ctx.run.put_dir(
+            os.path.join(args.output_dir, name), f"{checkpoint_dir(self.model_name)}/{name}", overwrite=True
+        )
 
 
 class Console(TrainerCallback):
@@ -128,12 +135,27 @@ class Console(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
         if self.interactive and state.is_world_process_zero:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
             epochs = int(-(-args.num_train_epochs // 1))
-            self.epochs = self.progress.add_task(f"{self.model_name} epochs", total=epochs, completed=int(state.epoch or 0))
+            self.epochs = self.progress.add_task(
+                f"{self.model_name} epochs", total=epochs, completed=int(state.epoch or 0)
+            )
             self.steps = self.progress.add_task("steps of the epoch", total=max(1, state.max_steps // max(epochs, 1)))
             self.progress.start()
 
@@ -159,13 +181,29 @@ class Console(TrainerCallback):
         from ml_exp.toolkit.metrics import greater_is_better
 
         value = metrics.get(f"eval_{self.metric}")
-        better = value is not None and (self.best is None or (value > self.best if greater_is_better(self.metric) else value < self.best))
+        better = value is not None and (
+            self.best is None or (value > self.best if greater_is_better(self.metric) else value < self.best)
+        )
         if better:
             self.best = value
-        cells = [f"{name} {number:.3f}" for name, number in (("loss", self.loss), ("eval_loss", metrics.get("eval_loss"))) if number is not None]
-        cells += [f"{name} {number:.4f}" for name, number in ((self.metric, value), ("accuracy", metrics.get("eval_accuracy")
-                  if self.metric != "accuracy" else None)) if number is not None]
-        line = f"{self.model_name} {state.epoch or 0:g}/{args.num_train_epochs:g}: " + " ".join(cells) + (" *" if better else "")
+        cells = [
+            f"{name} {number:.3f}"
+            for name, number in (("loss", self.loss), ("eval_loss", metrics.get("eval_loss")))
+            if number is not None
+        ]
+        cells += [
+            f"{name} {number:.4f}"
+            for name, number in (
+                (self.metric, value),
+                ("accuracy", metrics.get("eval_accuracy") if self.metric != "accuracy" else None),
+            )
+            if number is not None
+        ]
+        line = (
+            f"{self.model_name} {state.epoch or 0:g}/{args.num_train_epochs:g}: "
+            + " ".join(cells)
+            + (" *" if better else "")
+        )
         if self.progress is not None:
             self.progress.console.print(line, markup=False, highlight=False)
         else:

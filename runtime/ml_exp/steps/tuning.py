@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ml_exp.config import Config
-from ml_exp.experiment.context import Context
-from ml_exp.storage.layout import BEST, TRIALS, TRIALS_CSV, model_key, tuning_dir
-from ml_exp.core.names import TUNING
-from ml_exp.config.search_space import Parameter, as_settings, parse_space
+from ml_exp.config.search_space import as_settings
 from ml_exp.core.errors import StepError
+from ml_exp.core.names import TUNING
+from ml_exp.experiment.context import Context
 from ml_exp.steps import RunTask, Task, plan
+from ml_exp.storage.layout import BEST, TRIALS, TRIALS_CSV, model_key, tuning_dir
 from ml_exp.storage.store import Run
 
 # A trial as a driver reports it: {"trial": "trial_<k>", "state": one of TRIAL_STATES,
@@ -52,7 +52,10 @@ def _tracking(ctx: Context) -> dict[str, Any]:
         study = planned(ctx, model_key(name), TUNING)
         if study is not None:
             trials = ctx.run.read_json(f"{tuning_dir(name)}/{TRIALS}")
-            tracking[name] = {**study, "trials": {t["trial"]: wandb_id(ctx, model_key(name), TUNING, t["trial"]) for t in trials}}
+            tracking[name] = {
+                **study,
+                "trials": {t["trial"]: wandb_id(ctx, model_key(name), TUNING, t["trial"]) for t in trials},
+            }
     return tracking
 
 
@@ -94,9 +97,12 @@ def write_results(ctx: Context, model_name: str, trials: list[Trial]) -> dict[st
     ctx.run.write_text(f"{folder}/{TRIALS_CSV}", _table(trials), overwrite=True)
     scored = [t for t in trials if t["state"] == "completed" and t.get("value") is not None]
     if not scored:
-        raise StepError(f"tuning of {model_name}: no trial completed with a value of {config.objective} ({len(trials)} tried); "
-                        f"each trial must get {config.objective!r} (TUNING_OBJECTIVE, else METRIC_FOR_BEST_MODEL) from compute_metrics "
-                        f"on the validation split. See the trials in {ctx.run.path(folder, TRIALS)}")
+        raise StepError(
+            f"tuning of {model_name}: no trial completed with a value of {config.objective} ({len(trials)} tried); "
+            f"each trial must get {config.objective!r} (TUNING_OBJECTIVE, else METRIC_FOR_BEST_MODEL) from "
+            "compute_metrics "
+            f"on the validation split. See the trials in {ctx.run.path(folder, TRIALS)}"
+        )
     pick = max if config.tuning_direction == "maximize" else min
     winner = pick(scored, key=lambda t: t["value"])  # ties: the earliest trial
     best = {

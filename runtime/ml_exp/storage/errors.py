@@ -10,12 +10,20 @@ import errno as errnos
 import os
 import re
 import shutil
-from typing import Iterator
+from collections.abc import Iterator
 
 from ml_exp.core.errors import UserError
 
-UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionError",
-               "ClientConnectorError", "ConnectionRefusedError", "TimeoutError", "FSTimeoutError"}
+UNREACHABLE = {
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ConnectionError",
+    "ClientConnectorError",
+    "ConnectionRefusedError",
+    "TimeoutError",
+    "FSTimeoutError",
+}
 
 
 class StoreError(UserError):
@@ -105,27 +113,41 @@ def endpoint(storage_options: dict) -> str:
 def explain(exc: BaseException, action: str, url: str, storage_uri: str, storage_options: dict) -> StoreError:
     """The StoreError for ``exc``, raised while ``action`` ``url`` under ``storage_uri``."""
     is_s3 = storage_uri.startswith("s3://")
-    bucket = storage_uri[len("s3://"):].split("/", 1)[0] if is_s3 else ""
+    bucket = storage_uri[len("s3://") :].split("/", 1)[0] if is_s3 else ""
     code, status = s3_code(exc)
     names, creds = {type(e).__name__ for e in chain(exc)}, f"the credentials from {credential_source(storage_options)}"
     if code == "NoSuchBucket":
-        msg = (f"S3 bucket {bucket!r} does not exist at {endpoint(storage_options)}. Create it "
-               f"(aws s3 mb s3://{bucket}) or fix the bucket name in STORAGE_URI.")
+        msg = (
+            f"S3 bucket {bucket!r} does not exist at {endpoint(storage_options)}. Create it "
+            f"(aws s3 mb s3://{bucket}) or fix the bucket name in STORAGE_URI."
+        )
     elif code == "InvalidAccessKeyId":
-        msg = f"the AWS access key ID of {creds} is unknown to {endpoint(storage_options)}. Fix AWS_ACCESS_KEY_ID (or AWS_PROFILE)."
+        msg = (
+            f"the AWS access key ID of {creds} is unknown to {endpoint(storage_options)}. "
+            "Fix AWS_ACCESS_KEY_ID (or AWS_PROFILE)."
+        )
     elif code == "SignatureDoesNotMatch":
-        msg = f"the AWS secret access key of {creds} does not match its key ID. Fix AWS_SECRET_ACCESS_KEY (or the profile)."
+        msg = (
+            f"the AWS secret access key of {creds} does not match its key ID. "
+            "Fix AWS_SECRET_ACCESS_KEY (or the profile)."
+        )
     elif code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
         msg = f"{creds} are expired or invalid; refresh them (e.g. aws sso login)."
     elif code in ("AccessDenied", "403", "Forbidden") or status == 403:
-        msg = (f"access denied for {creds}. They need s3:ListBucket, s3:GetObject, s3:PutObject and "
-               f"s3:DeleteObject on s3://{bucket}; check the credentials and the bucket policy.")
+        msg = (
+            f"access denied for {creds}. They need s3:ListBucket, s3:GetObject, s3:PutObject and "
+            f"s3:DeleteObject on s3://{bucket}; check the credentials and the bucket policy."
+        )
     elif names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
-        msg = ("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, "
-               "or run where an IAM role is available.")
+        msg = (
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, "
+            "or run where an IAM role is available."
+        )
     elif is_s3 and names & UNREACHABLE:
-        msg = (f"cannot reach the S3 endpoint {endpoint(storage_options)}: check the network/VPN and the endpoint "
-               "(AWS_ENDPOINT_URL or storage_options endpoint_url).")
+        msg = (
+            f"cannot reach the S3 endpoint {endpoint(storage_options)}: check the network/VPN and the endpoint "
+            "(AWS_ENDPOINT_URL or storage_options endpoint_url)."
+        )
     elif code:
         msg = f"S3 error {code} (HTTP {status})."
     elif isinstance(exc, FileNotFoundError):
@@ -136,7 +158,9 @@ def explain(exc: BaseException, action: str, url: str, storage_uri: str, storage
         msg = "permission denied: check the folder's owner and permissions, or choose another STORAGE_URI."
     else:
         errno_name = errnos.errorcode.get(getattr(exc, "errno", None) or 0)
-        msg = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) + (f" ({errno_name})" if errno_name else "")
+        msg = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) + (
+            f" ({errno_name})" if errno_name else ""
+        )
     err = StoreError(f"Storage error while {action} {url} (STORAGE_URI={storage_uri}): {msg}")
     err.original = exc  # type: ignore[attr-defined]  # for debug logs; not chained into tracebacks
     return err

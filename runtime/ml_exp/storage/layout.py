@@ -17,7 +17,7 @@
       jobs/<job>.json, jobs/<job>.result.json      SageMaker: each job's specification and its facts
       .scratch/                       temporary files of the step running now (file:// storage), cleared
                                       when a step ends and whenever the run (re)starts
-      serving/<model>/model.tar.gz    exp deploy: the model packed for an endpoint (SageMaker unpacks it in /opt/ml/model)
+      serving/<model>/model.tar.gz    exp deploy: the model packed for an endpoint (unpacked in /opt/ml/model)
       deployments/<endpoint>.json     exp deploy: each endpoint's requests (model, endpoint config, endpoint)
 
 A folder counts once its ``_COMPLETE`` marker exists (:meth:`ml_exp.storage.run.Run.is_complete`).

@@ -19,8 +19,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from ml_exp.storage.run import Run, now
 from ml_exp.storage.errors import LeaseHeld, StoreError
+from ml_exp.storage.run import Run, now
 
 log = logging.getLogger("ml_exp")
 
@@ -37,7 +37,9 @@ class Lease:
         self.run, self.record, self.token = run, record, record["token"]
         self.lost: dict[str, Any] | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew_loop, args=(renew_every_s,), name=f"ml-exp-lease-run_{run.num}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._renew_loop, args=(renew_every_s,), name=f"ml-exp-lease-run_{run.num}", daemon=True
+        )
         self._thread.start()
 
     def __enter__(self) -> Lease:
@@ -64,13 +66,19 @@ class Lease:
         self.run.update_manifest(fn)
         if self.lost is not None:
             self._stop.set()
-            log.warning("run_%d's lease was taken over by %s; this process no longer writes to the run", self.run.num, describe(self.lost))
+            log.warning(
+                "run_%d's lease was taken over by %s; this process no longer writes to the run",
+                self.run.num,
+                describe(self.lost),
+            )
 
     def check(self) -> None:
         """LeaseHeld when another process has taken the lease over (this one looked dead)."""
         if self.lost is not None:
-            raise LeaseHeld(f"run_{self.run.num} was taken over by {describe(self.lost)} while this process worked on it; "
-                            "stopped here. Check the manifest's lease_takeovers.")
+            raise LeaseHeld(
+                f"run_{self.run.num} was taken over by {describe(self.lost)} while this process worked on it; "
+                "stopped here. Check the manifest's lease_takeovers."
+            )
 
     def release(self) -> None:
         self._stop.set()
@@ -84,7 +92,12 @@ class Lease:
         try:
             self.run.update_manifest(fn)
         except StoreError as exc:  # read-only or gone storage: the lease goes stale on its own
-            log.warning("could not release the lease of run_%d (%s); it counts as stale after %d s", self.run.num, exc, STALE_AFTER_S)
+            log.warning(
+                "could not release the lease of run_%d (%s); it counts as stale after %d s",
+                self.run.num,
+                exc,
+                STALE_AFTER_S,
+            )
 
 
 def take_lease(run: Run, renew_every_s: float = RENEW_EVERY_S, stale_after_s: float = STALE_AFTER_S) -> Lease:
@@ -97,10 +110,17 @@ def take_lease(run: Run, renew_every_s: float = RENEW_EVERY_S, stale_after_s: fl
         if held:
             why = gone(held, stale_after_s)
             if why is None:
-                raise LeaseHeld(f"run_{run.num} is being run by {describe(held)}; only one `exp run` may write to a run. "
-                                f"Wait for it to finish, or stop it; a holder that died is taken over automatically "
-                                f"(at once on the same host, after {stale_after_s:.0f} s without renewal elsewhere).")
-            takeover = {"at": record["since"], "from": held, "reason": why, "by": {"host": record["host"], "pid": record["pid"]}}
+                raise LeaseHeld(
+                    f"run_{run.num} is being run by {describe(held)}; only one `exp run` may write to a run. "
+                    f"Wait for it to finish, or stop it; a holder that died is taken over automatically "
+                    f"(at once on the same host, after {stale_after_s:.0f} s without renewal elsewhere)."
+                )
+            takeover = {
+                "at": record["since"],
+                "from": held,
+                "reason": why,
+                "by": {"host": record["host"], "pid": record["pid"]},
+            }
             manifest.setdefault("lease_takeovers", []).append(takeover)
             log.warning("run_%d: taking over the lease of %s (%s)", run.num, describe(held), why)
         manifest["lease"] = record
@@ -114,7 +134,9 @@ def gone(held: dict[str, Any], stale_after_s: float = STALE_AFTER_S) -> str | No
     if held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int) and not _alive(held["pid"]):
         return f"pid {held['pid']} no longer runs on {held['host']}"
     try:
-        age = (datetime.fromisoformat(now()) - datetime.fromisoformat(held.get("renewed_at") or held.get("since") or "")).total_seconds()
+        age = (
+            datetime.fromisoformat(now()) - datetime.fromisoformat(held.get("renewed_at") or held.get("since") or "")
+        ).total_seconds()
     except (TypeError, ValueError):
         return "the lease record is unreadable"
     if age > stale_after_s:
@@ -123,7 +145,8 @@ def gone(held: dict[str, Any], stale_after_s: float = STALE_AFTER_S) -> str | No
 
 
 def describe(held: dict[str, Any]) -> str:
-    return f"pid {held.get('pid')} on host {held.get('host')} (since {held.get('since')}, last renewed {held.get('renewed_at')})"
+    since, renewed = held.get("since"), held.get("renewed_at")
+    return f"pid {held.get('pid')} on host {held.get('host')} (since {since}, last renewed {renewed})"
 
 
 def _alive(pid: int) -> bool:

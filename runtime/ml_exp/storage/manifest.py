@@ -9,9 +9,10 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ml_exp import __version__
 from ml_exp.config import Config
@@ -23,7 +24,19 @@ REDACTED = "***redacted***"
 SECRET_NAME = re.compile(r"KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|AUTH|SESSION", re.IGNORECASE)
 # Environment variables worth recording: they change what a run does.
 RECORDED_ENV_PREFIXES = ("ML_EXP_", "WANDB_", "AWS_", "HF_", "TRANSFORMERS_", "CUDA_", "ACCELERATE_", "SM_")
-KEY_PACKAGES = ("torch", "transformers", "datasets", "accelerate", "evaluate", "scikit-learn", "wandb", "sagemaker", "fsspec", "s3fs", "optuna")
+KEY_PACKAGES = (
+    "torch",
+    "transformers",
+    "datasets",
+    "accelerate",
+    "evaluate",
+    "scikit-learn",
+    "wandb",
+    "sagemaker",
+    "fsspec",
+    "s3fs",
+    "optuna",
+)
 
 
 # user[:password]@ inside a URL (https://user:token@host/...): the credentials, not the URL
@@ -31,7 +44,9 @@ URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<useri
 
 
 def redact(values: Mapping[str, str]) -> dict[str, str]:
-    return {key: (REDACTED if SECRET_NAME.search(key) and value else redact_urls(value)) for key, value in values.items()}
+    return {
+        key: (REDACTED if SECRET_NAME.search(key) and value else redact_urls(value)) for key, value in values.items()
+    }
 
 
 def redact_urls(text: str) -> str:
@@ -39,7 +54,9 @@ def redact_urls(text: str) -> str:
     return URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{REDACTED}@", text) if isinstance(text, str) else text
 
 
-def new_manifest(config: Config, run_num: int, environ: Mapping[str, str] | None = None, argv: list[str] | None = None) -> dict[str, Any]:
+def new_manifest(
+    config: Config, run_num: int, environ: Mapping[str, str] | None = None, argv: list[str] | None = None
+) -> dict[str, Any]:
     env = os.environ if environ is None else environ
     return {
         "experiment": config.experiment_name,
@@ -62,7 +79,9 @@ def git_state(directory: Path) -> dict[str, Any] | None:
     """Commit and dirty flag of the experiment's repository (None when it is not one)."""
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(directory), *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")

@@ -9,8 +9,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import IO, TYPE_CHECKING, Any, Callable
+from typing import IO, TYPE_CHECKING, Any
 
 from ml_exp.storage.errors import DamagedRun, MissingInput, OutputExistsError, StepAlreadyCompleted, StoreError
 from ml_exp.storage.layout import COMPLETE, MANIFEST, SCRATCH, run_dir
@@ -113,10 +114,12 @@ class Run:
         if not os.path.isdir(src):
             raise StoreError(f"cannot upload {local_dir!r}: not a folder.")
         if not overwrite and self.is_complete(relpath):
-            raise OutputExistsError(f"{url} already exists; refusing to overwrite it. Start a new run, "
-                                    "or pass overwrite=True.")
-        paths = sorted(os.path.relpath(os.path.join(d, f), src).replace(os.sep, "/")
-                       for d, _, names in os.walk(src) for f in names)
+            raise OutputExistsError(
+                f"{url} already exists; refusing to overwrite it. Start a new run, or pass overwrite=True."
+            )
+        paths = sorted(
+            os.path.relpath(os.path.join(d, f), src).replace(os.sep, "/") for d, _, names in os.walk(src) for f in names
+        )
         paths = [p for p in paths if p != COMPLETE]
         # the names too: a file deleted later is then named (missing_files), not a library's traceback
         marker = json.dumps({"completed_at": now(), "files": len(paths), "paths": paths}).encode()
@@ -153,22 +156,28 @@ class Run:
     def get_dir(self, relpath: str, local_dir: str) -> None:
         """Download a complete folder into ``local_dir`` (created; the marker is not copied)."""
         if not self.is_complete(relpath):
-            raise StoreError(f"{self.path(relpath)} is missing or incomplete (no {COMPLETE} marker): the step that "
-                             "writes it has not finished.")
+            raise StoreError(
+                f"{self.path(relpath)} is missing or incomplete (no {COMPLETE} marker): the step that "
+                "writes it has not finished."
+            )
         self.download(relpath, local_dir)
 
     def local_input(self, relpath: str, scratch_dir: str | Path) -> Path:
         """A local folder holding the complete output ``relpath`` of an earlier step: the folder
         itself where the storage is local (no copy), else downloaded under ``scratch_dir``."""
         if not self.is_complete(relpath):
-            raise MissingInput(f"{self.path(relpath)} is missing or incomplete: run the step that writes it first "
-                               f"(exp run --run {self.num} --steps <step>).")
+            raise MissingInput(
+                f"{self.path(relpath)} is missing or incomplete: run the step that writes it first "
+                f"(exp run --run {self.num} --steps <step>)."
+            )
         missing = self.missing_files(relpath)
         if missing:  # deleted after it was written: a library would fail on it with a traceback
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise MissingInput(f"{self.path(relpath)} is damaged: {shown} {'is' if len(missing) == 1 else 'are'} missing. "
-                               "A completed step is never redone in the same run: restore the file(s), or rebuild everything "
-                               "in a new run with `exp run`.")
+            raise MissingInput(
+                f"{self.path(relpath)} is damaged: {shown} {'is' if len(missing) == 1 else 'are'} missing. "
+                "A completed step is never redone in the same run: restore the file(s), or rebuild everything "
+                "in a new run with `exp run`."
+            )
         local = self.local_dir(relpath)
         if local is not None:
             return local
@@ -193,12 +202,16 @@ class Run:
         try:
             manifest = json.loads(data)
         except ValueError as exc:  # truncated or garbled JSON, bad UTF-8
-            raise DamagedRun(f"{where}: not valid JSON ({exc}). Nothing was changed; restore the file (from a backup "
-                             "or the storage's version history) to continue this run, or start a new run with "
-                             "`exp run`.") from None
+            raise DamagedRun(
+                f"{where}: not valid JSON ({exc}). Nothing was changed; restore the file (from a backup "
+                "or the storage's version history) to continue this run, or start a new run with "
+                "`exp run`."
+            ) from None
         if not isinstance(manifest, dict):
-            raise DamagedRun(f"{where}: a JSON {type(manifest).__name__}, not an object. Restore the file to continue "
-                             "this run, or start a new run with `exp run`.")
+            raise DamagedRun(
+                f"{where}: a JSON {type(manifest).__name__}, not an object. Restore the file to continue "
+                "this run, or start a new run with `exp run`."
+            )
         return manifest
 
     def write_manifest(self, manifest: dict) -> None:
@@ -218,14 +231,17 @@ class Run:
         if cur.get("status") == "completed":
             raise StepAlreadyCompleted(
                 f"step {step!r} of run_{self.num} ({self.uri}) already completed at {cur.get('ended_at')}; "
-                "its outputs are never overwritten. Start a new run (RUN_NUM = auto) to redo it.")
+                "its outputs are never overwritten. Start a new run (RUN_NUM = auto) to redo it."
+            )
 
     def begin_step(self, step: str, **info: Any) -> dict:
         """Mark ``step`` running (with ``info``); StepAlreadyCompleted if it already completed."""
+
         def fn(m: dict) -> None:
             cur = m.setdefault("steps", {}).get(step) or {}
             self._refuse_completed(step, cur)
             m["steps"][step] = {"status": "running", "started_at": now(), "attempt": cur.get("attempt", 0) + 1, **info}
+
         return self.update_manifest(fn)["steps"][step]
 
     def complete_step(self, step: str, **info: Any) -> dict:
@@ -244,4 +260,5 @@ class Run:
             dur = (datetime.fromisoformat(ended) - datetime.fromisoformat(start)).total_seconds() if start else None
             cur.update(info)
             cur.update(status=status, ended_at=ended, duration_s=dur)
+
         return self.update_manifest(fn)["steps"][step]

@@ -16,7 +16,8 @@ import contextlib
 import os
 import re
 import uuid
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ml_exp.storage.errors import Conflict, OutputExistsError, RunExistsError, StepAlreadyCompleted, StoreError
 from ml_exp.storage.layout import MANIFEST, RUN_DIR_RE, run_dir
@@ -28,8 +29,17 @@ from ml_exp.storage.transport_s3 import S3Transport
 if TYPE_CHECKING:
     from ml_exp.config import Config
 
-__all__ = ["Conflict", "OutputExistsError", "Run", "RunExistsError", "StepAlreadyCompleted", "Store", "StoreError",
-           "now", "transport_for"]
+__all__ = [
+    "Conflict",
+    "OutputExistsError",
+    "Run",
+    "RunExistsError",
+    "StepAlreadyCompleted",
+    "Store",
+    "StoreError",
+    "now",
+    "transport_for",
+]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -40,8 +50,10 @@ class Store:
     def __init__(self, storage_uri: str, experiment_name: str, storage_options: dict | None = None):
         self.transport: Transport = transport_for(storage_uri, storage_options)
         if not _NAME_RE.match(experiment_name or ""):
-            raise StoreError(f"EXPERIMENT_NAME={experiment_name!r} is not usable as a folder name: "
-                             "use letters, digits, '.', '_' and '-' (e.g. EXP-3333-longformer).")
+            raise StoreError(
+                f"EXPERIMENT_NAME={experiment_name!r} is not usable as a folder name: "
+                "use letters, digits, '.', '_' and '-' (e.g. EXP-3333-longformer)."
+            )
         self.storage_uri, self.experiment_name = self.transport.storage_uri, experiment_name
         self.root = f"{self.storage_uri.rstrip('/')}/{experiment_name}"
 
@@ -84,7 +96,8 @@ class Store:
             except OutputExistsError:
                 raise RunExistsError(
                     f"run_{run_num} already exists in {self.root} and is never overwritten. Set RUN_NUM = auto, "
-                    f"or a number not used yet (existing: {self.run_numbers()}).") from None
+                    f"or a number not used yet (existing: {self.run_numbers()})."
+                ) from None
         n = max(self.run_numbers(), default=0) + 1
         while True:
             try:
@@ -94,8 +107,13 @@ class Store:
 
     def _claim(self, n: int, manifest: dict | Callable[[int], dict]) -> Run:
         run, token = Run(self.transport, self.root, n), uuid.uuid4().hex
-        body = {"experiment": self.experiment_name, **(manifest(n) if callable(manifest) else manifest),
-                "run": n, "claimed_at": now(), "claim_token": token}
+        body = {
+            "experiment": self.experiment_name,
+            **(manifest(n) if callable(manifest) else manifest),
+            "run": n,
+            "claimed_at": now(),
+            "claim_token": token,
+        }
         try:
             run.write_json(MANIFEST, body)
         except OutputExistsError:

@@ -10,7 +10,8 @@ import abc
 import contextlib
 import json
 import uuid
-from typing import IO, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 
 from ml_exp.storage.errors import Conflict, OutputExistsError, StoreError, explain
 
@@ -22,8 +23,10 @@ def document_bytes(doc: Any) -> bytes:
 
 def exists_error(url: str) -> OutputExistsError:
     """What an exclusive put (or folder) that finds ``url`` taken raises."""
-    return OutputExistsError(f"{url} already exists; refusing to overwrite it (run outputs are never "
-                             "overwritten). Start a new run, or pass overwrite=True.")
+    return OutputExistsError(
+        f"{url} already exists; refusing to overwrite it (run outputs are never "
+        "overwritten). Start a new run, or pass overwrite=True."
+    )
 
 
 class Transport(abc.ABC):

@@ -7,7 +7,8 @@ import json
 import os
 import shutil
 import uuid
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 from ml_exp.storage.layout import COMPLETE
 from ml_exp.storage.transport import Transport, document_bytes, exists_error
@@ -19,7 +20,7 @@ class FileTransport(Transport):
     scheme, is_remote = "file", False
 
     def local_path(self, url: str) -> str:
-        return url[len("file://"):]
+        return url[len("file://") :]
 
     def put(self, url: str, data: bytes, overwrite: bool = False) -> None:
         with self.errors("writing", url):
@@ -117,8 +118,11 @@ class FileTransport(Transport):
     def files(self, url: str) -> list[str]:
         base = self.local_path(url)
         with self.errors("listing", url):
-            return sorted(os.path.relpath(os.path.join(d, f), base).replace(os.sep, "/")
-                          for d, _, names in os.walk(base) for f in names)
+            return sorted(
+                os.path.relpath(os.path.join(d, f), base).replace(os.sep, "/")
+                for d, _, names in os.walk(base)
+                for f in names
+            )
 
     def delete(self, url: str) -> None:
         with self.errors("deleting", url):

@@ -8,7 +8,8 @@ import json
 import os
 import random
 import time
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 from ml_exp.storage.errors import Conflict, StoreError, s3_code
 from ml_exp.storage.layout import COMPLETE
@@ -26,7 +27,7 @@ class S3Transport(Transport):
 
     def __init__(self, storage_uri: str, storage_options: dict | None = None):
         super().__init__(storage_uri, storage_options)
-        self.bucket = storage_uri[len("s3://"):].split("/", 1)[0]
+        self.bucket = storage_uri[len("s3://") :].split("/", 1)[0]
         self._fs: Any = None
 
     def _filesystem(self, quick: bool = False) -> Any:
@@ -49,14 +50,14 @@ class S3Transport(Transport):
     def _key_path(url: str) -> str:
         """``bucket/key``: how s3fs names an object in what it returns (computed here, as fsspec's
         own ``_strip_protocol`` is private)."""
-        return url[len("s3://"):].rstrip("/")
+        return url[len("s3://") :].rstrip("/")
 
     def put(self, url: str, data: bytes, overwrite: bool = False) -> None:
         with self.errors("writing", url):
             self._put(url, data, overwrite)
 
     def _put(self, url: str, data: bytes, overwrite: bool, fs: Any = None, if_match: str | None = None) -> None:
-        bucket, _, key = url[len("s3://"):].partition("/")
+        bucket, _, key = url[len("s3://") :].partition("/")
         cond = {"IfMatch": if_match} if if_match else {} if overwrite else {"IfNoneMatch": "*"}
         try:
             (fs or self._filesystem()).call_s3("put_object", Bucket=bucket, Key=key, Body=data, **cond)
@@ -81,8 +82,11 @@ class S3Transport(Transport):
         raise StoreError(f"could not update {url}: too many concurrent updates.")
 
     def put_dir(self, local_dir: str, url: str, marker: bytes) -> None:
-        files = [(os.path.join(d, f), os.path.relpath(os.path.join(d, f), local_dir).replace(os.sep, "/"))
-                 for d, _, names in os.walk(local_dir) for f in names]
+        files = [
+            (os.path.join(d, f), os.path.relpath(os.path.join(d, f), local_dir).replace(os.sep, "/"))
+            for d, _, names in os.walk(local_dir)
+            for f in names
+        ]
         files = [(lp, rp) for lp, rp in files if rp != COMPLETE]
         with self.errors("uploading a folder to", url):
             fs = self._filesystem()
@@ -141,7 +145,7 @@ class S3Transport(Transport):
         with self.errors("listing", url):
             found = self._filesystem().find(url)
         # "key/" objects are folder markers some tools write, not files
-        return sorted(k[len(base):] for k in found if k.startswith(base) and not k.endswith("/"))
+        return sorted(k[len(base) :] for k in found if k.startswith(base) and not k.endswith("/"))
 
     def delete(self, url: str) -> None:
         with self.errors("deleting", url):

@@ -21,4 +21,11 @@ torch, transformers, numpy, evaluate and pypdf are imported inside the functions
 from ml_exp.toolkit.encoding import STRATEGIES, classification_metric_module, classification_metrics, tokenizer_encode
 from ml_exp.toolkit.pdf import pdf_pages, pdf_text
 
-__all__ = ["STRATEGIES", "classification_metric_module", "classification_metrics", "pdf_pages", "pdf_text", "tokenizer_encode"]
+__all__ = [
+    "STRATEGIES",
+    "classification_metric_module",
+    "classification_metrics",
+    "pdf_pages",
+    "pdf_text",
+    "tokenizer_encode",
+]

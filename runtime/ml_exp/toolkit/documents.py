@@ -49,8 +49,12 @@ class Windowing:
         from ml_exp.toolkit.encoding import effective_max_length, special_tokens
 
         stride = config.chunk_stride if config.document_strategy == CHUNKS else 0
-        return cls(stride=stride, max_chunks=config.max_chunks, special_tokens=special_tokens(processor),
-                   max_length=effective_max_length(processor, config.max_length))
+        return cls(
+            stride=stride,
+            max_chunks=config.max_chunks,
+            special_tokens=special_tokens(processor),
+            max_length=effective_max_length(processor, config.max_length),
+        )
 
 
 def check_rows(where: str, records: int, encoded: Mapping[str, Any]) -> None:
@@ -61,11 +65,15 @@ def check_rows(where: str, records: int, encoded: Mapping[str, Any]) -> None:
         return
     owners = [int(v) for v in mapping]
     if any(b < a for a, b in zip(owners, owners[1:])) or (owners and (owners[0] < 0 or owners[-1] >= records)):
-        raise StepError(f"{where}: {MAPPING} must list, for each row in order, its record's index in the batch "
-                        f"(0..{records - 1}, non-decreasing); got {owners[:12]}{' ...' if len(owners) > 12 else ''}")
+        raise StepError(
+            f"{where}: {MAPPING} must list, for each row in order, its record's index in the batch "
+            f"(0..{records - 1}, non-decreasing); got {owners[:12]}{' ...' if len(owners) > 12 else ''}"
+        )
     lost = sorted(set(range(records)) - set(owners))
     if lost:
-        raise StepError(f"{where}: records {lost[:5]} of the batch have no row in {MAPPING}; every record needs at least one row")
+        raise StepError(
+            f"{where}: records {lost[:5]} of the batch have no row in {MAPPING}; every record needs at least one row"
+        )
 
 
 def check_encoded(model_name: str, batch: dict[str, list], output: Any) -> list[str]:
@@ -73,30 +81,44 @@ def check_encoded(model_name: str, batch: dict[str, list], output: Any) -> list[
     where = f"encode for {model_name!r}"
     records = len(batch["id"])
     if not isinstance(output, Mapping):
-        raise StepError(f"{where} returned a {type(output).__name__}; return a dict of columns (e.g. the tokenizer's output)")
+        raise StepError(
+            f"{where} returned a {type(output).__name__}; return a dict of columns (e.g. the tokenizer's output)"
+        )
     if not any(column in output for column in INPUT_COLUMNS):
-        raise StepError(f"{where} returned columns {sorted(output)} but no model input; return one of {', '.join(INPUT_COLUMNS)}")
+        raise StepError(
+            f"{where} returned columns {sorted(output)} but no model input; return one of {', '.join(INPUT_COLUMNS)}"
+        )
     rows = records
     if MAPPING in output:
         try:
             rows = len(output[MAPPING])
         except TypeError:
-            raise StepError(f"{where}: {MAPPING} is a {type(output[MAPPING]).__name__}, not one record index per row") from None
+            raise StepError(
+                f"{where}: {MAPPING} is a {type(output[MAPPING]).__name__}, not one record index per row"
+            ) from None
     for column, values in output.items():
         try:
             length = len(values)
         except TypeError:
-            raise StepError(f"{where}: column {column!r} is a {type(values).__name__}, not one value per record") from None
+            raise StepError(
+                f"{where}: column {column!r} is a {type(values).__name__}, not one value per record"
+            ) from None
         if length != rows:
-            raise StepError(f"{where}: column {column!r} has {length} rows for a batch of {records} records"
-                            f"{f' ({rows} rows in {MAPPING})' if MAPPING in output else ''} (ragged output); return one row per record, "
-                            f"or several per record with {MAPPING} naming each row's record (as tokenizers do)")
+            raise StepError(
+                f"{where}: column {column!r} has {length} rows for a batch of {records} records"
+                f"{f' ({rows} rows in {MAPPING})' if MAPPING in output else ''} (ragged output); return one row per "
+                "record, "
+                f"or several per record with {MAPPING} naming each row's record (as tokenizers do)"
+            )
     check_rows(where, records, output)
     if "input_ids" in output and "attention_mask" in output:
         owners = list(output[MAPPING]) if MAPPING in output else list(range(rows))
         for index, (ids, mask) in enumerate(zip(output["input_ids"], output["attention_mask"])):
             if len(ids) != len(mask):
-                raise StepError(f"{where}: record {batch['id'][owners[index]]!r} has {len(ids)} input_ids but {len(mask)} attention_mask values")
+                raise StepError(
+                    f"{where}: record {batch['id'][owners[index]]!r} has {len(ids)} input_ids but {len(mask)} "
+                    "attention_mask values"
+                )
     return sorted(output)
 
 
@@ -109,8 +131,12 @@ def evenly_spaced(count: int, keep: int) -> list[int]:
     return sorted({round(i * (count - 1) / (keep - 1)) for i in range(keep)})
 
 
-def to_rows(batch: Mapping[str, Sequence[Any]], encoded: Mapping[str, Sequence[Any]], windowing: Windowing,
-            training: bool = False) -> dict[str, list]:
+def to_rows(
+    batch: Mapping[str, Sequence[Any]],
+    encoded: Mapping[str, Sequence[Any]],
+    windowing: Windowing,
+    training: bool = False,
+) -> dict[str, list]:
     """encode's output for ``batch`` -> one row per window kept, with ``id`` / ``label`` (when the
     batch has them) and :data:`WINDOW_COLUMNS`; the model's inputs pass through untouched."""
     rows = len(next(iter(encoded.values()))) if encoded else 0

@@ -11,10 +11,17 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ml_exp.experiment.context import Context
 from ml_exp.core.names import CHUNKS, DOCUMENT_STRATEGIES, HEAD_TAIL, TRUNCATE
+from ml_exp.experiment.context import Context
 
-__all__ = ["STRATEGIES", "classification_metric_module", "classification_metrics", "effective_max_length", "special_tokens", "tokenizer_encode"]
+__all__ = [
+    "STRATEGIES",
+    "classification_metric_module",
+    "classification_metrics",
+    "effective_max_length",
+    "special_tokens",
+    "tokenizer_encode",
+]
 
 # Lengths above this are the "no limit" sentinels tokenizers use for model_max_length.
 _NO_LIMIT = 1_000_000
@@ -54,7 +61,10 @@ def tokenizer_encode(
     """
     fields = (text_fields,) if isinstance(text_fields, str) else tuple(text_fields)
     if not fields:
-        raise ValueError("tokenizer_encode: text_fields is empty; name at least one text field of the records (e.g. text_fields=('text',))")
+        raise ValueError(
+            "tokenizer_encode: text_fields is empty; name at least one text field of the records (e.g. "
+            "text_fields=('text',))"
+        )
     missing = [f for f in fields if f not in batch]
     if missing:
         present = ", ".join(sorted(map(str, batch))) or "none"
@@ -69,13 +79,18 @@ def tokenizer_encode(
         max_length = config.max_length
     strategy = strategy or getattr(config, "document_strategy", TRUNCATE)
     if strategy not in STRATEGIES:
-        raise ValueError(f"tokenizer_encode: strategy {strategy!r} is not one of {', '.join(STRATEGIES)} (DOCUMENT_STRATEGY)")
+        raise ValueError(
+            f"tokenizer_encode: strategy {strategy!r} is not one of {', '.join(STRATEGIES)} (DOCUMENT_STRATEGY)"
+        )
     max_length = effective_max_length(processor, max_length)
 
     columns = [batch[f] for f in fields]
     sizes = {len(c) for c in columns}
     if len(sizes) > 1:
-        raise ValueError(f"tokenizer_encode: the text fields {fields} have different lengths {sorted(sizes)}; pass a batch (dict of equal-length lists)")
+        raise ValueError(
+            f"tokenizer_encode: the text fields {fields} have different lengths {sorted(sizes)}; pass a batch (dict of "
+            "equal-length lists)"
+        )
     texts = []
     for values in zip(*columns):
         parts = [str(v).strip() for v in values if v is not None and str(v).strip()]
@@ -83,18 +98,30 @@ def tokenizer_encode(
 
     fast = bool(getattr(processor, "is_fast", False))
     if strategy != TRUNCATE and not fast:
-        raise ValueError(f"tokenizer_encode: DOCUMENT_STRATEGY = {strategy} needs a fast tokenizer (one that returns overflowing "
-                         f"tokens and offsets); {type(processor).__name__} is not: load it with use_fast=True, or use DOCUMENT_STRATEGY = truncate")
+        raise ValueError(
+            f"tokenizer_encode: DOCUMENT_STRATEGY = {strategy} needs a fast tokenizer (one that returns overflowing "
+            f"tokens and offsets); {type(processor).__name__} is not: load it with use_fast=True, or use "
+            "DOCUMENT_STRATEGY = truncate"
+        )
     if strategy == HEAD_TAIL:
         return _head_tail(processor, texts, max_length)
     if strategy == CHUNKS:
         if stride is None:
             stride = int(getattr(config, "chunk_stride", 0))
         if not 0 <= stride < max_length - special_tokens(processor):
-            raise ValueError(f"tokenizer_encode: stride {stride} must be at least 0 and smaller than the {max_length} tokens of a "
-                             "window less its special tokens (CHUNK_STRIDE < MAX_LENGTH)")
-        encoded = processor(texts, truncation=True, max_length=max_length, stride=stride, padding=False,
-                            return_overflowing_tokens=True, return_offsets_mapping=True)
+            raise ValueError(
+                f"tokenizer_encode: stride {stride} must be at least 0 and smaller than the {max_length} tokens of a "
+                "window less its special tokens (CHUNK_STRIDE < MAX_LENGTH)"
+            )
+        encoded = processor(
+            texts,
+            truncation=True,
+            max_length=max_length,
+            stride=stride,
+            padding=False,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
         out = {key: list(value) for key, value in dict(encoded).items()}
         out[DOCUMENT_TOKENS] = _chunked_lengths(out, processor, stride)
         return out
@@ -152,8 +179,14 @@ def _head_tail(processor: Any, texts: list[str], max_length: int) -> dict[str, l
     the last three quarters of the row (their best cut: 128 + 382 of 512 tokens). The whole text
     is tokenized once, special tokens included; a row keeps the leading special tokens and the
     head, then the tail and the trailing special tokens."""
-    encoded = processor(texts, truncation=False, padding=False, return_offsets_mapping=True,
-                        return_special_tokens_mask=True, verbose=False)
+    encoded = processor(
+        texts,
+        truncation=False,
+        padding=False,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        verbose=False,
+    )
     special_masks = encoded.pop("special_tokens_mask")
     columns = {key: list(value) for key, value in dict(encoded).items()}
     out: dict[str, list] = {key: [] for key in columns}
@@ -173,7 +206,7 @@ def _head_tail(processor: Any, texts: list[str], max_length: int) -> dict[str, l
         tail = room - head
         for key in columns:
             values = columns[key][row]
-            out[key].append(values[:lead + head] + values[len(values) - trail - tail:])
+            out[key].append(values[: lead + head] + values[len(values) - trail - tail :])
     out[DOCUMENT_TOKENS] = lengths
     return out
 
@@ -207,7 +240,9 @@ def _as_class_ids(values: Any, what: str) -> list[int]:
         raise ValueError(f"classification_metrics: {what} must be a 1-D list of class ids (got shape {array.shape})")
     if array.size and not np.issubdtype(array.dtype, np.integer):
         if not np.all(np.equal(np.mod(array, 1), 0)):
-            raise ValueError(f"classification_metrics: {what} must be class ids (whole numbers), got {array.dtype} values")
+            raise ValueError(
+                f"classification_metrics: {what} must be class ids (whole numbers), got {array.dtype} values"
+            )
         array = array.astype(np.int64)
     return [int(v) for v in array.tolist()]
 
@@ -224,7 +259,10 @@ def classification_metrics(predictions: Any, references: Any, labels: Sequence[s
     preds = _as_class_ids(predictions, "predictions")
     refs = _as_class_ids(references, "references")
     if len(preds) != len(refs):
-        raise ValueError(f"classification_metrics: {len(preds)} predictions but {len(refs)} references; pass one prediction per reference")
+        raise ValueError(
+            f"classification_metrics: {len(preds)} predictions but {len(refs)} references; pass one prediction per "
+            "reference"
+        )
     if not refs:
         raise ValueError("classification_metrics: no predictions to score (empty predictions and references)")
     num_labels = len(labels)
@@ -232,6 +270,9 @@ def classification_metrics(predictions: Any, references: Any, labels: Sequence[s
         raise ValueError("classification_metrics: labels is empty; pass the class names (index = class id)")
     out_of_range = sorted({v for v in preds + refs if not 0 <= v < num_labels})
     if out_of_range:
-        raise ValueError(f"classification_metrics: class ids {out_of_range[:5]} are outside 0..{num_labels - 1} (there are {num_labels} labels)")
+        raise ValueError(
+            f"classification_metrics: class ids {out_of_range[:5]} are outside 0..{num_labels - 1} (there are "
+            f"{num_labels} labels)"
+        )
     result = classification_metric_module().compute(predictions=preds, references=refs, num_labels=num_labels)
     return {name: float(value) for name, value in result.items()}

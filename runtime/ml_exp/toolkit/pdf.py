@@ -51,7 +51,9 @@ def pdf_pages(source: PdfSource, password: str | None = None) -> list[str]:
         from pypdf import PdfReader
         from pypdf.errors import FileNotDecryptedError, PdfReadError, WrongPasswordError
     except ImportError as exc:
-        raise ImportError('pdf_pages needs pypdf: pip install "ml-exp[pdf]" (or add pypdf to requirements-extra.txt)') from exc
+        raise ImportError(
+            'pdf_pages needs pypdf: pip install "ml-exp[pdf]" (or add pypdf to requirements-extra.txt)'
+        ) from exc
 
     data, name = _read(source)
     if _HEADER not in data[:_HEADER_WINDOW]:

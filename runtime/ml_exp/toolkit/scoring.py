@@ -41,7 +41,10 @@ def load_classifier(trained: Path, labels: list[str], model_name: str) -> tuple[
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(trained))
     except (OSError, ValueError) as exc:
-        raise StepError(f"the trained model of {model_name!r} ({trained}) cannot be loaded: {exc}; rebuild it in a new run with `exp run`.") from None
+        raise StepError(
+            f"the trained model of {model_name!r} ({trained}) cannot be loaded: {exc}; rebuild it in a new run with "
+            "`exp run`."
+        ) from None
     num_labels = getattr(model.config, "num_labels", len(labels))
     if num_labels != len(labels):
         raise StepError(f"model {model_name!r} has {num_labels} outputs but there are {len(labels)} labels {labels}.")
@@ -50,7 +53,10 @@ def load_classifier(trained: Path, labels: list[str], model_name: str) -> tuple[
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(trained))
         except (OSError, ValueError) as exc:
-            raise StepError(f"the processor saved with model {model_name!r} ({trained}) cannot be loaded: {exc}; rebuild it in a new run with `exp run`.") from None
+            raise StepError(
+                f"the processor saved with model {model_name!r} ({trained}) cannot be loaded: {exc}; rebuild it in a "
+                "new run with `exp run`."
+            ) from None
         if tokenizer.pad_token is None and getattr(tokenizer, "eos_token", None) is not None:
             tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -70,8 +76,15 @@ def accepted_inputs(model: Any) -> list[str]:
 class Scorer:
     """Encoded batches -> softmax scores (numpy, one row per record), on the GPU when there is one."""
 
-    def __init__(self, model: Any, tokenizer: Any, inputs: list[str], num_labels: int, model_name: str,
-                 mixed_precision: str = "no"):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        inputs: list[str],
+        num_labels: int,
+        model_name: str,
+        mixed_precision: str = "no",
+    ):
         import torch
 
         self.inputs, self.num_labels, self.model_name = inputs, num_labels, model_name
@@ -95,9 +108,11 @@ class Scorer:
         try:
             return {c: torch.tensor(batch[c]) for c in self.inputs}
         except (ValueError, TypeError) as exc:
-            raise StepError(f"the records of model {self.model_name!r} have inputs of different lengths and no tokenizer "
-                            "was saved with the model to pad them; save the processor in the model folder "
-                            f"or pad in encode() ({exc}).") from None
+            raise StepError(
+                f"the records of model {self.model_name!r} have inputs of different lengths and no tokenizer "
+                "was saved with the model to pad them; save the processor in the model folder "
+                f"or pad in encode() ({exc})."
+            ) from None
 
     def scores(self, batch: Mapping[str, list]) -> Any:
         """Softmax scores (float32 numpy array, records x labels) of one encoded batch."""
@@ -107,5 +122,7 @@ class Scorer:
         with torch.inference_mode(), self.autocast:
             logits = self.model(**{name: t.to(self.device) for name, t in features.items()}).logits
         if logits.shape[-1] != self.num_labels:
-            raise StepError(f"model {self.model_name!r} returned {logits.shape[-1]} scores per record, expected {self.num_labels}.")
+            raise StepError(
+                f"model {self.model_name!r} returned {logits.shape[-1]} scores per record, expected {self.num_labels}."
+            )
         return logits.float().softmax(dim=-1).cpu().numpy()

@@ -25,7 +25,7 @@ from ml_exp.config import read_settings_file
 from ml_exp.core.errors import StepError
 from ml_exp.core.names import INFERENCE, PREPARATION, TRAINING, TUNING
 from ml_exp.experiment.context import Context
-from ml_exp.experiment.functions import UDFs
+from ml_exp.experiment.functions import Functions
 from ml_exp.steps.tracking import own_service
 from ml_exp.storage.layout import checkpoint_dir, prepared_dir
 
@@ -35,7 +35,7 @@ WORKER = "ml_exp.backends.local.worker"
 class LocalBackend(Backend):
     name = "local"
 
-    def run(self, task: Task, ctx: Context, functions: UDFs) -> Facts:
+    def run(self, task: Task, ctx: Context, functions: Functions) -> Facts:
         if task.step in (PREPARATION, INFERENCE):
             return execute(task, ctx, functions)
         assert task.model is not None
@@ -50,7 +50,10 @@ class LocalBackend(Backend):
 
     def describe(self, task: Task, ctx: Context) -> list[str]:
         processes = f", {ctx.config.num_processes or 'auto'} process(es)" if task.step in (TRAINING, TUNING) else ""
-        return [f"{task.step}: {'' if task.model is None else task.model + ' '}would run here{processes} (backend {self.name})"]
+        return [
+            f"{task.step}: {'' if task.model is None else task.model + ' '}would run here{processes} (backend "
+            f"{self.name})"
+        ]
 
 
 BACKEND = LocalBackend()
@@ -86,7 +89,11 @@ def gpu_count() -> int:
     that trains nothing (the workers import torch themselves)."""
     import glob
 
-    if not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/proc/driver/nvidia") and not os.path.exists("/dev/kfd"):
+    if (
+        not glob.glob("/dev/nvidia[0-9]*")
+        and not os.path.exists("/proc/driver/nvidia")
+        and not os.path.exists("/dev/kfd")
+    ):
         return 0
     import torch
 
@@ -147,7 +154,11 @@ def launch(
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
     # One process needs no torchrun: started directly it skips torchrun's start-up and DDP's
     # single-rank wrapping (docs/benchmarks.md: 2-3 s per model, ~12% of tiny-model throughput).
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        if processes > 1
+        else [sys.executable]
+    )
     command = [
         *launcher,
         "-m", WORKER, step,

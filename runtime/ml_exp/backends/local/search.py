@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ml_exp.config import Config
-from ml_exp.experiment.context import Context
-from ml_exp.storage.layout import STUDY, TRAINING_METRICS, model_key, trial_dir, trial_name, tuning_dir
-from ml_exp.core.names import TUNING
 from ml_exp.config.search_space import Parameter
 from ml_exp.core.errors import StepError
+from ml_exp.core.names import TUNING
+from ml_exp.experiment.context import Context
 from ml_exp.steps.tuning import Trial, trial_settings
+from ml_exp.storage.layout import STUDY, TRAINING_METRICS, model_key, trial_dir, trial_name, tuning_dir
 
 # Set for the workers of a trial, so that they report to (and are pruned by) the study.
 STUDY_ENV = ("ML_EXP_OPTUNA_STORAGE", "ML_EXP_OPTUNA_STUDY", "ML_EXP_OPTUNA_TRIAL")
@@ -52,23 +52,33 @@ def optuna_search(ctx: Context, model_name: str, parameters: tuple[Parameter, ..
         )
         study_id = storage.get_study_id_from_name(study.study_name)
         for stale in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):  # interrupted
-            storage.set_trial_state_values(storage.get_trial_id_from_study_id_trial_number(study_id, stale.number),
-                                           optuna.trial.TrialState.FAIL)
+            storage.set_trial_state_values(
+                storage.get_trial_id_from_study_id_trial_number(study_id, stale.number), optuna.trial.TrialState.FAIL
+            )
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         remaining = config.tuning_trials - len(study.get_trials(deepcopy=False, states=finished))
         if remaining < config.tuning_trials:
-            ctx.log.info("%s: study resumed, %d trial(s) left of %d", model_name, max(remaining, 0), config.tuning_trials)
+            ctx.log.info(
+                "%s: study resumed, %d trial(s) left of %d", model_name, max(remaining, 0), config.tuning_trials
+            )
 
         def objective(trial: Any) -> float:
             values = {p.name: _suggest(trial, p) for p in parameters}
             name = trial_name(trial.number)
-            trial_ctx = replace(ctx, config=config.with_overrides(trial_settings(config, values), source=f"{TUNING} {name}"))
+            trial_ctx = replace(
+                ctx, config=config.with_overrides(trial_settings(config, values), source=f"{TUNING} {name}")
+            )
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-            run_trial(trial_ctx, model_name, name, dict(zip(STUDY_ENV, (f"sqlite:///{db}", study.study_name, str(trial_id)))))
+            run_trial(
+                trial_ctx, model_name, name, dict(zip(STUDY_ENV, (f"sqlite:///{db}", study.study_name, str(trial_id))))
+            )
             summary = run.read_json(f"{trial_dir(model_name, name)}/{TRAINING_METRICS}")
             value = summary["best_eval"].get(config.objective)
             if value is None:
-                raise StepError(f"{name} of {model_name}: compute_metrics gave no {config.objective!r} (TUNING_OBJECTIVE, else METRIC_FOR_BEST_MODEL)")
+                raise StepError(
+                    f"{name} of {model_name}: compute_metrics gave no {config.objective!r} (TUNING_OBJECTIVE, else "
+                    "METRIC_FOR_BEST_MODEL)"
+                )
             if summary.get("pruned"):
                 raise optuna.TrialPruned()
             return float(value)
@@ -77,9 +87,18 @@ def optuna_search(ctx: Context, model_name: str, parameters: tuple[Parameter, ..
             run.write_bytes(f"{folder}/{STUDY}", db.read_bytes(), overwrite=True)
 
         if remaining > 0:
-            study.optimize(objective, n_trials=remaining, n_jobs=config.tuning_parallel_trials, callbacks=[save], catch=())
-        return [{"trial": trial_name(t.number), "state": STATES.get(t.state.name, t.state.name.lower()), "value": t.value, "params": t.params}
-                for t in study.get_trials(deepcopy=False)]
+            study.optimize(
+                objective, n_trials=remaining, n_jobs=config.tuning_parallel_trials, callbacks=[save], catch=()
+            )
+        return [
+            {
+                "trial": trial_name(t.number),
+                "state": STATES.get(t.state.name, t.state.name.lower()),
+                "value": t.value,
+                "params": t.params,
+            }
+            for t in study.get_trials(deepcopy=False)
+        ]
 
 
 def _suggest(trial: Any, p: Parameter) -> float | int:

@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--checkpoints", type=Path, required=True)
-    parser.add_argument("--trial", default=None, help="the tuning trial's name (trial_<k>): its model goes to its trial folder")
+    parser.add_argument(
+        "--trial", default=None, help="the tuning trial's name (trial_<k>): its model goes to its trial folder"
+    )
     args = parser.parse_args(argv)
     if (args.step == TUNING) != bool(args.trial):
         parser.error("--trial goes with the tuning step, and only with it")
@@ -36,13 +38,24 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()  # torchrun starts workers in their own process group; tie them to it
     rank = int(os.environ.get("RANK", 0))
     quiet_libraries()
-    logging.basicConfig(level=logging.WARNING if verbosity() == QUIET else logging.INFO, format=f"[rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING if verbosity() == QUIET else logging.INFO,
+        format=f"[rank {rank}] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
     try:
         ctx, functions = open_task(args.experiment_dir, args.run_num)
         from ml_exp.backends.local import training_callbacks
 
-        execute(Task(args.step, args.model), ctx, functions, data_dir=args.data_dir, checkpoints=args.checkpoints,
-                trial=args.trial, callbacks=training_callbacks(ctx, args.model, args.trial))
+        execute(
+            Task(args.step, args.model),
+            ctx,
+            functions,
+            data_dir=args.data_dir,
+            checkpoints=args.checkpoints,
+            trial=args.trial,
+            callbacks=training_callbacks(ctx, args.model, args.trial),
+        )
     except Exception as exc:
         # a problem the user can act on is one line (read-only or full storage: the path and the
         # errno); only an unexpected error keeps its traceback

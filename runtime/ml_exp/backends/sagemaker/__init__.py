@@ -20,14 +20,14 @@ from ml_exp.backends.base import Backend, Facts, Task
 from ml_exp.core.errors import StepError
 from ml_exp.core.names import PREPARATION, TUNING
 from ml_exp.experiment.context import Context
-from ml_exp.experiment.functions import UDFs
+from ml_exp.experiment.functions import Functions
 from ml_exp.storage.layout import LABELS
 
 
 class SageMakerBackend(Backend):
     name = "sagemaker"
 
-    def run(self, task: Task, ctx: Context, functions: UDFs) -> Facts:
+    def run(self, task: Task, ctx: Context, functions: Functions) -> Facts:
         from ml_exp.backends.sagemaker import jobs
 
         if task.step == TUNING:
@@ -38,7 +38,9 @@ class SageMakerBackend(Backend):
         job = jobs.run_step(ctx, task.step, task.model)
         facts = {**(job.get("result") or {}), "job_name": job["job_name"]}
         if task.step == PREPARATION and not ctx.run.exists(LABELS):
-            raise StepError(f"preparation job {facts['job_name']} ended but wrote no {ctx.run.path(LABELS)}; see its logs")
+            raise StepError(
+                f"preparation job {facts['job_name']} ended but wrote no {ctx.run.path(LABELS)}; see its logs"
+            )
         return facts
 
     def describe(self, task: Task, ctx: Context) -> list[str]:
@@ -52,11 +54,17 @@ class SageMakerBackend(Backend):
             assert task.model is not None
             planned = plan(ctx, task.model, task.parameters)
             spec = planned["spec"]
-            return [f"{TUNING}: SageMaker tuning job for {task.model}:",
-                    _cost(ctx, f"{TUNING} {task.model}", spec["training"], spec["max_jobs"]), _json(planned)]
+            return [
+                f"{TUNING}: SageMaker tuning job for {task.model}:",
+                _cost(ctx, f"{TUNING} {task.model}", spec["training"], spec["max_jobs"]),
+                _json(planned),
+            ]
         spec = jobs.run_step(ctx, task.step, task.model, dry_run=True)
-        return [f"{task.step}: job {spec['job_name']} (saved in {spec['spec_uri']}):",
-                _cost(ctx, f"{task.step} {task.model or '(every model)'}", spec["spec"]), _json(spec["spec"])]
+        return [
+            f"{task.step}: job {spec['job_name']} (saved in {spec['spec_uri']}):",
+            _cost(ctx, f"{task.step} {task.model or '(every model)'}", spec["spec"]),
+            _json(spec["spec"]),
+        ]
 
 
 BACKEND = SageMakerBackend()
@@ -68,7 +76,14 @@ def _cost(ctx: Context, what: str, spec: dict[str, Any], jobs: int = 1) -> str:
 
     compute = spec["compute"]
     hours = spec["stopping_condition"]["max_runtime_in_seconds"] / 3600
-    line = job_cost_line(what, compute["instance_type"], compute["instance_count"], hours, jobs, compute.get("enable_managed_spot_training", False))
+    line = job_cost_line(
+        what,
+        compute["instance_type"],
+        compute["instance_count"],
+        hours,
+        jobs,
+        compute.get("enable_managed_spot_training", False),
+    )
     return f"cost: {line} ({table_note(ctx.config.aws_region)})"
 
 

@@ -41,7 +41,7 @@ from ml_exp.backends.execute import execute, open_task
 from ml_exp.backends.sagemaker.jobs import CONTAINER, JOB_STEPS, SAGEMAKER_TRAIN_ARGUMENT
 from ml_exp.core.names import TRAINING, TUNING
 from ml_exp.experiment.context import Context
-from ml_exp.experiment.functions import UDFs
+from ml_exp.experiment.functions import Functions
 
 ROOT_VARIABLE = "ML_EXP_SAGEMAKER_ROOT"
 # An endpoint's container starts as "<image> serve" (SageMaker's contract).
@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     hps = hyperparameters(root)
     step = argv[0] if argv and argv[0] != SAGEMAKER_TRAIN_ARGUMENT else hps.get("step", "")
     if step not in JOB_STEPS:
-        print(f"{CONTAINER}: unknown step {step!r}; hyperparameter 'step' must be one of {', '.join(JOB_STEPS)}", file=sys.stderr)
+        print(
+            f"{CONTAINER}: unknown step {step!r}; hyperparameter 'step' must be one of {', '.join(JOB_STEPS)}",
+            file=sys.stderr,
+        )
         return 2
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO, format=f"[{step} rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
@@ -120,7 +123,9 @@ def _number(text: str) -> float | int:
         return float(text)
 
 
-def run_in_container(ctx: Context, functions: UDFs, task: Task, root: Path, trial: str | None = None) -> dict[str, Any]:
+def run_in_container(
+    ctx: Context, functions: Functions, task: Task, root: Path, trial: str | None = None
+) -> dict[str, Any]:
     """The task, run as every backend runs it (:func:`ml_exp.backends.execute.execute`), with
     SageMaker's paths: the prepared data's channel, /opt/ml/checkpoints (SageMaker syncs it with
     the run's checkpoint folder), SageMaker's metric lines, and the saved model copied into
@@ -131,8 +136,16 @@ def run_in_container(ctx: Context, functions: UDFs, task: Task, root: Path, tria
 
     data_dir = Path(os.environ.get("SM_CHANNEL_PREPARED", root / "input" / "data" / "prepared"))
     model_out = Path(os.environ.get("SM_MODEL_DIR", root / "model"))
-    return execute(task, ctx, functions, data_dir=data_dir, checkpoints=root / "checkpoints", trial=trial,
-                   callbacks=[MetricLines()], on_model_saved=lambda saved: shutil.copytree(saved, model_out, dirs_exist_ok=True))
+    return execute(
+        task,
+        ctx,
+        functions,
+        data_dir=data_dir,
+        checkpoints=root / "checkpoints",
+        trial=trial,
+        callbacks=[MetricLines()],
+        on_model_saved=lambda saved: shutil.copytree(saved, model_out, dirs_exist_ok=True),
+    )
 
 
 def emulate(
@@ -150,7 +163,9 @@ def emulate(
     the hyperparameters file, channels, ``SM_*`` variables; ``processes`` > 1 under torchrun."""
     config_dir = root / "input" / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
-    (config_dir / "hyperparameters.json").write_text(json.dumps({"step": step, "run": str(run_num), "model": model_name or ""}))
+    (config_dir / "hyperparameters.json").write_text(
+        json.dumps({"step": step, "run": str(run_num), "model": model_name or ""})
+    )
     (config_dir / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
     for folder in ("model", "checkpoints", "output/data"):
         (root / folder).mkdir(parents=True, exist_ok=True)
@@ -171,18 +186,26 @@ def emulate(
         env[f"SM_CHANNEL_{name.upper()}"] = str(path)
     entry = [sys.executable, "-m", CONTAINER, SAGEMAKER_TRAIN_ARGUMENT]
     if processes > 1:
-        entry = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", CONTAINER, SAGEMAKER_TRAIN_ARGUMENT]
+        entry = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            CONTAINER,
+            SAGEMAKER_TRAIN_ARGUMENT,
+        ]
         env["ACCELERATE_USE_CPU"] = "1"
     return subprocess.run(entry, cwd=experiment_dir, env=env, capture_output=True, text=True)
 
 
 def serve_model(root: Path) -> int:
     """An endpoint's container: the bundle in <root>/model, served on SageMaker's port until stopped."""
+    from ml_exp.core.errors import StepError
     from ml_exp.serving.bundle import Bundle
     from ml_exp.serving.predictor import Predictor
     from ml_exp.serving.server import serve
-
-    from ml_exp.core.errors import StepError
 
     logging.basicConfig(level=logging.INFO, format="[serve] %(levelname)s %(message)s", stream=sys.stderr)
     try:
@@ -193,22 +216,39 @@ def serve_model(root: Path) -> int:
         return 1
     # every interface in a container (SageMaker connects from outside it); loopback when emulated
     host = os.environ.get("ML_EXP_SERVE_HOST", "0.0.0.0")
-    serve(predictor, host=host, port=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", SERVE_PORT)),
-          announce=lambda message: print(message, file=sys.stderr, flush=True))
+    serve(
+        predictor,
+        host=host,
+        port=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", SERVE_PORT)),
+        announce=lambda message: print(message, file=sys.stderr, flush=True),
+    )
     return 0
 
 
-def emulate_serve(experiment_dir: Path, root: Path, model_archive: Path, port: int, environ: dict[str, str]) -> subprocess.Popen:
+def emulate_serve(
+    experiment_dir: Path, root: Path, model_archive: Path, port: int, environ: dict[str, str]
+) -> subprocess.Popen:
     """Start an endpoint's container here as SageMaker would: ``model.tar.gz`` unpacked in
     <root>/model, ``serve`` as the argument, the image's environment plus the model's; the
     caller stops the process."""
     from ml_exp.serving.bundle import unpack
 
     unpack(model_archive, root / "model")
-    env = {**environ, ROOT_VARIABLE: str(root), "ML_EXP_EXPERIMENT_DIR": str(experiment_dir),
-           "SAGEMAKER_BIND_TO_PORT": str(port), "ML_EXP_SERVE_HOST": "127.0.0.1"}
-    return subprocess.Popen([sys.executable, "-m", CONTAINER, SERVE_ARGUMENT], cwd=experiment_dir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **environ,
+        ROOT_VARIABLE: str(root),
+        "ML_EXP_EXPERIMENT_DIR": str(experiment_dir),
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "ML_EXP_SERVE_HOST": "127.0.0.1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", CONTAINER, SERVE_ARGUMENT],
+        cwd=experiment_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 if __name__ == "__main__":

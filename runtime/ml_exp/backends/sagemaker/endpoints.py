@@ -43,10 +43,14 @@ class EndpointFailed(Exception):
 
     def __init__(self, name: str, status: str, reason: str | None, region: str):
         self.name, self.status, self.reason, self.log_group = name, status, reason, f"{LOG_GROUP}/{name}"
-        self.logs_url = (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logsV2:log-groups/"
-                         f"log-group/$252Faws$252Fsagemaker$252FEndpoints$252F{name}")
-        super().__init__(f"SageMaker endpoint {name} is {status}: {reason or 'no reason given'}. Its logs are in CloudWatch "
-                         f"log group {self.log_group}: {self.logs_url} (or: aws logs tail {self.log_group} --region {region})")
+        self.logs_url = (
+            f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logsV2:log-groups/"
+            f"log-group/$252Faws$252Fsagemaker$252FEndpoints$252F{name}"
+        )
+        super().__init__(
+            f"SageMaker endpoint {name} is {status}: {reason or 'no reason given'}. Its logs are in CloudWatch "
+            f"log group {self.log_group}: {self.logs_url} (or: aws logs tail {self.log_group} --region {region})"
+        )
 
 
 def endpoint_name(experiment: str, run_num: int, model: str, token: str | None = None) -> str:
@@ -65,8 +69,13 @@ def _tag_value(value: Any) -> str:
 
 def tags(info: dict[str, Any]) -> list[dict[str, str]]:
     git = info.get("git") or {}
-    values = {"experiment": info["experiment"], "run": info["run"], "model": info["model"],
-              "git-commit": git.get("commit") or "none", "template-version": info.get("template_version") or "none"}
+    values = {
+        "experiment": info["experiment"],
+        "run": info["run"],
+        "model": info["model"],
+        "git-commit": git.get("commit") or "none",
+        "template-version": info.get("template_version") or "none",
+    }
     return [{"Key": f"{TAG_PREFIX}{key}", "Value": _tag_value(value)} for key, value in values.items()]
 
 
@@ -94,19 +103,32 @@ def spec(config: Any, info: dict[str, Any], model_data: str, name: str | None = 
         model["VpcConfig"] = {"Subnets": list(config.subnets), "SecurityGroupIds": list(config.security_group_ids)}
     variant: dict[str, Any] = {"VariantName": VARIANT, "ModelName": name}
     if config.endpoint_serverless_memory_mb:
-        variant["ServerlessConfig"] = {"MemorySizeInMB": config.endpoint_serverless_memory_mb,
-                                       "MaxConcurrency": SERVERLESS_MAX_CONCURRENCY}
+        variant["ServerlessConfig"] = {
+            "MemorySizeInMB": config.endpoint_serverless_memory_mb,
+            "MaxConcurrency": SERVERLESS_MAX_CONCURRENCY,
+        }
     else:
         variant.update(InstanceType=config.endpoint_instance_type, InitialInstanceCount=config.endpoint_instance_count)
     endpoint_config: dict[str, Any] = {"EndpointConfigName": name, "ProductionVariants": [variant], "Tags": tagged}
-    volume_key = None if config.endpoint_serverless_memory_mb else volume_kms_key(config.endpoint_instance_type, config.kms_key_id)
+    volume_key = (
+        None
+        if config.endpoint_serverless_memory_mb
+        else volume_kms_key(config.endpoint_instance_type, config.kms_key_id)
+    )
     if volume_key:  # serverless endpoints have no volume to encrypt; NVMe types encrypt theirs in hardware
         endpoint_config["KmsKeyId"] = volume_key
     return {
-        "endpoint_name": name, "experiment": info["experiment"], "run": info["run"], "model": info["model"],
-        "region": config.aws_region, "model_data": model_data,
-        "requests": {"create_model": model, "create_endpoint_config": endpoint_config,
-                     "create_endpoint": {"EndpointName": name, "EndpointConfigName": name, "Tags": tagged}},
+        "endpoint_name": name,
+        "experiment": info["experiment"],
+        "run": info["run"],
+        "model": info["model"],
+        "region": config.aws_region,
+        "model_data": model_data,
+        "requests": {
+            "create_model": model,
+            "create_endpoint_config": endpoint_config,
+            "create_endpoint": {"EndpointName": name, "EndpointConfigName": name, "Tags": tagged},
+        },
     }
 
 
@@ -118,11 +140,16 @@ def environment(config: Any) -> dict[str, str]:
 
 def check(config: Any) -> list[str]:
     """What keeps a deployment from being described (empty: nothing)."""
-    problems = [f"{key} is required to deploy; set it in settings.ini or the environment"
-                for key in ("SAGEMAKER_ROLE_ARN", "IMAGE_URI") if not getattr(config, key.lower())]
+    problems = [
+        f"{key} is required to deploy; set it in settings.ini or the environment"
+        for key in ("SAGEMAKER_ROLE_ARN", "IMAGE_URI")
+        if not getattr(config, key.lower())
+    ]
     if config.endpoint_serverless_memory_mb and config.subnets:
-        problems.append("ENDPOINT_SERVERLESS_MEMORY_MB: a serverless endpoint cannot run in a VPC (SUBNETS are set); "
-                        "use instances (leave ENDPOINT_SERVERLESS_MEMORY_MB empty) or unset SUBNETS/SECURITY_GROUP_IDS")
+        problems.append(
+            "ENDPOINT_SERVERLESS_MEMORY_MB: a serverless endpoint cannot run in a VPC (SUBNETS are set); "
+            "use instances (leave ENDPOINT_SERVERLESS_MEMORY_MB empty) or unset SUBNETS/SECURITY_GROUP_IDS"
+        )
     return problems
 
 
@@ -141,7 +168,9 @@ def create(sm: Any, deployment: dict[str, Any]) -> None:
         sm.create_model(**requests["create_model"])
         created.append(("delete_model", {"ModelName": requests["create_model"]["ModelName"]}))
         sm.create_endpoint_config(**requests["create_endpoint_config"])
-        created.append(("delete_endpoint_config", {"EndpointConfigName": requests["create_endpoint_config"]["EndpointConfigName"]}))
+        created.append(
+            ("delete_endpoint_config", {"EndpointConfigName": requests["create_endpoint_config"]["EndpointConfigName"]})
+        )
         sm.create_endpoint(**requests["create_endpoint"])
     except Exception:
         for call, arguments in reversed(created):
@@ -152,8 +181,9 @@ def create(sm: Any, deployment: dict[str, Any]) -> None:
         raise
 
 
-def wait(sm: Any, name: str, region: str, poll_seconds: float = 30,
-         on_status: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+def wait(
+    sm: Any, name: str, region: str, poll_seconds: float = 30, on_status: Callable[[str, str], None] | None = None
+) -> dict[str, Any]:
     """Poll DescribeEndpoint until it is in service (EndpointFailed when it fails)."""
     last = None
     while True:
@@ -176,32 +206,50 @@ def listing(sm: Any, experiment: str) -> list[dict[str, Any]]:
     found = []
     for page in sm.get_paginator("list_endpoints").paginate(NameContains=name_prefix(experiment)):
         for endpoint in page["Endpoints"]:
-            tagged = {t["Key"][len(TAG_PREFIX):]: t["Value"]
-                      for t in sm.list_tags(ResourceArn=endpoint["EndpointArn"]).get("Tags", []) if t["Key"].startswith(TAG_PREFIX)}
+            tagged = {
+                t["Key"][len(TAG_PREFIX) :]: t["Value"]
+                for t in sm.list_tags(ResourceArn=endpoint["EndpointArn"]).get("Tags", [])
+                if t["Key"].startswith(TAG_PREFIX)
+            }
             if tagged.get("experiment") != experiment:
                 continue
-            found.append({"endpoint": endpoint["EndpointName"], "status": endpoint["EndpointStatus"],
-                          "run": int(tagged["run"]) if tagged.get("run", "").isdigit() else tagged.get("run"),
-                          "model": tagged.get("model"), "git_commit": tagged.get("git-commit"),
-                          "created": str(endpoint.get("CreationTime", "")), "arn": endpoint["EndpointArn"]})
+            found.append(
+                {
+                    "endpoint": endpoint["EndpointName"],
+                    "status": endpoint["EndpointStatus"],
+                    "run": int(tagged["run"]) if tagged.get("run", "").isdigit() else tagged.get("run"),
+                    "model": tagged.get("model"),
+                    "git_commit": tagged.get("git-commit"),
+                    "created": str(endpoint.get("CreationTime", "")),
+                    "arn": endpoint["EndpointArn"],
+                }
+            )
     return sorted(found, key=lambda e: e["created"], reverse=True)
 
 
 def tags_of(sm: Any, name: str) -> dict[str, str]:
     """The ml-exp tags of endpoint ``name`` (ValueError when it is no ml-exp endpoint)."""
     arn = sm.describe_endpoint(EndpointName=name)["EndpointArn"]
-    tagged = {t["Key"][len(TAG_PREFIX):]: t["Value"] for t in sm.list_tags(ResourceArn=arn).get("Tags", [])
-              if t["Key"].startswith(TAG_PREFIX)}
+    tagged = {
+        t["Key"][len(TAG_PREFIX) :]: t["Value"]
+        for t in sm.list_tags(ResourceArn=arn).get("Tags", [])
+        if t["Key"].startswith(TAG_PREFIX)
+    }
     if "experiment" not in tagged:
-        raise ValueError(f"endpoint {name} has no {TAG_PREFIX}experiment tag: exp deploy did not create it; "
-                         "delete it with the AWS console or CLI")
+        raise ValueError(
+            f"endpoint {name} has no {TAG_PREFIX}experiment tag: exp deploy did not create it; "
+            "delete it with the AWS console or CLI"
+        )
     return tagged
 
 
 def delete(sm: Any, name: str) -> list[str]:
     """Delete the endpoint, then its config and model (same name); what was deleted."""
     config_name = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
-    models = [v["ModelName"] for v in sm.describe_endpoint_config(EndpointConfigName=config_name).get("ProductionVariants", [])]
+    models = [
+        v["ModelName"]
+        for v in sm.describe_endpoint_config(EndpointConfigName=config_name).get("ProductionVariants", [])
+    ]
     sm.delete_endpoint(EndpointName=name)
     deleted = [f"endpoint {name}"]
     sm.delete_endpoint_config(EndpointConfigName=config_name)
@@ -214,4 +262,6 @@ def delete(sm: Any, name: str) -> list[str]:
 
 def aws_error(exc: Exception, what: str, config: Any = None) -> str | None:
     """One line for an AWS error (None: not one; the calls are plain boto3, no SDK)."""
-    return explain(exc, what, getattr(config, "sagemaker_role_arn", None), getattr(config, "aws_region", None), sdk=False)
+    return explain(
+        exc, what, getattr(config, "sagemaker_role_arn", None), getattr(config, "aws_region", None), sdk=False
+    )

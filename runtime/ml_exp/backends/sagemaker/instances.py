@@ -28,12 +28,30 @@ from pathlib import Path
 from typing import Any
 
 # Instance families (the part of ml.<family>.<size>) with local NVMe instance storage.
-INSTANCE_STORAGE_FAMILIES = frozenset({
-    "c5d", "c6id", "m5d", "m6id", "r5d", "r6id",  # general purpose / compute / memory with a "d"
-    "g4dn", "g4ad", "g5", "g6", "g6e", "gr6",  # GPUs: every size has NVMe
-    "p3dn", "p4d", "p4de", "p5", "p5e", "p5en",  # GPUs for large training
-    "trn1", "trn1n",  # Trainium
-})
+INSTANCE_STORAGE_FAMILIES = frozenset(
+    {
+        "c5d",
+        "c6id",
+        "m5d",
+        "m6id",
+        "r5d",
+        "r6id",  # general purpose / compute / memory with a "d"
+        "g4dn",
+        "g4ad",
+        "g5",
+        "g6",
+        "g6e",
+        "gr6",  # GPUs: every size has NVMe
+        "p3dn",
+        "p4d",
+        "p4de",
+        "p5",
+        "p5e",
+        "p5en",  # GPUs for large training
+        "trn1",
+        "trn1n",  # Trainium
+    }
+)
 PRICES_FILE = Path(__file__).with_name("prices.json")
 HOURS_PER_MONTH = 730  # AWS's convention for a month of an always-on resource
 
@@ -66,8 +84,10 @@ def kms_plan(kms_key_id: str, uses: dict[str, str]) -> str:
         parts.append(f"and the EBS volumes of {', '.join(encrypted)}")
     text = " ".join(parts) + "."
     if local:
-        text += (f" Not sent for {', '.join(local)}: these instance types have local NVMe storage, which AWS "
-                 "encrypts with the instance's own hardware key and for which it refuses a volume KMS key.")
+        text += (
+            f" Not sent for {', '.join(local)}: these instance types have local NVMe storage, which AWS "
+            "encrypts with the instance's own hardware key and for which it refuses a volume KMS key."
+        )
     return text
 
 
@@ -114,7 +134,9 @@ def job_cost_line(what: str, instance_type: str, count: int, hours: float, jobs:
     times = f"{jobs} jobs x " if jobs > 1 else ""
     shape = f"{times}{count} x {instance_type} x {_hours(hours)} max (MAX_RUN_HOURS)"
     if price is None:
-        return f"{what}: {shape}; no price for {instance_type} in the table: see https://aws.amazon.com/sagemaker/pricing/"
+        return (
+            f"{what}: {shape}; no price for {instance_type} in the table: see https://aws.amazon.com/sagemaker/pricing/"
+        )
     bound = price * count * hours * jobs
     spot_note = " (spot: usually less)" if spot else ""
     return f"{what}: {shape} at ${price:g}/h = at most {money(bound)}{spot_note}"
@@ -123,14 +145,18 @@ def job_cost_line(what: str, instance_type: str, count: int, hours: float, jobs:
 def endpoint_cost_line(what: str, instance_type: str | None, count: int, serverless_mb: int | None) -> str:
     """An endpoint runs until deleted: its price per hour and per month."""
     if serverless_mb:
-        return (f"{what}: serverless, {serverless_mb} MB: billed per second of inference and per GB of data "
-                "(no instance-hours; see https://aws.amazon.com/sagemaker/pricing/)")
+        return (
+            f"{what}: serverless, {serverless_mb} MB: billed per second of inference and per GB of data "
+            "(no instance-hours; see https://aws.amazon.com/sagemaker/pricing/)"
+        )
     assert instance_type
     price = hourly_price(instance_type)
     if price is None:
         return f"{what}: {count} x {instance_type} until undeployed; no price for {instance_type} in the table"
-    return (f"{what}: {count} x {instance_type} at ${price:g}/h = {money(price * count)} per hour, "
-            f"{money(price * count * HOURS_PER_MONTH)} per month ({HOURS_PER_MONTH} h) until `exp undeploy`")
+    return (
+        f"{what}: {count} x {instance_type} at ${price:g}/h = {money(price * count)} per hour, "
+        f"{money(price * count * HOURS_PER_MONTH)} per month ({HOURS_PER_MONTH} h) until `exp undeploy`"
+    )
 
 
 def billed(description: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +187,11 @@ def billed_jobs(describe: Callable[[str], dict[str, Any]], names: list[str]) -> 
         known = known and facts.get("cost_usd") is not None
         seconds += facts.get("billable_seconds") or 0
         total += facts.get("cost_usd") or 0.0
-    return {"trials": len(names), "billable_seconds": seconds if known else None, "cost_usd": round(total, 4) if known else None}
+    return {
+        "trials": len(names),
+        "billable_seconds": seconds if known else None,
+        "cost_usd": round(total, 4) if known else None,
+    }
 
 
 def record_job(run: Any, name: str, step: str, model_name: str | None, billing: dict[str, Any]) -> None:

@@ -37,12 +37,13 @@ from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
-from ml_exp.experiment.context import Context
-from ml_exp.storage.layout import JOBS, RECONCILED, checkpoint_dir, job_result, job_spec as job_spec_file, model_dir, model_key, prepared_dir
-from ml_exp.core.names import INFERENCE, PREPARATION, TOKENS, TRAINING, TUNING
-from ml_exp.core.errors import StepError
 from ml_exp.backends.sagemaker.instances import billed, record_job, volume_kms_key
 from ml_exp.backends.sagemaker.sdk_errors import explain
+from ml_exp.core.errors import StepError
+from ml_exp.core.names import INFERENCE, PREPARATION, TOKENS, TRAINING, TUNING
+from ml_exp.experiment.context import Context
+from ml_exp.storage.layout import JOBS, RECONCILED, checkpoint_dir, job_result, model_dir, model_key, prepared_dir
+from ml_exp.storage.layout import job_spec as job_spec_file
 
 # The steps that run as SageMaker jobs (a tuning trial is a job of the tuning step).
 JOB_STEPS = (PREPARATION, TUNING, TRAINING, INFERENCE)
@@ -84,18 +85,25 @@ class QuietSDK(logging.Filter):
 class JobFailed(Exception):
     """A SageMaker job ended Failed or Stopped; the message says why and where its logs are."""
 
-    def __init__(self, job_name: str, status: str, failure_reason: str | None, region: str, secondary_status: str | None = None):
+    def __init__(
+        self, job_name: str, status: str, failure_reason: str | None, region: str, secondary_status: str | None = None
+    ):
         self.job_name, self.status, self.failure_reason = job_name, status, failure_reason
         self.secondary_status, self.region = secondary_status, region
         self.log_group, self.log_stream_prefix = LOG_GROUP, job_name
-        self.logs_url = (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logsV2:log-groups/"
-                         f"log-group/$252Faws$252Fsagemaker$252FTrainingJobs/log-events$3FlogStreamNameFilter$3D{job_name}")
-        reason = failure_reason or {"Stopped": "it was stopped (by a user, or MaxRuntime / MaxWaitTime ran out)"}.get(status, "no reason given")
+        self.logs_url = (
+            f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logsV2:log-groups/"
+            f"log-group/$252Faws$252Fsagemaker$252FTrainingJobs/log-events$3FlogStreamNameFilter$3D{job_name}"
+        )
+        reason = failure_reason or {"Stopped": "it was stopped (by a user, or MaxRuntime / MaxWaitTime ran out)"}.get(
+            status, "no reason given"
+        )
         detail = f" ({secondary_status})" if secondary_status and secondary_status != status else ""
         super().__init__(
             f"SageMaker job {job_name} {status.lower()}{detail}: {reason}. Its logs are in CloudWatch log group "
             f"{LOG_GROUP}, streams {job_name}/algo-*: {self.logs_url} "
-            f"(or: aws logs tail {LOG_GROUP} --log-stream-name-prefix {job_name} --region {region})")
+            f"(or: aws logs tail {LOG_GROUP} --log-stream-name-prefix {job_name} --region {region})"
+        )
 
 
 def clean_name(text: str) -> str:
@@ -112,8 +120,9 @@ def job_name(experiment: str, run_num: int, step: str, model: str | None, token:
     return sagemaker_name(experiment, run_num, clean_name(TOKENS.get(step, step)) or "step", model, token, salt=step)
 
 
-def sagemaker_name(experiment: str, run_num: int, kind: str | None, model: str | None, token: str | None = None,
-                   salt: str = "") -> str:
+def sagemaker_name(
+    experiment: str, run_num: int, kind: str | None, model: str | None, token: str | None = None, salt: str = ""
+) -> str:
     """``<experiment>-r<N>[-<kind>]-<model>-<token>`` (<= 63 characters, SageMaker's name rules):
     job names, and endpoint names (no kind), carry the experiment and run number in front."""
     token = clean_name(token if token is not None else secrets.token_hex(3))[:16] or secrets.token_hex(3)
@@ -143,7 +152,10 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
     if step != PREPARATION and not model_name:
         raise StepError(f"the {step} step needs a model name")
     if run is None or not run.is_remote:
-        raise StepError(f"BACKEND = sagemaker needs STORAGE_URI = s3://bucket/prefix (SageMaker jobs read and write S3), not {config.storage_uri}")
+        raise StepError(
+            "BACKEND = sagemaker needs STORAGE_URI = s3://bucket/prefix (SageMaker jobs read and write S3), not "
+            f"{config.storage_uri}"
+        )
     for key in ("SAGEMAKER_ROLE_ARN", "IMAGE_URI"):
         if not config.raw.get(key):
             raise StepError(f"{key} is required when BACKEND = sagemaker; set it in settings.ini or the environment")
@@ -154,7 +166,10 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
     environment["ML_EXP_EXPERIMENT_DIR"] = EXPERIMENT_DIR
     too_long = sorted(key for key, value in environment.items() if len(value) > ENV_VALUE_MAX)
     if too_long:
-        raise StepError(f"{', '.join(too_long)}: longer than the {ENV_VALUE_MAX} characters SageMaker allows an environment variable of a job; shorten it")
+        raise StepError(
+            f"{', '.join(too_long)}: longer than the {ENV_VALUE_MAX} characters SageMaker allows an environment "
+            "variable of a job; shorten it"
+        )
 
     if step == PREPARATION:
         channels = {"reconciled": _s3_dir(ctx, RECONCILED)}
@@ -177,12 +192,15 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
     if config.use_spot:
         stopping["max_wait_time_in_seconds"] = round(config.max_wait_hours * 3600)
     if training:  # the SDK's torchrun driver runs an entry script, in every process of every instance
-        source_code = {"source_dir": f"<{ENTRY_SCRIPT} written by ml_exp.backends.sagemaker.submit()>", "entry_script": ENTRY_SCRIPT}
+        source_code = {
+            "source_dir": f"<{ENTRY_SCRIPT} written by ml_exp.backends.sagemaker.submit()>",
+            "entry_script": ENTRY_SCRIPT,
+        }
         distributed = {"torchrun": {"process_count_per_node": config.num_processes}}  # None: one per GPU
     else:
         source_code, distributed = {"command": f"python3 -m {CONTAINER} {step}"}, None
     bucket = run.transport.bucket
-    staging_prefix = run.uri[len(f"s3://{bucket}/"):] + f"/{JOBS}"
+    staging_prefix = run.uri[len(f"s3://{bucket}/") :] + f"/{JOBS}"
     staged = f"s3://{bucket}/{staging_prefix}/{name}/input"
     spec = {
         "job_name": name,
@@ -199,15 +217,22 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
         "output_data_config": _drop_none({"s3_output_path": _s3_dir(ctx, JOBS), "kms_key_id": kms}),
         # not for tuning trials: a tuning job gives all its trials one, and a trial must not
         # resume from another trial's checkpoints
-        "checkpoint_config": {"s3_uri": _s3_dir(ctx, checkpoint_dir(model_name)), "local_path": CHECKPOINTS} if step == TRAINING else None,
+        "checkpoint_config": {"s3_uri": _s3_dir(ctx, checkpoint_dir(model_name)), "local_path": CHECKPOINTS}
+        if step == TRAINING
+        else None,
         "compute": _drop_none(compute),
         "stopping_condition": stopping,
-        "networking": {"subnets": list(config.subnets), "security_group_ids": list(config.security_group_ids)} if config.subnets else None,
+        "networking": {"subnets": list(config.subnets), "security_group_ids": list(config.security_group_ids)}
+        if config.subnets
+        else None,
         "source_code": source_code,
         "distributed": distributed,
         # what the SDK stages itself: its driver scripts (and the entry script) as extra channels
-        "staging": {"bucket": bucket, "key_prefix": staging_prefix,
-                    "channels": {**({"code": f"{staged}/code"} if training else {}), "sm_drivers": f"{staged}/sm_drivers"}},
+        "staging": {
+            "bucket": bucket,
+            "key_prefix": staging_prefix,
+            "channels": {**({"code": f"{staged}/code"} if training else {}), "sm_drivers": f"{staged}/sm_drivers"},
+        },
         "sdk": {"sagemaker": _version("sagemaker"), "ml-exp": _version("ml-exp")},
     }
     return json.loads(json.dumps(spec))  # plain JSON types only
@@ -239,7 +264,15 @@ def model_trainer(spec: dict[str, Any], source_dir: str | None) -> Any:
     """The ModelTrainer for ``spec``, exactly as saved (no secret is added)."""
     with warnings.catch_warnings():  # the SDK imports its own deprecated sagemaker.train.configs
         warnings.simplefilter("ignore", DeprecationWarning)
-        from sagemaker.core.training.configs import CheckpointConfig, Compute, InputData, Networking, OutputDataConfig, SourceCode, StoppingCondition
+        from sagemaker.core.training.configs import (
+            CheckpointConfig,
+            Compute,
+            InputData,
+            Networking,
+            OutputDataConfig,
+            SourceCode,
+            StoppingCondition,
+        )
         from sagemaker.train import ModelTrainer, Session
         from sagemaker.train.distributed import Torchrun
 
@@ -248,7 +281,9 @@ def model_trainer(spec: dict[str, Any], source_dir: str | None) -> Any:
     # An explicit SDK config: no user/organisation defaults slip into the job (the spec is all of
     # it), and no telemetry calls. An explicit default bucket: no STS call to find the account.
     sdk_config = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
-    session = Session(boto_session=_boto_session(spec["region"]), default_bucket=staging["bucket"], sagemaker_config=sdk_config)
+    session = Session(
+        boto_session=_boto_session(spec["region"]), default_bucket=staging["bucket"], sagemaker_config=sdk_config
+    )
     source = dict(spec["source_code"])
     if "entry_script" in source:
         source["source_dir"] = source_dir
@@ -316,7 +351,13 @@ def _create(spec: dict[str, Any]) -> None:
         raise RuntimeError(f"the SageMaker SDK named the job {created!r} instead of {spec['job_name']!r}")
 
 
-def wait_for_job(client: Any, name: str, region: str, poll_seconds: float = 30, on_status: Callable[[str, str, str], None] | None = None) -> dict[str, Any]:
+def wait_for_job(
+    client: Any,
+    name: str,
+    region: str,
+    poll_seconds: float = 30,
+    on_status: Callable[[str, str, str], None] | None = None,
+) -> dict[str, Any]:
     """Poll DescribeTrainingJob until the job ends; ``on_status(name, status, secondary)`` on
     each change. Returns the final description; JobFailed when it failed or was stopped."""
     last = None
@@ -336,8 +377,15 @@ def wait_for_job(client: Any, name: str, region: str, poll_seconds: float = 30, 
     return description
 
 
-def submit(ctx: Context, spec: dict[str, Any], wait: bool = True, poll_seconds: float = 30, on_status: Callable[[str, str, str], None] | None = None) -> dict[str, Any]:
-    """Create the job ``spec`` describes through the SDK's ModelTrainer; with ``wait``, poll until it ends (JobFailed if Failed or Stopped).
+def submit(
+    ctx: Context,
+    spec: dict[str, Any],
+    wait: bool = True,
+    poll_seconds: float = 30,
+    on_status: Callable[[str, str, str], None] | None = None,
+) -> dict[str, Any]:
+    """Create the job ``spec`` describes through the SDK's ModelTrainer; with ``wait``, poll until it
+    ends (JobFailed if Failed or Stopped).
     Returns the job's last description."""
     _create(spec)
     client = sagemaker_client(spec["region"])
@@ -346,8 +394,13 @@ def submit(ctx: Context, spec: dict[str, Any], wait: bool = True, poll_seconds: 
     try:
         return wait_for_job(client, spec["job_name"], spec["region"], poll_seconds, on_status)
     except KeyboardInterrupt:  # the job goes on (and costs) without us: say how to stop it
-        ctx.log.warning("SageMaker job %s keeps running; stop it with: aws sagemaker stop-training-job "
-                        "--training-job-name %s --region %s", spec["job_name"], spec["job_name"], spec["region"])
+        ctx.log.warning(
+            "SageMaker job %s keeps running; stop it with: aws sagemaker stop-training-job "
+            "--training-job-name %s --region %s",
+            spec["job_name"],
+            spec["job_name"],
+            spec["region"],
+        )
         raise
 
 
@@ -358,8 +411,14 @@ def aws_error(exc: Exception, spec: dict[str, Any]) -> str | None:
     return explain(exc, f"SageMaker job {spec['job_name']}", spec.get("role"), spec.get("region"))
 
 
-def run_step(ctx: Context, step: str, model_name: str | None, dry_run: bool = False,
-             poll_seconds: float = 30, on_status: Callable[[str, str, str], None] | None = None) -> dict[str, Any]:
+def run_step(
+    ctx: Context,
+    step: str,
+    model_name: str | None,
+    dry_run: bool = False,
+    poll_seconds: float = 30,
+    on_status: Callable[[str, str, str], None] | None = None,
+) -> dict[str, Any]:
     """Describe the job, save the description in the run's jobs folder, then (unless
     ``dry_run``) run it to the end. StepError when the job fails (the message says where the logs are)."""
     spec = job_spec(ctx, step, model_name)
@@ -368,9 +427,17 @@ def run_step(ctx: Context, step: str, model_name: str | None, dry_run: bool = Fa
     if dry_run:
         return {"job_name": name, "status": "dry-run", "spec_uri": spec_uri, "spec": spec}
     if on_status is None:
+
         def on_status(job: str, status: str, secondary: str) -> None:
             ctx.log.info("SageMaker job %s: %s (%s)", job, status, secondary)
-    ctx.log.info("%s: SageMaker job %s (%s x %s)", step, name, spec["compute"]["instance_count"], spec["compute"]["instance_type"])
+
+    ctx.log.info(
+        "%s: SageMaker job %s (%s x %s)",
+        step,
+        name,
+        spec["compute"]["instance_count"],
+        spec["compute"]["instance_type"],
+    )
     try:
         description = submit(ctx, spec, wait=True, poll_seconds=poll_seconds, on_status=on_status)
     except JobFailed as exc:
@@ -393,4 +460,3 @@ def run_step(ctx: Context, step: str, model_name: str | None, dry_run: bool = Fa
         "cost_usd": billing.get("cost_usd"),
         "result": ctx.run.read_json(result_path) if ctx.run.exists(result_path) else None,
     }
-

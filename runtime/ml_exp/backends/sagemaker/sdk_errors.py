@@ -20,11 +20,28 @@ import re
 EXECUTION_POLICY = "docs/aws/execution-role-policy.json"
 TRUST_POLICY = "docs/aws/execution-role-trust-policy.json"
 EXPERIMENTER_POLICY = "docs/aws/experimenter-policy.json"
-CONNECTION_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "NoRegionError", "EndpointConnectionError",
-                     "ConnectTimeoutError", "ReadTimeoutError", "TokenRetrievalError", "SSOTokenLoadError",
-                     "UnauthorizedSSOTokenError", "CredentialRetrievalError", "ProfileNotFound")
-ACCESS_DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException",
-                 "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException")
+CONNECTION_ERRORS = (
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "NoRegionError",
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "TokenRetrievalError",
+    "SSOTokenLoadError",
+    "UnauthorizedSSOTokenError",
+    "CredentialRetrievalError",
+    "ProfileNotFound",
+)
+ACCESS_DENIED = (
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+)
 
 
 def _first_line(text: str) -> str:
@@ -68,8 +85,10 @@ def explain(exc: BaseException, what: str, role: str | None, region: str | None,
         error, operation = response["Error"], getattr(exc, "operation_name", None) or "an AWS call"
         line = f"{what}: {operation} failed ({error.get('Code')}): {_first_line(error.get('Message') or '')}"
         if error.get("Code") in ACCESS_DENIED:
-            line += (f". Your AWS identity needs the permissions of {EXPERIMENTER_POLICY} (and the role those of "
-                     f"{EXECUTION_POLICY}); `exp doctor` checks them")
+            line += (
+                f". Your AWS identity needs the permissions of {EXPERIMENTER_POLICY} (and the role those of "
+                f"{EXECUTION_POLICY}); `exp doctor` checks them"
+            )
         return line
     if "RoleValidationError" in classes:
         message = str(exc)
@@ -80,12 +99,18 @@ def explain(exc: BaseException, what: str, role: str | None, region: str | None,
         else:
             problem = f"it lacks {', '.join(missing) if missing else 'permissions a training job needs'}"
             fix = f"attach {EXECUTION_POLICY} to it"
-        return (f"{what}: the SageMaker SDK refused execution role {role or '(none given)'} (SAGEMAKER_ROLE_ARN): {problem}. "
-                f"Fix: {fix}, then run `exp doctor`. (The SDK simulates these permissions before every job; "
-                "SAGEMAKER_VALIDATE_ROLE=false skips its check.)")
+        return (
+            f"{what}: the SageMaker SDK refused execution role {role or '(none given)'} (SAGEMAKER_ROLE_ARN): "
+            f"{problem}. "
+            f"Fix: {fix}, then run `exp doctor`. (The SDK simulates these permissions before every job; "
+            "SAGEMAKER_VALIDATE_ROLE=false skips its check.)"
+        )
     if classes & set(CONNECTION_ERRORS):
-        return f"{what}: cannot reach AWS in {region or 'your region'}: {_first_line(str(exc))}. `exp doctor` checks credentials and region"
+        where, reason = region or "your region", _first_line(str(exc))
+        return f"{what}: cannot reach AWS in {where}: {reason}. `exp doctor` checks credentials and region"
     if not sdk or not from_sdk(exc):
         return None
-    return (f"{what}: the SageMaker SDK failed with {type(exc).__name__}: {_first_line(str(exc)) or 'no message'} "
-            f"(execution role {role or '(none given)'}). `exp doctor` checks the role, the image and the bucket")
+    return (
+        f"{what}: the SageMaker SDK failed with {type(exc).__name__}: {_first_line(str(exc)) or 'no message'} "
+        f"(execution role {role or '(none given)'}). `exp doctor` checks the role, the image and the bucket"
+    )

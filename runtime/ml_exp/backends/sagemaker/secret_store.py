@@ -40,10 +40,14 @@ def secret_value(secret_id: str, region: str | None, key: str, setting: str, cli
         error = (getattr(exc, "response", None) or {}).get("Error", {})
         code = error.get("Code") or type(exc).__name__
         hint = {
-            "ResourceNotFoundException": f"create it: aws secretsmanager create-secret --name {secret_id} --secret-string <key>",
-            "AccessDeniedException": "grant the execution role secretsmanager:GetSecretValue on it (docs/aws/execution-role-policy.json)",
+            "ResourceNotFoundException": f"create it: aws secretsmanager create-secret --name {secret_id} "
+            "--secret-string <key>",
+            "AccessDeniedException": "grant the execution role secretsmanager:GetSecretValue on it "
+            "(docs/aws/execution-role-policy.json)",
         }.get(code, "check the secret's name and region")
-        raise SecretError(f"{setting}: cannot read secret {secret_id} ({code}: {error.get('Message') or exc}); {hint}") from None
+        raise SecretError(
+            f"{setting}: cannot read secret {secret_id} ({code}: {error.get('Message') or exc}); {hint}"
+        ) from None
     text = response.get("SecretString")
     if text is None:
         raise SecretError(f"{setting}: secret {secret_id} holds binary data; store the key as a string")
@@ -53,7 +57,9 @@ def secret_value(secret_id: str, region: str | None, key: str, setting: str, cli
         parsed = None
     if isinstance(parsed, dict):
         if key not in parsed:
-            raise SecretError(f"{setting}: secret {secret_id} is JSON without a {key} member; add one, or store the key alone")
+            raise SecretError(
+                f"{setting}: secret {secret_id} is JSON without a {key} member; add one, or store the key alone"
+            )
         text = str(parsed[key])
     if not text.strip():
         raise SecretError(f"{setting}: secret {secret_id} is empty; put the key in it")

@@ -52,12 +52,12 @@ from typing import Any
 from ml_exp.backends.sagemaker import jobs
 from ml_exp.backends.sagemaker.instances import billed_jobs, record_job
 from ml_exp.config import SETTINGS, Config, read_settings_file
-from ml_exp.experiment.context import Context
-from ml_exp.storage.layout import SAGEMAKER_TUNING_JOB, model_key, trial_name, tuning_dir
-from ml_exp.core.names import TUNING
 from ml_exp.config.search_space import Parameter
 from ml_exp.core.errors import StepError
+from ml_exp.core.names import TUNING
+from ml_exp.experiment.context import Context
 from ml_exp.steps.tuning import Trial
+from ml_exp.storage.layout import SAGEMAKER_TUNING_JOB, model_key, trial_name, tuning_dir
 from ml_exp.storage.store import OutputExistsError
 
 MAX_NAME = 32  # CreateHyperParameterTuningJob: a tuning job's name has at most 32 characters
@@ -66,13 +66,28 @@ ENV_MAX = 48  # HyperParameterTrainingJobDefinition: at most 48 environment vari
 STRATEGY = "Bayesian"
 FINAL = ("Completed", "Failed", "Stopped")
 GONE = ("Deleting", "DeleteFailed")
-COUNTERS = (("Completed", "completed"), ("InProgress", "in progress"), ("RetryableError", "retrying"),
-            ("NonRetryableError", "failed"), ("Stopped", "stopped"))
+COUNTERS = (
+    ("Completed", "completed"),
+    ("InProgress", "in progress"),
+    ("RetryableError", "retrying"),
+    ("NonRetryableError", "failed"),
+    ("Stopped", "stopped"),
+)
 # A trial's TrainingJobStatus as the tuning step's trial state.
-STATES = {"InProgress": "running", "Completed": "completed", "Failed": "failed", "Stopping": "stopped", "Stopped": "stopped"}
+STATES = {
+    "InProgress": "running",
+    "Completed": "completed",
+    "Failed": "failed",
+    "Stopping": "stopped",
+    "Stopped": "stopped",
+}
 METRIC_REGEX = r"ml-exp-metric: {name}=([-+0-9.eE]+);"  # matches ml_exp.steps.training_callbacks.METRIC_LINE
-SCALING = {"uniform": ("Continuous", "Linear"), "log-uniform": ("Continuous", "Logarithmic"),
-           "int": ("Integer", "Linear"), "log-int": ("Integer", "Logarithmic")}
+SCALING = {
+    "uniform": ("Continuous", "Linear"),
+    "log-uniform": ("Continuous", "Logarithmic"),
+    "int": ("Integer", "Linear"),
+    "log-int": ("Integer", "Logarithmic"),
+}
 # Settings left to the image's settings.ini first when the environment is over ENV_MAX: those
 # that shape the job rather than what runs in it, then the rest (training settings last).
 LEAVE_FIRST = ("sagemaker", "steps", "tuning", "identity", "tracking", "where", "data", "training")
@@ -106,19 +121,28 @@ def tuning_job_name(experiment: str, run_num: int, model: str, token: str | None
         mod = mod[: room - len(exp)].strip("-")
         name = "-".join(p for p in [exp, run, mod, digest, token] if p)
     if not (len(name) <= MAX_NAME and NAME_RE.match(name)):
-        raise StepError(f"cannot name a SageMaker tuning job for run {run_num} in {MAX_NAME} characters ({name}); use a smaller run number")
+        raise StepError(
+            f"cannot name a SageMaker tuning job for run {run_num} in {MAX_NAME} characters ({name}); use a smaller "
+            "run number"
+        )
     return name
 
 
 def parameter_ranges(parameters: tuple[Parameter, ...]) -> dict[str, list[dict[str, Any]]]:
     """The search space as CreateHyperParameterTuningJob's ParameterRanges (values are strings)."""
-    ranges: dict[str, list[dict[str, Any]]] = {"ContinuousParameterRanges": [], "IntegerParameterRanges": [], "CategoricalParameterRanges": []}
+    ranges: dict[str, list[dict[str, Any]]] = {
+        "ContinuousParameterRanges": [],
+        "IntegerParameterRanges": [],
+        "CategoricalParameterRanges": [],
+    }
     for p in parameters:
         if p.kind == "choice":
             ranges["CategoricalParameterRanges"].append({"Name": p.name, "Values": [_text(c) for c in p.choices]})
         else:
             kind, scaling = SCALING[p.kind]
-            ranges[f"{kind}ParameterRanges"].append({"Name": p.name, "MinValue": _text(p.low), "MaxValue": _text(p.high), "ScalingType": scaling})
+            ranges[f"{kind}ParameterRanges"].append(
+                {"Name": p.name, "MinValue": _text(p.low), "MaxValue": _text(p.high), "ScalingType": scaling}
+            )
     return ranges
 
 
@@ -132,7 +156,9 @@ def metric_definitions(objective: str) -> list[dict[str, str]]:
     return [{"Name": name, "Regex": METRIC_REGEX.format(name=re.escape(name))} for name in names]
 
 
-def tuning_spec(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], name: str | None = None) -> dict[str, Any]:
+def tuning_spec(
+    ctx: Context, model_name: str, parameters: tuple[Parameter, ...], name: str | None = None
+) -> dict[str, Any]:
     """The complete, JSON-serialisable description of the tuning job :func:`search` creates
     (saved before it is created); it holds no secret."""
     config = ctx.config
@@ -146,7 +172,10 @@ def tuning_spec(ctx: Context, model_name: str, parameters: tuple[Parameter, ...]
     staging = training["staging"]
     staged = f"s3://{staging['bucket']}/{staging['key_prefix']}/{name}"
     # the SDK stages its driver scripts and a sourcedir.tar.gz under a folder named by the time
-    staging["channels"] = {"code": f"{staged}/input/code", "sm_drivers": f"{staged}/tuning-<unix time>/input/sm_drivers"}
+    staging["channels"] = {
+        "code": f"{staged}/input/code",
+        "sm_drivers": f"{staged}/tuning-<unix time>/input/sm_drivers",
+    }
     staging["sourcedir"] = f"{staged}/tuning-<unix time>/input/sourcedir/sourcedir.tar.gz"
     training["trial_entry"] = {"sagemaker_program": TRIAL_PROGRAM, "script": f"{staged}/input/code/{TRIAL_ENTRY}"}
     objective = config.objective
@@ -156,10 +185,17 @@ def tuning_spec(ctx: Context, model_name: str, parameters: tuple[Parameter, ...]
         "run": run.num,
         "model": model_name,
         "region": config.aws_region,
-        "objective": {"name": objective, "metric_name": f"eval_{objective}", "direction": config.tuning_direction,
-                      "type": "Maximize" if config.tuning_direction == "maximize" else "Minimize"},
+        "objective": {
+            "name": objective,
+            "metric_name": f"eval_{objective}",
+            "direction": config.tuning_direction,
+            "type": "Maximize" if config.tuning_direction == "maximize" else "Minimize",
+        },
         "metric_definitions": metric_definitions(objective),
-        "parameters": [{"name": p.name, "kind": p.kind, "low": p.low, "high": p.high, "choices": list(p.choices)} for p in parameters],
+        "parameters": [
+            {"name": p.name, "kind": p.kind, "low": p.low, "high": p.high, "choices": list(p.choices)}
+            for p in parameters
+        ],
         "parameter_ranges": parameter_ranges(parameters),
         "strategy": STRATEGY,
         "random_seed": config.seed,
@@ -180,13 +216,20 @@ def fit_environment(config: Config, environment: dict[str, str]) -> tuple[dict[s
         return environment, []
     in_image = read_settings_file(config.experiment_dir)
     order = {group: i for i, group in enumerate(LEAVE_FIRST)}
-    candidates = [s.key for s in sorted(SETTINGS, key=lambda s: order.get(s.group, len(order)))
-                  if s.key in environment and environment[s.key] == in_image.get(s.key)]
+    candidates = [
+        s.key
+        for s in sorted(SETTINGS, key=lambda s: order.get(s.group, len(order)))
+        if s.key in environment and environment[s.key] == in_image.get(s.key)
+    ]
     if len(candidates) < excess:
         overrides = sorted(key for key in config.raw if environment.get(key) != in_image.get(key))
-        raise StepError(f"a SageMaker tuning job's trials get at most {ENV_MAX} environment variables, and {len(environment)} settings "
-                        f"and variables are needed: the settings set in the environment ({', '.join(overrides)}) differ from settings.ini. "
-                        "Put some of them in settings.ini (and rebuild the image), then run again")
+        raise StepError(
+            f"a SageMaker tuning job's trials get at most {ENV_MAX} environment variables, and {len(environment)} "
+            "settings "
+            f"and variables are needed: the settings set in the environment ({', '.join(overrides)}) differ from "
+            "settings.ini. "
+            "Put some of them in settings.ini (and rebuild the image), then run again"
+        )
     left = set(candidates[:excess])
     return {key: value for key, value in environment.items() if key not in left}, sorted(left)
 
@@ -201,7 +244,9 @@ def create(spec: dict[str, Any]) -> None:
     training, name = spec["training"], spec["tuning_job_name"]
     ranges: dict[str, Any] = {}
     for r in spec["parameter_ranges"]["ContinuousParameterRanges"]:
-        ranges[r["Name"]] = ContinuousParameter(float(r["MinValue"]), float(r["MaxValue"]), scaling_type=r["ScalingType"])
+        ranges[r["Name"]] = ContinuousParameter(
+            float(r["MinValue"]), float(r["MaxValue"]), scaling_type=r["ScalingType"]
+        )
     for r in spec["parameter_ranges"]["IntegerParameterRanges"]:
         ranges[r["Name"]] = IntegerParameter(int(r["MinValue"]), int(r["MaxValue"]), scaling_type=r["ScalingType"])
     for r in spec["parameter_ranges"]["CategoricalParameterRanges"]:
@@ -230,7 +275,9 @@ def create(spec: dict[str, Any]) -> None:
         )
         prepare = tuner._prepare_model_trainer_for_tuning
 
-        def prepare_then_start_trials_from_the_code_channel(model_trainer: Any, inputs: Any = None, job_name: Any = None, **kwargs: Any) -> None:
+        def prepare_then_start_trials_from_the_code_channel(
+            model_trainer: Any, inputs: Any = None, job_name: Any = None, **kwargs: Any
+        ) -> None:
             prepare(model_trainer, inputs, job_name, **kwargs)  # sets sagemaker_program to the entry script
             model_trainer.hyperparameters["sagemaker_program"] = training["trial_entry"]["sagemaker_program"]
 
@@ -261,8 +308,13 @@ def _counters(description: dict[str, Any]) -> str:
     return ", ".join(f"{counters.get(key, 0)} {label}" for key, label in COUNTERS)
 
 
-def wait_for_tuning_job(client: Any, name: str, region: str, poll_seconds: float = 30,
-                        on_status: Callable[[str, str, str], None] | None = None) -> dict[str, Any]:
+def wait_for_tuning_job(
+    client: Any,
+    name: str,
+    region: str,
+    poll_seconds: float = 30,
+    on_status: Callable[[str, str, str], None] | None = None,
+) -> dict[str, Any]:
     """Poll DescribeHyperParameterTuningJob until the job ends; ``on_status(name, status,
     trial counts)`` on each change. Returns the final description; StepError when it failed,
     was stopped or deleted."""
@@ -279,11 +331,17 @@ def wait_for_tuning_job(client: Any, name: str, region: str, poll_seconds: float
         time.sleep(poll_seconds)
     description.pop("ResponseMetadata", None)
     if status != "Completed":
-        reason = description.get("FailureReason") or {"Stopped": "it was stopped (by a user, or a limit ran out)"}.get(status, "no reason given")
+        reason = description.get("FailureReason") or {"Stopped": "it was stopped (by a user, or a limit ran out)"}.get(
+            status, "no reason given"
+        )
         raise StepError(
-            f"SageMaker tuning job {name} {status.lower()}: {reason}. Its trials' logs are in CloudWatch log group {jobs.LOG_GROUP}, "
-            f"streams {name}-*: https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/hyper-tuning-jobs/{name} "
-            f"(or: aws sagemaker list-training-jobs-for-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name {name} --region {region})")
+            f"SageMaker tuning job {name} {status.lower()}: {reason}. Its trials' logs are in CloudWatch log group "
+            f"{jobs.LOG_GROUP}, "
+            f"streams {name}-*: "
+            f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/hyper-tuning-jobs/{name} "
+            "(or: aws sagemaker list-training-jobs-for-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name "
+            f"{name} --region {region})"
+        )
     return description
 
 
@@ -293,7 +351,9 @@ def _typed(parameters: list[dict[str, Any]], tuned: dict[str, str]) -> dict[str,
     for p in parameters:
         if p["name"] not in tuned:
             continue
-        is_int = p["kind"] in ("int", "log-int") or (p["kind"] == "choice" and all(isinstance(c, int) for c in p["choices"]))
+        is_int = p["kind"] in ("int", "log-int") or (
+            p["kind"] == "choice" and all(isinstance(c, int) for c in p["choices"])
+        )
         value = float(tuned[p["name"]])
         values[p["name"]] = int(round(value)) if is_int else value
     return values
@@ -310,12 +370,19 @@ def _trials(client: Any, name: str, parameters: list[dict[str, Any]]) -> list[Tr
     trials, token = [], None
     while True:
         page = client.list_training_jobs_for_hyper_parameter_tuning_job(
-            HyperParameterTuningJobName=name, MaxResults=100, **({"NextToken": token} if token else {}))
+            HyperParameterTuningJobName=name, MaxResults=100, **({"NextToken": token} if token else {})
+        )
         for job in page["TrainingJobSummaries"]:
             metric = job.get("FinalHyperParameterTuningJobObjectiveMetric")
-            trials.append({"trial": trial_of(job["TrainingJobName"]), "state": STATES.get(job["TrainingJobStatus"], "running"),
-                           "value": float(metric["Value"]) if metric else None,
-                           "params": _typed(parameters, job.get("TunedHyperParameters", {})), "job_name": job["TrainingJobName"]})
+            trials.append(
+                {
+                    "trial": trial_of(job["TrainingJobName"]),
+                    "state": STATES.get(job["TrainingJobStatus"], "running"),
+                    "value": float(metric["Value"]) if metric else None,
+                    "params": _typed(parameters, job.get("TunedHyperParameters", {})),
+                    "job_name": job["TrainingJobName"],
+                }
+            )
         token = page.get("NextToken")
         if not token:
             return sorted(trials, key=lambda t: t["job_name"])  # by trial number (3 digits and more)
@@ -330,7 +397,9 @@ def _exists(client: Any, name: str) -> bool:
         response = getattr(exc, "response", None)
         error = response.get("Error", {}) if isinstance(response, dict) else {}
         message = str(error.get("Message", "")).lower()
-        if error.get("Code") == "ResourceNotFound" or (error.get("Code") == "ValidationException" and ("not found" in message or "find" in message)):
+        if error.get("Code") == "ResourceNotFound" or (
+            error.get("Code") == "ValidationException" and ("not found" in message or "find" in message)
+        ):
             return False
         raise
 
@@ -355,33 +424,54 @@ def plan(ctx: Context, model_name: str, parameters: tuple[Parameter, ...]) -> di
     return {"tuning_job_name": spec["tuning_job_name"], "status": "dry-run", "spec_uri": spec_uri, "spec": spec}
 
 
-def search(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], poll_seconds: float = 30,
-           on_status: Callable[[str, str, str], None] | None = None) -> list[Trial]:
+def search(
+    ctx: Context,
+    model_name: str,
+    parameters: tuple[Parameter, ...],
+    poll_seconds: float = 30,
+    on_status: Callable[[str, str, str], None] | None = None,
+) -> list[Trial]:
     """Run the trials of ``model_name`` as a SageMaker tuning job; every trial, as the tuning step
     takes them. When an earlier attempt saved a spec, its job is used (attached to, or created
     when it never was). StepError when the job fails or is stopped."""
     spec, spec_uri, earlier = saved_spec(ctx, model_name, parameters)
     name, region = spec["tuning_job_name"], spec["region"]
     if on_status is None:
+
         def on_status(job: str, status: str, counts: str) -> None:
             ctx.log.info("SageMaker tuning job %s: %s (trials: %s)", job, status, counts)
+
     training = spec["training"]
     client = jobs.sagemaker_client(region)
     try:
         if earlier and _exists(client, name):
             ctx.log.info("tuning %s: attaching to SageMaker tuning job %s (from %s)", model_name, name, spec_uri)
         else:
-            ctx.log.info("tuning %s: SageMaker tuning job %s (%s trials, %s at a time, each %s x %s)", model_name, name, spec["max_jobs"],
-                         spec["max_parallel_jobs"], training["compute"]["instance_count"], training["compute"]["instance_type"])
+            ctx.log.info(
+                "tuning %s: SageMaker tuning job %s (%s trials, %s at a time, each %s x %s)",
+                model_name,
+                name,
+                spec["max_jobs"],
+                spec["max_parallel_jobs"],
+                training["compute"]["instance_count"],
+                training["compute"]["instance_type"],
+            )
             create(spec)
         wait_for_tuning_job(client, name, region, poll_seconds, on_status)
         trials = _trials(client, name, spec["parameters"])
-        billing = billed_jobs(lambda job: client.describe_training_job(TrainingJobName=job), [t["job_name"] for t in trials])
+        billing = billed_jobs(
+            lambda job: client.describe_training_job(TrainingJobName=job), [t["job_name"] for t in trials]
+        )
         record_job(ctx.run, name, TUNING, model_name, billing)
         return trials
     except KeyboardInterrupt:  # the job goes on (and costs) without us: say how to stop it
-        ctx.log.warning("SageMaker tuning job %s keeps running; stop it with: aws sagemaker stop-hyper-parameter-tuning-job "
-                        "--hyper-parameter-tuning-job-name %s --region %s", name, name, region)
+        ctx.log.warning(
+            "SageMaker tuning job %s keeps running; stop it with: aws sagemaker stop-hyper-parameter-tuning-job "
+            "--hyper-parameter-tuning-job-name %s --region %s",
+            name,
+            name,
+            region,
+        )
         raise
     except StepError:
         raise
@@ -390,4 +480,3 @@ def search(ctx: Context, model_name: str, parameters: tuple[Parameter, ...], pol
         if message is None:
             raise
         raise StepError(message) from None
-
