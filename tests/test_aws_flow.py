@@ -115,7 +115,7 @@ def test_validate_refuses_a_serverless_endpoint_on_the_training_image(make_ctx, 
         load_config(project)
     (problem,) = refused.value.problems
     assert problem.where == "SERVING_IMAGE_URI" and "would run the training image IMAGE_URI (SERVING_IMAGE_URI is empty)" in problem.message
-    assert "serving.Dockerfile" in problem.message
+    assert "environment/serving/Dockerfile" in problem.message
     monkeypatch.setenv("SERVING_IMAGE_URI", IMAGE)
     with pytest.raises(ProblemsFound, match=r"SERVING_IMAGE_URI is IMAGE_URI"):
         load_config(project)

@@ -114,6 +114,8 @@ def test_a_deploy_sends_valid_requests(make_ctx, recorder, monkeypatch):
     _deploy(make_ctx(MODEL_NAMES=MODEL).config)
     assert [len(recorder.of(op)) for op in ("CreateModel", "CreateEndpointConfig", "CreateEndpoint")] == [2, 2, 2]
     assert [m["PrimaryContainer"]["Image"] for m in recorder.of("CreateModel")] == [IMAGE, serving]  # serverless: the CPU image
+    environments = [m["PrimaryContainer"]["Environment"]["ML_EXP_EXPERIMENT_DIR"] for m in recorder.of("CreateModel")]
+    assert environments == ["/opt/ml/code", "/opt/ml/model/code"]  # the training image's code; the model's code/
     assert_valid(recorder)
 
 

@@ -101,6 +101,9 @@ def test_deploy_creates_a_tagged_endpoint_of_the_run_and_records_it(s3_run, trai
         names = set(tar.getnames())
         info = json.loads(tar.extractfile("serving.json").read())
     assert {"model.safetensors", "config.json", "labels.json", "serving.json", "processor/tokenizer.json"} <= names
+    # the experiment's code, for the CPU serving image (which has none): settings.ini and its modules only
+    code = {n for n in names if n.startswith("code/")}
+    assert code == {"code/settings.ini", "code/.ml-exp.json", "code/experiment.py", "code/demo_documents.py"}  # what it imports
     assert (info["experiment"], info["run"], info["model"], info["fields"]) == (EXPERIMENT, 1, "tiny-bert", {"text": "string", "title": "string"})
     for secret in (SECRET, "testing-secret-key"):
         assert secret.encode() not in data
@@ -137,6 +140,8 @@ def test_kms_vpc_and_serverless_when_set(s3_run, trained_run, monkeypatch):
     assert not sm().describe_endpoint_config(EndpointConfigName=serverless).get("KmsKeyId")  # no volume to encrypt
     (variant,) = sm().describe_endpoint_config(EndpointConfigName=serverless)["ProductionVariants"]
     assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 5} and "InstanceType" not in variant
+    # the serving image reads the experiment's code from the model's code/ folder
+    assert sm().describe_model(ModelName=serverless)["PrimaryContainer"]["Environment"] == {"ML_EXP_EXPERIMENT_DIR": "/opt/ml/model/code"}
     assert len(s3_run.read_manifest()["deployments"]) == 2
 
 
@@ -221,3 +226,31 @@ def test_endpoint_names_carry_experiment_and_run_and_stay_valid():
     assert len(long) <= 63 and long.startswith("EXP-3333-xxxx") and "-r12-" in long
     assert long.startswith(endpoints.name_prefix("EXP-3333-" + "x" * 60))
     assert len({endpoints.endpoint_name("EXP-1-a", 1, "m") for _ in range(20)}) == 20
+
+
+@pytest.mark.slow  # a run trained for real
+def test_the_packed_model_serves_with_only_its_own_code_as_the_serving_image_does(s3_run, trained_run, tmp_path):
+    """The CPU serving image holds no experiment: SageMaker unpacks model.tar.gz in /opt/ml/model and
+    the image's ML_EXP_EXPERIMENT_DIR is /opt/ml/model/code. Here: the archive exp deploy packed,
+    unpacked under an emulated /opt/ml, served from a folder that is not the experiment's."""
+    from ml_exp.serving.bundle import unpack
+    from tests.test_serving import free_port, stop, wait_until_up
+
+    deploy(trained_run.project, 1, None, poll_seconds=0.01, announce=lambda m: None)
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(boto3.client("s3").get_object(Bucket=BUCKET, Key=f"runs/{EXPERIMENT}/run_1/serving/tiny-bert/model.tar.gz")["Body"].read())
+    root = tmp_path / "opt-ml"
+    unpack(archive, root / "model")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "ML_EXP_EXPERIMENT_DIR"}
+    env.update({"ML_EXP_SAGEMAKER_ROOT": str(root), "ML_EXP_EXPERIMENT_DIR": str(root / "model" / "code"),
+                "SAGEMAKER_BIND_TO_PORT": str(port), "ML_EXP_SERVE_HOST": "127.0.0.1"})
+    process = subprocess.Popen([sys.executable, "-m", "ml_exp.backends.sagemaker.container", "serve"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", process)
+        record = {"id": "d1", "title": "Master services agreement", "text": "This agreement between the parties sets the terms."}
+        (prediction,) = requests.post(f"http://127.0.0.1:{port}/invocations", json=[record], timeout=60).json()
+        assert prediction["id"] == "d1" and prediction["prediction"] in prediction["scores"]
+    finally:
+        stop(process)

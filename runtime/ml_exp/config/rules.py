@@ -107,8 +107,8 @@ def endpoint_image_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
         return [
             (
                 "SERVING_IMAGE_URI",
-                "is empty, and ENDPOINT_IMAGE = serving: build and push the serving image "
-                "(serving.Dockerfile) and set its URI, or use ENDPOINT_IMAGE = auto",
+                "is empty, and ENDPOINT_IMAGE = serving: push ml-exp's CPU serving image (make serving-image "
+                "push-images) and set its URI, or use ENDPOINT_IMAGE = auto",
             )
         ]
     serving = v["endpoint_image"] != "training" and v["serving_image_uri"] and v["serving_image_uri"] != v["image_uri"]
@@ -122,10 +122,9 @@ def endpoint_image_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 "SERVING_IMAGE_URI",
                 f"a serverless endpoint (ENDPOINT_SERVERLESS_MEMORY_MB) would run the training image IMAGE_URI "
-                f"({why}): serverless endpoints have no GPU and take images of at most 10 GB. Build and push the CPU "
-                "serving image "
-                "(serving.Dockerfile; scripts/build_and_push.sh) and set SERVING_IMAGE_URI to it, or deploy on "
-                "instances (ENDPOINT_SERVERLESS_MEMORY_MB empty)",
+                f"({why}): serverless endpoints have no GPU and take images of at most 10 GB. Push ml-exp's CPU "
+                "serving image (environment/serving/Dockerfile: make serving-image push-images) and set "
+                "SERVING_IMAGE_URI to it, or deploy on instances (ENDPOINT_SERVERLESS_MEMORY_MB empty)",
             )
         ]
     return []

@@ -26,6 +26,7 @@ from ml_exp import __version__
 from ml_exp.config import KNOWN_KEYS
 from ml_exp.core.errors import StepError
 from ml_exp.storage.layout import (
+    CODE,
     COMPARISON,
     COMPLETE,
     LABELS,
@@ -78,9 +79,13 @@ class Bundle:
         processor = folder / PROCESSOR
         return cls(folder, processor if processor.is_dir() else None, json.loads(info_file.read_text()))
 
-    def pack(self, archive: Path) -> Path:
-        """``model.tar.gz`` with the model's files at its root, processor/ and SERVING_INFO."""
+    def pack(self, archive: Path, code_from: Path | None = None) -> Path:
+        """``model.tar.gz`` with the model's files at its root, processor/ and SERVING_INFO; and, from
+        ``code_from`` (the experiment folder), its code in ``code/`` (:func:`experiment_code`): the
+        CPU serving image has none of its own and reads it from ``/opt/ml/model/code``."""
         with tarfile.open(archive, "w:gz") as tar:
+            for path in experiment_code(code_from) if code_from else []:
+                tar.add(path, arcname=f"{CODE}/{path.relative_to(code_from).as_posix()}")
             for path in sorted(self.model.iterdir()):
                 if path.name not in (COMPLETE, SERVING_INFO, PROCESSOR):
                     tar.add(path, arcname=path.name)
@@ -91,6 +96,18 @@ class Bundle:
             member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
         return archive
+
+
+def experiment_code(folder: Path) -> list[Path]:
+    """The files of the experiment an endpoint needs to encode records: settings.ini, the template's
+    answers, its top-level modules and packages (the five functions and what they import); not its
+    tests, data, caches or virtual environments."""
+    files = [folder / name for name in ("settings.ini", ".ml-exp.json") if (folder / name).is_file()]
+    files += sorted(p for p in folder.glob("*.py") if p.is_file())
+    packages = [p for p in folder.iterdir() if (p / "__init__.py").is_file() and p.name not in ("tests", "test")]
+    for package in sorted(packages):
+        files += sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    return files
 
 
 def best_model(run: Run) -> str:
@@ -167,15 +184,15 @@ def record_fields(run: Run) -> dict[str, str]:
     return {name: str(schema.field(name).type) for name in schema.names if name not in RECORD_FIELDS}
 
 
-def archive(run: Run, bundle: Bundle) -> str:
+def archive(run: Run, bundle: Bundle, code_from: Path | None = None) -> str:
     """``serving/<model>/model.tar.gz`` in the run (packed once; a run's outputs are never
-    rewritten), returned as its URL."""
+    rewritten), returned as its URL; ``code_from``: the experiment folder, whose code goes in ``code/``."""
     folder = serving_dir(bundle.info["model"])
     if not run.is_complete(folder):
         with tempfile.TemporaryDirectory(prefix="ml-exp-serving-") as scratch:
             out = Path(scratch) / "out"
             out.mkdir()
-            bundle.pack(out / MODEL_ARCHIVE)
+            bundle.pack(out / MODEL_ARCHIVE, code_from)
             run.put_dir(str(out), folder, overwrite=True)  # an incomplete folder is an interrupted attempt
     return run.path(folder, MODEL_ARCHIVE)
 

@@ -28,12 +28,15 @@ from typing import Any
 from ml_exp.backends.sagemaker.instances import volume_kms_key
 from ml_exp.backends.sagemaker.jobs import EXPERIMENT_DIR, MAX_NAME, clean_name, sagemaker_name
 from ml_exp.backends.sagemaker.sdk_errors import explain
+from ml_exp.storage.layout import CODE
 
 LOG_GROUP = "/aws/sagemaker/Endpoints"
 TAG_PREFIX = "ml-exp:"
 VARIANT = "AllTraffic"
 # The serving container's whole environment: where the experiment's code is in the image.
 ENVIRONMENT = {"ML_EXP_EXPERIMENT_DIR": EXPERIMENT_DIR}
+# The serving image's code: the model's code/ folder (ml_exp.storage.layout.CODE), unpacked by SageMaker
+SERVING_CODE_DIR = f"/opt/ml/model/{CODE}"
 SERVERLESS_MAX_CONCURRENCY = 5
 FINAL = ("InService", "Failed", "OutOfService")
 
@@ -133,9 +136,12 @@ def spec(config: Any, info: dict[str, Any], model_data: str, name: str | None = 
 
 
 def environment(config: Any) -> dict[str, str]:
-    """The model container's environment: where the code is, and the name (never the value) of the W&B key's secret."""
+    """The model container's environment: where the experiment's code is (the training image's own
+    copy, or the model's ``code/`` for the serving image, which has none), and the name (never the
+    value) of the W&B key's secret."""
+    code = EXPERIMENT_DIR if image(config) == config.image_uri else SERVING_CODE_DIR
     secret = getattr(config, "wandb_api_key_secret", "")
-    return {**ENVIRONMENT, **({"WANDB_API_KEY_SECRET": secret} if secret else {})}
+    return {"ML_EXP_EXPERIMENT_DIR": code, **({"WANDB_API_KEY_SECRET": secret} if secret else {})}
 
 
 def check(config: Any) -> list[str]:
