@@ -250,7 +250,7 @@ def test_the_training_job_trains_the_demo_in_the_experiment_image(trained):
 def bundle(trained, tmp_path_factory):
     """The model as SageMaker unpacks exp deploy's model.tar.gz in /opt/ml/model."""
     from ml_exp.serving.bundle import copy_folder, from_run
-    from ml_exp.store import Store
+    from ml_exp.storage.store import Store
 
     project, run_dir, _ = trained
     run = Store(f"file://{project / '.exp-store'}", project.name).open_run(1)

@@ -83,8 +83,6 @@ SCRATCH = ".scratch"
 SERVING = "serving"
 SERVING_INFO = "serving.json"
 MODEL_ARCHIVE = "model.tar.gz"
-# in model.tar.gz: the experiment's code (settings.ini, its modules), for the CPU serving image, which has none
-CODE = "code"
 DEPLOYMENTS = "deployments"
 
 

@@ -28,15 +28,14 @@ from typing import Any
 from ml_exp.backends.sagemaker.instances import volume_kms_key
 from ml_exp.backends.sagemaker.jobs import EXPERIMENT_DIR, MAX_NAME, clean_name, sagemaker_name
 from ml_exp.backends.sagemaker.sdk_errors import explain
-from ml_exp.storage.layout import CODE
 
 LOG_GROUP = "/aws/sagemaker/Endpoints"
 TAG_PREFIX = "ml-exp:"
 VARIANT = "AllTraffic"
 # The serving container's whole environment: where the experiment's code is in the image.
 ENVIRONMENT = {"ML_EXP_EXPERIMENT_DIR": EXPERIMENT_DIR}
-# The serving image's code: the model's code/ folder (ml_exp.storage.layout.CODE), unpacked by SageMaker
-SERVING_CODE_DIR = f"/opt/ml/model/{CODE}"
+# The serving image's code: the model's code/ folder (ml_exp.serving.bundle.CODE), unpacked by SageMaker
+SERVING_CODE_DIR = "/opt/ml/model/code"
 SERVERLESS_MAX_CONCURRENCY = 5
 FINAL = ("InService", "Failed", "OutOfService")
 
