@@ -75,7 +75,7 @@ def deploy(
         deployment["spec_uri"] = run.write_json(deployment_spec(name), deployment)
         if dry_run:
             return {**deployment, "status": "dry-run"}
-        archive(run, bundle)  # the model, packed once in the run: serving/<model>/model.tar.gz
+        archive(run, bundle, config.experiment_dir)  # packed once in the run: serving/<model>/model.tar.gz, code/ too
     announce(f"deploying run_{run_num} model {deployment['model']} as SageMaker endpoint {name} ({_capacity(config)})")
     announce(deployment["cost"])
     sm = endpoints.client(config.aws_region)

@@ -42,6 +42,10 @@ from ml_exp.storage.layout import (
 )
 from ml_exp.storage.store import Run
 
+# The experiment's code in model.tar.gz (the CPU serving image's ML_EXP_EXPERIMENT_DIR is /opt/ml/model/code).
+CODE = "code"
+CODE_FILES = ("settings.ini", "requirements-extra.txt")
+
 
 @dataclass(frozen=True)
 class Bundle:
@@ -78,12 +82,16 @@ class Bundle:
         processor = folder / PROCESSOR
         return cls(folder, processor if processor.is_dir() else None, json.loads(info_file.read_text()))
 
-    def pack(self, archive: Path) -> Path:
-        """``model.tar.gz`` with the model's files at its root, processor/ and SERVING_INFO."""
+    def pack(self, archive: Path, code: Path | None = None) -> Path:
+        """``model.tar.gz`` with the model's files at its root, processor/ and SERVING_INFO, and
+        the experiment's code (:func:`code_files` of the folder ``code``) in code/: the CPU
+        serving image holds no experiment, so its predictor reads the five functions from there."""
         with tarfile.open(archive, "w:gz") as tar:
             for path in sorted(self.model.iterdir()):
-                if path.name not in (COMPLETE, SERVING_INFO, PROCESSOR):
+                if path.name not in (COMPLETE, SERVING_INFO, PROCESSOR, CODE):
                     tar.add(path, arcname=path.name)
+            for path in code_files(code) if code is not None else []:
+                tar.add(code / path, arcname=f"{CODE}/{path.as_posix()}", recursive=False)
             if self.processor is not None:
                 tar.add(self.processor, arcname=PROCESSOR)
             data = json.dumps(self.info, indent=2).encode()
@@ -91,6 +99,20 @@ class Bundle:
             member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
         return archive
+
+
+def code_files(experiment_dir: Path) -> list[Path]:
+    """What the predictor needs of an experiment's folder, relative to it: settings.ini, the
+    requirements, the Python modules at its top and the packages below it (folders with an
+    __init__.py), not its tests, storage, data or hidden folders."""
+    top = [p for p in experiment_dir.iterdir() if p.is_file() and (p.suffix == ".py" or p.name in CODE_FILES)]
+    packages = [
+        p
+        for p in experiment_dir.iterdir()
+        if p.is_dir() and (p / "__init__.py").is_file() and not p.name.startswith(".") and p.name != "tests"
+    ]
+    found = top + [f for package in packages for f in package.rglob("*.py") if "__pycache__" not in f.parts]
+    return sorted(f.relative_to(experiment_dir) for f in found)
 
 
 def best_model(run: Run) -> str:
@@ -167,15 +189,16 @@ def record_fields(run: Run) -> dict[str, str]:
     return {name: str(schema.field(name).type) for name in schema.names if name not in RECORD_FIELDS}
 
 
-def archive(run: Run, bundle: Bundle) -> str:
-    """``serving/<model>/model.tar.gz`` in the run (packed once; a run's outputs are never
-    rewritten), returned as its URL."""
+def archive(run: Run, bundle: Bundle, code: Path | None = None) -> str:
+    """``serving/<model>/model.tar.gz`` in the run, with the experiment's code from the folder
+    ``code`` (packed once, by the first deployment; a run's outputs are never rewritten),
+    returned as its URL."""
     folder = serving_dir(bundle.info["model"])
     if not run.is_complete(folder):
         with tempfile.TemporaryDirectory(prefix="ml-exp-serving-") as scratch:
             out = Path(scratch) / "out"
             out.mkdir()
-            bundle.pack(out / MODEL_ARCHIVE)
+            bundle.pack(out / MODEL_ARCHIVE, code)
             run.put_dir(str(out), folder, overwrite=True)  # an incomplete folder is an interrupted attempt
     return run.path(folder, MODEL_ARCHIVE)
 
