@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ml_exp.commands.app import ExperimentDir, ModelOption, RunOption, announce, app, user_errors
+from ml_exp.core.errors import UserError
 
 
 @app.command()
@@ -27,26 +28,46 @@ def predict(
     ] = None,
     experiment_dir: ExperimentDir = Path("."),
 ) -> None:
-    """Predict records with a run's model on this machine: a JSON line per record (id, prediction, scores)."""
+    """Predict records with a run's model on this machine: a JSON line per record (id, prediction, scores).
+
+    Every record is read and checked before any is predicted: a bad one is named (file and line)
+    and nothing is written; --output is written atomically (complete, or not at all)."""
+    import shutil
     import sys
     import tempfile
 
-    from ml_exp.serving.predict import load_predictor, predict_lines
+    from ml_exp.core.files import atomic_output, check_output
+    from ml_exp.serving.predict import check_lines, load_predictor, predict_lines
 
     source = "stdin" if input_file == "-" else input_file
     if input_file != "-" and not Path(input_file).is_file():
         raise typer.BadParameter(f"{input_file} is not a file", param_hint="INPUT")
-    with user_errors("--run"), tempfile.TemporaryDirectory(prefix="ml-exp-predict-") as scratch:
-        predictor = load_predictor(experiment_dir, run_num, model, Path(scratch))
-        lines = sys.stdin if input_file == "-" else open(input_file, encoding="utf-8")
-        out = open(output, "w", encoding="utf-8") if output else sys.stdout
-        try:
-            count = predict_lines(predictor, lines, out, source)
-        finally:
+    with tempfile.TemporaryDirectory(prefix="ml-exp-predict-") as scratch:
+        with user_errors("--output"):
             if output:
-                out.close()
-            if lines is not sys.stdin:
-                lines.close()
+                check_output(output, "--output", inputs=[] if input_file == "-" else [input_file])
+        if input_file == "-":  # read twice (checked, then predicted): stdin is kept in the scratch folder
+            input_file = str(Path(scratch, "stdin.jsonl"))
+            with open(input_file, "wb") as spool:
+                shutil.copyfileobj(sys.stdin.buffer, spool)
+        with user_errors("--run"):
+            predictor = load_predictor(experiment_dir, run_num, model, Path(scratch))
+        with user_errors("INPUT"), open(input_file, "rb") as lines:
+            check_lines(predictor, lines, source)
+        with user_errors("INPUT"), open(input_file, "rb") as lines:
+            try:
+                if output:
+                    with atomic_output(output, "--output", "w", encoding="utf-8") as out:
+                        count = predict_lines(predictor, lines, out, source)
+                else:
+                    count = predict_lines(predictor, lines, sys.stdout, source)
+            except UserError as exc:
+                exc.outcome = (
+                    f"nothing was written to {output}"
+                    if output
+                    else "the predictions printed before it are of the records before it"
+                )
+                raise
     if output:
         typer.echo(f"{count} predictions of run_{run_num} model {predictor.info['model']} in {output}", err=True)
 

@@ -63,5 +63,10 @@ def compare(
     console.print("settings that differ:" if lines else "no setting differs between these runs", markup=False)
     for line in lines:
         console.print(f"  {line}", markup=False, highlight=False)
-    output.write_bytes(comparison_png(comparison, f"{config.experiment_name}: {comparison['metric']} per run"))
+    from ml_exp.core.files import write_output
+
+    with user_errors("--output"):  # atomically, into new folders; never a folder's name
+        write_output(
+            output, comparison_png(comparison, f"{config.experiment_name}: {comparison['metric']} per run"), "--output"
+        )
     console.print(f"chart: {output}", markup=False, highlight=False, soft_wrap=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -155,15 +156,24 @@ class Predictor:
                 value = record[field]
                 if value is not None and _is_text(kind) and not isinstance(value, str):
                     raise RequestError(f"{name}: field {field!r} must be a string, not a JSON {_json_type(value)}")
+                if isinstance(value, str) and not _encodable(value):
+                    raise RequestError(
+                        f"{name}: field {field!r} holds a lone surrogate (an escape like \\ud800 without its "
+                        "pair), which is not text; fix the record's encoding"
+                    )
             texts = [record[f] for f, kind in self.fields.items() if _is_text(kind)]
-            if texts and not any(isinstance(t, str) and t.strip() for t in texts):
+            if texts and not any(isinstance(t, str) and _has_content(t) for t in texts):
                 raise RequestError(
                     f"{name} has empty text: {', '.join(repr(f) for f, k in self.fields.items() if _is_text(k))} "
-                    "are all empty; nothing to classify"
+                    "are all empty (or only spaces and invisible characters); nothing to classify"
                 )
             if ID in record and not isinstance(record[ID], (str, int)) and record[ID] is not None:
                 raise RequestError(
                     f"{name}: field 'id' must be a string or a number, not a JSON {_json_type(record[ID])}"
+                )
+            if LABEL in record and not isinstance(record[LABEL], (str, int, float)) and record[LABEL] is not None:
+                raise RequestError(
+                    f"{name}: field 'label' must be a label (a string), not a JSON {_json_type(record[LABEL])}"
                 )
 
     def predict(self, records: Sequence[Mapping[str, Any]], checked: bool = False) -> list[dict[str, Any]]:
@@ -231,6 +241,20 @@ class Predictor:
 
 def _is_text(arrow_type: str) -> bool:
     return arrow_type in ("string", "large_string", "string_view")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _has_content(text: str) -> bool:
+    """Anything a tokenizer makes a token of: not only spaces, control and format characters
+    (NUL, a BOM, a zero-width space), which tokenizers drop as they drop whitespace."""
+    return any(not ch.isspace() and unicodedata.category(ch)[0] not in "CZ" for ch in text)
 
 
 def _json_type(value: Any) -> str:

@@ -36,11 +36,12 @@ def saved_processor(data_dir: Path) -> Any:
 def load_classifier(trained: Path, labels: list[str], model_name: str) -> tuple[Any, Any]:
     """The model saved in ``trained`` (checked against ``labels``) and the tokenizer saved with
     it (None when there is none: inputs must then be of equal length, as in training)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(trained))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a truncated model.safetensors
         raise StepError(
             f"the trained model of {model_name!r} ({trained}) cannot be loaded: {exc}; rebuild it in a new run with "
             "`exp run`."
