@@ -61,7 +61,21 @@ ANSWERS = {
     "wandb_project": {{ cookiecutter.wandb_project | jsonify }},
     "wandb_entity": {{ cookiecutter.wandb_entity | jsonify }},
     "runtime_requirement": {{ cookiecutter.runtime_requirement | jsonify }},
+    "description": {{ cookiecutter.description | jsonify }},
+    "base_image_registry": {{ cookiecutter.base_image_registry | jsonify }},
 }
+# Answers written into scripts/*.sh and the Dockerfiles: beyond their own pattern, none may hold
+# a character a shell or a Dockerfile reads (quotes, $, `, \\, spaces, ;, newlines...), so that a
+# value there is literal text, whatever quotes surround it.
+IN_SCRIPTS = ("aws_region", "ecr_repository", "experiment_name", "base_image_registry")
+SHELL_SAFE = r"[A-Za-z0-9._:/@+-]*"
+# A registry: host[:port][/path], as Docker's reference grammar has it.
+REGISTRY = (r"(?=.{1,255}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+            r"(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+# A model name per entry of model_names: a Hub id (org/name) or a name load_model knows.
+MODEL_NAME = r"[A-Za-z0-9_.][A-Za-z0-9_./-]{0,199}"
+# requirements.txt's one line: a requirement (name[extras] with versions or @ URL), never a pip option.
+REQUIREMENT = r"[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[A-Za-z0-9,._-]+\])?(?:\s*(?:[=!<>~]=?=?|===)\s*[A-Za-z0-9.*+!_-]+(?:\s*,\s*(?:[=!<>~]=?=?)\s*[A-Za-z0-9.*+!_-]+)*|\s+@\s+[A-Za-z][A-Za-z0-9+.-]*://[^\s#;]+)?"
 
 
 def rules(names):
@@ -85,8 +99,12 @@ def rules(names):
          "an ECR repository name: lowercase letters, digits, '.', '_', '-' and '/' separated parts", False),
         ("wandb_project", names.WANDB_PROJECT_RE, "a W&B project name without spaces or / \\ # ? % :", False),
         ("wandb_entity", names.WANDB_ENTITY_RE, "a W&B user or team name (or empty)", True),
-        ("runtime_requirement", r"\S.*", "a pip requirement for the ml-exp runtime, e.g. "
-                                         "ml-exp[train,sagemaker,serve,pdf]", False),
+        ("runtime_requirement", REQUIREMENT, "a pip requirement for the ml-exp runtime, e.g. "
+                                             "ml-exp[train,sagemaker,serve,pdf]==0.1.0 or ml-exp @ file:///path "
+                                             "(no pip option, no comment)", False),
+        ("description", r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]{0,300}", "one line of at most 300 characters", True),
+        ("base_image_registry", REGISTRY, "a registry such as 123456789012.dkr.ecr.us-east-1.amazonaws.com "
+                                          "(host, optional :port and /path; no scheme, no credentials)", False),
     ]
 
 
@@ -102,6 +120,8 @@ def problems(answers, names):
             continue
         if name in DERIVED and any(f.startswith(("ticket:", "model_slug:")) for f in found):
             continue
+        if name == "base_image_registry" and any(f.startswith("aws_region:") for f in found):
+            continue  # its default is made of the region
         if name == "experiment_name" and len(value) > names.EXPERIMENT_NAME_MAX:
             found.append(f"{name}: {value!r} is longer than {names.EXPERIMENT_NAME_MAX} characters; use a shorter "
                          "ticket or model_slug")
@@ -113,6 +133,17 @@ def problems(answers, names):
     elif not all(models) or any(re.search(r"\s", name) for name in models):
         found.append(f"model_names: {answers['model_names']!r} is not a comma separated list of model names (no spaces "
                      "in a name, no empty entries)")
+    elif not all(re.fullmatch(MODEL_NAME, name) for name in models):
+        found.append(f"model_names: {answers['model_names']!r} is not a comma separated list of model names (letters, "
+                     "digits, '_', '.', '-' and '/' as in org/model)")
+    reported = {line.split(":")[0] for line in found}
+    derived_wrong = reported & {"ticket", "model_slug", "aws_region"}
+    for name in IN_SCRIPTS:
+        if name in reported or (name in (*DERIVED, "base_image_registry") and derived_wrong):
+            continue
+        if not re.fullmatch(SHELL_SAFE, answers[name]):
+            found.append(f"{name}: {answers[name]!r} holds a character a shell script or Dockerfile would read; use "
+                         "letters, digits and . _ : / @ + -")
     return found
 
 

@@ -22,7 +22,7 @@ from botocore.stub import Stubber
 from ml_exp.backends.sagemaker import jobs as sm
 from ml_exp.config import load_config
 from ml_exp.experiment.context import Context
-from ml_exp.storage.manifest import REDACTED
+from ml_exp.storage.manifest import REDACTED, new_manifest
 from ml_exp.core.names import TOKENS
 from ml_exp.core.errors import StepError
 from ml_exp.storage.store import Store
@@ -243,6 +243,24 @@ def test_dry_run_saves_the_spec_and_submits_nothing_then_the_spec_is_what_is_sub
     assert_submitted_as_specified(saved, describe(name), request)
     assert "WANDB_API_KEY" not in request["Environment"] and SECRET not in json.dumps(request)
     assert [j["TrainingJobName"] for j in boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]] == [name]
+
+
+def test_a_dry_run_writes_and_prints_no_planted_secret(make_ctx, monkeypatch, capsys):
+    """Secrets planted in every setting that holds a URL and in recorded variables: the saved
+    specs (a job's and a tuning job's) and the manifest hold none; the job still gets its image."""
+    from tests.test_redact import PLANTED_ENV, S
+
+    for key, value in PLANTED_ENV.items():
+        monkeypatch.setenv(key, value)
+    planted = {"IMAGE_URI": f"{IMAGE.split(':')[0]}:tag".replace("123456789012.", f"plant:{S}@123456789012."),
+               "SERVING_IMAGE_URI": f"https://plant:{S}@registry.example.com/serve:1"}
+    ctx = make_ctx(MODEL_NAMES=MODEL, **planted)
+    ctx.run.write_manifest(new_manifest(ctx.config, ctx.run.num))
+    for step in ("preparation", "training", "inference"):
+        sm.run_step(ctx, step, MODEL, dry_run=True)
+    texts = [ctx.run.read_text(f"jobs/{name}") for name in ctx.run.listdir("jobs")] + [ctx.run.read_text("manifest.json")]
+    assert len(texts) == 4 and not [t for t in texts if S in t]
+    assert S not in "".join(capsys.readouterr())
 
 
 def test_a_retry_gets_a_new_job_and_spec(make_ctx):

@@ -267,6 +267,20 @@ BAD_ANSWERS = [
     ({"ecr_repository": "Team/Repo"}, "ecr_repository"),
     ({"wandb_project": "my project"}, "wandb_project"),
     ({"experiment_name": "EXP-1-" + "x" * 60}, "experiment_name"),
+    # hostile answers: nothing of them may reach a script, a Dockerfile or requirements.txt
+    ({"base_image_registry": 'reg.example.com"; touch /tmp/pwned; echo "'}, "base_image_registry"),
+    ({"base_image_registry": "reg.example.com/$(touch /tmp/pwned)"}, "base_image_registry"),
+    ({"base_image_registry": "reg.example.com/`id`"}, "base_image_registry"),
+    ({"base_image_registry": "https://user:pw@reg.example.com"}, "base_image_registry"),
+    ({"base_image_registry": "reg.example.com\nRUN touch /tmp/pwned"}, "base_image_registry"),
+    ({"base_image_registry": ""}, "base_image_registry"),
+    ({"description": "one line\nRUN_TRAINING = false"}, "description"),
+    ({"model_names": "tiny-bert;touch /tmp/pwned"}, "model_names"),
+    ({"model_names": "bert$(id)"}, "model_names"),
+    ({"runtime_requirement": "--extra-index-url https://evil.example/simple"}, "runtime_requirement"),
+    ({"runtime_requirement": "ml-exp  # pinned later"}, "runtime_requirement"),
+    ({"runtime_requirement": "ml-exp\n-e git+https://evil.example/x"}, "runtime_requirement"),
+    ({"aws_region": 'us-east-1"; touch /tmp/pwned; "'}, "aws_region"),
 ]
 
 
@@ -278,6 +292,18 @@ def test_bad_answer_is_refused_and_nothing_written(tmp_path, capfd, answers, var
     errors = [line for line in err.splitlines() if line.startswith("ERROR: ") and ":" in line[7:]]
     assert errors and all(line.startswith(f"ERROR: {variable}: ") for line in errors), err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unusual_but_valid_answers_bake_scripts_shellcheck_passes(tmp_path):
+    project = bake(tmp_path, base_image_registry="registry.example.com:5000/team/base",
+                   model_names="org/Model_v2.1,tiny-bert", runtime_requirement="ml-exp[train,serve]>=0.1,<0.2",
+                   description="Quotes \" ' `ticks` $(not run) and {braces}")
+    assert 'base_registry="registry.example.com:5000/team/base"' in (project / "scripts" / "build_and_push.sh").read_text()
+    for script in sorted((project / "scripts").glob("*.sh")):
+        result = subprocess.run([SHELLCHECK, str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
+    for dockerfile in ("sagemaker.Dockerfile", "run.Dockerfile"):
+        assert "ARG BASE_IMAGE=registry.example.com:5000/team/base/ml-exp-" in (project / dockerfile).read_text()
 
 
 def test_every_bad_answer_reported_at_once(tmp_path, capfd):

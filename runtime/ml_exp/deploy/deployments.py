@@ -18,6 +18,7 @@ from typing import Any
 
 from ml_exp.config import Config, load_config
 from ml_exp.core.errors import UserError
+from ml_exp.core.redact import redact
 from ml_exp.serving.predict import open_run
 from ml_exp.storage.layout import MODEL_ARCHIVE, deployment_spec, serving_dir
 from ml_exp.storage.store import Run, Store, now
@@ -69,7 +70,7 @@ def deploy(
     with tempfile.TemporaryDirectory(prefix="ml-exp-deploy-") as scratch:
         bundle = from_run(run, model_name, Path(scratch))
         model_data = run.path(serving_dir(bundle.info["model"]), MODEL_ARCHIVE)
-        deployment = endpoints.spec(config, bundle.info, model_data)
+        deployment = redact(endpoints.spec(config, bundle.info, model_data))
         deployment["cost"] = _cost(config)
         name = deployment["endpoint_name"]
         deployment["spec_uri"] = run.write_json(deployment_spec(name), deployment)

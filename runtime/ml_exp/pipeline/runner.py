@@ -18,6 +18,7 @@ from ml_exp.backends.base import Backend
 from ml_exp.config import KNOWN_KEYS, SETTINGS, Config, load_config
 from ml_exp.core.errors import Problem, ProblemsFound, UserError
 from ml_exp.core.names import INFERENCE, PREPARATION, RECONCILIATION, STEP_NAMES, TRAINING, TUNING
+from ml_exp.core.redact import redact_value
 from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, load_functions
 from ml_exp.pipeline.validate import validate
@@ -180,10 +181,14 @@ def resumed_config(
         current = current.with_overrides(manifest["overrides"], source="the smoke settings")
     parse = {s.key: s.parse for s in SETTINGS}
     keys = sorted(k for k in recorded if k in KNOWN_KEYS and k not in FROM_NOW)
+    # the manifest holds redacted values: a credential in a URL stays the current one, unrecorded
+    unrecorded = {
+        k for k in keys if str(recorded[k]) != current.raw[k] and str(recorded[k]) == redact_value(k, current.raw[k])
+    }
     changed = {
-        k: {"recorded": str(recorded[k]), "now": current.raw[k]}
+        k: {"recorded": str(recorded[k]), "now": redact_value(k, current.raw[k])}
         for k in keys
-        if not _same(parse[k], str(recorded[k]), current.raw[k])
+        if k not in unrecorded and not _same(parse[k], str(recorded[k]), current.raw[k])
     }
     if changed and not accept:
         problems = [
@@ -191,7 +196,7 @@ def resumed_config(
             for k, c in changed.items()
         ]
         raise SettingsChanged(run.num, problems)
-    kept = {k: str(recorded[k]) for k in keys if k not in changed}
+    kept = {k: str(recorded[k]) for k in keys if k not in changed and k not in unrecorded}
     try:
         return current.with_overrides(kept, source=f"run_{run.num}'s manifest"), smoke, changed
     except ProblemsFound as exc:  # recorded by another version of ml-exp, no longer valid

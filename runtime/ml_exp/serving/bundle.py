@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ml_exp import __version__
-from ml_exp.config import KNOWN_KEYS
+from ml_exp.config import KNOWN_KEYS, SETTINGS_FILE
 from ml_exp.core.errors import StepError
+from ml_exp.core.redact import redact, redact_text
 from ml_exp.storage.layout import (
     COMPARISON,
     COMPLETE,
@@ -91,14 +92,20 @@ class Bundle:
                 if path.name not in (COMPLETE, SERVING_INFO, PROCESSOR, CODE):
                     tar.add(path, arcname=path.name)
             for path in code_files(code) if code is not None else []:
-                tar.add(code / path, arcname=f"{CODE}/{path.as_posix()}", recursive=False)
+                if path.name == SETTINGS_FILE and len(path.parts) == 1:  # a URL in it may hold credentials
+                    _add_bytes(tar, f"{CODE}/{path.as_posix()}", redact_text((code / path).read_text("utf-8")).encode())
+                else:
+                    tar.add(code / path, arcname=f"{CODE}/{path.as_posix()}", recursive=False)
             if self.processor is not None:
                 tar.add(self.processor, arcname=PROCESSOR)
-            data = json.dumps(self.info, indent=2).encode()
-            member = tarfile.TarInfo(SERVING_INFO)
-            member.size = len(data)
-            tar.addfile(member, io.BytesIO(data))
+            _add_bytes(tar, SERVING_INFO, json.dumps(redact(self.info), indent=2).encode())
         return archive
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    tar.addfile(member, io.BytesIO(data))
 
 
 def code_files(experiment_dir: Path) -> list[Path]:

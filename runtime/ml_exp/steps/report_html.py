@@ -14,6 +14,7 @@ import io
 from typing import Any
 
 from ml_exp.core.names import PREPARATION, RECONCILIATION, TRAINING
+from ml_exp.core.redact import redact
 from ml_exp.experiment.context import Context
 from ml_exp.steps.coverage import coverage_line
 from ml_exp.storage.layout import (
@@ -172,7 +173,7 @@ def _documents(run: Run, manifest: dict[str, Any]) -> str:
 
 
 def _settings(manifest: dict[str, Any]) -> str:
-    settings = manifest.get("settings") or {}
+    settings = redact(manifest.get("settings") or {})  # a manifest of an older ml-exp was not redacted
     rows = "".join(
         f"<tr><td><code>{_e(k)}</code></td><td style='text-align:left'>{_e(v)}</td></tr>" for k, v in settings.items()
     )

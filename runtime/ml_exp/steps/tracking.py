@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ml_exp.core.redact import redact
 from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import MANIFEST
 
@@ -104,7 +105,7 @@ def tracked(
             mode=config.wandb_mode,
             dir=str(config.experiment_dir),
             config={
-                "settings": dict(config.raw),
+                "settings": redact(dict(config.raw)),
                 "model": model,
                 "run": ctx.run.num if ctx.run else None,
                 **({"trial": trial} if trial else {}),

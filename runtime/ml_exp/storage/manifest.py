@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import socket
 import subprocess
 import sys
@@ -16,13 +15,12 @@ from typing import Any
 
 from ml_exp import __version__
 from ml_exp.config import Config
+from ml_exp.core.redact import REDACTED, SECRET_NAME, redact, redact_text
 from ml_exp.storage.run import now
 
 TEMPLATE_RECORD = ".ml-exp.json"
-REDACTED = "***redacted***"
-# Names that look like a secret. AWS_ACCESS_KEY_ID matches too (KEY), as it should.
-SECRET_NAME = re.compile(r"KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|AUTH|SESSION", re.IGNORECASE)
 # Environment variables worth recording: they change what a run does.
+__all__ = ["REDACTED", "SECRET_NAME", "new_manifest", "redact", "redact_urls"]
 RECORDED_ENV_PREFIXES = ("ML_EXP_", "WANDB_", "AWS_", "HF_", "TRANSFORMERS_", "CUDA_", "ACCELERATE_", "SM_")
 KEY_PACKAGES = (
     "torch",
@@ -39,19 +37,9 @@ KEY_PACKAGES = (
 )
 
 
-# user[:password]@ inside a URL (https://user:token@host/...): the credentials, not the URL
-URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
-
-
-def redact(values: Mapping[str, str]) -> dict[str, str]:
-    return {
-        key: (REDACTED if SECRET_NAME.search(key) and value else redact_urls(value)) for key, value in values.items()
-    }
-
-
 def redact_urls(text: str) -> str:
-    """``text`` with the credentials of every URL in it replaced."""
-    return URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{REDACTED}@", text) if isinstance(text, str) else text
+    """``text`` with every credential in it replaced (:func:`ml_exp.core.redact.redact_text`)."""
+    return redact_text(text)
 
 
 def new_manifest(
@@ -65,7 +53,8 @@ def new_manifest(
         "status": "created",
         "command": [redact_urls(arg) for arg in (argv if argv is not None else sys.argv)],
         "host": socket.gethostname(),
-        "settings": dict(config.raw),  # no secret can be a setting (validation refuses them)
+        # no secret can be a setting (validation refuses them), but a URL in one can hold credentials
+        "settings": redact(dict(config.raw)),
         "settings_from_environment": sorted(key for key in config.raw if key in env),
         "environment": redact({k: v for k, v in sorted(env.items()) if k.startswith(RECORDED_ENV_PREFIXES)}),
         "git": git_state(config.experiment_dir),

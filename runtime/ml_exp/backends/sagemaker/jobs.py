@@ -41,6 +41,7 @@ from ml_exp.backends.sagemaker.instances import billed, record_job, volume_kms_k
 from ml_exp.backends.sagemaker.sdk_errors import explain
 from ml_exp.core.errors import StepError
 from ml_exp.core.names import INFERENCE, PREPARATION, TOKENS, TRAINING, TUNING
+from ml_exp.core.redact import redact
 from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import JOBS, RECONCILED, checkpoint_dir, job_result, model_dir, model_key, prepared_dir
 from ml_exp.storage.layout import job_spec as job_spec_file
@@ -235,7 +236,7 @@ def job_spec(ctx: Context, step: str, model_name: str | None, name: str | None =
         },
         "sdk": {"sagemaker": _version("sagemaker"), "ml-exp": _version("ml-exp")},
     }
-    return json.loads(json.dumps(spec))  # plain JSON types only
+    return redact(json.loads(json.dumps(spec)))  # plain JSON types only; no credential in an image URI...
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from ml_exp.config import SETTINGS, Config, read_settings_file
 from ml_exp.config.search_space import Parameter
 from ml_exp.core.errors import StepError
 from ml_exp.core.names import TUNING
+from ml_exp.core.redact import redact
 from ml_exp.experiment.context import Context
 from ml_exp.steps.tuning import Trial
 from ml_exp.storage.layout import SAGEMAKER_TUNING_JOB, model_key, trial_name, tuning_dir
@@ -204,7 +205,7 @@ def tuning_spec(
         "training": training,
         "sdk": training["sdk"],
     }
-    return json.loads(json.dumps(spec))
+    return redact(json.loads(json.dumps(spec)))
 
 
 def fit_environment(config: Config, environment: dict[str, str]) -> tuple[dict[str, str], list[str]]:
