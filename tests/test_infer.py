@@ -394,3 +394,22 @@ def test_without_a_saved_tokenizer_inputs_must_have_equal_lengths(tmp_path, arte
     even.run.put_dir(str(bare), model_dir("bare"))
     result = inference.infer_model(even, make_udfs(), "bare")
     assert result["test_records"] == N_TEST
+
+
+def test_csv_cells_that_start_like_a_formula_are_neutralised_and_parquet_keeps_them():
+    """OWASP's CSV injection: ids and labels starting with = + - @ tab or CR get a leading '."""
+    import csv
+    import io
+
+    import pyarrow as pa
+
+    from ml_exp.steps.inference_outputs import csv_column
+
+    hostile = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "plain", "a=b"]
+    table = pa.table({"id": hostile, "score": [-0.5] * len(hostile), "window": [-1] * len(hostile)})
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(zip(*(csv_column(table.column(i)) for i in range(table.num_columns))))
+    cells = [row[0] for row in csv.reader(io.StringIO(buffer.getvalue()))]
+    assert cells == ["'" + h for h in hostile[:6]] + ["plain", "a=b"]
+    assert [row[1:] for row in csv.reader(io.StringIO(buffer.getvalue()))][0] == ["-0.5", "-1"]  # numbers stay numbers
+    assert table.column("id").to_pylist() == hostile  # what parquet and JSON hold: the original

@@ -16,7 +16,17 @@ def csv_column(column: Any) -> list[str]:
     values = column.to_pylist()
     if pa.types.is_floating(column.type):
         return [f"{v:.6g}" for v in values]
-    return ["" if v is None else v for v in values]
+    return ["" if v is None else csv_text(v) if isinstance(v, str) else v for v in values]
+
+
+# A cell a spreadsheet would read as a formula (OWASP, CSV injection): = + - @, tab, carriage return.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(text: str) -> str:
+    """``text`` as a CSV cell no spreadsheet runs: a leading ' when it starts like a formula (OWASP's
+    advice; the csv module quotes the rest). The JSON and Parquet outputs keep the text as it is."""
+    return f"'{text}" if text.startswith(FORMULA_START) else text
 
 
 # --- metrics and outputs -------------------------------------------------------------------------
