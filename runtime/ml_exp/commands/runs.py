@@ -19,13 +19,14 @@ def runs(
     """List this experiment's runs: number, created, status of each step, best metric when known."""
     from ml_exp.config import load_config
     from ml_exp.pipeline.runs import run_summaries, runs_table
+    from ml_exp.storage.manifest_schema import finite
     from ml_exp.storage.store import Store
 
     with user_errors("STORAGE_URI"):
         config = load_config(experiment_dir)
         summaries = run_summaries(Store.for_config(config), config.metric_for_best_model)
     if as_json:
-        typer.echo(json.dumps(summaries, indent=2))
+        typer.echo(json.dumps(finite(summaries), indent=2, allow_nan=False))  # strict JSON: no bare NaN
         return
     from rich.console import Console
 
@@ -47,13 +48,20 @@ def compare(
     """Runs side by side: the metric per run and model, status, time, and the settings that differ."""
     from ml_exp.config import load_config
     from ml_exp.pipeline.compare import compare_runs, comparison_png, comparison_table, differing_lines
+    from ml_exp.storage.manifest_schema import finite
     from ml_exp.storage.store import Store
 
     with user_errors("RUNS" if runs else "STORAGE_URI"):
         config = load_config(experiment_dir)
         comparison = compare_runs(Store.for_config(config), metric or config.metric_for_best_model, runs)
+    if metric and comparison["known_metrics"] and metric not in comparison["known_metrics"]:
+        with user_errors("--metric"):
+            from ml_exp.core.errors import UserError
+
+            known = ", ".join(comparison["known_metrics"])
+            raise UserError(f"no run recorded a metric {metric!r}; the runs recorded: {known}")
     if as_json:
-        typer.echo(json.dumps(comparison, indent=2))
+        typer.echo(json.dumps(finite(comparison), indent=2, allow_nan=False))
         return
     from rich.console import Console
 

@@ -12,7 +12,7 @@ import io
 from typing import Any
 
 from ml_exp.core.names import INFERENCE, RECONCILIATION, TRAINING
-from ml_exp.pipeline.runs import aws_cost, cost_text
+from ml_exp.pipeline.runs import aws_cost, cost_text, is_number
 from ml_exp.storage.store import Store, StoreError
 from ml_exp.toolkit.metrics import greater_is_better
 
@@ -29,12 +29,20 @@ def compare_runs(store: Store, metric: str, numbers: list[int] | None = None) ->
     for run in store.runs():
         if numbers and run.num not in numbers:
             continue
-        manifest = run.read_manifest()
+        try:
+            manifest = run.read_manifest()
+        except StoreError as exc:  # one damaged run hides no other: it is listed, with the reason
+            runs.append(
+                {"run": run.num, "created_at": None, "status": "damaged", "problem": str(exc), "smoke": False}
+                | {"models": {}, "settings": {}, "aws": None}
+            )
+            continue
         steps = manifest.get("steps", {})
         models: dict[str, Any] = {}
+        names = [list(values) for s in steps.values() for values in (s.get("metrics") or {}).values()]
         for split, step in (("test", INFERENCE), ("validation", TRAINING)):
             for model, values in (steps.get(step, {}).get("metrics") or {}).items():
-                if model not in models and isinstance(values, dict) and metric in values:
+                if model not in models and isinstance(values, dict) and is_number(values.get(metric)):
                     models[model] = {"value": values[metric], "split": split}
         settings = dict(manifest.get("settings") or {})
         settings[DATA] = steps.get(RECONCILIATION, {}).get("fingerprint") or "-"
@@ -47,15 +55,19 @@ def compare_runs(store: Store, metric: str, numbers: list[int] | None = None) ->
                 "models": models,
                 "settings": settings,
                 "aws": aws_cost(manifest),
+                "metric_names": names,
             }
         )
-    keys = sorted({key for r in runs for key in r["settings"]} - {"RUN_NUM"})
-    differing = [key for key in keys if len({r["settings"].get(key) for r in runs}) > 1]
+    readable = [r for r in runs if r["status"] != "damaged"]
+    keys = sorted({key for r in readable for key in r["settings"]} - {"RUN_NUM"})
+    differing = [key for key in keys if len({r["settings"].get(key) for r in readable}) > 1]
     for r in runs:
         r["settings"] = {key: r["settings"].get(key) for key in differing}
     scored = [(m["value"], r["run"], model) for r in runs for model, m in r["models"].items()]
     best = (max if greater_is_better(metric) else min)(scored) if scored else None
+    known = sorted({name for r in runs for step in r.pop("metric_names", ()) for name in step})
     return {
+        "known_metrics": known,
         "metric": metric,
         "greater_is_better": greater_is_better(metric),
         "runs": runs,
@@ -78,8 +90,11 @@ def comparison_table(experiment_name: str, comparison: dict[str, Any]) -> Any:
     table.add_column(metric, justify="right", overflow="fold")
     for r in comparison["runs"]:
         when = (r["created_at"] or "?").replace("T", " ")[:16]
-        status = f"{r['status']}{' (smoke)' if r['smoke'] else ''}" + (
-            f" {cost_text(r['aws'])}" if r.get("aws") else ""
+        status = (
+            escape(f"{r['status']}: {r['problem']}")
+            if r.get("problem")
+            else f"{r['status']}{' (smoke)' if r['smoke'] else ''}"
+            + (f" {cost_text(r['aws'])}" if r.get("aws") else "")
         )
         rows = r["models"].items() or [("-", None)]
         for i, (model, m) in enumerate(rows):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ml_exp.core.names import INFERENCE, STEP_NAMES, TOKENS, TRAINING, TUNING
@@ -48,6 +49,11 @@ def run_summaries(store: Store, metric: str) -> list[dict[str, Any]]:
     return summaries
 
 
+def is_number(value: Any) -> bool:
+    """A metric's value that can be compared and drawn (not null, NaN, text or true/false)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def aws_cost(manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The run's SageMaker jobs added up (``sagemaker_jobs``: each finished job's billable seconds
     and their cost at the shipped price table); None when it ran none. ``complete``: every job's
@@ -80,7 +86,7 @@ def best_metric(steps: dict[str, Any], metric: str) -> dict[str, Any] | None:
         scored = [
             (values[metric], model)
             for model, values in per_model.items()
-            if isinstance(values, dict) and metric in values
+            if isinstance(values, dict) and is_number(values.get(metric))
         ]
         if scored:
             pick = max if greater_is_better(metric) else min

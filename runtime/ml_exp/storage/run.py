@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ml_exp.storage.errors import DamagedRun, MissingInput, OutputExistsError, StepAlreadyCompleted, StoreError
 from ml_exp.storage.layout import COMPLETE, MANIFEST, SCRATCH, run_dir
+from ml_exp.storage.manifest_schema import json_type, manifest_problems
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -209,8 +210,15 @@ class Run:
             ) from None
         if not isinstance(manifest, dict):
             raise DamagedRun(
-                f"{where}: a JSON {type(manifest).__name__}, not an object. Restore the file to continue "
+                f"{where}: a JSON {json_type(manifest)}, not an object. Restore the file to continue "
                 "this run, or start a new run with `exp run`."
+            )
+        wrong = manifest_problems(manifest)
+        if wrong:
+            more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+            raise DamagedRun(
+                f"{where}: {'; '.join(wrong[:3])}{more}. Nothing was changed; restore the file to continue this "
+                "run, or start a new run with `exp run`."
             )
         return manifest
 
