@@ -413,3 +413,34 @@ def test_csv_cells_that_start_like_a_formula_are_neutralised_and_parquet_keeps_t
     assert cells == ["'" + h for h in hostile[:6]] + ["plain", "a=b"]
     assert [row[1:] for row in csv.reader(io.StringIO(buffer.getvalue()))][0] == ["-0.5", "-1"]  # numbers stay numbers
     assert table.column("id").to_pylist() == hostile  # what parquet and JSON hold: the original
+
+
+@pytest.mark.parametrize("label", ["$5 or $6", "$\\frac{$", "$x^$", "\\$ \\\\ $$", "a" * 500, "two\nlines"])
+def test_labels_that_matplotlib_would_read_as_math_are_drawn_as_text(label):
+    """A label with $...$ crashed inference in mathtext (and could never be resumed); every PNG
+    draws text literally, a long label cut."""
+    from ml_exp.pipeline.compare import comparison_png as runs_png
+    from ml_exp.steps.report import comparison_png, confusion_matrix_png
+    from ml_exp.steps.report_html import training_curves_png
+
+    labels = [label, "plain"]
+    for png in (
+        confusion_matrix_png([[1, 0], [0, 1]], labels, title=label),
+        comparison_png({label: 0.5, "b": 0.7}, label, "b", title=label),
+        training_curves_png([{"epoch": 1, "loss": 1.0}, {"epoch": 1, "eval_loss": 0.9, f"eval_{label}": 0.5}], label, label),
+        runs_png({"metric": label, "runs": [{"run": 1, "models": {label: {"value": 0.5}}}]}, label),
+    ):
+        assert png[:4] == b"\x89PNG"
+
+
+def test_a_dollar_label_is_drawn_with_its_dollars():
+    from matplotlib.figure import Figure
+
+    from ml_exp.toolkit.plots import literal_text
+
+    @literal_text
+    def drawn(text):
+        figure = Figure()
+        return figure.text(0, 0, text)._preprocess_math(text)
+
+    assert drawn("$5 or $6") == ("$5 or $6", False)  # not math: "5or6" was drawn before

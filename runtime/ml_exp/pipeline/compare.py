@@ -15,6 +15,7 @@ from ml_exp.core.names import INFERENCE, RECONCILIATION, TRAINING
 from ml_exp.pipeline.runs import aws_cost, cost_text, is_number
 from ml_exp.storage.store import Store, StoreError
 from ml_exp.toolkit.metrics import greater_is_better
+from ml_exp.toolkit.plots import literal_text, short
 
 DATA = "data fingerprint"  # compared as a setting: the reconciled records' digest
 
@@ -119,6 +120,7 @@ def differing_lines(comparison: dict[str, Any]) -> list[str]:
     ]
 
 
+@literal_text
 def comparison_png(comparison: dict[str, Any], title: str) -> bytes:
     """The metric per run (x) for each model (one line each)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -130,7 +132,7 @@ def comparison_png(comparison: dict[str, Any], title: str) -> bytes:
     models = sorted({model for r in comparison["runs"] for model in r["models"]})
     for model in models:
         points = [(r["run"], r["models"][model]["value"]) for r in comparison["runs"] if model in r["models"]]
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=model)
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=short(model))
     axes.set_xticks([r["run"] for r in comparison["runs"]])
     axes.set(xlabel="run", ylabel=comparison["metric"], title=title)
     if models:

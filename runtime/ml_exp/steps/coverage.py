@@ -13,6 +13,7 @@ from typing import Any
 from ml_exp.core.names import TRUNCATE
 from ml_exp.experiment.context import Context
 from ml_exp.toolkit.documents import DOCUMENT_TOKENS, TOKENS_SEEN, WINDOW, Windowing
+from ml_exp.toolkit.plots import literal_text, short
 
 # With DOCUMENT_STRATEGY = truncate, warn when more than this share of the training documents is cut.
 TRUNCATED_WARNING = 0.5
@@ -83,6 +84,7 @@ def warn_if_truncated(coverage: dict[str, Any], ctx: Context, model_name: str) -
         )
 
 
+@literal_text
 def lengths_png(encoded: Any, config: Any, model_name: str) -> bytes | None:
     """A histogram of the documents' lengths in tokens per split (log scale), MAX_LENGTH marked;
     None when encode did not say the lengths."""
@@ -103,7 +105,7 @@ def lengths_png(encoded: Any, config: Any, model_name: str) -> bytes | None:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for name, values in lengths.items():
-        axes.hist(values, bins=bins, histtype="step", linewidth=1.5, label=f"{name} ({len(values)})")
+        axes.hist(values, bins=bins, histtype="step", linewidth=1.5, label=f"{short(name)} ({len(values)})")
     axes.axvline(
         config.max_length, color="black", linestyle="--", linewidth=1, label=f"MAX_LENGTH = {config.max_length}"
     )

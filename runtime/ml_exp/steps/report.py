@@ -12,6 +12,7 @@ from ml_exp.experiment.context import Context
 from ml_exp.storage.layout import COMPARISON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, REPORT, inference_dir
 from ml_exp.storage.store import Run
 from ml_exp.toolkit.metrics import greater_is_better
+from ml_exp.toolkit.plots import literal_text, short
 
 
 def write_report(ctx: Context, results: dict[str, dict]) -> dict:
@@ -115,6 +116,7 @@ def _escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+@literal_text
 def comparison_png(scores: dict[str, float], metric: str, best: str, title: str = "") -> bytes:
     """A bar chart of ``metric`` per model (the best one highlighted), rendered with Agg."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -128,7 +130,7 @@ def comparison_png(scores: dict[str, float], metric: str, best: str, title: str 
     bars = axes.bar(range(len(names)), [scores[n] for n in names], color=colors)
     axes.set_xticks(
         range(len(names)),
-        labels=names,
+        labels=[short(name) for name in names],
         rotation=30 if len(names) > 3 else 0,
         ha="right" if len(names) > 3 else "center",
     )
@@ -145,6 +147,7 @@ def comparison_png(scores: dict[str, float], metric: str, best: str, title: str 
     return buffer.getvalue()
 
 
+@literal_text
 def confusion_matrix_png(matrix: list[list[int]], labels: list[str], title: str = "") -> bytes:
     """A PNG of the confusion matrix: true labels down, predicted across, counts in the cells."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -157,8 +160,9 @@ def confusion_matrix_png(matrix: list[list[int]], labels: list[str], title: str 
     axes = figure.add_subplot()
     image = axes.imshow(matrix, cmap="Blues", interpolation="nearest")
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    axes.set_xticks(range(k), labels=labels, rotation=45, ha="right", rotation_mode="anchor")
-    axes.set_yticks(range(k), labels=labels)
+    ticks = [short(label) for label in labels]  # whole in the per-class report beside it
+    axes.set_xticks(range(k), labels=ticks, rotation=45, ha="right", rotation_mode="anchor")
+    axes.set_yticks(range(k), labels=ticks)
     axes.set_xlabel("Predicted label")
     axes.set_ylabel("True label")
     if title:

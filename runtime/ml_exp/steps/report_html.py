@@ -32,6 +32,7 @@ from ml_exp.storage.layout import (
 )
 from ml_exp.storage.store import Run
 from ml_exp.toolkit.metrics import greater_is_better
+from ml_exp.toolkit.plots import literal_text
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:72rem;
@@ -194,6 +195,7 @@ def _files(run: Run, models: list[str]) -> str:
     return f"<h2>Files</h2><p class=muted>Relative to {_e(run.uri)}</p><ul>{items}</ul>"
 
 
+@literal_text
 def training_curves_png(history: list[dict[str, Any]], metric: str, title: str) -> bytes | None:
     """Loss (training and validation) and the best-model metric per epoch, from the Trainer's log."""
     train = [(h["epoch"], h["loss"]) for h in history if "loss" in h and "epoch" in h]
