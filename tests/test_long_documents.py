@@ -138,6 +138,7 @@ def settings(tmp_path: Path, **values: str) -> Path:
 
 @pytest.mark.parametrize(("values", "key", "message"), [
     ({"document_strategy": "chunks", "max_length": "64", "chunk_stride": "64"}, "CHUNK_STRIDE", "must be smaller than MAX_LENGTH"),
+    ({"document_strategy": "chunks", "max_length": "64", "chunk_stride": "62"}, "CHUNK_STRIDE", "must be smaller than MAX_LENGTH - 2 (62)"),
     ({"chunk_stride": "-1"}, "CHUNK_STRIDE", "too small"),
     ({"max_chunks": "-2"}, "MAX_CHUNKS", "too small"),
     ({"document_strategy": "sliding"}, "DOCUMENT_STRATEGY", "chunks"),

@@ -10,6 +10,9 @@ from typing import Any
 from ml_exp.core.names import CHUNKS
 from ml_exp.core.names import STEP_NAMES as STEPS
 
+# special tokens of a window ([CLS] ... [SEP]); a stride must leave at least one new token per window
+SPECIAL_TOKENS = 2
+
 
 def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
     """Rules that involve more than one setting; a rule whose settings did not parse is skipped
@@ -45,13 +48,14 @@ def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
     if (
         has("chunk_stride", "max_length", "document_strategy")
         and v["document_strategy"] == CHUNKS
-        and v["chunk_stride"] >= v["max_length"]
+        and v["chunk_stride"] >= v["max_length"] - SPECIAL_TOKENS
     ):
         problems.append(
             (
                 "CHUNK_STRIDE",
-                f"({v['chunk_stride']}) must be smaller than MAX_LENGTH ({v['max_length']}): it is the overlap "
-                "of two windows of MAX_LENGTH tokens; lower it (e.g. to MAX_LENGTH / 8)",
+                f"({v['chunk_stride']}) must be smaller than MAX_LENGTH - {SPECIAL_TOKENS} "
+                f"({v['max_length'] - SPECIAL_TOKENS}): it is the overlap of two windows of MAX_LENGTH tokens, "
+                "less their special tokens ([CLS] and [SEP]); lower it (e.g. to MAX_LENGTH / 8)",
             )
         )
     if has("wandb_mode", "wandb_project") and v["wandb_mode"] != "disabled" and not v["wandb_project"]:
