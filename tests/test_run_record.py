@@ -145,8 +145,8 @@ def test_lease_of_a_killed_run_is_taken_over_and_recorded(project):
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert manifest(project)["lease"]["pid"] == killed.pid  # nobody released it
-    write_experiment(project)
-    resumed = exp("run", "--run", "1", "--steps", "reconciliation", cwd=project)
+    write_experiment(project)  # other code than the killed attempt ran: accepted, as a user would
+    resumed = exp("run", "--run", "1", "--steps", "reconciliation", "--accept-changed-code", cwd=project)
     assert resumed.returncode == 0, resumed.stderr
     record = manifest(project)
     [takeover] = record["lease_takeovers"]
@@ -331,7 +331,7 @@ def test_scratch_of_a_killed_preparation_stays_in_the_run_and_goes_on_the_next_s
     assert list(scratch.glob("ml-exp-preparation-*"))  # left by the kill, inside the run
     assert not list(system_temp.glob("ml-exp-*")), list(system_temp.iterdir())
     write_experiment(project)
-    resumed = exp("run", "--run", "1", "--steps", "reconciliation,preparation", cwd=project, env={"TMPDIR": str(system_temp)})
+    resumed = exp("run", "--run", "1", "--steps", "reconciliation,preparation", "--accept-changed-code", cwd=project, env={"TMPDIR": str(system_temp)})
     assert resumed.returncode == 0, resumed.stderr
     assert list(scratch.iterdir()) == [] and not list(system_temp.glob("ml-exp-*"))
 

@@ -66,6 +66,14 @@ def run(
             "(recorded per step).",
         ),
     ] = False,
+    accept_changed_code: Annotated[
+        bool,
+        typer.Option(
+            "--accept-changed-code",
+            help="With --run: run the remaining steps with the experiment's current code where it changed since "
+            "the run last ran (recorded per step).",
+        ),
+    ] = False,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -110,6 +118,7 @@ def run(
             dry_run=dry_run,
             announce=announce,
             accept_changed_settings=accept_changed_settings,
+            accept_changed_code=accept_changed_code,
         )
     if dry_run:
         typer.echo(f"run_{done.num}: dry run, nothing submitted; `exp run --run {done.num}` runs it.")

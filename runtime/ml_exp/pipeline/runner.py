@@ -25,7 +25,7 @@ from ml_exp.pipeline.validate import validate
 from ml_exp.steps import RunTask, plan
 from ml_exp.storage.errors import DamagedRun, io_problem
 from ml_exp.storage.lease import take_lease
-from ml_exp.storage.manifest import new_manifest
+from ml_exp.storage.manifest import code_state, new_manifest
 from ml_exp.storage.store import Run, Store, StoreError
 
 log = logging.getLogger("ml_exp")
@@ -37,6 +37,7 @@ SMOKE_SETTINGS = {"NUM_TRAIN_EPOCHS": "1", "MAX_LENGTH": "32", "EARLY_STOPPING_P
 # run (`exp run --run N`) takes them from now, every other one from the run's manifest.
 FROM_NOW = frozenset({"RUN_NUM", "WANDB_MODE"} | {f"RUN_{step.upper()}" for step in STEP_NAMES})
 ACCEPT_OPTION = "--accept-changed-settings"
+ACCEPT_CODE_OPTION = "--accept-changed-code"
 
 
 class SettingsChanged(ProblemsFound):
@@ -50,6 +51,29 @@ class SettingsChanged(ProblemsFound):
             f"A continued run uses the settings it started with. Restore these, start a new run (`exp run`), "
             f"or pass {ACCEPT_OPTION} to run the remaining steps with the current values (recorded in each step).",
         )
+
+
+class CodeChanged(ProblemsFound):
+    """`exp run --run N` after the experiment's module changed: nothing was run."""
+
+    def __init__(self, run_num: int, problem: Problem):
+        super().__init__([problem])
+        self.heading = f"run_{run_num} was started with other code"
+        self.advice = (
+            f"A continued run runs the code it started with. Restore it, start a new run (`exp run`), or pass "
+            f"{ACCEPT_CODE_OPTION} to run the remaining steps with the current code (recorded in each step).",
+        )
+
+
+def changed_code(run: Run, now: dict[str, Any]) -> dict[str, Any] | None:
+    """The recorded and current code state when the experiment's module differs from the one the
+    run last ran (the latest step's record, else the run's start); None when it is the same."""
+    manifest = run.read_manifest()
+    records = [s["code"] for s in manifest.get("steps", {}).values() if isinstance(s.get("code"), dict)]
+    recorded = records[-1] if records else manifest.get("code")
+    if not isinstance(recorded, dict) or recorded.get("module_sha256") in (None, now.get("module_sha256")):
+        return None
+    return {"recorded": recorded, "now": now}
 
 
 class StepFailed(UserError):
@@ -78,6 +102,7 @@ def run_pipeline(
     dry_run: bool = False,
     announce: Callable[[str], None] = print,
     accept_changed_settings: bool = False,
+    accept_changed_code: bool = False,
 ) -> Run:
     """Run the steps (default: those switched on in settings.ini) and return the run.
 
@@ -106,6 +131,16 @@ def run_pipeline(
     else:
         run = store.open_run(run_num)
         config, smoke, changed = resumed_config(run, config, smoke, accept_changed_settings)
+    code = code_state(config.experiment_dir, config.udf_module)
+    code_change = changed_code(run, code) if run_num is not None and not dry_run else None
+    if code_change and not accept_changed_code:
+        was, now = code_change["recorded"], code
+
+        def state(c: dict) -> str:
+            return f"SHA-256 {str(c.get('module_sha256'))[:12]}, commit {str(c.get('commit'))[:12]}"
+
+        message = f"changed since run_{run.num} last ran it ({state(was)}; now {state(now)})"
+        raise CodeChanged(run.num, Problem(config.udf_module, message))
     with take_lease(run) as lease:  # one writer per run, from here to the end
         if run_num is not None:
             announce(f"run_{run.num} (continued): {run.uri}")
@@ -137,7 +172,9 @@ def run_pipeline(
             else:
                 announce(f"{step}: started")
             # which settings this step ran with: the manifest's, but for the changes accepted now
-            run.begin_step(step, **({"settings_changed": changed} if changed else {}))
+            # and which code: the commit, dirty flag and module hash of now (and the change accepted)
+            code_info = {"code": code, **({"code_changed": code_change["recorded"]} if code_change else {})}
+            run.begin_step(step, **code_info, **({"settings_changed": changed} if changed else {}))
             try:
                 facts = RUNNERS[step](ctx, udfs, backend)
             except (UserError, OSError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -58,6 +59,7 @@ def new_manifest(
         "settings_from_environment": sorted(key for key in config.raw if key in env),
         "environment": redact({k: v for k, v in sorted(env.items()) if k.startswith(RECORDED_ENV_PREFIXES)}),
         "git": git_state(config.experiment_dir),
+        "code": code_state(config.experiment_dir, config.udf_module),
         "template": template_record(config.experiment_dir),
         "versions": package_versions(),
         "steps": {step: {"status": "pending"} for step in config.steps},
@@ -82,6 +84,16 @@ def git_state(directory: Path) -> dict[str, Any] | None:
     except (OSError, subprocess.SubprocessError):
         branch, dirty = None, None
     return {"commit": commit, "branch": branch, "dirty": dirty}
+
+
+def code_state(directory: Path, module: str) -> dict[str, Any]:
+    """The code a step runs: the repository's commit and dirty flag, and the SHA-256 of the
+    experiment's module (``UDF_MODULE``'s file), which tells a changed module with or without git."""
+    base = directory.joinpath(*module.split("."))
+    source = next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest() if source is not None else None
+    git = git_state(directory) or {}
+    return {"commit": git.get("commit"), "dirty": git.get("dirty"), "module": module, "module_sha256": digest}
 
 
 def template_record(directory: Path) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ TOP = {
     "environment": (dict,),
     "overrides": (dict,),
     "git": (dict, type(None)),
+    "code": (dict, type(None)),
     "template": (dict, type(None)),
     "versions": (dict,),
     "steps": (dict,),
@@ -44,6 +45,7 @@ STEP = {
     "fingerprint": TEXT,
     "metrics": (dict, type(None)),
     "tracking": (dict, str, type(None)),
+    "code": (dict, type(None)),
 }
 
 
@@ -70,7 +72,7 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
         values = manifest.get(key)
         if isinstance(values, dict):
             found += [f"{key}.{name} is not a single value" for name, v in values.items() if not _is(v, SCALAR)]
-    for key in ("git", "versions"):
+    for key in ("git", "code", "versions"):
         if isinstance(manifest.get(key), dict):
             found += [f"{key}.{name} is an object or list" for name, v in manifest[key].items() if not _is(v, SCALAR)]
     steps = manifest.get("steps")
