@@ -123,8 +123,9 @@ def test_a_whole_run_with_wandb_and_a_model_bundle_write_no_planted_secret(tmp_p
 
     project = bake(tmp_path, ticket="EXP-231", model_slug="planted")
     env = {**os.environ, **PLANTED_SETTINGS, **PLANTED_ENV, "WANDB_MODE": "offline", "TQDM_DISABLE": "1"}
-    done = subprocess.run([EXP, "run", "--smoke"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([EXP, "run", "--smoke", "-q"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "WANDB offline" not in done.stdout + done.stderr  # -q: not even transformers' offline notice
     assert list(project.glob("wandb/*/files"))  # wandb wrote its offline run, scanned below
     # a model bundle (model.tar.gz, its serving.json and code/settings.ini with a credential in a URL)
     with open(project / "settings.ini", "a") as f:

@@ -52,6 +52,19 @@ def verbosity() -> str:
     return value if value in (QUIET, NORMAL, VERBOSE) else NORMAL
 
 
+def quiet_transformers_integrations() -> None:
+    """Import transformers' integrations without their notice when quiet: with WANDB_MODE =
+    offline, importing them prints "[INFO] Running in WANDB offline mode" (their own print)."""
+    import contextlib
+    import io
+    import sys
+
+    if verbosity() != QUIET or "transformers.integrations.integration_utils" in sys.modules:
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        import transformers.integrations.integration_utils  # noqa: F401
+
+
 def set_verbosity(level: str) -> None:
     """For this process and the ones it starts."""
     os.environ[VERBOSITY_VARIABLE] = level

@@ -85,9 +85,10 @@ class StepFailed(UserError):
         self.run, self.step, self.done, self.note = run, step, list(done), note
         self.heading = f"run_{run.num}: {step} failed"
         self.outcome = f"completed before it: {', '.join(done)}" if done else "no step completed in this call"
+        marked = "could not be marked failed" if note else "is marked failed"  # honest when the manifest is stuck
         self.advice = (
             *([f"Also: {note}"] if note else []),
-            f"run_{run.num}: {step} is marked failed; fix it, then `exp run --run {run.num}` resumes from there.",
+            f"run_{run.num}: {step} {marked}; fix it, then `exp run --run {run.num}` resumes from there.",
         )
 
     def __str__(self) -> str:

@@ -19,8 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers import Trainer
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from ml_exp.core.console import quiet_transformers_integrations
+
+quiet_transformers_integrations()  # before the Trainer imports them: -q prints nothing of theirs
+from transformers import Trainer  # noqa: E402
+from transformers.trainer_pt_utils import LengthGroupedSampler  # noqa: E402
 
 GROUP_BY_LENGTH, RANDOM = "group_by_length", "random"
 # auto groups by length when random batches would be more than this share of padding: below it
