@@ -120,6 +120,22 @@ def test_bad_window_mappings_are_refused_naming_the_column(output, message):
         check_encoded("m", {"id": ["a", "b"], "text": ["x", "y"]}, output)
 
 
+@pytest.mark.parametrize(("output", "message"), [
+    ({"input_ids": [[1], []]}, "record 'b' has an empty input_ids row"),
+    ({"input_ids": [[1], [2]], "document_tokens": [3, "many"]}, "document_tokens of record 'b' is 'many'"),
+    ({"input_ids": [[1], [2]], "document_tokens": [3, -1]}, "document_tokens of record 'b' is -1"),
+    ({"input_ids": [[1], [2]], "offset_mapping": [[(0, 1)], 7]}, "offset_mapping of record 'b' is not a list"),
+    ({"input_ids": [[1], [2]], "offset_mapping": [[(0, 1)], [(0,)]]}, r"offset_mapping of record 'b' holds \(0,\)"),
+    ({"input_ids": [[1], [2]], "offset_mapping": [[(0, 1)], [("0", 1)]]}, "offset_mapping of record 'b' holds"),
+    ({"input_ids": [[1], [2]], "offset_mapping": [[(2, 1)], [(0, 1)]]}, "offset_mapping of record 'a' holds"),
+    ({"input_ids": [[1], [2]], "offset_mapping": [[(0, 1)], [(1_000_001_407, 1_000_001_408)]]}, "within the record's text"),
+])
+def test_malformed_window_columns_are_refused_naming_the_record(output, message):
+    """Columns the runtime reads itself (evidence spans, lengths): tracebacks before, now named."""
+    with pytest.raises(StepError, match=message):
+        check_encoded("m", {"id": ["a", "b"], "text": ["x", "y"]}, output)
+
+
 def test_a_custom_encode_with_overflow_mapping_becomes_rows():
     batch = {"id": ["a", "b"], "text": ["x y z", "w"], "label": [1, 0]}
     output = {"input_ids": [[5, 6], [6, 7], [8]], "attention_mask": [[1, 1], [1, 1], [1]], "overflow_to_sample_mapping": [0, 0, 1]}

@@ -12,6 +12,7 @@ document (CHUNK_AGGREGATION) and names the window that decided it (the evidence)
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,8 +112,9 @@ def check_encoded(model_name: str, batch: dict[str, list], output: Any) -> list[
                 f"or several per record with {MAPPING} naming each row's record (as tokenizers do)"
             )
     check_rows(where, records, output)
+    owners = [int(v) for v in output[MAPPING]] if MAPPING in output else list(range(rows))
+    check_window_columns(where, batch, output, owners)
     if "input_ids" in output and "attention_mask" in output:
-        owners = list(output[MAPPING]) if MAPPING in output else list(range(rows))
         for index, (ids, mask) in enumerate(zip(output["input_ids"], output["attention_mask"])):
             if len(ids) != len(mask):
                 raise StepError(
@@ -120,6 +122,54 @@ def check_encoded(model_name: str, batch: dict[str, list], output: Any) -> list[
                     "attention_mask values"
                 )
     return sorted(output)
+
+
+def _text_length(batch: Mapping[str, Sequence[Any]], record: int) -> int:
+    """A generous bound of the characters encode can have tokenized of a record: its text fields
+    joined, with room for what an encode adds (prefixes, field names)."""
+    texts = [values[record] for name, values in batch.items() if name != "id" and isinstance(values[record], str)]
+    return 4 * (sum(map(len, texts)) + 2 * len(texts)) + 1024
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_window_columns(
+    where: str, batch: Mapping[str, Sequence[Any]], output: Mapping[str, Any], owners: list[int]
+) -> None:
+    """The columns the runtime reads itself: no empty ``input_ids`` row; ``document_tokens`` a
+    count per row; ``offset_mapping`` one (start, end) character pair per token, inside the text."""
+
+    def record(row: int) -> Any:
+        return batch["id"][owners[row]] if "id" in batch else owners[row]
+
+    def column(name: str) -> Any:
+        values = output.get(name)
+        return [] if values is None else values
+
+    for row, ids in enumerate(column("input_ids")):
+        if ids is not None and hasattr(ids, "__len__") and len(ids) == 0:
+            raise StepError(f"{where}: record {record(row)!r} has an empty input_ids row; every row needs tokens")
+    for row, count in enumerate(column(DOCUMENT_TOKENS)):
+        if not _is_int(count) or count < 0:
+            raise StepError(
+                f"{where}: {DOCUMENT_TOKENS} of record {record(row)!r} is {count!r}; it must be a count of tokens "
+                "(0 or more)"
+            )
+    for row, pairs in enumerate(column(OFFSETS)):
+        pairs = pairs.tolist() if hasattr(pairs, "tolist") else pairs  # numpy or torch rows
+        limit = _text_length(batch, owners[row]) if "id" in batch else None
+        if not isinstance(pairs, Sequence) or isinstance(pairs, str):
+            raise StepError(f"{where}: {OFFSETS} of record {record(row)!r} is not a list of (start, end) pairs")
+        for pair in pairs:
+            ok = isinstance(pair, Sequence) and len(pair) == 2 and all(_is_int(v) for v in pair)
+            if not ok or not 0 <= pair[0] <= pair[1] or (limit is not None and pair[1] > limit):
+                raise StepError(
+                    f"{where}: {OFFSETS} of record {record(row)!r} holds {pair!r}; each token needs a (start, end) "
+                    f"pair of character offsets with 0 <= start <= end, within the record's text"
+                    f"{f' (at most {limit})' if limit is not None else ''}"
+                )
 
 
 def evenly_spaced(count: int, keep: int) -> list[int]:
