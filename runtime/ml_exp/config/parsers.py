@@ -7,6 +7,7 @@ and where the text came from. ``parse_int(1)``-style factories return a parser.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,11 @@ def parse_bool(raw: str) -> bool:
     raise ValueError(f"{raw!r} is not true/false; write true or false")
 
 
-def parse_int(minimum: int | None = None) -> Callable[[str], int]:
+# The largest whole number of any setting: what numpy's seeds, torch and SageMaker's int32 fields take.
+INT_MAX = 2**31 - 1
+
+
+def parse_int(minimum: int | None = None, maximum: int = INT_MAX) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
             value = int(raw)
@@ -34,6 +39,8 @@ def parse_int(minimum: int | None = None) -> Callable[[str], int]:
             raise ValueError(f"{raw!r} is not a whole number") from None
         if minimum is not None and value < minimum:
             raise ValueError(f"{value} is too small; use a whole number >= {minimum}")
+        if value > maximum:
+            raise ValueError(f"{value} is too large; use a whole number <= {maximum}")
         return value
 
     return parse
@@ -45,6 +52,8 @@ def parse_float(low: float | None = None, high: float | None = None, low_open: b
             value = float(raw)
         except ValueError:
             raise ValueError(f"{raw!r} is not a number") from None
+        if not math.isfinite(value):  # nan, inf, 1e400: no setting means them
+            raise ValueError(f"{raw.strip()!r} is not a finite number")
         if low is not None and (value < low or (low_open and value == low)):
             raise ValueError(f"{value} is out of range; use a number {'>' if low_open else '>='} {low}")
         if high is not None and value > high:
@@ -177,7 +186,7 @@ def parse_split_ratios(raw: str) -> tuple[float, float, float]:
         ratios = tuple(float(p) for p in parts)
     except ValueError:
         raise ValueError(f"{raw!r} must be three numbers, e.g. 0.8,0.1,0.1") from None
-    if any(r <= 0 or r >= 1 for r in ratios):
+    if not all(0 < r < 1 for r in ratios):  # also NaN, which compares false either way
         raise ValueError(f"{raw!r}: each ratio must be between 0 and 1 (exclusive)")
     if abs(sum(ratios) - 1.0) > 1e-6:
         raise ValueError(f"{raw!r} sums to {sum(ratios):g}; the three ratios must sum to 1")

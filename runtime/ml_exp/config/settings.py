@@ -203,7 +203,10 @@ class Config:
     )
     # --- training
     num_train_epochs: float = setting(
-        "3", parse_float(0, low_open=True), "training", "Passes over the training split (a fraction is allowed)."
+        "3",
+        parse_float(0, 10_000, low_open=True),
+        "training",
+        "Passes over the training split (a fraction is allowed).",
     )
     learning_rate: float = setting(
         "5e-5",
@@ -413,7 +416,7 @@ class Config:
         "With USE_SPOT: hours a job may take in all, waiting for capacity included.",
     )
     volume_size_gb: int = setting(
-        "100", parse_int(1), "sagemaker", "Disk of each instance in GB (data, checkpoints, the model)."
+        "100", parse_int(1, 16384), "sagemaker", "Disk of each instance in GB (data, checkpoints, the model)."
     )
     kms_key_id: str = setting(
         "",
