@@ -255,3 +255,21 @@ def test_the_packed_model_serves_with_only_its_own_code_as_the_serving_image_doe
         assert prediction["id"] == "d1" and prediction["prediction"] in prediction["scores"]
     finally:
         stop(process)
+
+
+@pytest.mark.slow  # a run trained for real
+def test_a_deploy_dry_run_writes_and_prints_no_planted_secret(s3_run, trained_run):
+    """Credentials in the image URIs and secrets in recorded variables, and an older manifest that
+    holds a credential unredacted: the printed requests and the saved deploy spec hold none."""
+    from tests.test_redact import PLANTED_ENV, S
+
+    image = IMAGE.replace("123456789012.", f"plant:{S}@123456789012.", 1)
+    env = {**os.environ, **PLANTED_ENV, "IMAGE_URI": image, "SERVING_IMAGE_URI": f"https://plant:{S}@registry.example.com/s:1"}
+    manifest = s3_run.read_manifest()
+    manifest["settings"]["IMAGE_URI"] = image
+    s3_run.write_manifest(manifest)
+    done = subprocess.run([EXP, "deploy", "--run", "1", "--dry-run"], cwd=trained_run.project, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    name = json.loads(done.stdout)["create_endpoint"]["EndpointName"]
+    assert S not in done.stdout + done.stderr and S not in s3_run.read_text(f"deployments/{name}.json")

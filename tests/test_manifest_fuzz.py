@@ -86,7 +86,7 @@ def test_fuzzed_manifests_give_no_traceback_in_any_command(project, tmp_path):
     runner = CliRunner()
     rng = random.Random(23)
     seen_damaged = 0
-    for attempt in range(40):
+    for attempt in range(50):
         data = mutated(real, rng)
         (store / "run_2").mkdir(exist_ok=True)
         (store / "run_2" / "manifest.json").write_bytes(data)

@@ -69,7 +69,7 @@ class Bundle:
     @property
     def settings(self) -> dict[str, str]:
         """The run's settings (known keys only: a renamed setting of an old run is left out)."""
-        return {key: value for key, value in self.info["settings"].items() if key in KNOWN_KEYS}
+        return {key: str(value) for key, value in self.info["settings"].items() if key in KNOWN_KEYS}
 
     @classmethod
     def from_folder(cls, folder: Path) -> Bundle:
@@ -137,7 +137,7 @@ def from_run(run: Run, model_name: str | None, scratch: Path) -> Bundle:
     """The bundle of ``model_name`` (default: the run's best) read from the run's storage;
     files on S3 are downloaded under ``scratch``, local ones are used where they are."""
     manifest = run.read_manifest()
-    names = list(manifest.get("settings", {}).get("MODEL_NAMES", "").split(","))
+    names = list(str(manifest.get("settings", {}).get("MODEL_NAMES") or "").split(","))
     model_name = model_name or best_model(run)
     if not run.is_complete(model_dir(model_name)):
         known = ", ".join(n.strip() for n in names if n.strip()) or "none"

@@ -68,10 +68,10 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
         for key, types in TOP.items()
         if key in manifest and not _is(manifest[key], types)
     ]
-    for key in ("settings", "environment", "overrides"):
+    for key, kinds in (("settings", SCALAR), ("environment", SCALAR), ("overrides", SCALAR)):
         values = manifest.get(key)
-        if isinstance(values, dict):
-            found += [f"{key}.{name} is not a single value" for name, v in values.items() if not _is(v, SCALAR)]
+        if isinstance(values, dict):  # readers take str() of a setting: any single value will do
+            found += [f"{key}.{name} is not {_kind(kinds)}" for name, v in values.items() if not _is(v, kinds)]
     for key in ("git", "code", "versions"):
         if isinstance(manifest.get(key), dict):
             found += [f"{key}.{name} is an object or list" for name, v in manifest[key].items() if not _is(v, SCALAR)]
