@@ -69,7 +69,11 @@ class Bundle:
     @property
     def settings(self) -> dict[str, str]:
         """The run's settings (known keys only: a renamed setting of an old run is left out)."""
-        return {key: str(value) for key, value in self.info["settings"].items() if key in KNOWN_KEYS}
+        return {
+            key: "" if value is None else str(value)
+            for key, value in self.info["settings"].items()
+            if key in KNOWN_KEYS
+        }
 
     @classmethod
     def from_folder(cls, folder: Path) -> Bundle:
