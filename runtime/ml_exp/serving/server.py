@@ -220,7 +220,8 @@ def create_app(
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """The server's socket, bound before the model loads: a busy port fails at once (UserError)."""
+    """The server's socket, bound before the model loads (a busy port fails at once: UserError);
+    uvicorn listens on it once it starts."""
     from ml_exp.core.errors import UserError
 
     try:
@@ -230,8 +231,7 @@ def listen(host: str, port: int) -> socket.socket:
         raise UserError(f"cannot listen on {host}: {exc.strerror or exc}; check --host") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart right after a stop
-        sock.bind((host, port))
-        sock.listen(2048)
+        sock.bind((host, port))  # not listening yet: a client during the model's load is refused, not left hanging
     except OSError as exc:
         sock.close()
         raise UserError(
