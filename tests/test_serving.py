@@ -206,7 +206,18 @@ BAD = [  # (body, content type, status, what the error says)
     (json.dumps({"title": "t", "text": "x" * (7 * 1024 * 1024)}).encode(), "application/json", 413, "at most 6,291,456"),
     (b"\xff\xfe", "application/json", 400, "not UTF-8"),
     (json.dumps({"instances": {"title": "t"}}).encode(), "application/json", 400, "'instances' must be a list"),
+    (b'{"title": "t", "text": "x", "id": ' + b"9" * 5000 + b"}", "application/json", 400, "more than 4,300 digits"),
+    (b"[" * 50_000 + b"]" * 50_000, "application/json", 400, "nested too deeply"),
+    (b'{"title": "t", "text": "x"}\n' + b"[" * 50_000 + b"]" * 50_000 + b"\n", JSONL, 400, "line 2 is nested too deeply"),
 ]
+
+
+def test_json_lines_with_raw_line_separators_inside_strings(server):
+    records = [{"id": i, "title": "t", "text": f"contract\u2028audit{sep}policy"} for i, sep in enumerate("\u2028\u2029\u0085")]
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in records).encode()
+    got = requests.post(f"{server}/invocations", data=body, headers={"Content-Type": JSONL}, timeout=60)
+    assert got.status_code == 200, got.text
+    assert [json.loads(line)["id"] for line in got.text.splitlines()] == [0, 1, 2]
 
 
 def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(server, expected):
@@ -218,6 +229,111 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
     records, want = expected
     assert requests.get(f"{server}/ping", timeout=10).status_code == 200
     assert same(requests.post(f"{server}/invocations", json=records[1], timeout=30).json(), want[records[1]["id"]])
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_fuzz_small_requests_stay_fast_while_large_hostile_slow_and_vanishing_ones_come(trained_run, expected):
+    """Seeded and bounded: large requests (1,000 records, ~1 MB), then a 1 MB document, clients that vanish
+    after sending or send slowly, hostile bodies; meanwhile small requests keep a p99 under a second,
+    every answer is JSON with a 2xx, 4xx or 503, memory stays bounded and the server stays up."""
+    import random
+
+    records, want = expected
+    rng = random.Random(23)
+    port = free_port()
+    env = {**trained_run.env, "SERVE_TIMEOUT_S": "20"}
+    process = subprocess.Popen([EXP, "serve", "--run", "1", "--port", str(port)], cwd=trained_run.project,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, process)
+        base_rss = rss_kb(process.pid)
+        big_text = ((records[0]["text"] + " ") * (1000 // len(records[0]["text"]) + 1))[:1000]
+        large = json.dumps([{"id": i, "title": "t", "text": big_text} for i in range(1000)]).encode()
+        assert 1_000_000 < len(large) < 1_100_000
+        document = json.dumps({"id": "doc", "title": "t", "text": (records[0]["text"] + " ") * (1_000_000 // len(records[0]["text"]))}).encode()
+        answers: list[tuple[int, str, str]] = []
+        stop_at = time.monotonic() + 12
+
+        def post(body: bytes, content_type: str = "application/json", timeout: float = 60) -> None:
+            try:
+                got = requests.post(f"{url}/invocations", data=body, headers={"Content-Type": content_type}, timeout=timeout)
+            except requests.RequestException as exc:
+                answers.append((0, "", repr(exc)))
+                return
+            answers.append((got.status_code, got.headers.get("content-type", ""), got.text[:200]))
+
+        def heavy() -> None:
+            for body in (large, large, large):
+                if time.monotonic() < stop_at:
+                    post(body)
+
+        def vanishing(k: int) -> None:
+            for i in range(3):  # send a large body (or part of it, slowly) and go away without reading
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                    s.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              + f"Content-Length: {len(large)}\r\n\r\n".encode())
+                    if (k + i) % 2:
+                        s.sendall(large)
+                    else:
+                        for _ in range(5):
+                            s.sendall(large[:1000])
+                            time.sleep(0.2)
+
+        hostile = [b"", b"{", b"\xff" * 100, b"[" * 100_000, b"1" * 10_000, b'{"title": 1, "text": []}',
+                   b'{"title": "t", "text": "' + "\u2028".encode() * 1000 + b'"}', json.dumps([{}] * 1001).encode()]
+
+        def fuzz() -> None:
+            for _ in range(40):
+                body = bytearray(rng.choice([large[:5000], json.dumps(records[:3]).encode(), *hostile]))
+                for _ in range(rng.randrange(4)):  # a few seeded mutations
+                    if body:
+                        body[rng.randrange(len(body))] = rng.randrange(256)
+                if rng.random() < 0.3:
+                    body = body[: rng.randrange(len(body) + 1)]
+                post(bytes(body), rng.choice(["application/json", JSONL, "text/plain", ""]))
+
+        latencies: list[float] = []
+
+        def small() -> None:
+            with requests.Session() as session:
+                time.sleep(1)  # the large ones first
+                while time.monotonic() < stop_at:
+                    record = records[len(latencies) % len(records)]
+                    began = time.monotonic()
+                    got = session.post(f"{url}/invocations", json=record, timeout=60)
+                    latencies.append(time.monotonic() - began)
+                    assert got.status_code == 200 and same(got.json(), want[record["id"]]), got.text[:300]
+                    time.sleep(0.05)
+
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(heavy), pool.submit(heavy), pool.submit(vanishing, 0), pool.submit(vanishing, 1),
+                       pool.submit(fuzz), pool.submit(small), pool.submit(small)]
+            for future in futures:
+                future.result()
+        latencies.sort()
+        p99 = latencies[int(len(latencies) * 0.99)]
+        assert len(latencies) > 20 and p99 < 1.0, (p99, latencies[-5:])
+        assert answers and all(status in (200, 400, 408, 413, 415, 503) for status, _, _ in answers), answers
+        assert all(media.startswith("application/json") or media.startswith(JSONL) for _, media, _ in answers), answers
+        assert any(status == 200 and text.startswith("[") for status, _, text in answers), [  # a large one was answered
+            (a[0], a[2][:100]) for a in answers if a[0] not in (400, 415)]
+        # a single long document is still one unit of work (its encoding: ~1 s a MB here), so it comes after
+        # the latencies are measured; the server answers it and stays healthy
+        post(document)
+        assert answers[-1][0] == 200, answers[-1]
+        assert requests.get(f"{url}/ping", timeout=10).status_code == 200
+        peak = rss_kb(process.pid, "VmHWM")
+        assert peak - base_rss < 1_500_000, (base_rss, peak)  # kB: bounded, whatever came
+        assert process.poll() is None
+    finally:
+        stop(process)
 
 
 def test_16_concurrent_clients_all_get_their_own_answers(server, expected):

@@ -84,11 +84,16 @@ def serve(
     import tempfile
 
     from ml_exp.serving.predict import load_predictor
+    from ml_exp.serving.server import listen, serve_timeout
     from ml_exp.serving.server import serve as run_server
 
+    with user_errors("--port"):  # a busy port or a bad setting fails before the model loads
+        timeout_s = serve_timeout(experiment_dir)
+        sock = listen(host, port)
     with user_errors("--run"), tempfile.TemporaryDirectory(prefix="ml-exp-serve-") as scratch:
         predictor = load_predictor(experiment_dir, run_num, model, Path(scratch))
-        run_server(predictor, host=host, port=port, announce=lambda message: typer.echo(message, err=True))
+        announce = lambda message: typer.echo(message, err=True)  # noqa: E731
+        run_server(predictor, host=host, port=port, announce=announce, sock=sock, timeout_s=timeout_s)
 
 
 @app.command()

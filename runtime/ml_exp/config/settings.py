@@ -397,6 +397,12 @@ class Config:
         "sagemaker",
         "Endpoint image: auto (SERVING_IMAGE_URI if serverless, else IMAGE_URI) | serving | training (IMAGE_URI).",
     )
+    serve_timeout_s: float = setting(
+        "50",
+        parse_float(0, 3600, low_open=True),
+        "sagemaker",
+        "exp serve and endpoints: a request's work is dropped after this many seconds (503); under SageMaker's 60.",
+    )
     use_spot: bool = setting(
         "false",
         parse_bool,

@@ -202,25 +202,31 @@ def emulate(
 
 def serve_model(root: Path) -> int:
     """An endpoint's container: the bundle in <root>/model, served on SageMaker's port until stopped."""
-    from ml_exp.core.errors import StepError
+    from ml_exp.core.errors import UserError
     from ml_exp.serving.bundle import Bundle
     from ml_exp.serving.predictor import Predictor
-    from ml_exp.serving.server import serve
+    from ml_exp.serving.server import listen, serve, serve_timeout
 
     logging.basicConfig(level=logging.INFO, format="[serve] %(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        bundle = Bundle.from_folder(root / "model")
-        predictor = Predictor(bundle, Path(os.environ.get("ML_EXP_EXPERIMENT_DIR", root / "code")))
-    except StepError as exc:  # the endpoint fails to start; this line is what its CloudWatch log shows
-        print(f"{CONTAINER} serve: {exc}", file=sys.stderr)
-        return 1
     # every interface in a container (SageMaker connects from outside it); loopback when emulated
     host = os.environ.get("ML_EXP_SERVE_HOST", "0.0.0.0")
+    port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", SERVE_PORT))
+    experiment_dir = Path(os.environ.get("ML_EXP_EXPERIMENT_DIR", root / "code"))
+    try:
+        bundle = Bundle.from_folder(root / "model")
+        timeout_s = serve_timeout(experiment_dir)
+        sock = listen(host, port)
+        predictor = Predictor(bundle, experiment_dir)
+    except UserError as exc:  # StepError too: the endpoint fails to start; this line is what its CloudWatch log shows
+        print(f"{CONTAINER} serve: {exc}", file=sys.stderr)
+        return 1
     serve(
         predictor,
         host=host,
-        port=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", SERVE_PORT)),
+        port=port,
         announce=lambda message: print(message, file=sys.stderr, flush=True),
+        sock=sock,
+        timeout_s=timeout_s,
     )
     return 0
 
