@@ -8,7 +8,8 @@ same forward pass as the inference step (:class:`~ml_exp.toolkit.scoring.Scorer`
 ``PER_DEVICE_EVAL_BATCH_SIZE``.
 
 A record is a dict with the content fields the run's records had (those ``reconcile`` yielded),
-an optional ``id`` and an optional ``label``; a prediction is ``{"id", "prediction", "scores":
+an optional ``id`` and an optional ``label``; a binary field (an image's bytes) comes as base64
+text in JSON; a prediction is ``{"id", "prediction", "scores":
 {label: probability}}`` (+ ``"label"`` when the record had one). Bad records raise
 :class:`RequestError` naming the record and the problem; the server turns it into a 4xx.
 
@@ -155,8 +156,13 @@ class Predictor:
                 value = record[field]
                 if value is not None and _is_text(kind) and not isinstance(value, str):
                     raise RequestError(f"{name}: field {field!r} must be a string, not a JSON {_json_type(value)}")
+                if value is not None and _is_binary(kind):
+                    _binary(value, f"{name}: field {field!r}")
             texts = [record[f] for f, kind in self.fields.items() if _is_text(kind)]
-            if texts and not any(isinstance(t, str) and t.strip() for t in texts):
+            # a page without a text layer has empty text but words, boxes or an image: only a record
+            # whose every content field is empty has nothing to classify
+            others = [record[f] for f, kind in self.fields.items() if not _is_text(kind)]
+            if texts and not any(isinstance(t, str) and t.strip() for t in texts) and not any(map(_filled, others)):
                 raise RequestError(
                     f"{name} has empty text: {', '.join(repr(f) for f, k in self.fields.items() if _is_text(k))} "
                     "are all empty; nothing to classify"
@@ -171,7 +177,10 @@ class Predictor:
         if not checked:
             self.check(records)
         n = len(records)
-        batch: dict[str, list] = {field: [record[field] for record in records] for field in self.fields}
+        batch: dict[str, list] = {
+            field: [_binary(r[field]) if _is_binary(kind) and r[field] is not None else r[field] for r in records]
+            for field, kind in self.fields.items()
+        }
         batch[ID] = [record.get(ID) for record in records]
         with self._lock:
             encoded = self._encode(batch)
@@ -205,8 +214,17 @@ class Predictor:
                     f"encode returned {sorted(encoded)}, none of which model {self.model_name!r} takes "
                     f"(it accepts {accepted_inputs(self._model)})"
                 )
+            from ml_exp.toolkit.collate import batch_maker
+
+            collate = batch_maker(self.udfs, self.processor, self.ctx) if self.udfs.collate is not None else None
             self.scorer = self._scorer_class(
-                self._model, self._tokenizer, inputs, len(self.labels), self.model_name, self.ctx.config.mixed_precision
+                self._model,
+                self._tokenizer,
+                inputs,
+                len(self.labels),
+                self.model_name,
+                self.ctx.config.mixed_precision,
+                collate=collate,
             )
         parts = []
         for start in range(0, n, self.batch_size):  # the inference step's batches
@@ -231,6 +249,32 @@ class Predictor:
 
 def _is_text(arrow_type: str) -> bool:
     return arrow_type in ("string", "large_string", "string_view")
+
+
+def _is_binary(arrow_type: str) -> bool:
+    return arrow_type in ("binary", "large_binary", "binary_view")
+
+
+def _binary(value: Any, where: str = "a binary field") -> bytes:
+    """A binary field's bytes: JSON carries them as base64 text (bytes pass as they are)."""
+    import base64
+    import binascii
+
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise RequestError(f"{where} holds bytes: send them as base64 text, not a JSON {_json_type(value)}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(
+            f"{where} holds bytes: send them as base64 text (e.g. base64.b64encode(data).decode()); this is not "
+            "valid base64"
+        ) from None
+
+
+def _filled(value: Any) -> bool:
+    return value is not None and not (isinstance(value, (str, bytes, list, dict)) and len(value) == 0)
 
 
 def _json_type(value: Any) -> str:

@@ -120,7 +120,7 @@ def infer_model(ctx: Context, udfs: Functions, model_name: str) -> dict:
         out.mkdir()
 
         with tracked(ctx, key, INFERENCE) as wb:
-            n, predictions, references, matrix = _predict(ctx, model_name, prepared, trained, labels, out)
+            n, predictions, references, matrix = _predict(ctx, model_name, prepared, trained, labels, out, udfs)
             log.info("inference %s: %d test documents scored", model_name, n)
 
             metrics = _user_metrics(udfs, ctx, model_name, predictions, references, labels)
@@ -214,7 +214,9 @@ def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
 # --- the forward pass, streamed ------------------------------------------------------------------
 
 
-def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, labels: list[str], out: Path):
+def _predict(
+    ctx: Context, model_name: str, prepared: Path, trained: Path, labels: list[str], out: Path, udfs: Any = None
+):
     """Score the test split block by block, one prediction per document, streamed to
     predictions.parquet/.csv in the split's order.
 
@@ -241,7 +243,14 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
             "raise the test share of SPLIT_RATIOS."
         )
     batch_size = ctx.config.per_device_eval_batch_size
-    scorer = Scorer(model, tokenizer, inputs, len(labels), model_name, getattr(ctx.config, "mixed_precision", "no"))
+    collate = None
+    if getattr(udfs, "collate", None) is not None:  # the experiment batches its rows itself, as in training
+        from ml_exp.toolkit.collate import batch_maker
+        from ml_exp.toolkit.scoring import saved_processor
+
+        collate = batch_maker(udfs, saved_processor(prepared), ctx)
+    mixed = getattr(ctx.config, "mixed_precision", "no")
+    scorer = Scorer(model, tokenizer, inputs, len(labels), model_name, mixed, collate=collate)
     k = len(labels)
     schema = pa.schema(
         [("id", pa.string()), ("true_label", pa.string()), ("predicted_label", pa.string())]

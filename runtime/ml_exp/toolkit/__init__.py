@@ -10,6 +10,8 @@ that the steps and serving share (below both, so that neither borrows from the o
         return toolkit.classification_metrics(predictions, references, labels)
 
 - :mod:`.encoding`: ``tokenizer_encode`` (the document strategies), ``classification_metrics``;
+- :mod:`.layout`: ``layout_encode`` for layout models (words, boxes, page image);
+- :mod:`.collate`: processors of any kind (``tokenizer_of``) and the padding collator;
 - :mod:`.pdf`: ``pdf_pages`` / ``pdf_text`` for ``reconcile``;
 - :mod:`.documents`: windows of long documents and their combination per document;
 - :mod:`.scoring`: a trained classifier scoring encoded rows; :mod:`.metrics`: the metric script.
@@ -19,12 +21,15 @@ torch, transformers, numpy, evaluate and pypdf are imported inside the functions
 """
 
 from ml_exp.toolkit.encoding import STRATEGIES, classification_metric_module, classification_metrics, tokenizer_encode
+from ml_exp.toolkit.layout import layout_encode, open_image
 from ml_exp.toolkit.pdf import pdf_pages, pdf_text
 
 __all__ = [
     "STRATEGIES",
     "classification_metric_module",
     "classification_metrics",
+    "layout_encode",
+    "open_image",
     "pdf_pages",
     "pdf_text",
     "tokenizer_encode",
