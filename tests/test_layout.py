@@ -144,3 +144,24 @@ def test_binary_fields_come_as_base64_and_empty_text_is_fine_with_other_content(
         predictor.check([{"text": "x", "image": "not base64!", "words": []}])
     with pytest.raises(RequestError, match="empty text"):
         predictor.check([{"text": " ", "image": None, "words": []}])
+
+
+def test_preparation_warns_of_empty_encodings_and_degenerate_splits(caplog):
+    import datasets
+
+    from ml_exp.steps.coverage import warn_if_degenerate, warn_if_empty
+
+    ctx = type("Ctx", (), {"log": logging.getLogger("ml_exp.test")})()
+    two_tokens = datasets.Dataset.from_dict({"window": [0, 0, 0], "document_tokens": [0, 0, 5], "tokens_seen": [0, 0, 5]})
+    with caplog.at_level(logging.WARNING):
+        assert warn_if_empty({"train": two_tokens}, ctx, "m") == pytest.approx(2 / 3)
+    assert "67% of the training documents encode to no content token" in caplog.text
+    caplog.clear()
+    fine = datasets.Dataset.from_dict({"window": [0, 1, 0], "document_tokens": [9, 9, 5], "tokens_seen": [0, 4, 5]})
+    with caplog.at_level(logging.WARNING):
+        assert warn_if_empty({"train": fine}, ctx, "m") == 0.0
+    assert caplog.text == ""
+
+    warnings = warn_if_degenerate({"train": {"a": 5, "b": 0}, "test": {"a": 2, "b": 1}}, ctx)
+    assert warnings == ["every record of the train split is labelled 'a'", "label(s) 'b' have no training record"]
+    assert warn_if_degenerate({"train": {"a": 5, "b": 4}, "test": {"a": 1, "b": 1}}, ctx) == []

@@ -151,6 +151,16 @@ def train_model(
             "labels; pass num_labels=len(labels)"
         )
 
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and 0 < positions < config.max_length:
+        ctx.log.warning(
+            "%s: the model has %d position embeddings, fewer than MAX_LENGTH = %d: longer rows fail or are cut; "
+            "lower MAX_LENGTH to %d or build the model with more positions",
+            model_name,
+            positions,
+            config.max_length,
+            positions,
+        )
     cuda = torch.cuda.is_available()
     if config.mixed_precision != "no" and not cuda:
         raise StepError(f"MIXED_PRECISION = {config.mixed_precision} needs a GPU; use MIXED_PRECISION = no on CPU")
