@@ -101,16 +101,22 @@ def compute_metrics(predictions, references, labels, ctx):
 '''
 
 
-@pytest.mark.parametrize("kind", ["lilt", "layoutlmv3"])
+# lilt: this file's experiment; layout-example: `example=layout` as baked (a tiny LayoutLMv3 on
+# synthetic scanned pages), with its own settings
+@pytest.mark.parametrize("kind", ["lilt", "layout-example"])
 def test_a_tiny_layout_model_trains_predicts_and_serves(tmp_path, kind):
-    project = bake(tmp_path, ticket="EXP-24", model_slug=kind)
-    (project / "experiment.py").write_text(EXPERIMENT.format(root=str(ROOT), kind=kind))
-    env = {
-        "MODEL_NAMES": f"tiny-{kind}", "MAX_LENGTH": "32", "DOCUMENT_STRATEGY": "truncate",
-        "SPLIT_RATIOS": "0.5,0.25,0.25", "NUM_TRAIN_EPOCHS": "2", "PER_DEVICE_TRAIN_BATCH_SIZE": "4",
-        "PER_DEVICE_EVAL_BATCH_SIZE": "4", "NUM_PROCESSES": "1", "WANDB_MODE": "disabled",
-        "MPLCONFIGDIR": str(tmp_path / "matplotlib"),
-    }
+    env = {"NUM_PROCESSES": "1", "WANDB_MODE": "disabled", "MPLCONFIGDIR": str(tmp_path / "matplotlib")}
+    if kind == "layout-example":
+        project = bake(tmp_path, ticket="EXP-24", model_slug="layoutlmv3", example="layout")
+        kind = "layoutlmv3"
+    else:
+        project = bake(tmp_path, ticket="EXP-24", model_slug=kind)
+        (project / "experiment.py").write_text(EXPERIMENT.format(root=str(ROOT), kind=kind))
+        env |= {
+            "MODEL_NAMES": f"tiny-{kind}", "MAX_LENGTH": "32", "DOCUMENT_STRATEGY": "truncate",
+            "SPLIT_RATIOS": "0.5,0.25,0.25", "NUM_TRAIN_EPOCHS": "2", "PER_DEVICE_TRAIN_BATCH_SIZE": "4",
+            "PER_DEVICE_EVAL_BATCH_SIZE": "4",
+        }
     result = exp("run", cwd=project, env=env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     run = run_dir(project, 1)
@@ -134,6 +140,8 @@ def test_a_tiny_layout_model_trains_predicts_and_serves(tmp_path, kind):
     predicted = [json.loads(line) for line in done.stdout.splitlines()]
     assert [p["id"] for p in predicted] == [r["id"] for r in records]
     assert all(set(p["scores"]) == {"audit", "contract", "policy"} for p in predicted)
+    if kind == "layoutlmv3":  # the demo learns its pages
+        assert [p["prediction"] for p in predicted] == [r["label"] for r in records]
 
     # exp serve: the same answers over HTTP
     port = free_port()
