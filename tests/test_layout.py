@@ -165,3 +165,44 @@ def test_preparation_warns_of_empty_encodings_and_degenerate_splits(caplog):
     warnings = warn_if_degenerate({"train": {"a": 5, "b": 0}, "test": {"a": 2, "b": 1}}, ctx)
     assert warnings == ["every record of the train split is labelled 'a'", "label(s) 'b' have no training record"]
     assert warn_if_degenerate({"train": {"a": 5, "b": 4}, "test": {"a": 1, "b": 1}}, ctx) == []
+
+
+def scanned_pdf(tmp_path, pages=("Audit report finding", "Contract party agrees")):
+    """A real PDF of text pages, drawn by matplotlib (no download)."""
+    from matplotlib.backends.backend_pdf import PdfPages
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "scan.pdf"
+    with PdfPages(path) as pdf:
+        for text in pages:
+            figure = Figure(figsize=(4, 2))
+            figure.text(0.1, 0.5, text, fontsize=20)
+            pdf.savefig(figure)
+    return path
+
+
+def test_pdf_page_images_renders_each_page_as_a_png(tmp_path):
+    pytest.importorskip("pypdfium2", reason="pypdfium2 (the pdf extra) is not installed")
+    from PIL import Image
+
+    from ml_exp.toolkit import pdf_page_images
+
+    images = pdf_page_images(scanned_pdf(tmp_path), dpi=72)
+    assert len(images) == 2
+    assert Image.open(io.BytesIO(images[0])).size == (288, 144)  # 4 x 2 inches at 72 dpi
+    with pytest.raises(ValueError, match="is not a PDF"):
+        pdf_page_images(b"hello")
+
+
+def test_ocr_words_finds_the_words_and_their_0_1000_boxes(tmp_path):
+    import shutil
+
+    pytest.importorskip("pytesseract", reason="pytesseract (the ocr extra) is not installed")
+    if shutil.which("tesseract") is None:
+        pytest.skip("the tesseract program is not installed (apt-get install tesseract-ocr)")
+    from ml_exp.toolkit import ocr_words, pdf_page_images
+
+    words, boxes = ocr_words(pdf_page_images(scanned_pdf(tmp_path), dpi=150)[0])
+    assert [w.lower() for w in words] == ["audit", "report", "finding"]
+    assert all(0 <= v <= 1000 for box in boxes for v in box)
+    assert boxes[0][0] < boxes[1][0] < boxes[2][0] and all(b[0] < b[2] and b[1] < b[3] for b in boxes)
