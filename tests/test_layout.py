@@ -206,3 +206,16 @@ def test_ocr_words_finds_the_words_and_their_0_1000_boxes(tmp_path):
     assert [w.lower() for w in words] == ["audit", "report", "finding"]
     assert all(0 <= v <= 1000 for box in boxes for v in box)
     assert boxes[0][0] < boxes[1][0] < boxes[2][0] and all(b[0] < b[2] and b[1] < b[3] for b in boxes)
+
+
+def test_layout_encode_makes_one_window_per_page_of_a_multi_page_record(tokenizer):
+    from ml_exp.toolkit import layout_encode
+
+    batch = {"id": ["two-pages", "one-page"],
+             "words": [[["contract"], ["audit", "scope"]], [["policy"]]],
+             "boxes": [[[[1, 1, 2, 2]], [[3, 3, 4, 4], [5, 5, 6, 6]]], [[[7, 7, 8, 8]]]]}
+    out = layout_encode(batch, tokenizer, None, max_length=16)
+    assert out["overflow_to_sample_mapping"] == [0, 0, 1] and out["page"] == [1, 2, 1]
+    assert out["bbox"][1][1] == [3, 3, 4, 4] and out["bbox"][2][1] == [7, 7, 8, 8]
+    with pytest.raises(ValueError, match="as many pages of 'boxes'"):
+        layout_encode({**batch, "boxes": [[[[1, 1, 2, 2]]], [[[7, 7, 8, 8]]]]}, tokenizer, None, max_length=16)

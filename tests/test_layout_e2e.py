@@ -60,6 +60,8 @@ def reconcile(ctx):
         for index in range(8):
             words = [rng.choice(WORDS[label] if rng.random() < 0.6 else COMMON) for _ in range(12)]
             boxes = [[x * 80, y * 60, x * 80 + 70, y * 60 + 40] for x, y in ((i % 12, i // 12) for i in range(12))]
+            if KIND == "lilt":  # two pages: a cover page of common words, then the page that tells
+                words, boxes = [[rng.choice(COMMON) for _ in range(12)], words], [boxes, boxes]
             yield {{"id": f"{{label}}-{{index}}", "text": "", "words": words, "boxes": boxes,
                     "image": page_png(label, rng), "label": label}}
 
@@ -140,6 +142,10 @@ def test_a_tiny_layout_model_trains_predicts_and_serves(tmp_path, kind):
     predicted = [json.loads(line) for line in done.stdout.splitlines()]
     assert [p["id"] for p in predicted] == [r["id"] for r in records]
     assert all(set(p["scores"]) == {"audit", "contract", "policy"} for p in predicted)
+    if kind == "lilt":  # two pages a document: one prediction each, the deciding page as evidence
+        assert all(p["evidence"]["windows"] == 2 and p["evidence"]["page"] in (1, 2) for p in predicted)
+        inferred = pq.read_table(run / "inference" / "tiny-lilt" / "predictions.parquet").to_pylist()
+        assert inferred and all(p["windows"] == 2 and p["evidence_page"] in (1, 2) for p in inferred)
     if kind == "layoutlmv3":  # the demo learns its pages
         assert [p["prediction"] for p in predicted] == [r["label"] for r in records]
 

@@ -16,7 +16,8 @@ text in JSON; a prediction is ``{"id", "prediction", "scores":
 Long documents plug in at :class:`Documents`: :class:`Windows` turns a record that ``encode``
 made into several windows (DOCUMENT_STRATEGY = chunks) back into one prediction, with its
 ``evidence``: ``{"window", "windows", "start", "end"}``, the window that decided it and its
-character span in the encoded text, as in the inference step's predictions.
+character span in the encoded text (or ``"page"``, its page, when encode gives one window per
+page), as in the inference step's predictions.
 """
 
 from __future__ import annotations
@@ -73,15 +74,17 @@ class Windows(Documents):
     def __init__(self, aggregation: str):
         self.aggregation = aggregation
         self.spans: list[tuple[int, int]] = []
+        self.pages: list[int] | None = None
 
     def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int]]:
-        from ml_exp.toolkit.documents import MAPPING, WINDOW_END, WINDOW_START, Windowing, to_rows
+        from ml_exp.toolkit.documents import MAPPING, PAGE, WINDOW_END, WINDOW_START, Windowing, to_rows
 
         if MAPPING not in encoded:
-            self.spans = []
+            self.spans, self.pages = [], None
             return encoded, list(range(n))
         rows = to_rows({}, encoded, Windowing())
         self.spans = list(zip(rows[WINDOW_START], rows[WINDOW_END]))
+        self.pages = [int(p) for p in rows[PAGE]] if PAGE in rows else None
         return rows, [int(owner) for owner in encoded[MAPPING]]
 
     def combine(self, scores: Any, owners: list[int], n: int) -> tuple[Any, list[dict | None]]:
@@ -100,6 +103,8 @@ class Windows(Documents):
             proof: dict[str, Any] = {"window": window, "windows": int(counts[record])}
             if start >= 0:
                 proof.update(start=start, end=end)
+            if self.pages is not None:  # one window per page: the page that decided it
+                proof["page"] = self.pages[int(starts[record]) + window]
             evidence.append(proof)
         return combined, evidence
 

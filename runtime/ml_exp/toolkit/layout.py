@@ -15,10 +15,12 @@ from typing import Any
 
 from ml_exp.experiment.context import Context
 from ml_exp.toolkit.collate import tokenizer_of
+from ml_exp.toolkit.documents import PAGE
 
 __all__ = ["layout_encode", "open_image"]
 
 NO_BOX = [0, 0, 0, 0]
+MAPPING = "overflow_to_sample_mapping"  # row -> record, as tokenizers return it
 
 
 def layout_encode(
@@ -39,6 +41,11 @@ def layout_encode(
     them, + ``pixel_values`` with an image), one row per record, truncated to ``max_length``
     (default: ``ctx.config.max_length``). The training collator pads ``bbox`` with ``[0, 0, 0, 0]``.
 
+    A multi-page record holds a list of pages in each field (words: a list of word lists, boxes:
+    a list of box lists, images: a list of images): it becomes one row per page, with
+    ``overflow_to_sample_mapping`` (row -> record) and ``page`` (1-based), so that a prediction
+    is per document and its evidence names the page that decided it (``evidence_page``).
+
     Raises ValueError naming a missing field, a record whose words and boxes differ in number,
     or an image field with a processor that has no image processor.
     """
@@ -52,9 +59,26 @@ def layout_encode(
             raise ValueError("layout_encode: pass max_length, or a ctx whose config has MAX_LENGTH")
         max_length = int(config.max_length)
     tokenizer = tokenizer_of(processor)
+    ids = list(batch.get("id", [None] * len(batch[words_field])))
+    pages = _multi_page(batch[words_field])
+    if pages:  # one row (window) per page: the record of each row, its page number
+        owners = [record for record, document in enumerate(batch[words_field]) for _ in document]
+        flat = {
+            field: [page for document in batch[field] for page in (document or [])]
+            for field in (words_field, boxes_field, *([image_field] if image_field else []))
+        }
+        if any(len(values) != len(owners) for values in flat.values()):
+            raise ValueError(
+                f"layout_encode: a multi-page record needs as many pages of {boxes_field!r}"
+                f"{f' and {image_field!r}' if image_field else ''} as of {words_field!r}"
+            )
+        row_ids = [ids[owner] for owner in owners]
+        out = layout_encode({**flat, "id": row_ids}, processor, ctx, words_field, boxes_field, image_field, max_length)
+        out[MAPPING] = owners
+        out[PAGE] = [number for document in batch[words_field] for number in range(1, len(document) + 1)]
+        return out
     words = [[str(w) for w in (page or [])] for page in batch[words_field]]
     boxes = [list(page or []) for page in batch[boxes_field]]
-    ids = batch.get("id", [None] * len(words))
     for record, (page_words, page_boxes) in enumerate(zip(words, boxes)):
         if len(page_words) != len(page_boxes):
             raise ValueError(
@@ -81,6 +105,12 @@ def layout_encode(
         pixels = image_processor(images, return_tensors="np")["pixel_values"]
         out["pixel_values"] = [page.astype("float32").tolist() for page in pixels]
     return out
+
+
+def _multi_page(documents: Sequence[Any]) -> bool:
+    """Whether records hold pages (a list of word lists) rather than one page (a word list)."""
+    first = next((d for d in documents if d), None)
+    return first is not None and isinstance(first[0], (list, tuple))
 
 
 def open_image(value: Any, record_id: Any = None) -> Any:

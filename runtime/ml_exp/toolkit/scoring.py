@@ -16,7 +16,7 @@ from ml_exp.core.errors import StepError
 from ml_exp.storage.layout import PROCESSOR
 
 # Encoded columns that are not model inputs.
-NOT_INPUTS = frozenset({"id", "label", "labels"})
+NOT_INPUTS = frozenset({"id", "label", "labels", "page"})
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")
 
 
