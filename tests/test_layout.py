@@ -219,3 +219,48 @@ def test_layout_encode_makes_one_window_per_page_of_a_multi_page_record(tokenize
     assert out["bbox"][1][1] == [3, 3, 4, 4] and out["bbox"][2][1] == [7, 7, 8, 8]
     with pytest.raises(ValueError, match="as many pages of 'boxes'"):
         layout_encode({**batch, "boxes": [[[[1, 1, 2, 2]]], [[[7, 7, 8, 8]]]]}, tokenizer, None, max_length=16)
+
+
+def test_an_optional_collate_is_checked_like_the_five(tmp_path):
+    import types
+
+    from ml_exp.experiment.functions import check_functions
+
+    source = "".join(
+        f"def {name}({params}):\n    return 1\n"
+        for name, params in (("reconcile", "ctx"), ("load_processor", "model_name, ctx"),
+                             ("encode", "batch, processor, ctx"), ("load_model", "model_name, labels, ctx"),
+                             ("compute_metrics", "predictions, references, labels, ctx"))
+    )
+    (tmp_path / "good.py").write_text(source)
+    (tmp_path / "bad.py").write_text(source + "def collate(rows):\n    return {}\n")
+    (tmp_path / "stub.py").write_text(source + "def collate(rows, processor, ctx):\n    pass\n")
+
+    def problems(name):
+        module = types.ModuleType(name)
+        module.__file__ = str(tmp_path / f"{name}.py")
+        exec(compile((tmp_path / f"{name}.py").read_text(), module.__file__, "exec"), module.__dict__)
+        return [f"{p.where}: {p.message}" for p in check_functions(module, name)]
+
+    assert problems("good") == []
+    assert problems("bad") == ["bad.collate: has parameters (rows); ml-exp calls it as def collate(rows, processor, ctx)"]
+    assert problems("stub") == ["stub.collate: is not implemented yet (its body is only a stub); write its body"]
+
+
+def test_batches_come_from_the_experiments_collate_when_it_has_one(tokenizer):
+    import torch
+
+    from ml_exp.toolkit.collate import batch_maker
+
+    udfs = type("Udfs", (), {"collate": None})()
+    assert isinstance(batch_maker(udfs, tokenizer, None), PadCollator)
+
+    def collate(rows, processor, ctx):
+        return {"input_ids": torch.tensor([[len(rows), processor.tokenizer.pad_token_id]])}
+
+    udfs.collate = staticmethod(collate)
+    made = batch_maker(udfs, layoutlmv3_processor(tokenizer), None)
+    assert made([{"input_ids": [1]}] * 3)["input_ids"].tolist() == [[3, tokenizer.pad_token_id]]
+    udfs.collate = staticmethod(lambda rows, processor, ctx: [1])
+    with pytest.raises(StepError, match="collate returned a list; return a dict of tensors"):
+        batch_maker(udfs, tokenizer, None)([{"input_ids": [1]}])
