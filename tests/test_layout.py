@@ -145,6 +145,14 @@ def test_binary_fields_come_as_base64_and_empty_text_is_fine_with_other_content(
     with pytest.raises(RequestError, match="empty text"):
         predictor.check([{"text": " ", "image": None, "words": []}])
 
+    from ml_exp.serving.predictor import _decoded  # the pages of a document: a list of images
+
+    pages = [base64.b64encode(image).decode(), base64.b64encode(png(9)).decode()]
+    assert _decoded(pages, "list<item: binary>") == [image, png(9)]
+    assert _decoded(["a", "b"], "list<item: string>") == ["a", "b"]
+    with pytest.raises(RequestError, match="a list of bytes"):
+        _decoded("abc", "list<item: binary>", "record 0: field 'pages'")
+
 
 def test_preparation_warns_of_empty_encodings_and_degenerate_splits(caplog):
     import datasets

@@ -161,8 +161,8 @@ class Predictor:
                 value = record[field]
                 if value is not None and _is_text(kind) and not isinstance(value, str):
                     raise RequestError(f"{name}: field {field!r} must be a string, not a JSON {_json_type(value)}")
-                if value is not None and _is_binary(kind):
-                    _binary(value, f"{name}: field {field!r}")
+                if value is not None:
+                    _decoded(value, kind, f"{name}: field {field!r}")
             texts = [record[f] for f, kind in self.fields.items() if _is_text(kind)]
             # a page without a text layer has empty text but words, boxes or an image: only a record
             # whose every content field is empty has nothing to classify
@@ -183,7 +183,7 @@ class Predictor:
             self.check(records)
         n = len(records)
         batch: dict[str, list] = {
-            field: [_binary(r[field]) if _is_binary(kind) and r[field] is not None else r[field] for r in records]
+            field: [_decoded(r[field], kind) if r[field] is not None else None for r in records]
             for field, kind in self.fields.items()
         }
         batch[ID] = [record.get(ID) for record in records]
@@ -258,6 +258,18 @@ def _is_text(arrow_type: str) -> bool:
 
 def _is_binary(arrow_type: str) -> bool:
     return arrow_type in ("binary", "large_binary", "binary_view")
+
+
+def _decoded(value: Any, kind: str, where: str = "a binary field") -> Any:
+    """A field's value as ``encode`` saw it in training: bytes (and lists of bytes: the pages of a
+    document) from their base64 text; anything else as it is."""
+    if _is_binary(kind):
+        return _binary(value, where)
+    if kind.startswith(("list<", "large_list<")) and _is_binary(kind.split(": ", 1)[-1].rstrip(">")):
+        if not isinstance(value, list):
+            raise RequestError(f"{where} holds a list of bytes: send a JSON array of base64 texts")
+        return [None if v is None else _binary(v, where) for v in value]
+    return value
 
 
 def _binary(value: Any, where: str = "a binary field") -> bytes:
