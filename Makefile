@@ -13,7 +13,11 @@ $(BIN)/exp: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt torch
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[train,sagemaker,serve,pdf,test]"
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[train,sagemaker,serve,pdf,ocr,test]"
+	@# Tesseract for ocr_words (the ocr extra) where apt can install it; its test is skipped without it
+	-@command -v tesseract >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr; } || \
+		echo "tesseract-ocr not installed (apt-get install tesseract-ocr): ocr_words and its test are skipped"
 	touch $@
 
 install: $(BIN)/exp  ## create .venv with the runtime, the ML stack and the test tools

@@ -11,11 +11,19 @@ if EXAMPLE == "blank":
     # The blank experiment.py replaces the demo; the demo's data generator goes.
     shutil.move(str(here / "_blank" / "experiment.py"), str(here / "experiment.py"))
     (here / "demo_documents.py").unlink()
+if EXAMPLE == "layout":
+    # The layout demo (scanned pages, a tiny LayoutLMv3) replaces the document-types demo.
+    for name in ("experiment.py", "demo_pages.py"):
+        shutil.move(str(here / "_layout" / name), str(here / name))
+    (here / "demo_documents.py").unlink()
 shutil.rmtree(here / "_blank")
+shutil.rmtree(here / "_layout")
 
 todo = (
     "  $EDITOR experiment.py settings.ini   # implement the five functions, check the settings\n"
     if EXAMPLE == "blank"
+    else "  # experiment.py holds a runnable demo (synthetic scanned pages, a tiny LayoutLMv3)\n"
+    if EXAMPLE == "layout"
     else "  # experiment.py holds a runnable demo (synthetic documents, a tiny BERT)\n"
 )
 print(

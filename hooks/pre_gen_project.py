@@ -89,7 +89,7 @@ def rules(names):
         ("experiment_name", names.EXPERIMENT_NAME_RE, "letters and digits joined by '-', at most "
                                                       f"{names.EXPERIMENT_NAME_MAX} characters (it prefixes S3 paths "
                                                       "and SageMaker job names)", False),
-        ("example", r"document-types|blank", "document-types (a runnable demo) or blank (stubs)", False),
+        ("example", r"document-types|blank|layout", "document-types, layout (demos) or blank (stubs)", False),
         ("aws_region", names.AWS_REGION_RE, "an AWS region such as us-east-1", False),
         ("s3_bucket", names.S3_BUCKET_RE, "an S3 bucket name: 3-63 lowercase letters, digits, '.', '-'; starts and "
                                           "ends with a letter or digit (or empty)", True),

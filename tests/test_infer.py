@@ -152,7 +152,8 @@ def test_inference_writes_predictions_metrics_report_and_confusion_matrix(ctx, a
     # predictions: one row per test record, same ids, label names, probabilities summing to 1
     table = pq.read_table(local / "predictions.parquet").to_pydict()
     score_columns = [f"score_{name}" for name in LABEL_NAMES]
-    assert list(table) == ["id", "true_label", "predicted_label", *score_columns, "windows", "evidence_window", "evidence_start", "evidence_end"]
+    assert list(table) == ["id", "true_label", "predicted_label", *score_columns, "windows", "evidence_window", "evidence_start", "evidence_end",
+                           "evidence_page"]
     assert table["id"] == artefacts["test"]["id"]
     assert table["true_label"] == [LABEL_NAMES[i] for i in artefacts["test"]["label"]]
     scores = np.array([table[c] for c in score_columns]).T

@@ -45,7 +45,7 @@ COMMON_FILES = {
     "tests/conftest.py",
     "tests/test_experiment.py",
 }
-TREES = {"document-types": COMMON_FILES | {"demo_documents.py"}, "blank": COMMON_FILES}
+TREES = {"document-types": COMMON_FILES | {"demo_documents.py"}, "blank": COMMON_FILES, "layout": COMMON_FILES | {"demo_pages.py"}}
 
 MATRIX = [
     {},  # every default: the document-types demo
@@ -65,6 +65,7 @@ MATRIX = [
         "wandb_entity": "ml-team",
     },
     {"ticket": "EXP-9", "model_slug": "two-models", "model_names": "tiny-bert,tiny-bert-2", "aws_region": "us-gov-west-1"},
+    {"ticket": "EXP-24", "model_slug": "layoutlmv3", "example": "layout"},
 ]
 
 
@@ -162,7 +163,8 @@ def test_settings_hold_every_setting_filled_from_answers(baked):
     assert f"[{SECTION}]" in text
     config = load_config(project, environ={})
     assert config.experiment_name == project.name
-    default_models = "tiny-bert" if answers.get("example", "document-types") == "document-types" else "allenai/longformer-base-4096"
+    default_models = {"document-types": "tiny-bert", "layout": "tiny-layoutlmv3"}.get(
+        answers.get("example", "document-types"), "allenai/longformer-base-4096")
     assert config.model_names == tuple(n.strip() for n in answers.get("model_names", default_models).split(","))
     assert config.aws_region == answers.get("aws_region", "us-east-1")
     assert config.sagemaker_role_arn == answers.get("sagemaker_role_arn", "")

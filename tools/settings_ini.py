@@ -36,9 +36,11 @@ def _default(key: str) -> str:
     return next(s.default for s in SETTINGS if s.key == key)
 
 
-def _demo_or_default(key: str, demo: str) -> str:
-    """The document-types demo trains a tiny model quickly; a blank experiment keeps the default."""
-    return f'{{% if cookiecutter.example == "document-types" %}}{demo}{{% else %}}{_default(key)}{{% endif %}}'
+def _demo_or_default(key: str, demo: str, layout: str | None = None) -> str:
+    """The document-types demo trains a tiny model quickly; a blank experiment keeps the default;
+    the layout demo (a tiny LayoutLMv3 on one-page scans) takes ``layout`` when given."""
+    branch = f'{{% elif cookiecutter.example == "layout" %}}{layout}' if layout is not None else ""
+    return f'{{% if cookiecutter.example == "document-types" %}}{demo}{branch}{{% else %}}{_default(key)}{{% endif %}}'
 
 
 # Values the answers give (Jinja, rendered when the experiment is baked); every other setting
@@ -46,7 +48,7 @@ def _demo_or_default(key: str, demo: str) -> str:
 VALUES = {
     "EXPERIMENT_NAME": "{{ cookiecutter.experiment_name }}",
     "MODEL_NAMES": "{{ cookiecutter.model_names }}",
-    "MAX_LENGTH": _demo_or_default("MAX_LENGTH", "64"),
+    "MAX_LENGTH": _demo_or_default("MAX_LENGTH", "64", layout="64"),
     # The demo's documents are long (demo_documents.py): every window at inference; two per
     # document (its first and last) in training, which keeps an epoch short
     "DOCUMENT_STRATEGY": _demo_or_default("DOCUMENT_STRATEGY", "chunks"),
@@ -54,9 +56,9 @@ VALUES = {
     "MAX_CHUNKS": _demo_or_default("MAX_CHUNKS", "2"),
     # max: one window holds the passage; the mean of ~40 windows drowns it
     "CHUNK_AGGREGATION": _demo_or_default("CHUNK_AGGREGATION", "max"),
-    "NUM_TRAIN_EPOCHS": _demo_or_default("NUM_TRAIN_EPOCHS", "6"),
-    "LEARNING_RATE": _demo_or_default("LEARNING_RATE", "2e-3"),
-    "PER_DEVICE_TRAIN_BATCH_SIZE": _demo_or_default("PER_DEVICE_TRAIN_BATCH_SIZE", "16"),
+    "NUM_TRAIN_EPOCHS": _demo_or_default("NUM_TRAIN_EPOCHS", "6", layout="4"),
+    "LEARNING_RATE": _demo_or_default("LEARNING_RATE", "2e-3", layout="2e-3"),
+    "PER_DEVICE_TRAIN_BATCH_SIZE": _demo_or_default("PER_DEVICE_TRAIN_BATCH_SIZE", "16", layout="8"),
     "WANDB_PROJECT": "{{ cookiecutter.wandb_project }}",
     "WANDB_ENTITY": "{{ cookiecutter.wandb_entity }}",
     "AWS_REGION": "{{ cookiecutter.aws_region }}",

@@ -24,6 +24,10 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "load_model": ("model_name", "labels", "ctx"),
     "compute_metrics": ("predictions", "references", "labels", "ctx"),
 }
+# Optional functions: checked like the five when the module defines them.
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    "collate": ("rows", "processor", "ctx")  # encoded rows -> a batch of tensors (default: PadCollator)
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class Functions:
     encode: Callable[..., Any]
     load_model: Callable[..., Any]
     compute_metrics: Callable[..., Any]
+    collate: Callable[..., Any] | None = None
 
 
 def load_functions(experiment_dir: Path, module_name: str, keep_loaded: bool = False) -> Functions:
@@ -52,7 +57,8 @@ def load_functions(experiment_dir: Path, module_name: str, keep_loaded: bool = F
         problems += check_functions(module, module_name)
     if problems:
         raise ProblemsFound(problems)
-    return Functions(module, **{name: getattr(module, name) for name in SIGNATURES})
+    optional = {name: getattr(module, name, None) for name in OPTIONAL}
+    return Functions(module, **{name: getattr(module, name) for name in SIGNATURES}, **optional)
 
 
 def check_experiment_functions(experiment_dir: Path, module_name: str) -> list[Problem]:
@@ -133,12 +139,13 @@ def _user_frame(exc: BaseException, path: Path) -> str:
 
 def check_functions(module: ModuleType, module_name: str) -> list[Problem]:
     problems: list[Problem] = []
-    for name, params in SIGNATURES.items():
+    for name, params in {**SIGNATURES, **OPTIONAL}.items():
         where = f"{module_name}.{name}"
         expected = f"def {name}({', '.join(params)})"
         function = getattr(module, name, None)
         if function is None:
-            problems.append(Problem(where, f"is missing; define {expected}"))
+            if name not in OPTIONAL:
+                problems.append(Problem(where, f"is missing; define {expected}"))
             continue
         if not callable(function):
             problems.append(Problem(where, f"is not a function; define {expected}"))

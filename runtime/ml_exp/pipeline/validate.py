@@ -139,6 +139,7 @@ def check_documents(config: Config) -> list[Problem]:
     from ml_exp.core.errors import ProblemsFound
     from ml_exp.experiment.context import Context
     from ml_exp.experiment.functions import load_functions
+    from ml_exp.toolkit.collate import tokenizer_of
 
     try:
         udfs = load_functions(config.experiment_dir, config.udf_module)
@@ -157,15 +158,20 @@ def check_documents(config: Config) -> list[Problem]:
                 )
             )
             continue
-        if not getattr(processor, "is_fast", False):
+        tokenizer = tokenizer_of(processor)  # a multimodal processor: the tokenizer it holds
+        if not getattr(tokenizer, "is_fast", False):
+            held = "" if tokenizer is processor else f" holding a {type(tokenizer).__name__}"
+            advice = (
+                "return a fast tokenizer (AutoTokenizer.from_pretrained(name, use_fast=True))"
+                if tokenizer is processor
+                else "give the processor a fast tokenizer (AutoProcessor.from_pretrained(name, use_fast=True))"
+            )
             problems.append(
                 Problem(
                     "DOCUMENT_STRATEGY",
                     f"= {config.document_strategy} needs a processor that returns overflowing tokens "
                     f"and their offsets (a fast tokenizer), but load_processor({name!r}) returned a "
-                    f"{type(processor).__name__}; "
-                    "return a fast tokenizer (AutoTokenizer.from_pretrained(name, use_fast=True)) or use "
-                    "DOCUMENT_STRATEGY = truncate",
+                    f"{type(processor).__name__}{held}; {advice} or use DOCUMENT_STRATEGY = truncate",
                 )
             )
     return problems

@@ -8,14 +8,16 @@ same forward pass as the inference step (:class:`~ml_exp.toolkit.scoring.Scorer`
 ``PER_DEVICE_EVAL_BATCH_SIZE``.
 
 A record is a dict with the content fields the run's records had (those ``reconcile`` yielded),
-an optional ``id`` and an optional ``label``; a prediction is ``{"id", "prediction", "scores":
+an optional ``id`` and an optional ``label``; a binary field (an image's bytes) comes as base64
+text in JSON; a prediction is ``{"id", "prediction", "scores":
 {label: probability}}`` (+ ``"label"`` when the record had one). Bad records raise
 :class:`RequestError` naming the record and the problem; the server turns it into a 4xx.
 
 Long documents plug in at :class:`Documents`: :class:`Windows` turns a record that ``encode``
 made into several windows (DOCUMENT_STRATEGY = chunks) back into one prediction, with its
 ``evidence``: ``{"window", "windows", "start", "end"}``, the window that decided it and its
-character span in the encoded text, as in the inference step's predictions.
+character span in the encoded text (or ``"page"``, its page, when encode gives one window per
+page), as in the inference step's predictions.
 """
 
 from __future__ import annotations
@@ -73,15 +75,17 @@ class Windows(Documents):
     def __init__(self, aggregation: str):
         self.aggregation = aggregation
         self.spans: list[tuple[int, int]] = []
+        self.pages: list[int] | None = None
 
     def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int]]:
-        from ml_exp.toolkit.documents import MAPPING, WINDOW_END, WINDOW_START, Windowing, to_rows
+        from ml_exp.toolkit.documents import MAPPING, PAGE, WINDOW_END, WINDOW_START, Windowing, to_rows
 
         if MAPPING not in encoded:
-            self.spans = []
+            self.spans, self.pages = [], None
             return encoded, list(range(n))
         rows = to_rows({}, encoded, Windowing())
         self.spans = list(zip(rows[WINDOW_START], rows[WINDOW_END]))
+        self.pages = [int(p) for p in rows[PAGE]] if PAGE in rows else None
         return rows, [int(owner) for owner in encoded[MAPPING]]
 
     def combine(self, scores: Any, owners: list[int], n: int) -> tuple[Any, list[dict | None]]:
@@ -100,6 +104,8 @@ class Windows(Documents):
             proof: dict[str, Any] = {"window": window, "windows": int(counts[record])}
             if start >= 0:
                 proof.update(start=start, end=end)
+            if self.pages is not None:  # one window per page: the page that decided it
+                proof["page"] = self.pages[int(starts[record]) + window]
             evidence.append(proof)
         return combined, evidence
 
@@ -161,8 +167,17 @@ class Predictor:
                         f"{name}: field {field!r} holds a lone surrogate (an escape like \\ud800 without its "
                         "pair), which is not text; fix the record's encoding"
                     )
+                if value is not None:
+                    _decoded(value, kind, f"{name}: field {field!r}")
             texts = [record[f] for f, kind in self.fields.items() if _is_text(kind)]
-            if texts and not any(isinstance(t, str) and _has_content(t) for t in texts):
+            # a page without a text layer has empty text but words, boxes or an image: only a record
+            # whose every content field is empty has nothing to classify
+            others = [record[f] for f, kind in self.fields.items() if not _is_text(kind)]
+            if (
+                texts
+                and not any(isinstance(t, str) and _has_content(t) for t in texts)
+                and not any(map(_filled, others))
+            ):
                 raise RequestError(
                     f"{name} has empty text: {', '.join(repr(f) for f, k in self.fields.items() if _is_text(k))} "
                     "are all empty (or only spaces and invisible characters); nothing to classify"
@@ -181,7 +196,10 @@ class Predictor:
         if not checked:
             self.check(records)
         n = len(records)
-        batch: dict[str, list] = {field: [record[field] for record in records] for field in self.fields}
+        batch: dict[str, list] = {
+            field: [_decoded(r[field], kind) if r[field] is not None else None for r in records]
+            for field, kind in self.fields.items()
+        }
         batch[ID] = [record.get(ID) for record in records]
         with self._lock:
             encoded = self._encode(batch)
@@ -215,8 +233,17 @@ class Predictor:
                     f"encode returned {sorted(encoded)}, none of which model {self.model_name!r} takes "
                     f"(it accepts {accepted_inputs(self._model)})"
                 )
+            from ml_exp.toolkit.collate import batch_maker
+
+            collate = batch_maker(self.udfs, self.processor, self.ctx) if self.udfs.collate is not None else None
             self.scorer = self._scorer_class(
-                self._model, self._tokenizer, inputs, len(self.labels), self.model_name, self.ctx.config.mixed_precision
+                self._model,
+                self._tokenizer,
+                inputs,
+                len(self.labels),
+                self.model_name,
+                self.ctx.config.mixed_precision,
+                collate=collate,
             )
         parts = []
         for start in range(0, n, self.batch_size):  # the inference step's batches
@@ -255,6 +282,44 @@ def _has_content(text: str) -> bool:
     """Anything a tokenizer makes a token of: not only spaces, control and format characters
     (NUL, a BOM, a zero-width space), which tokenizers drop as they drop whitespace."""
     return any(not ch.isspace() and unicodedata.category(ch)[0] not in "CZ" for ch in text)
+
+
+def _is_binary(arrow_type: str) -> bool:
+    return arrow_type in ("binary", "large_binary", "binary_view")
+
+
+def _decoded(value: Any, kind: str, where: str = "a binary field") -> Any:
+    """A field's value as ``encode`` saw it in training: bytes (and lists of bytes: the pages of a
+    document) from their base64 text; anything else as it is."""
+    if _is_binary(kind):
+        return _binary(value, where)
+    if kind.startswith(("list<", "large_list<")) and _is_binary(kind.split(": ", 1)[-1].rstrip(">")):
+        if not isinstance(value, list):
+            raise RequestError(f"{where} holds a list of bytes: send a JSON array of base64 texts")
+        return [None if v is None else _binary(v, where) for v in value]
+    return value
+
+
+def _binary(value: Any, where: str = "a binary field") -> bytes:
+    """A binary field's bytes: JSON carries them as base64 text (bytes pass as they are)."""
+    import base64
+    import binascii
+
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise RequestError(f"{where} holds bytes: send them as base64 text, not a JSON {_json_type(value)}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(
+            f"{where} holds bytes: send them as base64 text (e.g. base64.b64encode(data).decode()); this is not "
+            "valid base64"
+        ) from None
+
+
+def _filled(value: Any) -> bool:
+    return value is not None and not (isinstance(value, (str, bytes, list, dict)) and len(value) == 0)
 
 
 def _json_type(value: Any) -> str:

@@ -138,3 +138,50 @@ def coverage_line(split: str, facts: dict[str, Any]) -> str:
     if facts.get("longer_than_max_length") is not None:
         line += f"; {100 * facts['longer_than_max_length']:.0f}% longer than MAX_LENGTH"
     return line
+
+
+# Warn when more than this share of the training documents gives the model no content token.
+EMPTY_WARNING = 0.5
+
+
+def warn_if_empty(encoded: Any, ctx: Context, model_name: str) -> float | None:
+    """Warn when most training documents encode to special tokens only (a tokenizer that knows
+    none of their words, a text field that is empty); return that share (None when unknown)."""
+    import numpy as np
+
+    if "train" not in encoded:
+        return None
+    columns = _columns(encoded["train"])
+    starts = np.flatnonzero(columns[WINDOW] == 0)
+    if not len(starts):
+        return None
+    seen = np.add.reduceat(columns[TOKENS_SEEN], starts)  # per document, over its windows
+    empty = float((seen <= 0).mean())
+    if empty > EMPTY_WARNING:
+        ctx.log.warning(
+            "%s: %.0f%% of the training documents encode to no content token (only special tokens): the model "
+            "cannot learn from them; check encode() and load_processor() (do the text fields hold text? does the "
+            "tokenizer know the documents' words?)",
+            model_name,
+            100 * empty,
+        )
+    return empty
+
+
+def warn_if_degenerate(counts: dict[str, dict[str, int]], ctx: Context) -> list[str]:
+    """Warn about a split whose records are all of one label, or a label absent from training."""
+    warnings = []
+    for split, per_label in counts.items():
+        present = [label for label, n in per_label.items() if n > 0]
+        if sum(per_label.values()) > 1 and len(present) == 1:
+            warnings.append(f"every record of the {split} split is labelled {present[0]!r}")
+    missing = [label for label, n in counts.get("train", {}).items() if n == 0]
+    if missing:
+        warnings.append(f"label(s) {', '.join(map(repr, missing))} have no training record")
+    for warning in warnings:
+        ctx.log.warning(
+            "%s: the model cannot learn or be measured on that; give reconcile() more records of each label or "
+            "change SPLIT_RATIOS",
+            warning,
+        )
+    return warnings

@@ -7,10 +7,10 @@
 It reads a model's prepared data (``id``, ``label``, the encoded inputs, where each window is)
 and its trained model, and writes its inference folder (one complete folder, never
 overwritten): predictions as Parquet and CSV, one row per document (id, true_label,
-predicted_label, one ``score_<label>`` column per class, ``windows``, and the evidence: the
-index of the window that decided the prediction, ``evidence_window``, and its character span in
-the encoded text, ``evidence_start`` / ``evidence_end``), the experiment's ``compute_metrics``
-on documents, a per-class report and the confusion matrix (JSON and PNG). Memory stays flat:
+predicted_label, one ``score_<label>`` column per class, ``windows``, and the evidence: the window
+that decided the prediction, ``evidence_window``, its character span in the encoded text,
+``evidence_start`` / ``evidence_end``, or its page, ``evidence_page``), the experiment's
+``compute_metrics`` on documents, a per-class report and the confusion matrix (JSON and PNG). Memory stays flat:
 the split is memory-mapped and read block by block, predictions stream to the writers; only
 int predictions/references and the matrix are kept.
 """
@@ -50,7 +50,7 @@ from ml_exp.storage.layout import (
     prepared_dir,
 )
 from ml_exp.storage.store import OutputExistsError, Run
-from ml_exp.toolkit.documents import WINDOW, WINDOW_END, WINDOW_START, combine, document_starts
+from ml_exp.toolkit.documents import PAGE, WINDOW, WINDOW_END, WINDOW_START, combine, document_starts
 from ml_exp.toolkit.scoring import Scorer, accepted_inputs, load_classifier, model_inputs
 
 # Rows buffered before a Parquet row group is written (bounded memory per group).
@@ -68,6 +68,7 @@ def _evidence_schema() -> list:
         ("evidence_window", pa.int32()),
         ("evidence_start", pa.int64()),
         ("evidence_end", pa.int64()),
+        ("evidence_page", pa.int32()),  # the deciding window's page, when encode gives pages
     ]
 
 
@@ -120,7 +121,7 @@ def infer_model(ctx: Context, udfs: Functions, model_name: str) -> dict:
         out.mkdir()
 
         with tracked(ctx, key, INFERENCE) as wb:
-            n, predictions, references, matrix = _predict(ctx, model_name, prepared, trained, labels, out)
+            n, predictions, references, matrix = _predict(ctx, model_name, prepared, trained, labels, out, udfs)
             log.info("inference %s: %d test documents scored", model_name, n)
 
             metrics = _user_metrics(udfs, ctx, model_name, predictions, references, labels)
@@ -214,7 +215,9 @@ def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
 # --- the forward pass, streamed ------------------------------------------------------------------
 
 
-def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, labels: list[str], out: Path):
+def _predict(
+    ctx: Context, model_name: str, prepared: Path, trained: Path, labels: list[str], out: Path, udfs: Any = None
+):
     """Score the test split block by block, one prediction per document, streamed to
     predictions.parquet/.csv in the split's order.
 
@@ -241,7 +244,14 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
             "raise the test share of SPLIT_RATIOS."
         )
     batch_size = ctx.config.per_device_eval_batch_size
-    scorer = Scorer(model, tokenizer, inputs, len(labels), model_name, getattr(ctx.config, "mixed_precision", "no"))
+    collate = None
+    if getattr(udfs, "collate", None) is not None:  # the experiment batches its rows itself, as in training
+        from ml_exp.toolkit.collate import batch_maker
+        from ml_exp.toolkit.scoring import saved_processor
+
+        collate = batch_maker(udfs, saved_processor(prepared), ctx)
+    mixed = getattr(ctx.config, "mixed_precision", "no")
+    scorer = Scorer(model, tokenizer, inputs, len(labels), model_name, mixed, collate=collate)
     k = len(labels)
     schema = pa.schema(
         [("id", pa.string()), ("true_label", pa.string()), ("predicted_label", pa.string())]
@@ -251,7 +261,7 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
     predictions, references = array("q"), array("q")
     matrix = np.zeros((k, k), dtype=np.int64)
     buffer: dict[str, list] = {name: [] for name in schema.names}
-    where = [c for c in (WINDOW, WINDOW_START, WINDOW_END) if c in test.column_names]
+    where = [c for c in (WINDOW, WINDOW_START, WINDOW_END, PAGE) if c in test.column_names]
     data = test.select_columns(["id", "label", *where, *inputs])
     pending: dict[str, Any] | None = None  # the windows of a document whose last window may be in the next block
 
@@ -289,7 +299,7 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
             buffer[f"score_{label}"].extend(scores[:, c].tolist())
         buffer["windows"].extend(np.diff(np.append(starts, done)).tolist())
         buffer["evidence_window"].extend(evidence.tolist())
-        for column, name in ((WINDOW_START, "evidence_start"), (WINDOW_END, "evidence_end")):
+        for column, name in ((WINDOW_START, "evidence_start"), (WINDOW_END, "evidence_end"), (PAGE, "evidence_page")):
             spans = head[column][deciding] if column in head else np.full(len(starts), -1)
             buffer[name].extend(int(v) if v >= 0 else None for v in spans)
         return None if last or done == len(block[WINDOW]) else {name: values[done:] for name, values in block.items()}
@@ -324,7 +334,9 @@ def _predict(ctx: Context, model_name: str, prepared: Path, trained: Path, label
                 else np.zeros(count, dtype=np.int64),
                 "probs": _scores_by_length(scorer, batch, inputs, batch_size),
             }
-            block.update({c: np.asarray(batch[c], dtype=np.int64) for c in (WINDOW_START, WINDOW_END) if c in batch})
+            block.update(
+                {c: np.asarray(batch[c], dtype=np.int64) for c in (WINDOW_START, WINDOW_END, PAGE) if c in batch}
+            )
             if pending is not None:
                 block = {name: np.concatenate([pending[name], values]) for name, values in block.items()}
             seen += count

@@ -17,7 +17,7 @@ from ml_exp.core.errors import StepError
 from ml_exp.core.names import PREPARATION
 from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, user_error, user_frames
-from ml_exp.steps.coverage import document_coverage, lengths_png, warn_if_truncated
+from ml_exp.steps.coverage import document_coverage, lengths_png, warn_if_degenerate, warn_if_empty, warn_if_truncated
 from ml_exp.storage.layout import (
     DOCUMENT_LENGTHS_PNG,
     LABELS,
@@ -51,6 +51,7 @@ def run_preparation(ctx: Context, udfs: Functions) -> dict[str, Any]:
         splits = split_records(raw, config.split_ratios, config.seed, ctx)
         sizes = {name: len(part) for name, part in splits.items()}
         counts = {name: label_counts(part, labels) for name, part in splits.items()}
+        warn_if_degenerate(counts, ctx)
         ctx.run.write_json(LABELS, labels, overwrite=_rewriting(ctx))
 
         content = [c for c in raw.column_names if c not in RECORD_FIELDS]
@@ -182,6 +183,7 @@ def _encode_for(
     if png is not None:
         (local / DOCUMENT_LENGTHS_PNG).write_bytes(png)
     warn_if_truncated(coverage, ctx, model_name)
+    warn_if_empty(encoded, ctx, model_name)
     ctx.run.put_dir(str(local), prepared_dir(model_name), overwrite=_rewriting(ctx))
     return {
         "columns": [c for c in columns if c not in ("id", "label")],

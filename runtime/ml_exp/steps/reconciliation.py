@@ -6,12 +6,14 @@ only the ids (for uniqueness) and the per-label counts are kept.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import hashlib
 import math
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from numbers import Real
+from numbers import Number, Real
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +159,9 @@ def _check(
     content = sorted(k for k in record if k not in RECORD_FIELDS)
     for name in content:
         value = record[name]
+        unstorable = _unstorable(value)
+        if unstorable is not None:
+            raise StepError(f"{where}: field {name!r} {unstorable}")
         if _is_nan(value):
             raise StepError(
                 f"{where} has {name}=nan (a missing value); give it a value (e.g. '' for empty text) or skip the record"
@@ -184,6 +189,37 @@ def _check(
             "content fields"
         )
     return fields
+
+
+# What a record's field may hold: what parquet stores as it is (nested in lists and dicts too).
+# (numbers include numpy's scalars; dates and decimals are parquet types too)
+STORABLE = (str, bytes, bool, Number, type(None), datetime.date, datetime.time, datetime.timedelta, decimal.Decimal)
+MAX_DEPTH = 8
+
+
+def _unstorable(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` cannot be stored in a record ("holds a PIL.Image.Image; ..."), None when it can."""
+    if isinstance(value, STORABLE):
+        return None
+    if isinstance(value, (list, tuple)) and depth < MAX_DEPTH:
+        return next((why for why in (_unstorable(v, depth + 1) for v in value) if why is not None), None)
+    if isinstance(value, Mapping) and depth < MAX_DEPTH:
+        if not all(isinstance(k, str) for k in value):
+            return "holds a dict with non-text keys; give its keys as strings"
+        return next((why for why in (_unstorable(v, depth + 1) for v in value.values()) if why is not None), None)
+    kind = type(value)
+    name = f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else kind.__qualname__
+    if name.startswith("PIL."):
+        advice = "yield the image's bytes (PNG/JPEG: the file's bytes, or image.save(io.BytesIO(), 'PNG')) or its path"
+    elif name.startswith(("numpy.", "torch.", "pandas.")) or hasattr(value, "tolist"):
+        advice = "yield value.tolist() (a list of numbers, e.g. boxes as [[x0, y0, x1, y1], ...])"
+    elif isinstance(value, (bytearray, memoryview)):
+        advice = "yield bytes(value)"
+    elif hasattr(value, "__fspath__"):
+        advice = "yield str(path)"
+    else:
+        advice = "yield text, numbers, bytes, or lists/dicts of them"
+    return f"holds a {name}, which cannot be stored in a record; {advice}"
 
 
 def _is_nan(value: Any) -> bool:

@@ -36,6 +36,7 @@ from ml_exp.storage.layout import (
     model_key,
     trial_dir,
 )
+from ml_exp.toolkit.collate import batch_maker, tokenizer_of
 from ml_exp.toolkit.documents import WINDOW, combine, document_starts
 from ml_exp.toolkit.scoring import saved_processor
 
@@ -102,12 +103,10 @@ def train_model(
     import numpy as np
     import torch
     from transformers import (
-        DataCollatorWithPadding,
         EarlyStoppingCallback,
         PrinterCallback,
         ProgressCallback,
         TrainingArguments,
-        default_data_collator,
         enable_full_determinism,
         set_seed,
     )
@@ -152,11 +151,22 @@ def train_model(
             "labels; pass num_labels=len(labels)"
         )
 
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and 0 < positions < config.max_length:
+        ctx.log.warning(
+            "%s: the model has %d position embeddings, fewer than MAX_LENGTH = %d: longer rows fail or are cut; "
+            "lower MAX_LENGTH to %d or build the model with more positions",
+            model_name,
+            positions,
+            config.max_length,
+            positions,
+        )
     cuda = torch.cuda.is_available()
     if config.mixed_precision != "no" and not cuda:
         raise StepError(f"MIXED_PRECISION = {config.mixed_precision} needs a GPU; use MIXED_PRECISION = no on CPU")
-    pads = getattr(processor, "pad_token", None) is not None
-    input_name = (getattr(processor, "model_input_names", None) or ["input_ids"])[0]
+    tokenizer = tokenizer_of(processor)  # a multimodal processor's own tokenizer
+    pads = getattr(tokenizer, "pad_token", None) is not None
+    input_name = (getattr(tokenizer, "model_input_names", None) or ["input_ids"])[0]
     train_lengths = token_lengths(splits["train"], input_name)
     requested = config.train_sampling_strategy
     if requested == "auto" and config.document_strategy == CHUNKS:
@@ -216,7 +226,7 @@ def train_model(
     trainer = StepTrainer(
         model=model,
         args=args,
-        data_collator=DataCollatorWithPadding(processor) if pads else default_data_collator,
+        data_collator=batch_maker(udfs, processor, ctx),
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
         processing_class=processor if pads else None,

@@ -10,7 +10,10 @@ that the steps and serving share (below both, so that neither borrows from the o
         return toolkit.classification_metrics(predictions, references, labels)
 
 - :mod:`.encoding`: ``tokenizer_encode`` (the document strategies), ``classification_metrics``;
+- :mod:`.layout`: ``layout_encode`` for layout models (words, boxes, page image);
+- :mod:`.collate`: processors of any kind (``tokenizer_of``) and the padding collator;
 - :mod:`.pdf`: ``pdf_pages`` / ``pdf_text`` for ``reconcile``;
+- :mod:`.scans`: ``pdf_page_images`` (pypdfium2) and ``ocr_words`` (Tesseract) for scanned pages;
 - :mod:`.documents`: windows of long documents and their combination per document;
 - :mod:`.scoring`: a trained classifier scoring encoded rows; :mod:`.metrics`: the metric script.
 
@@ -19,12 +22,18 @@ torch, transformers, numpy, evaluate and pypdf are imported inside the functions
 """
 
 from ml_exp.toolkit.encoding import STRATEGIES, classification_metric_module, classification_metrics, tokenizer_encode
+from ml_exp.toolkit.layout import layout_encode, open_image
 from ml_exp.toolkit.pdf import pdf_pages, pdf_text
+from ml_exp.toolkit.scans import ocr_words, pdf_page_images
 
 __all__ = [
     "STRATEGIES",
     "classification_metric_module",
     "classification_metrics",
+    "layout_encode",
+    "ocr_words",
+    "open_image",
+    "pdf_page_images",
     "pdf_pages",
     "pdf_text",
     "tokenizer_encode",

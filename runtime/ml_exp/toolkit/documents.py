@@ -27,6 +27,7 @@ DOCUMENT_TOKENS = "document_tokens"
 WINDOW = "window"  # index of the window in its document (0 for a document of one window)
 WINDOW_START, WINDOW_END = "window_start", "window_end"  # character span in the encoded text (-1: unknown)
 TOKENS_SEEN = "tokens_seen"  # tokens of the document this window adds to what the model sees
+PAGE = "page"  # optional, from encode: the page (1-based) a window reads, the evidence of a multi-page prediction
 # What a model reads (one of them must be in encode's output).
 INPUT_COLUMNS = ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features")
 WINDOW_COLUMNS = (WINDOW, WINDOW_START, WINDOW_END, DOCUMENT_TOKENS, TOKENS_SEEN)

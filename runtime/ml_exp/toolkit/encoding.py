@@ -13,6 +13,7 @@ from typing import Any
 
 from ml_exp.core.names import CHUNKS, DOCUMENT_STRATEGIES, HEAD_TAIL, TRUNCATE
 from ml_exp.experiment.context import Context
+from ml_exp.toolkit.collate import tokenizer_of
 
 __all__ = [
     "STRATEGIES",
@@ -54,7 +55,8 @@ def tokenizer_encode(
     Every strategy also returns ``document_tokens``: the length of each record's whole text in
     tokens, from which preparation reports how much of the documents the model sees. Returns a
     dict of lists (``input_ids``, ``attention_mask``, ...). ``head_tail`` and ``chunks`` need a
-    fast tokenizer (``processor.is_fast``), as most are.
+    fast tokenizer (``processor.is_fast``), as most are. A multimodal processor (one with a
+    ``tokenizer``, e.g. LayoutLMv3Processor) encodes the text with its tokenizer.
 
     Raises ValueError naming a text field that is not a column of the batch, or a strategy the
     processor cannot do.
@@ -82,6 +84,7 @@ def tokenizer_encode(
         raise ValueError(
             f"tokenizer_encode: strategy {strategy!r} is not one of {', '.join(STRATEGIES)} (DOCUMENT_STRATEGY)"
         )
+    processor = tokenizer_of(processor)  # a multimodal processor's tokenizer reads the text
     max_length = effective_max_length(processor, max_length)
 
     columns = [batch[f] for f in fields]
@@ -148,7 +151,7 @@ MAPPING, DOCUMENT_TOKENS = "overflow_to_sample_mapping", "document_tokens"
 def effective_max_length(processor: Any, max_length: int) -> int:
     """``max_length`` lowered to the processor's ``model_max_length`` when that is smaller: the
     longest row the model is given (what the coverage report measures documents against)."""
-    limit = getattr(processor, "model_max_length", None)
+    limit = getattr(tokenizer_of(processor), "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < _NO_LIMIT:
         return min(int(max_length), limit)
     return int(max_length)
@@ -157,7 +160,7 @@ def effective_max_length(processor: Any, max_length: int) -> int:
 def special_tokens(processor: Any) -> int:
     """Tokens the processor adds to each row ([CLS], [SEP]...); 0 for one that cannot say."""
     try:
-        return int(processor.num_special_tokens_to_add(pair=False))
+        return int(tokenizer_of(processor).num_special_tokens_to_add(pair=False))
     except Exception:  # noqa: BLE001 - a processor without the notion adds none
         return 0
 

@@ -36,6 +36,15 @@ def _read(source: PdfSource) -> tuple[bytes, str]:
     raise TypeError(f"pdf_pages: source must be a path, bytes or a binary file, not {type(source).__name__}")
 
 
+def read_pdf(source: PdfSource) -> tuple[bytes, str]:
+    """The bytes of a PDF and a name for errors; ValueError when they are not a PDF."""
+    data, name = _read(source)
+    if _HEADER not in data[:_HEADER_WINDOW]:
+        start = data[:16]
+        raise ValueError(f"{name} is not a PDF: it does not start with %PDF- (it starts with {start!r})")
+    return data, name
+
+
 def pdf_pages(source: PdfSource, password: str | None = None) -> list[str]:
     """The text of each page of a PDF, in page order (pypdf's ``extract_text``; a page without
     text, such as a scan, gives ``""``).
@@ -55,10 +64,7 @@ def pdf_pages(source: PdfSource, password: str | None = None) -> list[str]:
             'pdf_pages needs pypdf: pip install "ml-exp[pdf]" (or add pypdf to requirements-extra.txt)'
         ) from exc
 
-    data, name = _read(source)
-    if _HEADER not in data[:_HEADER_WINDOW]:
-        start = data[:16]
-        raise ValueError(f"{name} is not a PDF: it does not start with %PDF- (it starts with {start!r})")
+    data, name = read_pdf(source)
     try:
         reader = PdfReader(io.BytesIO(data), password=password)
         return [page.extract_text() or "" for page in reader.pages]

@@ -16,7 +16,7 @@ from ml_exp.core.errors import StepError
 from ml_exp.storage.layout import PROCESSOR
 
 # Encoded columns that are not model inputs.
-NOT_INPUTS = frozenset({"id", "label", "labels"})
+NOT_INPUTS = frozenset({"id", "label", "labels", "page"})
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")
 
 
@@ -25,19 +25,19 @@ def saved_processor(data_dir: Path) -> Any:
     folder = data_dir / PROCESSOR
     if not folder.is_dir():
         return None
-    from transformers import AutoProcessor, AutoTokenizer
+    from ml_exp.toolkit.collate import load_saved_processor
 
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError, KeyError):
-        return AutoProcessor.from_pretrained(str(folder))
+    return load_saved_processor(folder)
 
 
 def load_classifier(trained: Path, labels: list[str], model_name: str) -> tuple[Any, Any]:
     """The model saved in ``trained`` (checked against ``labels``) and the tokenizer saved with
-    it (None when there is none: inputs must then be of equal length, as in training)."""
+    it (a processor's own tokenizer; None when there is none: inputs must then be of equal
+    length, as in training)."""
     from safetensors import SafetensorError
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
+
+    from ml_exp.toolkit.collate import PROCESSOR_FILES, load_saved_processor, tokenizer_of
 
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(trained))
@@ -50,15 +50,15 @@ def load_classifier(trained: Path, labels: list[str], model_name: str) -> tuple[
     if num_labels != len(labels):
         raise StepError(f"model {model_name!r} has {num_labels} outputs but there are {len(labels)} labels {labels}.")
     tokenizer = None
-    if any((trained / f).is_file() for f in TOKENIZER_FILES):
+    if any((trained / f).is_file() for f in TOKENIZER_FILES + PROCESSOR_FILES):
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(trained))
+            tokenizer = tokenizer_of(load_saved_processor(trained))
         except (OSError, ValueError) as exc:
             raise StepError(
                 f"the processor saved with model {model_name!r} ({trained}) cannot be loaded: {exc}; rebuild it in a "
                 "new run with `exp run`."
             ) from None
-        if tokenizer.pad_token is None and getattr(tokenizer, "eos_token", None) is not None:
+        if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
             tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
@@ -75,7 +75,10 @@ def accepted_inputs(model: Any) -> list[str]:
 
 
 class Scorer:
-    """Encoded batches -> softmax scores (numpy, one row per record), on the GPU when there is one."""
+    """Encoded batches -> softmax scores (numpy, one row per record), on the GPU when there is one.
+
+    Batches are made as in training: by the experiment's ``collate`` when given (a callable
+    ``rows -> tensors``), else by :class:`~ml_exp.toolkit.collate.PadCollator` with ``tokenizer``."""
 
     def __init__(
         self,
@@ -85,8 +88,11 @@ class Scorer:
         num_labels: int,
         model_name: str,
         mixed_precision: str = "no",
+        collate: Any = None,
     ):
         import torch
+
+        from ml_exp.toolkit.collate import PadCollator
 
         self.inputs, self.num_labels, self.model_name = inputs, num_labels, model_name
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -94,26 +100,18 @@ class Scorer:
         self.autocast: Any = nullcontext()
         if self.device.type == "cuda" and mixed_precision in ("fp16", "bf16"):
             self.autocast = torch.autocast("cuda", dtype=torch.float16 if mixed_precision == "fp16" else torch.bfloat16)
-        self.collator = None
-        if tokenizer is not None and tokenizer.pad_token is not None:  # else: inputs of equal length (as in training)
-            from transformers import DataCollatorWithPadding
-
-            self.collator = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        # without a tokenizer (or its pad token), inputs must be of equal length (as in training)
+        self.collator = collate or PadCollator(tokenizer)
 
     def tensors(self, batch: Mapping[str, list]) -> dict:
-        import torch
+        from ml_exp.toolkit.collate import CollateError
 
-        if self.collator is not None:
-            rows = [dict(zip(self.inputs, values)) for values in zip(*(batch[c] for c in self.inputs))]
-            return dict(self.collator(rows))
+        rows = [dict(zip(self.inputs, values)) for values in zip(*(batch[c] for c in self.inputs))]
         try:
-            return {c: torch.tensor(batch[c]) for c in self.inputs}
-        except (ValueError, TypeError) as exc:
-            raise StepError(
-                f"the records of model {self.model_name!r} have inputs of different lengths and no tokenizer "
-                "was saved with the model to pad them; save the processor in the model folder "
-                f"or pad in encode() ({exc})."
-            ) from None
+            features = dict(self.collator(rows))
+        except CollateError as exc:
+            raise StepError(f"the records of model {self.model_name!r}: {exc}.") from None
+        return {name: features[name] for name in self.inputs if name in features}
 
     def scores(self, batch: Mapping[str, list]) -> Any:
         """Softmax scores (float32 numpy array, records x labels) of one encoded batch."""
