@@ -5,6 +5,8 @@
     run_<N>/
       manifest.json                   what ran: settings, code, versions, each step's status and facts
       data/reconciled/                reconciliation: part-*.parquet
+      data/split.parquet              preparation: each record's split (id, split), what DATA_FROM reuses
+      data/assigned_split.parquet     reconciliation with DATA_FROM: the source run's data/split.parquet
       data/prepared/labels.json       preparation: the label list (index = class id), one for every model
       data/prepared/<model>/          preparation: train/validation/test (datasets) + processor/ + document_lengths.png
       tuning/<model>/                 tuning: best.json, trials.json, trials.csv, and the search's own
@@ -38,6 +40,8 @@ RECONCILED = "data/reconciled"
 # The fields of a reconciled record that are not its content: everything else is.
 RECORD_FIELDS = ("id", "label", "split")
 PREPARED = "data/prepared"
+SPLIT = "data/split.parquet"
+ASSIGNED_SPLIT = "data/assigned_split.parquet"
 LABELS = f"{PREPARED}/labels.json"
 # Inside a prepared folder: the processor that encoded it (training and inference reuse it).
 PROCESSOR = "processor"
@@ -84,6 +88,8 @@ SERVING = "serving"
 SERVING_INFO = "serving.json"
 MODEL_ARCHIVE = "model.tar.gz"
 DEPLOYMENTS = "deployments"
+# Beside the experiments, not in a run: <STORAGE_URI>/registry/<group>/v<N>.json (exp register).
+REGISTRY = "registry"
 
 
 def run_dir(num: int) -> str:
