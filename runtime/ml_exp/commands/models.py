@@ -30,6 +30,14 @@ def leaderboard(
     every_run: Annotated[
         bool, typer.Option("--all", help="Every completed run (default: each experiment's best per test split).")
     ] = False,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="production (the last approved version) or a registry version: each model on its test "
+            "split compared with it, with a paired bootstrap confidence interval.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Every experiment in the storage ranked on its test metric, grouped by test split: only models
@@ -44,6 +52,10 @@ def leaderboard(
         board = board_of(
             storage or config.storage_uri, metric or config.metric_for_best_model, label_set, since, until, every_run
         )
+        if against:
+            from ml_exp.pipeline.challenger import against as compare_with
+
+            board = compare_with(board, _champion(config, against))
     if as_json:
         typer.echo(json.dumps(board, indent=2))
         return
@@ -113,3 +125,19 @@ def _set(experiment_dir: Path, version: int, status: str, note: str) -> None:
     with user_errors("VERSION"):
         done = set_status(experiment_dir, version, status, note)
     typer.echo(f"{done['group']} version {version} (run_{done['run']} of {done['experiment']}): {status}")
+
+
+def _champion(config, against: str) -> dict:
+    """The registry version ``against`` names: production (the last approved) or a number."""
+    from ml_exp.core.errors import UserError
+    from ml_exp.deploy.registry import registry_of
+
+    registry = registry_of(config)
+    if against == "production":
+        found = registry.production()
+        if found is None:
+            raise UserError(where="--against", message=f"no approved version in {registry.root} (exp approve N).")
+        return found
+    if not against.isdigit():
+        raise UserError(where="--against", message=f"{against!r}: give production or a version number.")
+    return registry.read(int(against))

@@ -168,11 +168,16 @@ def leaderboard_tables(board: dict[str, Any]) -> list[Any]:
         table.add_column("training", justify="right", overflow="fold")
         table.add_column("size", justify="right")
         table.add_column("docs/s", justify="right")
+        versus = "champion" in board
+        if versus:
+            champion = board["champion"]
+            table.add_column(f"vs v{champion['version']} (95% CI)", justify="right", overflow="fold")
         for row in group["rows"]:
             size = row["model_size"]
             training = f"{row['training_s']:.0f} s" if row["training_s"] else "-"
             if row["aws"]:
                 training += f" {cost_text(row['aws'])}"
+            cells = [_versus(row.get("against"))] if versus else []
             table.add_row(
                 str(row["rank"] or "-"),
                 escape(f"{row['experiment']}/run_{row['run']}"),
@@ -181,6 +186,14 @@ def leaderboard_tables(board: dict[str, Any]) -> list[Any]:
                 training,
                 f"{size['parameters'] / 1e6:.2f}M" if size else "-",
                 f"{row['documents_per_s']:.1f}" if row["documents_per_s"] else "-",
+                *cells,
             )
         tables.append(table)
     return tables
+
+
+def _versus(result: dict[str, Any] | None) -> str:
+    if not result:
+        return "-"
+    low, high = result["interval"]
+    return f"{result['difference']:+.4f} [{low:+.4f}, {high:+.4f}] {result['verdict']}"
