@@ -130,14 +130,26 @@ def storage(tmp_path_factory):
     from tests.bake import bake
 
     root = tmp_path_factory.mktemp("leaderboard")
-    env = {**os.environ, "WANDB_MODE": "disabled", "NUM_TRAIN_EPOCHS": "1", "EARLY_STOPPING_PATIENCE": "0",
-           "DOCUMENT_STRATEGY": "truncate", "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-           "STORAGE_URI": f"file://{root}/store"}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "NUM_TRAIN_EPOCHS": "1",
+        "EARLY_STOPPING_PATIENCE": "0",
+        "DOCUMENT_STRATEGY": "truncate",
+        "TQDM_DISABLE": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "STORAGE_URI": f"file://{root}/store",
+    }
     projects = {}
-    for ticket, slug, extra in (("EXP-1", "a", {}), ("EXP-2", "b", {"DATA_FROM": "EXP-1-a/run_1", "SEED": "7"}),
-                                ("EXP-3", "c", {"SEED": "7"})):
+    for ticket, slug, extra in (
+        ("EXP-1", "a", {}),
+        ("EXP-2", "b", {"DATA_FROM": "EXP-1-a/run_1", "SEED": "7"}),
+        ("EXP-3", "c", {"SEED": "7"}),
+    ):
         project = bake(root, ticket=ticket, model_slug=slug)
-        done = subprocess.run([EXP, "run"], cwd=project, env={**env, **extra}, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [EXP, "run"], cwd=project, env={**env, **extra}, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         projects[slug] = project
     return root / "store", projects, env
@@ -173,7 +185,14 @@ def test_data_from_ranks_two_experiments_on_one_test_split_and_lists_the_third_a
     assert row["model"] == "tiny-bert" and row["model_size"]["parameters"] > 0 and row["training_s"] > 0
     assert row["documents_per_s"] > 0 and row["test_records"] == 40
     table = exp(projects["a"], env, "leaderboard")
-    assert table.returncode == 0 and "ranked only against each other" in table.stdout and "EXP-3-c/run_1" in table.stdout
+    assert (
+        table.returncode == 0 and "ranked only against each other" in table.stdout and "EXP-3-c/run_1" in table.stdout
+    )
+    page = store.parent / "leaderboard.html"
+    assert exp(projects["a"], env, "leaderboard", "--html", str(page)).returncode == 0
+    text = page.read_text()
+    assert "ranked only against models tested on the same" in text and text.count("<h2>Test split ") == 2
+    assert "data:image/png;base64," in text and "EXP-2-b/run_1" in text and "http" not in text.replace("http-equiv", "")
     # filters: a label set no run has, a date after every run
     assert json.loads(exp(projects["a"], env, "leaderboard", "--json", "--labels", "x,y").stdout)["groups"] == []
     assert json.loads(exp(projects["a"], env, "leaderboard", "--json", "--since", "2999-01-01").stdout)["groups"] == []

@@ -9,9 +9,9 @@ import json
 
 import boto3
 import pytest
-
 from ml_exp.core.errors import UserError
 from ml_exp.deploy.registry import deploy_version, register, set_status, versions
+
 from tests.test_deploy import EXPERIMENT, IMAGE, aws, s3_run  # noqa: F401 - the fixtures
 
 pytestmark = pytest.mark.slow  # a run trained for real
@@ -42,7 +42,8 @@ def test_register_creates_a_model_package_and_approval_changes_it(s3_run, traine
     second = register(trained_run.project, 1, "tiny-bert")
     assert second["version"] == 2
     set_status(trained_run.project, 2, "Rejected")
-    statuses = {p["ModelPackageVersion"]: p["ModelApprovalStatus"] for p in sm.list_model_packages(ModelPackageGroupName="EXP")["ModelPackageSummaryList"]}
+    listed = sm.list_model_packages(ModelPackageGroupName="EXP")["ModelPackageSummaryList"]
+    statuses = {p["ModelPackageVersion"]: p["ModelApprovalStatus"] for p in listed}
     assert statuses == {1: "Approved", 2: "Rejected"}
 
     deployed = deploy_version(trained_run.project, 1, poll_seconds=0.01, announce=lambda m: None)

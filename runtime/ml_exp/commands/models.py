@@ -38,6 +38,9 @@ def leaderboard(
             "split compared with it, with a paired bootstrap confidence interval.",
         ),
     ] = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Also write the page (ranking, the metric over time) here.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Every experiment in the storage ranked on its test metric, grouped by test split: only models
@@ -56,6 +59,11 @@ def leaderboard(
             from ml_exp.pipeline.challenger import against as compare_with
 
             board = compare_with(board, _champion(config, against))
+    if html_file is not None:
+        from ml_exp.pipeline.leaderboard_html import leaderboard_html
+
+        _write_atomically(html_file, leaderboard_html(board))
+        typer.echo(f"leaderboard page: {html_file}", err=True)
     if as_json:
         typer.echo(json.dumps(board, indent=2))
         return
@@ -141,3 +149,16 @@ def _champion(config, against: str) -> dict:
     if not against.isdigit():
         raise UserError(where="--against", message=f"{against!r}: give production or a version number.")
     return registry.read(int(against))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A temporary file in the same folder, then renamed: a reader never sees half a page."""
+    import os
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent or ".", delete=False, suffix=".tmp") as f:
+        f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)  # as a plain open() would have made it
+    os.replace(f.name, path)
