@@ -190,7 +190,8 @@ def test_known_keys_cover_the_brief():
     }  # fmt: skip
     long_documents = {"DOCUMENT_STRATEGY", "CHUNK_STRIDE", "MAX_CHUNKS", "CHUNK_AGGREGATION"}  # issue 11's names
     aws = {"WANDB_API_KEY_SECRET", "SERVING_IMAGE_URI", "ENDPOINT_IMAGE"}  # issue 21's names
-    assert KNOWN_KEYS - brief == {"TUNING_TRIAL_EPOCHS", "FULL_DETERMINISM", "TRAIN_SAMPLING_STRATEGY", *long_documents, *aws}  # added in the same style
+    registry = {"DATA_FROM", "MODEL_PACKAGE_GROUP"}  # issue 26's names
+    assert KNOWN_KEYS - brief == {"TUNING_TRIAL_EPOCHS", "FULL_DETERMINISM", "TRAIN_SAMPLING_STRATEGY", *long_documents, *aws, *registry}  # added in the same style
 
 
 @pytest.mark.parametrize(("text", "value"), [("", None), ("1024", 1024), ("6144", 6144), (" 3072 ", 3072)])
@@ -274,3 +275,16 @@ def test_read_settings_file_ignores_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SEED", "7")
     assert read_settings_file(tmp_path)["SEED"] == "42"
     assert load_config(tmp_path, environ={"SEED": "7"}).raw == {**read_settings_file(tmp_path), "SEED": "7"}
+
+
+@pytest.mark.parametrize("text", ["EXP-1-a/run_4", "s3://bucket/prefix/EXP-1-a/run_12", "file:///data/runs/EXP-1-a/run_1"])
+def test_data_from_names_a_run(tmp_path, text):
+    write_settings(tmp_path, {**GOOD, "DATA_FROM": text})
+    assert load_config(tmp_path, environ={}).data_from == text
+
+
+@pytest.mark.parametrize("text", ["EXP-1-a", "EXP-1-a/run_0", "EXP-1-a/4", "http://x/EXP-1-a/run_1"])
+def test_data_from_that_names_no_run_is_refused(tmp_path, text):
+    write_settings(tmp_path, {**GOOD, "DATA_FROM": text})
+    with pytest.raises(ProblemsFound, match="DATA_FROM"):
+        load_config(tmp_path, environ={})

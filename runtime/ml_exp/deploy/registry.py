@@ -20,11 +20,9 @@ from ml_exp.config import Config, load_config
 from ml_exp.core.errors import UserError
 from ml_exp.core.names import INFERENCE, PREPARATION, RECONCILIATION
 from ml_exp.serving.predict import open_run
-from ml_exp.storage.layout import COMPARISON, MODEL_ARCHIVE, model_dir, serving_dir
+from ml_exp.storage.layout import COMPARISON, MODEL_ARCHIVE, MODEL_QUALITY, model_dir, serving_dir
 from ml_exp.storage.registry import APPROVED, PENDING, Registry, who
 from ml_exp.storage.run import Run, now
-
-MODEL_METRICS = "registry/model_quality.json"  # in the run: the metrics document a model package points to
 
 
 def group_of(config: Config) -> str:
@@ -101,7 +99,7 @@ def _model_package(config: Config, run: Run, model: str, record: dict[str, Any])
         archive(run, bundle, config.experiment_dir)
     model_data = run.path(serving_dir(model), MODEL_ARCHIVE)
     metrics_uri = run.write_json(
-        MODEL_METRICS,
+        MODEL_QUALITY,
         {"metric": record["metric"], "metrics": record["metrics"], "fingerprints": record["fingerprints"]},
         overwrite=True,
     )

@@ -21,6 +21,7 @@
                                       when a step ends and whenever the run (re)starts
       serving/<model>/model.tar.gz    exp deploy: the model packed for an endpoint (unpacked in /opt/ml/model)
       deployments/<endpoint>.json     exp deploy: each endpoint's requests (model, endpoint config, endpoint)
+      registry/model_quality.json     exp register on SageMaker: the metrics its model package points to
 
 A folder counts once its ``_COMPLETE`` marker exists (:meth:`ml_exp.storage.run.Run.is_complete`).
 ``<model>`` is :func:`model_key` of a model name. Pure: paths are relative to the run folder.
@@ -90,6 +91,8 @@ MODEL_ARCHIVE = "model.tar.gz"
 DEPLOYMENTS = "deployments"
 # Beside the experiments, not in a run: <STORAGE_URI>/registry/<group>/v<N>.json (exp register).
 REGISTRY = "registry"
+# In the run: the metrics document a SageMaker model package of the run's model points to.
+MODEL_QUALITY = f"{REGISTRY}/model_quality.json"
 
 
 def run_dir(num: int) -> str:
