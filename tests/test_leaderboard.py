@@ -196,6 +196,8 @@ def test_data_from_ranks_two_experiments_on_one_test_split_and_lists_the_third_a
     # filters: a label set no run has, a date after every run
     assert json.loads(exp(projects["a"], env, "leaderboard", "--json", "--labels", "x,y").stdout)["groups"] == []
     assert json.loads(exp(projects["a"], env, "leaderboard", "--json", "--since", "2999-01-01").stdout)["groups"] == []
+    bad = exp(projects["a"], env, "leaderboard", "--until", "someday")
+    assert bad.returncode == 1 and "--until='someday': give a date as YYYY-MM-DD" in bad.stderr
 
 
 @pytest.mark.slow

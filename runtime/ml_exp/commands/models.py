@@ -49,7 +49,7 @@ def leaderboard(
     from ml_exp.pipeline.leaderboard import leaderboard as board_of
     from ml_exp.pipeline.leaderboard import leaderboard_tables
 
-    with user_errors("--storage"):
+    with user_errors("exp leaderboard"):
         config = load_config(experiment_dir)
         label_set = [label.strip() for label in labels.split(",") if label.strip()] if labels else None
         board = board_of(

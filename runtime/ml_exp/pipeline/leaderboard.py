@@ -117,13 +117,11 @@ def leaderboard(
 ) -> dict[str, Any]:
     """The rows (filtered by label set and date), grouped by test-split fingerprint and ranked
     within each group on ``metric``; unless ``every_run``, an experiment's best run per group."""
+    first, last = (_day(since, "--since") if since else ""), (_day(until, "--until") if until else "")
     rows = leaderboard_rows(storage_uri, metric)
     if labels:
         rows = [r for r in rows if sorted(r["labels"] or []) == sorted(labels)]
-    if since:
-        rows = [r for r in rows if (r["created_at"] or "") >= _day(since, "--since")]
-    if until:
-        rows = [r for r in rows if (r["created_at"] or "")[:10] <= _day(until, "--until")]
+    rows = [r for r in rows if (r["created_at"] or "") >= first and (not last or (r["created_at"] or "")[:10] <= last)]
     better = greater_is_better(metric)
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in sorted(rows, key=lambda r: (-r["value"] if better else r["value"], r["created_at"] or "")):
