@@ -35,13 +35,17 @@ def _layer(module: str) -> int:
     if module == "ml_exp":
         return 0
     folder = PUBLIC_ALIASES.get(module) or parts[1]
-    assert folder in LAYER_OF_FOLDER, f"{module} is in no layer folder; put it in one of {sorted(LAYER_OF_FOLDER)} (ml_exp.LAYERS)"
+    assert folder in LAYER_OF_FOLDER, (
+        f"{module} is in no layer folder; put it in one of {sorted(LAYER_OF_FOLDER)} (ml_exp.LAYERS)"
+    )
     return LAYER_OF_FOLDER[folder]
 
 
 def test_every_folder_is_one_layer():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
-    assert folders == set(LAYER_OF_FOLDER), f"folders and ml_exp.LAYERS differ: {sorted(folders ^ set(LAYER_OF_FOLDER))}"
+    assert folders == set(LAYER_OF_FOLDER), (
+        f"folders and ml_exp.LAYERS differ: {sorted(folders ^ set(LAYER_OF_FOLDER))}"
+    )
     outside = {m for m in MODULES if m.count(".") == 1 and m.split(".")[1] not in LAYER_OF_FOLDER}
     assert outside == set(PUBLIC_ALIASES), f"modules outside the layer folders: {sorted(outside - set(PUBLIC_ALIASES))}"
 
@@ -55,7 +59,9 @@ def _imports(tree: ast.AST, module: str) -> list[tuple[str, list[str]]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                package = module.split(".")[: len(module.split(".")) - node.level + (1 if MODULES[module].name == "__init__.py" else 0)]
+                package = module.split(".")[
+                    : len(module.split(".")) - node.level + (1 if MODULES[module].name == "__init__.py" else 0)
+                ]
                 base = ".".join([*package, *([base] if base else [])])
             if base.split(".")[0] == "ml_exp":
                 found.append((base, [alias.name for alias in node.names]))
@@ -91,7 +97,7 @@ def test_no_circle_of_imports():
         state[node] = "open"
         for target in sorted(graph.get(node, ())):
             if state.get(target) == "open":
-                circles.append(path[path.index(target):] + [target])
+                circles.append(path[path.index(target) :] + [target])
             elif target not in state:
                 visit(target, [*path, target])
         state[node] = "done"
@@ -105,23 +111,42 @@ def test_no_circle_of_imports():
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_module_uses_another_modules_private_names(module):
     tree = ast.parse(MODULES[module].read_text())
-    taken = [f"{target}.{name}" for target, names in _imports(tree, module) for name in names
-             if name.startswith("_") and not name.startswith("__") and target != module]
+    taken = [
+        f"{target}.{name}"
+        for target, names in _imports(tree, module)
+        for name in names
+        if name.startswith("_") and not name.startswith("__") and target != module
+    ]
     aliases = {}  # local name -> ml_exp module, for `import ml_exp.x as y` / `from ml_exp import x`
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             aliases.update({(a.asname or a.name): a.name for a in node.names if a.name.startswith("ml_exp")})
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ml_exp"):
-            aliases.update({(a.asname or a.name): f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in MODULES})
-    reached = [f"{aliases[n.value.id]}.{n.attr}" for n in ast.walk(tree)
-               if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in aliases
-               and n.attr.startswith("_") and not n.attr.startswith("__")]
+            aliases.update(
+                {
+                    (a.asname or a.name): f"{node.module}.{a.name}"
+                    for a in node.names
+                    if f"{node.module}.{a.name}" in MODULES
+                }
+            )
+    reached = [
+        f"{aliases[n.value.id]}.{n.attr}"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute)
+        and isinstance(n.value, ast.Name)
+        and n.value.id in aliases
+        and n.attr.startswith("_")
+        and not n.attr.startswith("__")
+    ]
     assert not taken + reached, f"{module} uses private names of other modules: {taken + reached}"
 
 
 # modules allowed past 400 lines, each with its reason (and a bound, so that they do not grow unseen)
 LONGER = {
-    "ml_exp.config.settings": (620, "the table of settings: each setting declared once, with its help text (+3 AWS ones, issue 21)"),
+    "ml_exp.config.settings": (
+        640,
+        "the table of settings: each setting declared once, with its help text (+3 AWS ones, issue 21; +3, issues 23 and 26)",
+    ),
     "ml_exp.backends.sagemaker.jobs": (480, "a training job's specification, submission and watch in one place"),
     "ml_exp.backends.sagemaker.tuner": (500, "a tuning job's specification, submission and trials in one place"),
 }
@@ -136,7 +161,9 @@ def test_no_module_is_over_400_lines(module):
 def test_run_paths_live_in_the_layout_module_only():
     for module, path in MODULES.items():
         if module != "ml_exp.storage.layout":
-            assert "tuning/" not in path.read_text(), f"{module} spells a path of the run layout; use ml_exp.storage.layout"
+            assert "tuning/" not in path.read_text(), (
+                f"{module} spells a path of the run layout; use ml_exp.storage.layout"
+            )
 
 
 def test_serving_borrows_nothing_from_the_steps():
@@ -150,7 +177,9 @@ def test_serving_borrows_nothing_from_the_steps():
 def test_the_pipeline_knows_no_backend():
     source = MODULES["ml_exp.pipeline.runner"].read_text()
     for word in ("sagemaker", "SageMaker", "torchrun", "config.backend ==", '"local"'):
-        assert word not in source, f"ml_exp.pipeline.runner mentions {word!r}: what differs by backend belongs in ml_exp.backends"
+        assert word not in source, (
+            f"ml_exp.pipeline.runner mentions {word!r}: what differs by backend belongs in ml_exp.backends"
+        )
 
 
 def test_every_backend_module_offers_its_backend():

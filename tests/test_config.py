@@ -13,11 +13,7 @@ from ml_exp.config import GROUPS, KNOWN_KEYS, SETTINGS, Config, load_config, rea
 from ml_exp.core.errors import ProblemsFound
 from ml_exp.pipeline.validate import validate
 
-GOOD = {
-    "EXPERIMENT_NAME": "EXP-1-tiny",
-    "MODEL_NAMES": "tiny-bert",
-    "WANDB_PROJECT": "ml-exp",
-}
+GOOD = {"EXPERIMENT_NAME": "EXP-1-tiny", "MODEL_NAMES": "tiny-bert", "WANDB_PROJECT": "ml-exp"}
 
 
 def write_settings(directory: Path, values: dict[str, str], extra_lines: str = "") -> Path:
@@ -119,7 +115,13 @@ BAD = [
     ({"LEARNIGN_RATE": "1e-4"}, "LEARNIGN_RATE"),
     ({"WANDB_API_KEY": "abc123"}, "WANDB_API_KEY"),
     ({"AWS_SECRET_ACCESS_KEY": "abc123"}, "AWS_SECRET_ACCESS_KEY"),
-    ({key: "false" for key in ("RUN_RECONCILIATION", "RUN_PREPARATION", "RUN_TRAINING", "RUN_TUNING", "RUN_INFERENCE")}, "RUN_*"),
+    (
+        {
+            key: "false"
+            for key in ("RUN_RECONCILIATION", "RUN_PREPARATION", "RUN_TRAINING", "RUN_TUNING", "RUN_INFERENCE")
+        },
+        "RUN_*",
+    ),
 ]
 
 
@@ -148,10 +150,28 @@ def test_secret_in_settings_is_refused(tmp_path):
 
 
 def test_several_mistakes_are_all_reported(tmp_path):
-    write_settings(tmp_path, {**GOOD, "SEED": "x", "BACKEND": "cloud", "SPLIT_RATIOS": "0.5,0.5,0.5", "WANDB_MODE": "never", "MODEL_NAMES": "", "TYPO_KEY": "1"})
+    write_settings(
+        tmp_path,
+        {
+            **GOOD,
+            "SEED": "x",
+            "BACKEND": "cloud",
+            "SPLIT_RATIOS": "0.5,0.5,0.5",
+            "WANDB_MODE": "never",
+            "MODEL_NAMES": "",
+            "TYPO_KEY": "1",
+        },
+    )
     with pytest.raises(ProblemsFound) as caught:
         load_config(tmp_path, environ={})
-    assert {p.where for p in caught.value.problems} == {"SEED", "BACKEND", "SPLIT_RATIOS", "WANDB_MODE", "MODEL_NAMES", "TYPO_KEY"}
+    assert {p.where for p in caught.value.problems} == {
+        "SEED",
+        "BACKEND",
+        "SPLIT_RATIOS",
+        "WANDB_MODE",
+        "MODEL_NAMES",
+        "TYPO_KEY",
+    }
 
 
 @pytest.mark.parametrize(
@@ -191,24 +211,44 @@ def test_known_keys_cover_the_brief():
     long_documents = {"DOCUMENT_STRATEGY", "CHUNK_STRIDE", "MAX_CHUNKS", "CHUNK_AGGREGATION"}  # issue 11's names
     aws = {"WANDB_API_KEY_SECRET", "SERVING_IMAGE_URI", "ENDPOINT_IMAGE"}  # issue 21's names
     serving = {"SERVE_TIMEOUT_S"}  # issue 23's
-    assert KNOWN_KEYS - brief == {"TUNING_TRIAL_EPOCHS", "FULL_DETERMINISM", "TRAIN_SAMPLING_STRATEGY", *long_documents, *aws, *serving}  # added in the same style
+    registry = {"DATA_FROM", "MODEL_PACKAGE_GROUP"}  # issue 26's names
+    assert KNOWN_KEYS - brief == {
+        "TUNING_TRIAL_EPOCHS",
+        "FULL_DETERMINISM",
+        "TRAIN_SAMPLING_STRATEGY",
+        *long_documents,
+        *aws,
+        *serving,
+        *registry,
+    }  # added in the same style
 
 
 @pytest.mark.parametrize(("text", "value"), [("", None), ("1024", 1024), ("6144", 6144), (" 3072 ", 3072)])
 def test_endpoint_serverless_memory_is_empty_or_a_size_sagemaker_offers(tmp_path, text, value):
     # (a serverless endpoint runs the CPU serving image, never the training image)
-    write_settings(tmp_path, {**GOOD, "ENDPOINT_SERVERLESS_MEMORY_MB": text, "SERVING_IMAGE_URI": "1.dkr.ecr.us-east-1.amazonaws.com/serve:cpu"})
+    write_settings(
+        tmp_path,
+        {
+            **GOOD,
+            "ENDPOINT_SERVERLESS_MEMORY_MB": text,
+            "SERVING_IMAGE_URI": "1.dkr.ecr.us-east-1.amazonaws.com/serve:cpu",
+        },
+    )
     assert load_config(tmp_path, environ={}).endpoint_serverless_memory_mb == value
 
 
 @pytest.mark.parametrize("text", ["1000", "8192", "2 GB"])
 def test_endpoint_serverless_memory_refuses_other_sizes(tmp_path, text):
     write_settings(tmp_path, {**GOOD, "ENDPOINT_SERVERLESS_MEMORY_MB": text})
-    with pytest.raises(ProblemsFound, match="ENDPOINT_SERVERLESS_MEMORY_MB.*use one of: 1024, 2048, 3072, 4096, 5120, 6144"):
+    with pytest.raises(
+        ProblemsFound, match="ENDPOINT_SERVERLESS_MEMORY_MB.*use one of: 1024, 2048, 3072, 4096, 5120, 6144"
+    ):
         load_config(tmp_path, environ={})
 
 
-@pytest.mark.parametrize(("old", "new"), [("INSTANCE_TYPE", "TRAINING_INSTANCE_TYPE"), ("INSTANCE_COUNT", "TRAINING_INSTANCE_COUNT")])
+@pytest.mark.parametrize(
+    ("old", "new"), [("INSTANCE_TYPE", "TRAINING_INSTANCE_TYPE"), ("INSTANCE_COUNT", "TRAINING_INSTANCE_COUNT")]
+)
 def test_renamed_settings_are_refused_with_the_new_name(tmp_path, old, new):
     write_settings(tmp_path, {**GOOD, old: "1"})
     with pytest.raises(ProblemsFound) as caught:
@@ -252,7 +292,10 @@ def test_step_switches_are_the_steps_of_names():
 
 def test_name_rules_are_the_runtime_ones(tmp_path):
     longest = "EXP-1-" + "x" * (names.EXPERIMENT_NAME_MAX - 6)
-    assert load_config(write_settings(tmp_path, {**GOOD, "EXPERIMENT_NAME": longest}), environ={}).experiment_name == longest
+    assert (
+        load_config(write_settings(tmp_path, {**GOOD, "EXPERIMENT_NAME": longest}), environ={}).experiment_name
+        == longest
+    )
     for bad, fragment in [(longest + "y", "64 characters long; use at most 63"), ("EXP-1-", "joined by '-'")]:
         write_settings(tmp_path, {**GOOD, "EXPERIMENT_NAME": bad})
         with pytest.raises(ProblemsFound, match=fragment):
@@ -263,7 +306,10 @@ def test_name_rules_are_the_runtime_ones(tmp_path):
 
 
 def test_read_settings_file_gives_the_text_without_checking_it(tmp_path):
-    write_settings(tmp_path, {"SEED": "forty-two", "BACKEND": "cloud", "TUNING_SPACE": "a = choice(1, 2) % literal", "TYPO_KEY": "1"})
+    write_settings(
+        tmp_path,
+        {"SEED": "forty-two", "BACKEND": "cloud", "TUNING_SPACE": "a = choice(1, 2) % literal", "TYPO_KEY": "1"},
+    )
     text = read_settings_file(tmp_path)
     assert list(text) == [s.key for s in SETTINGS]  # every setting, none other
     assert (text["SEED"], text["BACKEND"], text["TUNING_SPACE"]) == ("forty-two", "cloud", "a = choice(1, 2) % literal")
@@ -275,3 +321,18 @@ def test_read_settings_file_ignores_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SEED", "7")
     assert read_settings_file(tmp_path)["SEED"] == "42"
     assert load_config(tmp_path, environ={"SEED": "7"}).raw == {**read_settings_file(tmp_path), "SEED": "7"}
+
+
+@pytest.mark.parametrize(
+    "text", ["EXP-1-a/run_4", "s3://bucket/prefix/EXP-1-a/run_12", "file:///data/runs/EXP-1-a/run_1"]
+)
+def test_data_from_names_a_run(tmp_path, text):
+    write_settings(tmp_path, {**GOOD, "DATA_FROM": text})
+    assert load_config(tmp_path, environ={}).data_from == text
+
+
+@pytest.mark.parametrize("text", ["EXP-1-a", "EXP-1-a/run_0", "EXP-1-a/4", "http://x/EXP-1-a/run_1"])
+def test_data_from_that_names_no_run_is_refused(tmp_path, text):
+    write_settings(tmp_path, {**GOOD, "DATA_FROM": text})
+    with pytest.raises(ProblemsFound, match="DATA_FROM"):
+        load_config(tmp_path, environ={})

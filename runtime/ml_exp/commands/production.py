@@ -98,8 +98,11 @@ def serve(
 
 @app.command()
 def deploy(
-    run_num: RunOption,
+    run_num: Annotated[int | None, typer.Option("--run", min=1, help="The run whose model to deploy.")] = None,
     model: ModelOption = None,
+    version: Annotated[
+        int | None, typer.Option("--registry", min=1, help="Deploy this approved registry version instead.")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print and save (in the run) the requests; send nothing.")
     ] = False,
@@ -111,8 +114,16 @@ def deploy(
     from ml_exp.deploy.deployments import deploy as deploy_model
 
     setup_logging()
+    if (run_num is None) == (version is None):
+        raise typer.BadParameter("give --run N or --registry VERSION (one of them)", param_hint="--run")
     with user_errors("--run"):
-        done = deploy_model(experiment_dir, run_num, model, dry_run=dry_run, wait=wait, announce=announce)
+        if version is not None:  # the version's run and model (exp approve first)
+            from ml_exp.deploy.registry import deploy_version
+
+            done = deploy_version(experiment_dir, version, dry_run=dry_run, wait=wait, announce=announce)
+            run_num = done["run"]
+        else:
+            done = deploy_model(experiment_dir, run_num, model, dry_run=dry_run, wait=wait, announce=announce)
     if dry_run:
         typer.echo(json.dumps(done["requests"], indent=2))
         typer.echo(done["cost"], err=True)

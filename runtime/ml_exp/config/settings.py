@@ -126,6 +126,12 @@ class Config:
         "identity",
         "Python module (in this folder) holding the five functions.",
     )
+    model_package_group: str = setting(
+        "",
+        parse_pattern(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", "a name of letters, digits and '-'"),
+        "identity",
+        "The use case: exp register's model registry group (empty = the ticket prefix, EXP of EXP-3333-longformer).",
+    )
     # --- steps, in pipeline order (checked against ml_exp.core.names.STEPS below)
     run_reconciliation: bool = step_switch(names.RECONCILIATION, "true")
     run_preparation: bool = step_switch(names.PREPARATION, "true")
@@ -167,6 +173,13 @@ class Config:
         "train,validation,test fractions of the reconciled records (stratified by label); sum to 1.",
     )
     seed: int = setting("42", parse_int(0), "data", "Random seed of the split, of training and of the tuning sampler.")
+    data_from: str = setting(
+        "",
+        parse_pattern(r"((file|s3)://\S+/)?[A-Za-z0-9][A-Za-z0-9._-]*/run_[1-9]\d*", "EXPERIMENT/run_N"),
+        "data",
+        "Reuse another run's reconciled records and split (e.g. EXP-3333-longformer/run_4, in STORAGE_URI, or a full\n"
+        "file:// or s3:// URI of the run): reconciliation copies them, preparation keeps their train/validation/test.",
+    )
     max_length: int = setting(
         "512",
         parse_int(1),

@@ -262,6 +262,10 @@ def _reconciliation(ctx: Context, functions: Functions, backend: Backend) -> dic
     """Always here, whatever the backend: it reads the team's own sources."""
     from ml_exp.steps.reconciliation import run_reconciliation
 
+    if ctx.config.data_from:  # another run's records and split, copied (steps/reuse.py)
+        from ml_exp.steps.reuse import reuse_data
+
+        return reuse_data(ctx)
     return run_reconciliation(ctx, functions, sample_per_label=SMOKE_RECORDS_PER_LABEL if ctx.smoke else None)
 
 

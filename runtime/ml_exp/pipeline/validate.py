@@ -58,6 +58,7 @@ def validate(
         problems += check_documents(config)
         if check_storage:
             problems += check_store(config, new_run)
+            problems += check_data_from(config)
         return Report(config, problems, kms_notes(config))
     return Report(config, problems)
 
@@ -213,4 +214,20 @@ def check_store(config: Config, new_run: bool = True) -> list[Problem]:
             ]
     except StoreError as exc:
         return [Problem("STORAGE_URI", str(exc))]
+    return []
+
+
+def check_data_from(config: Config) -> list[Problem]:
+    """DATA_FROM names a run complete through preparation, whose data reconciliation copies."""
+    if not config.data_from:
+        return []
+    from ml_exp.storage.sources import checked_source
+    from ml_exp.storage.store import StoreError
+
+    if not config.run_reconciliation:
+        return [Problem("DATA_FROM", "is set, so RUN_RECONCILIATION must be true: that step copies the data")]
+    try:
+        checked_source(config.data_from, config.storage_uri)
+    except StoreError as exc:
+        return [Problem("DATA_FROM", str(exc))]
     return []

@@ -19,12 +19,14 @@ from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, user_error, user_frames
 from ml_exp.steps.coverage import document_coverage, lengths_png, warn_if_degenerate, warn_if_empty, warn_if_truncated
 from ml_exp.storage.layout import (
+    ASSIGNED_SPLIT,
     DOCUMENT_LENGTHS_PNG,
     LABELS,
     MODEL_LABELS,
     PROCESSOR,
     RECONCILED,
     RECORD_FIELDS,
+    SPLIT,
     SPLITS,
     prepared_dir,
 )
@@ -48,7 +50,10 @@ def run_preparation(ctx: Context, udfs: Functions) -> dict[str, Any]:
                 "least 2"
             )
         raw = raw.cast_column("label", datasets.ClassLabel(names=labels))
+        if ctx.run.exists(ASSIGNED_SPLIT):  # DATA_FROM: every record where the source run put it
+            raw = assign_splits(raw, ctx.run.read_bytes(ASSIGNED_SPLIT))
         splits = split_records(raw, config.split_ratios, config.seed, ctx)
+        ctx.run.write_bytes(SPLIT, split_table(splits), overwrite=_rewriting(ctx))
         sizes = {name: len(part) for name, part in splits.items()}
         counts = {name: label_counts(part, labels) for name, part in splits.items()}
         warn_if_degenerate(counts, ctx)
@@ -58,7 +63,57 @@ def run_preparation(ctx: Context, udfs: Functions) -> dict[str, Any]:
         per_model = {}
         for model_name in config.model_names:
             per_model[model_name] = _encode_for(model_name, splits, content, labels, ctx, udfs, Path(scratch))
-    return {"labels": labels, "split_sizes": sizes, "label_counts": counts, "models": per_model}
+    return {
+        "labels": labels,
+        "split_sizes": sizes,
+        "label_counts": counts,
+        "split_fingerprints": {name: split_fingerprint(part) for name, part in splits.items()},
+        "models": per_model,
+    }
+
+
+def split_fingerprint(split: Any) -> str:
+    """sha256 of a split's records (id, label name, content), in id order: two runs whose test
+    fingerprints are equal tested on the very same documents, whatever their order or model."""
+    import hashlib
+
+    names = split.features["label"].names
+    digest = hashlib.sha256()
+    for index in sorted(range(len(split)), key=split["id"].__getitem__):
+        row = split[index]
+        row["label"] = names[row["label"]]
+        digest.update(json.dumps(row, sort_keys=True, default=repr).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def split_table(splits: Any) -> bytes:
+    """``data/split.parquet``: each record's id and split (what DATA_FROM reuses)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = [(i, name) for name, part in splits.items() for i in part["id"]]
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"id": [i for i, _ in ids], "split": [n for _, n in ids]}), buffer)
+    return buffer.getvalue()
+
+
+def assign_splits(raw: Any, table: bytes) -> Any:
+    """The records with the split the DATA_FROM run gave each (StepError when one has none)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    assigned = pq.read_table(io.BytesIO(table)).to_pydict()
+    split_of = dict(zip(assigned["id"], assigned["split"]))
+    missing = [i for i in raw["id"] if i not in split_of]
+    if missing:
+        raise StepError(
+            f"DATA_FROM: {len(missing)} record(s) (e.g. id {missing[0]!r}) have no split in the source run's "
+            f"{SPLIT}; its records and split disagree, name another run."
+        )
+    return raw.map(lambda batch: {"split": [split_of[i] for i in batch["id"]]}, batched=True)
 
 
 def label_counts(split: Any, labels: list[str]) -> dict[str, int]:

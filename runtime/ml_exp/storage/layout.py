@@ -5,6 +5,8 @@
     run_<N>/
       manifest.json                   what ran: settings, code, versions, each step's status and facts
       data/reconciled/                reconciliation: part-*.parquet
+      data/split.parquet              preparation: each record's split (id, split), what DATA_FROM reuses
+      data/assigned_split.parquet     reconciliation with DATA_FROM: the source run's data/split.parquet
       data/prepared/labels.json       preparation: the label list (index = class id), one for every model
       data/prepared/<model>/          preparation: train/validation/test (datasets) + processor/ + document_lengths.png
       tuning/<model>/                 tuning: best.json, trials.json, trials.csv, and the search's own
@@ -19,6 +21,7 @@
                                       when a step ends and whenever the run (re)starts
       serving/<model>/model.tar.gz    exp deploy: the model packed for an endpoint (unpacked in /opt/ml/model)
       deployments/<endpoint>.json     exp deploy: each endpoint's requests (model, endpoint config, endpoint)
+      registry/model_quality.json     exp register on SageMaker: the metrics its model package points to
 
 A folder counts once its ``_COMPLETE`` marker exists (:meth:`ml_exp.storage.run.Run.is_complete`).
 ``<model>`` is :func:`model_key` of a model name. Pure: paths are relative to the run folder.
@@ -38,6 +41,8 @@ RECONCILED = "data/reconciled"
 # The fields of a reconciled record that are not its content: everything else is.
 RECORD_FIELDS = ("id", "label", "split")
 PREPARED = "data/prepared"
+SPLIT = "data/split.parquet"
+ASSIGNED_SPLIT = "data/assigned_split.parquet"
 LABELS = f"{PREPARED}/labels.json"
 # Inside a prepared folder: the processor that encoded it (training and inference reuse it).
 PROCESSOR = "processor"
@@ -84,6 +89,10 @@ SERVING = "serving"
 SERVING_INFO = "serving.json"
 MODEL_ARCHIVE = "model.tar.gz"
 DEPLOYMENTS = "deployments"
+# Beside the experiments, not in a run: <STORAGE_URI>/registry/<group>/v<N>.json (exp register).
+REGISTRY = "registry"
+# In the run: the metrics document a SageMaker model package of the run's model points to.
+MODEL_QUALITY = f"{REGISTRY}/model_quality.json"
 
 
 def run_dir(num: int) -> str:
