@@ -77,31 +77,54 @@ def artefacts(tmp_path_factory):
     model_dirs = {}
     for seed in (0, 1):
         torch.manual_seed(seed)
-        config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=37, max_position_embeddings=64, num_labels=len(LABEL_NAMES),
-                            id2label=dict(enumerate(LABEL_NAMES)), label2id={n: i for i, n in enumerate(LABEL_NAMES)})
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=64,
+            num_labels=len(LABEL_NAMES),
+            id2label=dict(enumerate(LABEL_NAMES)),
+            label2id={n: i for i, n in enumerate(LABEL_NAMES)},
+        )
         folder = root / f"model-{seed}"
         BertForSequenceClassification(config).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         (folder / "labels.json").write_text(json.dumps(LABEL_NAMES))
         model_dirs[seed] = folder
 
-    features = datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=LABEL_NAMES)})
-    splits = datasets.DatasetDict({
-        split: datasets.Dataset.from_dict(_records(n, seed, split), features=features)
-        for split, n, seed in (("train", 12, 1), ("validation", 6, 2), ("test", N_TEST, 3))
-    })
-    encoded = splits.map(lambda b: toolkit.tokenizer_encode(b, tokenizer, None, max_length=48), batched=True,
-                         remove_columns=["text"])
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "text": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=LABEL_NAMES),
+        }
+    )
+    splits = datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_dict(_records(n, seed, split), features=features)
+            for split, n, seed in (("train", 12, 1), ("validation", 6, 2), ("test", N_TEST, 3))
+        }
+    )
+    encoded = splits.map(
+        lambda b: toolkit.tokenizer_encode(b, tokenizer, None, max_length=48), batched=True, remove_columns=["text"]
+    )
     prepared = root / "prepared"
     encoded.save_to_disk(str(prepared))
     return {"models": model_dirs, "prepared": prepared, "tokenizer": tokenizer, "test": encoded["test"]}
 
 
 def make_ctx(tmp_path: Path, models=("tiny-bert",), **settings) -> Context:
-    lines = {"EXPERIMENT_NAME": "EXP-1-t", "MODEL_NAMES": ",".join(models), "STORAGE_URI": "file://store",
-             "WANDB_MODE": "disabled", "PER_DEVICE_EVAL_BATCH_SIZE": str(EVAL_BATCH), "MAX_LENGTH": "48", **settings}
+    lines = {
+        "EXPERIMENT_NAME": "EXP-1-t",
+        "MODEL_NAMES": ",".join(models),
+        "STORAGE_URI": "file://store",
+        "WANDB_MODE": "disabled",
+        "PER_DEVICE_EVAL_BATCH_SIZE": str(EVAL_BATCH),
+        "MAX_LENGTH": "48",
+        **settings,
+    }
     (tmp_path / "settings.ini").write_text("[settings]\n" + "".join(f"{k} = {v}\n" for k, v in lines.items()))
     config = load_config(tmp_path, environ={})
     run = Store(config.storage_uri, config.experiment_name).claim_run(None, {"steps": {}})
@@ -125,8 +148,14 @@ def make_udfs(compute_metrics=user_metrics) -> Functions:
     def unused(*args):
         raise AssertionError("inference must not call this function")
 
-    return Functions(module=None, reconcile=unused, load_processor=unused, encode=unused, load_model=unused,
-                compute_metrics=compute_metrics)
+    return Functions(
+        module=None,
+        reconcile=unused,
+        load_processor=unused,
+        encode=unused,
+        load_model=unused,
+        compute_metrics=compute_metrics,
+    )
 
 
 @pytest.fixture
@@ -146,14 +175,29 @@ def test_inference_writes_predictions_metrics_report_and_confusion_matrix(ctx, a
     assert result["test_records"] == N_TEST
     assert result["uri"] == run.path(folder)
     local = Path(run.local_path_or_url(folder))
-    assert {"predictions.parquet", "predictions.csv", "metrics.json", "classification_report.json",
-            "confusion_matrix.json", "confusion_matrix.png"} <= set(os.listdir(local))
+    assert {
+        "predictions.parquet",
+        "predictions.csv",
+        "metrics.json",
+        "classification_report.json",
+        "confusion_matrix.json",
+        "confusion_matrix.png",
+    } <= set(os.listdir(local))
 
     # predictions: one row per test record, same ids, label names, probabilities summing to 1
     table = pq.read_table(local / "predictions.parquet").to_pydict()
     score_columns = [f"score_{name}" for name in LABEL_NAMES]
-    assert list(table) == ["id", "true_label", "predicted_label", *score_columns, "windows", "evidence_window", "evidence_start", "evidence_end",
-                           "evidence_page"]
+    assert list(table) == [
+        "id",
+        "true_label",
+        "predicted_label",
+        *score_columns,
+        "windows",
+        "evidence_window",
+        "evidence_start",
+        "evidence_end",
+        "evidence_page",
+    ]
     assert table["id"] == artefacts["test"]["id"]
     assert table["true_label"] == [LABEL_NAMES[i] for i in artefacts["test"]["label"]]
     scores = np.array([table[c] for c in score_columns]).T
@@ -174,7 +218,11 @@ def test_inference_writes_predictions_metrics_report_and_confusion_matrix(ctx, a
     assert metrics["accuracy"] == pytest.approx(accuracy_score(refs, preds))
     for average in ("macro", "micro", "weighted"):
         p, r, f1, _ = precision_recall_fscore_support(refs, preds, labels=[0, 1, 2], average=average, zero_division=0)
-        assert (metrics[f"precision_{average}"], metrics[f"recall_{average}"], metrics[f"f1_{average}"]) == pytest.approx((p, r, f1))
+        assert (
+            metrics[f"precision_{average}"],
+            metrics[f"recall_{average}"],
+            metrics[f"f1_{average}"],
+        ) == pytest.approx((p, r, f1))
 
     # per-class report and confusion matrix agree with the predictions
     report = json.loads((local / "classification_report.json").read_text())
@@ -210,8 +258,11 @@ def test_inference_streams_batches_and_row_groups(ctx, artefacts, monkeypatch):
     import pyarrow.parquet
 
     original_write = pyarrow.parquet.ParquetWriter.write_table
-    monkeypatch.setattr(pyarrow.parquet.ParquetWriter, "write_table",
-                        lambda self, table, *a, **k: (writes.append(table.num_rows), original_write(self, table, *a, **k))[1])
+    monkeypatch.setattr(
+        pyarrow.parquet.ParquetWriter,
+        "write_table",
+        lambda self, table, *a, **k: (writes.append(table.num_rows), original_write(self, table, *a, **k))[1],
+    )
 
     monkeypatch.setattr(inference, "BATCHES_PER_BLOCK", 2)
     inference.infer_model(ctx, make_udfs(), "tiny-bert")
@@ -220,7 +271,9 @@ def test_inference_streams_batches_and_row_groups(ctx, artefacts, monkeypatch):
     assert all(rows <= EVAL_BATCH for rows, _ in seen) and sum(rows for rows, _ in seen) == N_TEST
     lengths = [len(ids) for ids in artefacts["test"]["input_ids"]]
     block = 2 * EVAL_BATCH  # read a block at a time, scored longest rows first
-    per_batch_max = [width for i in range(0, N_TEST, block) for width in sorted(lengths[i:i + block], reverse=True)[::EVAL_BATCH]]
+    per_batch_max = [
+        width for i in range(0, N_TEST, block) for width in sorted(lengths[i : i + block], reverse=True)[::EVAL_BATCH]
+    ]
     assert [width for _, width in seen] == per_batch_max  # padded per batch, not to a global length
     assert len(set(per_batch_max)) > 1
     parquet = pq.ParquetFile(Path(ctx.run.local_path_or_url(inference_dir("tiny-bert"))) / "predictions.parquet")
@@ -294,7 +347,11 @@ def test_label_maps_that_disagree_are_a_step_error(ctx):
 
 
 def test_inference_logs_to_wandb_offline(tmp_path, artefacts, monkeypatch):
-    for var, sub in (("WANDB_CONFIG_DIR", "wandb-config"), ("WANDB_CACHE_DIR", "wandb-cache"), ("WANDB_DATA_DIR", "wandb-data")):
+    for var, sub in (
+        ("WANDB_CONFIG_DIR", "wandb-config"),
+        ("WANDB_CACHE_DIR", "wandb-cache"),
+        ("WANDB_DATA_DIR", "wandb-data"),
+    ):
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setenv("WANDB_SILENT", "true")
     context = make_ctx(tmp_path, WANDB_MODE="offline", WANDB_PROJECT="ml-exp-tests")
@@ -373,8 +430,11 @@ def test_without_a_saved_tokenizer_inputs_must_have_equal_lengths(tmp_path, arte
     import datasets
 
     bare = tmp_path / "bare-model"
-    shutil.copytree(artefacts["models"][0], bare,
-                    ignore=shutil.ignore_patterns("tokenizer*", "special_tokens_map.json", "vocab.txt"))
+    shutil.copytree(
+        artefacts["models"][0],
+        bare,
+        ignore=shutil.ignore_patterns("tokenizer*", "special_tokens_map.json", "vocab.txt"),
+    )
     (tmp_path / "ragged-exp").mkdir()
     ragged = make_ctx(tmp_path / "ragged-exp", models=("bare",))
     ragged.run.write_json(LABELS, LABEL_NAMES)
@@ -386,7 +446,8 @@ def test_without_a_saved_tokenizer_inputs_must_have_equal_lengths(tmp_path, arte
     # encoded with fixed-length padding (what encode() must do for a model saved without one): fine
     tokenizer = artefacts["tokenizer"]
     fixed = datasets.load_from_disk(str(artefacts["prepared"])).map(
-        lambda b: tokenizer.pad({"input_ids": b["input_ids"]}, padding="max_length", max_length=48), batched=True)
+        lambda b: tokenizer.pad({"input_ids": b["input_ids"]}, padding="max_length", max_length=48), batched=True
+    )
     fixed.save_to_disk(str(tmp_path / "fixed"))
     (tmp_path / "even-exp").mkdir()
     even = make_ctx(tmp_path / "even-exp", models=("bare",))
@@ -406,7 +467,7 @@ def test_csv_cells_that_start_like_a_formula_are_neutralised_and_parquet_keeps_t
 
     from ml_exp.steps.inference_outputs import csv_column
 
-    hostile = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "plain", "a=b"]
+    hostile = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "plain", "a=b"]
     table = pa.table({"id": hostile, "score": [-0.5] * len(hostile), "window": [-1] * len(hostile)})
     buffer = io.StringIO()
     csv.writer(buffer).writerows(zip(*(csv_column(table.column(i)) for i in range(table.num_columns))))
@@ -428,7 +489,9 @@ def test_labels_that_matplotlib_would_read_as_math_are_drawn_as_text(label):
     for png in (
         confusion_matrix_png([[1, 0], [0, 1]], labels, title=label),
         comparison_png({label: 0.5, "b": 0.7}, label, "b", title=label),
-        training_curves_png([{"epoch": 1, "loss": 1.0}, {"epoch": 1, "eval_loss": 0.9, f"eval_{label}": 0.5}], label, label),
+        training_curves_png(
+            [{"epoch": 1, "loss": 1.0}, {"epoch": 1, "eval_loss": 0.9, f"eval_{label}": 0.5}], label, label
+        ),
         runs_png({"metric": label, "runs": [{"run": 1, "models": {label: {"value": 0.5}}}]}, label),
     ):
         assert png[:4] == b"\x89PNG"
@@ -445,3 +508,32 @@ def test_a_dollar_label_is_drawn_with_its_dollars():
         return figure.text(0, 0, text)._preprocess_math(text)
 
     assert drawn("$5 or $6") == ("$5 or $6", False)  # not math: "5or6" was drawn before
+
+
+def test_report_names_the_page_or_characters_that_decided_each_document(tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    context = make_ctx(tmp_path, models=("pages", "chars", "plain"))
+    columns = {
+        "pages": {"evidence_page": [2, 1], "evidence_start": [None, None], "evidence_end": [None, None]},
+        "chars": {"evidence_page": [None, None], "evidence_start": [0, 512], "evidence_end": [480, 990]},
+        "plain": {"evidence_page": [None, None], "evidence_start": [None, None], "evidence_end": [None, None]},
+    }
+    for name, evidence in columns.items():
+        table = pa.table(
+            {"id": ["d|1", "d2"], "true_label": ["a", "b"], "predicted_label": ["a", "a"], "windows": [3, 2]}
+            | {k: pa.array(v, pa.int32()) for k, v in evidence.items()}
+        )
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        context.run.write_bytes(f"{inference_dir(name)}/predictions.parquet", sink.getvalue())
+    results = {name: {"metrics": {"f1_macro": 0.5}, "test_records": 2, "uri": ""} for name in columns}
+    write_report(context, results)
+    report = context.run.read_text("report.md")
+    pages, chars, plain = (report.split(f"## {name}")[1].split("## ")[0] for name in columns)
+    assert "| d\\|1 | a | a | page 2 | 3 |" in pages and "| d2 | b | a | page 1 | 2 |" in pages
+    assert "| d2 | b | a | characters 512–990 | 2 |" in chars
+    assert "Evidence" not in plain  # nothing to say: no window named

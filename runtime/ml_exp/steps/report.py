@@ -9,7 +9,15 @@ import io
 from ml_exp.config import Config
 from ml_exp.core.errors import StepError
 from ml_exp.experiment.context import Context
-from ml_exp.storage.layout import COMPARISON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, REPORT, inference_dir
+from ml_exp.storage.layout import (
+    COMPARISON,
+    COMPARISON_PNG,
+    CONFUSION_MATRIX_PNG,
+    PREDICTIONS,
+    PREDICTIONS_CSV,
+    REPORT,
+    inference_dir,
+)
 from ml_exp.storage.store import Run
 from ml_exp.toolkit.metrics import greater_is_better
 from ml_exp.toolkit.plots import literal_text, short
@@ -108,8 +116,49 @@ def _markdown(
             "",
             f"![confusion matrix of {_escape(name)}]({folder}/{CONFUSION_MATRIX_PNG})",
             "",
+            *_evidence(run, folder),
         ]
     return "\n".join(lines)
+
+
+EVIDENCE_ROWS = 20  # the report is read by a person; the whole table is predictions.csv
+
+
+def _evidence(run: Run, folder: str) -> list[str]:
+    """Where each of the first test documents was decided: its page (multi-page records) or its
+    characters (long documents read in windows); nothing when no prediction names either."""
+    import pyarrow.parquet as pq
+
+    if not run.exists(f"{folder}/{PREDICTIONS}"):
+        return []
+    try:
+        with run.open(f"{folder}/{PREDICTIONS}") as handle:
+            table = pq.read_table(handle)
+    except (OSError, ValueError):
+        return []  # the report of an older run without predictions still gets written
+    names = set(table.column_names)
+    rows = table.slice(0, EVIDENCE_ROWS).to_pylist()
+    if not any(r.get("evidence_page") is not None or r.get("evidence_start") is not None for r in rows):
+        return []
+
+    def where(row: dict) -> str:
+        if row.get("evidence_page") is not None:
+            return f"page {row['evidence_page']}"
+        if row.get("evidence_start") is not None:
+            return f"characters {row['evidence_start']}–{row['evidence_end']}"
+        return "—"
+
+    windows = "windows" in names
+    lines = [
+        f"Evidence: where the first {len(rows)} test documents were decided (all in {PREDICTIONS_CSV}).",
+        "",
+        "| id | true label | predicted | evidence |" + (" windows |" if windows else ""),
+        "|---|---|---|---|" + ("---:|" if windows else ""),
+    ]
+    for row in rows:
+        cells = [_escape(row.get(k, "")) for k in ("id", "true_label", "predicted_label")] + [where(row)]
+        lines.append("| " + " | ".join(cells) + " |" + (f" {row['windows']} |" if windows else ""))
+    return [*lines, ""]
 
 
 def _escape(text: str) -> str:
