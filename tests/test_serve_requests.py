@@ -29,15 +29,27 @@ def test_json_lines_keep_raw_line_separators_inside_strings():
     assert shape == "lines" and [r["text"] for r in records] == texts
 
 
-@pytest.mark.parametrize("body, message", [
-    (b'{"text": "x", "id": ' + b"7" * 5000 + b"}", "a number of more than 4,300 digits"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b'{"text": "x", "id": ' + b"7" * 5000 + b"}", "a number of more than 4,300 digits"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
 @pytest.mark.parametrize("content_type", ["application/json", JSONL])
 def test_a_huge_number_or_deep_nesting_is_a_400(body, message, content_type):
     with pytest.raises(RequestError) as caught:
         parse(body, content_type)
     assert caught.value.status == 400 and message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "body, kind", [(b"null", "null"), (b"42", "number"), (b'"text"', "string"), (b"true", "boolean")]
+)
+def test_a_body_that_is_no_record_is_named_as_json_names_it(body, kind):
+    with pytest.raises(RequestError) as caught:
+        parse(body, "application/json")
+    assert f"the body is a JSON {kind};" in caught.value.message and "NoneType" not in caught.value.message
 
 
 class SlowModel:
@@ -122,10 +134,17 @@ def test_serve_on_a_busy_port_fails_before_loading_the_model_naming_the_port(tmp
         port = taken.getsockname()[1]
         exp = str(Path(sys.executable).with_name("exp"))
         # no run exists: reaching the model would fail with another message
-        done = subprocess.run([exp, "serve", "--run", "1", "--port", str(port)], cwd=project, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [exp, "serve", "--run", "1", "--port", str(port)], cwd=project, capture_output=True, text=True, timeout=120
+        )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"127.0.0.1:{port}" in done.stderr and "--port" in done.stderr and "serving" not in done.stderr
-    bad = subprocess.run([exp, "serve", "--run", "1", "--port", str(port)], cwd=project, capture_output=True, text=True,
-                         timeout=120, env={**__import__("os").environ, "SERVE_TIMEOUT_S": "0"})
+    bad = subprocess.run(
+        [exp, "serve", "--run", "1", "--port", str(port)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "SERVE_TIMEOUT_S": "0"},
+    )
     assert bad.returncode == 1 and "SERVE_TIMEOUT_S" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

@@ -194,7 +194,7 @@ def test_a_long_document_is_classified_as_its_first_window(server, expected):
 BAD = [  # (body, content type, status, what the error says)
     (b"{not json", "application/json", 400, "the body is not JSON"),
     (b"", "application/json", 400, "the body is empty"),
-    (b"42", "application/json", 400, "the body is a JSON int"),
+    (b"42", "application/json", 400, "the body is a JSON number"),
     (b"[]", "application/json", 400, "no records"),
     (json.dumps({"title": "t"}).encode(), "application/json", 400, "record 0 has no field 'text'"),
     (json.dumps([{"title": "t", "text": "x"}, {"title": "", "text": "   "}]).encode(), "application/json", 400, "record 1 has empty text"),

@@ -151,7 +151,7 @@ class Predictor:
         for index, record in enumerate(records):
             name = f"{where} {start + index}"
             if not isinstance(record, Mapping):
-                raise RequestError(f"{name} is a JSON {_json_type(record)}, not an object with the fields {expected}")
+                raise RequestError(f"{name} is a JSON {json_type(record)}, not an object with the fields {expected}")
             missing = [field for field in self.fields if field not in record]
             if missing:
                 raise RequestError(
@@ -161,7 +161,7 @@ class Predictor:
             for field, kind in self.fields.items():
                 value = record[field]
                 if value is not None and _is_text(kind) and not isinstance(value, str):
-                    raise RequestError(f"{name}: field {field!r} must be a string, not a JSON {_json_type(value)}")
+                    raise RequestError(f"{name}: field {field!r} must be a string, not a JSON {json_type(value)}")
                 if isinstance(value, str) and not _encodable(value):
                     raise RequestError(
                         f"{name}: field {field!r} holds a lone surrogate (an escape like \\ud800 without its "
@@ -184,11 +184,11 @@ class Predictor:
                 )
             if ID in record and not isinstance(record[ID], (str, int)) and record[ID] is not None:
                 raise RequestError(
-                    f"{name}: field 'id' must be a string or a number, not a JSON {_json_type(record[ID])}"
+                    f"{name}: field 'id' must be a string or a number, not a JSON {json_type(record[ID])}"
                 )
             if LABEL in record and not isinstance(record[LABEL], (str, int, float)) and record[LABEL] is not None:
                 raise RequestError(
-                    f"{name}: field 'label' must be a label (a string), not a JSON {_json_type(record[LABEL])}"
+                    f"{name}: field 'label' must be a label (a string), not a JSON {json_type(record[LABEL])}"
                 )
 
     def predict(self, records: Sequence[Mapping[str, Any]], checked: bool = False) -> list[dict[str, Any]]:
@@ -308,7 +308,7 @@ def _binary(value: Any, where: str = "a binary field") -> bytes:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if not isinstance(value, str):
-        raise RequestError(f"{where} holds bytes: send them as base64 text, not a JSON {_json_type(value)}")
+        raise RequestError(f"{where} holds bytes: send them as base64 text, not a JSON {json_type(value)}")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -322,7 +322,7 @@ def _filled(value: Any) -> bool:
     return value is not None and not (isinstance(value, (str, bytes, list, dict)) and len(value) == 0)
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number" if isinstance(value, (int, float)) else type(value).__name__
     )

@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from ml_exp.serving.batcher import LARGE_BYTES, Batcher, Busy, Expired
-from ml_exp.serving.predictor import Predictor, RequestError
+from ml_exp.serving.predictor import Predictor, RequestError, json_type
 
 JSON = "application/json"
 JSON_LINES = ("application/jsonlines", "application/x-jsonlines", "application/jsonl", "application/x-ndjson")
@@ -88,9 +88,7 @@ def parse(body: bytes, content_type: str, max_records: int = MAX_RECORDS) -> tup
         elif isinstance(data, dict):
             records, shape = [data], "object"
         else:
-            raise RequestError(
-                f"the body is a JSON {type(data).__name__}; send a record (an object) or a list of records"
-            )
+            raise RequestError(f"the body is a JSON {json_type(data)}; send a record (an object) or a list of records")
     else:
         raise RequestError(
             f"Content-Type {content_type or '(none)'} is not supported; use {JSON} or {JSON_LINES[0]}", status=415
