@@ -79,7 +79,7 @@ def test_deploy_creates_a_tagged_endpoint_of_the_run_and_records_it(s3_run, trai
     container = model["PrimaryContainer"]
     assert container["Image"] == IMAGE and model["ExecutionRoleArn"] == ROLE
     assert container["ModelDataUrl"] == f"{s3_run.uri}/serving/tiny-bert/model.tar.gz"
-    assert container["Environment"] == {"ML_EXP_EXPERIMENT_DIR": "/opt/ml/code"}  # no setting, no secret
+    assert container["Environment"] == {"ML_EXP_EXPERIMENT_DIR": "/opt/ml/code", "SERVE_TIMEOUT_S": "50"}  # no secret
     assert "VpcConfig" not in model or not model["VpcConfig"]
     config = sm().describe_endpoint_config(EndpointConfigName=name)
     (variant,) = config["ProductionVariants"]
@@ -142,7 +142,8 @@ def test_kms_vpc_and_serverless_when_set(s3_run, trained_run, monkeypatch):
     (variant,) = sm().describe_endpoint_config(EndpointConfigName=serverless)["ProductionVariants"]
     assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 5} and "InstanceType" not in variant
     # the serving image reads the experiment's code from the model's code/ folder
-    assert sm().describe_model(ModelName=serverless)["PrimaryContainer"]["Environment"] == {"ML_EXP_EXPERIMENT_DIR": "/opt/ml/model/code"}
+    assert sm().describe_model(ModelName=serverless)["PrimaryContainer"]["Environment"] == {"ML_EXP_EXPERIMENT_DIR": "/opt/ml/model/code",
+                                                                                                   "SERVE_TIMEOUT_S": "50"}
     assert len(s3_run.read_manifest()["deployments"]) == 2
 
 
@@ -218,6 +219,19 @@ def test_a_failed_endpoint_shows_the_reason_and_its_log_group():
     assert seen == ["Creating", "Failed"]
     message = str(failed.value)
     assert "did not pass the ping health check" in message and "/aws/sagemaker/Endpoints/e" in message
+
+
+def test_the_endpoint_gets_serve_timeout_as_deployed_and_one_past_sagemakers_is_refused(tmp_path):
+    from ml_exp.config import load_config
+    from tests.test_config import GOOD, write_settings
+
+    settings = {**GOOD, "SAGEMAKER_ROLE_ARN": ROLE, "IMAGE_URI": IMAGE}
+    config = load_config(write_settings(tmp_path, settings), environ={"SERVE_TIMEOUT_S": "12.5"})
+    assert endpoints.environment(config) == {"ML_EXP_EXPERIMENT_DIR": "/opt/ml/code", "SERVE_TIMEOUT_S": "12.5"}
+    assert endpoints.check(config) == []
+    late = load_config(write_settings(tmp_path, settings), environ={"SERVE_TIMEOUT_S": "90"})
+    (problem,) = endpoints.check(late)
+    assert problem.startswith("SERVE_TIMEOUT_S = 90:") and "below 60" in problem
 
 
 def test_endpoint_names_carry_experiment_and_run_and_stay_valid():

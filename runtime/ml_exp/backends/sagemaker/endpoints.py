@@ -134,13 +134,23 @@ def spec(config: Any, info: dict[str, Any], model_data: str, name: str | None = 
     }
 
 
+# SageMaker answers a client 408 after 60 s of a real-time or serverless invocation: work still
+# running then is for nobody.
+INVOCATION_TIMEOUT_S = 60
+
+
 def environment(config: Any) -> dict[str, str]:
     """The model container's environment: where the experiment's code is (the training image's own
-    copy, or the model's ``code/`` for the serving image, which has none), and the name (never the
+    copy, or the model's ``code/`` for the serving image, which has none), SERVE_TIMEOUT_S as the
+    deploy saw it (the environment may override the packed settings.ini), and the name (never the
     value) of the W&B key's secret."""
     code = EXPERIMENT_DIR if image(config) == config.image_uri else SERVING_CODE_DIR
     secret = getattr(config, "wandb_api_key_secret", "")
-    return {"ML_EXP_EXPERIMENT_DIR": code, **({"WANDB_API_KEY_SECRET": secret} if secret else {})}
+    return {
+        "ML_EXP_EXPERIMENT_DIR": code,
+        "SERVE_TIMEOUT_S": f"{config.serve_timeout_s:g}",
+        **({"WANDB_API_KEY_SECRET": secret} if secret else {}),
+    }
 
 
 def check(config: Any) -> list[str]:
@@ -150,6 +160,12 @@ def check(config: Any) -> list[str]:
         for key in ("SAGEMAKER_ROLE_ARN", "IMAGE_URI")
         if not getattr(config, key.lower())
     ]
+    if config.serve_timeout_s >= INVOCATION_TIMEOUT_S:
+        problems.append(
+            f"SERVE_TIMEOUT_S = {config.serve_timeout_s:g}: an endpoint's client is answered 408 by SageMaker after "
+            f"{INVOCATION_TIMEOUT_S} s, so the server would go on working for nobody; set it below {INVOCATION_TIMEOUT_S} "
+            "(the default is 50)"
+        )
     if config.endpoint_serverless_memory_mb and config.subnets:
         problems.append(
             "ENDPOINT_SERVERLESS_MEMORY_MB: a serverless endpoint cannot run in a VPC (SUBNETS are set); "
