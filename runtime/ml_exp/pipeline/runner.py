@@ -23,6 +23,7 @@ from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, load_functions
 from ml_exp.pipeline.validate import validate
 from ml_exp.steps import RunTask, plan
+from ml_exp.storage.code import changed_files, code_differs
 from ml_exp.storage.errors import DamagedRun, io_problem
 from ml_exp.storage.lease import take_lease
 from ml_exp.storage.manifest import code_state, new_manifest
@@ -66,14 +67,12 @@ class CodeChanged(ProblemsFound):
 
 
 def changed_code(run: Run, now: dict[str, Any]) -> dict[str, Any] | None:
-    """The recorded and current code state when the experiment's module differs from the one the
-    run last ran (the latest step's record, else the run's start); None when it is the same."""
+    """The recorded and current code state when the experiment's code differs from the code the run
+    last ran (the latest step's record, else the run's start); None when it is the same."""
     manifest = run.read_manifest()
     records = [s["code"] for s in manifest.get("steps", {}).values() if isinstance(s.get("code"), dict)]
     recorded = records[-1] if records else manifest.get("code")
-    if not isinstance(recorded, dict) or recorded.get("module_sha256") in (None, now.get("module_sha256")):
-        return None
-    return {"recorded": recorded, "now": now}
+    return {"recorded": recorded, "now": now} if code_differs(recorded, now) else None
 
 
 class StepFailed(UserError):
@@ -138,9 +137,12 @@ def run_pipeline(
         was, now = code_change["recorded"], code
 
         def state(c: dict) -> str:
-            return f"SHA-256 {str(c.get('module_sha256'))[:12]}, commit {str(c.get('commit'))[:12]}"
+            sha = c.get("sources_sha256") or c.get("module_sha256")
+            return f"SHA-256 {str(sha)[:12]}, commit {str(c.get('commit'))[:12]}"
 
-        message = f"changed since run_{run.num} last ran it ({state(was)}; now {state(now)})"
+        files = changed_files(was, now)
+        which = f"{', '.join(files[:5])}{' …' if len(files) > 5 else ''}; " if files else ""
+        message = f"changed since run_{run.num} last ran it ({which}{state(was)}; now {state(now)})"
         raise CodeChanged(run.num, Problem(config.udf_module, message))
     with take_lease(run) as lease:  # one writer per run, from here to the end
         if run_num is not None:

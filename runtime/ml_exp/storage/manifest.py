@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
 import socket
-import subprocess
 import sys
 from collections.abc import Mapping
 from importlib import metadata
@@ -17,11 +15,12 @@ from typing import Any
 from ml_exp import __version__
 from ml_exp.config import Config
 from ml_exp.core.redact import REDACTED, SECRET_NAME, redact, redact_text
+from ml_exp.storage.code import code_state, git_state
 from ml_exp.storage.run import now
 
 TEMPLATE_RECORD = ".ml-exp.json"
 # Environment variables worth recording: they change what a run does.
-__all__ = ["REDACTED", "SECRET_NAME", "new_manifest", "redact", "redact_urls"]
+__all__ = ["REDACTED", "SECRET_NAME", "code_state", "new_manifest", "redact", "redact_urls"]
 RECORDED_ENV_PREFIXES = ("ML_EXP_", "WANDB_", "AWS_", "HF_", "TRANSFORMERS_", "CUDA_", "ACCELERATE_", "SM_")
 KEY_PACKAGES = (
     "torch",
@@ -64,36 +63,6 @@ def new_manifest(
         "versions": package_versions(),
         "steps": {step: {"status": "pending"} for step in config.steps},
     }
-
-
-def git_state(directory: Path) -> dict[str, Any] | None:
-    """Commit and dirty flag of the experiment's repository (None when it is not one)."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(directory), *args], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    try:
-        branch = git("rev-parse", "--abbrev-ref", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        branch, dirty = None, None
-    return {"commit": commit, "branch": branch, "dirty": dirty}
-
-
-def code_state(directory: Path, module: str) -> dict[str, Any]:
-    """The code a step runs: the repository's commit and dirty flag, and the SHA-256 of the
-    experiment's module (``UDF_MODULE``'s file), which tells a changed module with or without git."""
-    base = directory.joinpath(*module.split("."))
-    source = next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest() if source is not None else None
-    git = git_state(directory) or {}
-    return {"commit": git.get("commit"), "dirty": git.get("dirty"), "module": module, "module_sha256": digest}
 
 
 def template_record(directory: Path) -> dict[str, Any] | None:

@@ -61,6 +61,11 @@ def _is(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types)
 
 
+def _text_map(value: Any) -> bool:
+    """An object of text values (code.sources: each file's digest)."""
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
 def manifest_problems(manifest: dict[str, Any]) -> list[str]:
     """Where ``manifest`` holds a type the commands cannot read (empty: none)."""
     found = [
@@ -74,7 +79,11 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
             found += [f"{key}.{name} is not {_kind(kinds)}" for name, v in values.items() if not _is(v, kinds)]
     for key in ("git", "code", "versions"):
         if isinstance(manifest.get(key), dict):
-            found += [f"{key}.{name} is an object or list" for name, v in manifest[key].items() if not _is(v, SCALAR)]
+            found += [
+                f"{key}.{name} is an object or list"
+                for name, v in manifest[key].items()
+                if not _is(v, SCALAR) and not (key == "code" and name == "sources" and _text_map(v))
+            ]
     steps = manifest.get("steps")
     for step, info in steps.items() if isinstance(steps, dict) else ():
         if not isinstance(info, dict):

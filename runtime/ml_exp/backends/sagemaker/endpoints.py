@@ -162,9 +162,9 @@ def check(config: Any) -> list[str]:
     ]
     if config.serve_timeout_s >= INVOCATION_TIMEOUT_S:
         problems.append(
-            f"SERVE_TIMEOUT_S = {config.serve_timeout_s:g}: an endpoint's client is answered 408 by SageMaker after "
-            f"{INVOCATION_TIMEOUT_S} s, so the server would go on working for nobody; set it below {INVOCATION_TIMEOUT_S} "
-            "(the default is 50)"
+            f"SERVE_TIMEOUT_S = {config.serve_timeout_s:g}: SageMaker answers an endpoint's client 408 after "
+            f"{INVOCATION_TIMEOUT_S} s, so the server would go on working for nobody; "
+            f"set it below {INVOCATION_TIMEOUT_S} (the default is 50)"
         )
     if config.endpoint_serverless_memory_mb and config.subnets:
         problems.append(
