@@ -44,10 +44,39 @@ CASES = [
     ({"TUNING_TRIALS": "2", "TUNING_PARALLEL_TRIALS": "3"}, "TUNING_PARALLEL_TRIALS", "larger than TUNING_TRIALS"),
     ({"DOCUMENT_STRATEGY": "chunks", "MAX_LENGTH": "64", "CHUNK_STRIDE": "62"}, "CHUNK_STRIDE", "MAX_LENGTH - 2"),
     ({"SUBNETS": "subnet-0abc"}, "SECURITY_GROUP_IDS", "go together"),
-    ({"BACKEND": "sagemaker", "STORAGE_URI": "s3://bucket/runs", "USE_SPOT": "true", "MAX_RUN_HOURS": "5",
-      "MAX_WAIT_HOURS": "1"}, "MAX_WAIT_HOURS", "must be >= MAX_RUN_HOURS"),
+    (
+        {
+            "BACKEND": "sagemaker",
+            "STORAGE_URI": "s3://bucket/runs",
+            "USE_SPOT": "true",
+            "MAX_RUN_HOURS": "5",
+            "MAX_WAIT_HOURS": "1",
+        },
+        "MAX_WAIT_HOURS",
+        "must be >= MAX_RUN_HOURS",
+    ),
     ({"SPLIT_RATIOS": "0.8,0.1,0.2"}, "SPLIT_RATIOS", ""),
     ({"SPLIT_RATIOS": "nan,0.5,0.5"}, "SPLIT_RATIOS", ""),
+    # serving
+    ({"SERVE_TIMEOUT_S": "0"}, "SERVE_TIMEOUT_S", "out of range"),
+    ({"SERVE_TIMEOUT_S": "nan"}, "SERVE_TIMEOUT_S", "not a finite number"),
+    ({"SERVE_TIMEOUT_S": "99999"}, "SERVE_TIMEOUT_S", "<= 3600"),
+    ({"ENDPOINT_SERVERLESS_MEMORY_MB": "1000"}, "ENDPOINT_SERVERLESS_MEMORY_MB", "1024, 2048"),
+    ({"ENDPOINT_IMAGE": "gpu"}, "ENDPOINT_IMAGE", "not allowed"),
+    # tuning
+    ({"TUNING_TRIALS": "0"}, "TUNING_TRIALS", "too small"),
+    ({"TUNING_PARALLEL_TRIALS": "0"}, "TUNING_PARALLEL_TRIALS", "too small"),
+    # long documents
+    ({"CHUNK_AGGREGATION": "median"}, "CHUNK_AGGREGATION", "not allowed"),
+    ({"DOCUMENT_STRATEGY": "chunks", "CHUNK_STRIDE": "-1"}, "CHUNK_STRIDE", "too small"),
+    ({"MAX_CHUNKS": "-1"}, "MAX_CHUNKS", "too small"),
+    # SageMaker names
+    ({"TRAINING_INSTANCE_TYPE": "m5.large"}, "TRAINING_INSTANCE_TYPE", "not a SageMaker instance type"),
+    ({"AWS_REGION": "mars-1"}, "AWS_REGION", "not an AWS region"),
+    # models
+    ({"MODEL_NAMES": "a,a"}, "MODEL_NAMES", "listed twice"),
+    ({"PER_DEVICE_EVAL_BATCH_SIZE": "0"}, "PER_DEVICE_EVAL_BATCH_SIZE", "too small"),
+    ({"GRADIENT_ACCUMULATION_STEPS": "0"}, "GRADIENT_ACCUMULATION_STEPS", "too small"),
 ]
 
 
@@ -82,3 +111,28 @@ def test_every_setting_takes_any_text_without_a_traceback(tmp_path, setting):
         for name in dir(config):
             got = getattr(config, name, None)
             assert not (isinstance(got, float) and not math.isfinite(got)), (setting, value, name, got)
+
+
+# Refused by `exp validate` (they need the experiment's code or a parse of their own), not at reading.
+VALIDATE_CASES = [
+    ({"TUNING_SPACE": "bogus", "RUN_TUNING": "true"}, "TUNING_SPACE", "write <name> = <distribution>"),
+    ({"TUNING_SPACE": "learning_rate: loguniform(1, 0)"}, "TUNING_SPACE", ""),
+    ({"MODEL_NAMES": "org/tiny,org--tiny"}, "MODEL_NAMES", "both map to the folder name"),
+]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    from tests.bake import bake
+
+    return bake(tmp_path_factory.mktemp("hostile"), ticket="EXP-9", model_slug="hostile")
+
+
+@pytest.mark.parametrize(("values", "key", "message"), VALIDATE_CASES, ids=lambda v: str(v)[:60])
+def test_hostile_settings_are_refused_by_validate_naming_the_setting(demo, values, key, message):
+    import os
+
+    from ml_exp.pipeline.validate import validate
+
+    report = validate(demo, environ={**os.environ, "WANDB_MODE": "disabled", **values}, check_storage=False)
+    assert any(p.where == key and message in p.message for p in report.problems), report.problems
