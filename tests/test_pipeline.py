@@ -177,7 +177,7 @@ def test_smoke_comparison_of_two_models(tmp_path):
 @pytest.mark.parametrize(
     ("broken", "message"),
     [
-        ('return classification_metrics(predictions, references, labels)', "it must return a dict holding METRIC_FOR_BEST_MODEL = f1_macro"),
+        ('return classification_metrics(predictions, references, labels)', "compute_metrics (called before training on the validation labels) returned ['accuracy']; it must return a dict holding METRIC_FOR_BEST_MODEL = f1_macro"),
         ("demo_documents.tiny_bert(model_name, labels,", "returned a model with 2 outputs for 4 labels"),
         ("return classification_metrics(predictions, references, labels)#nan", "compute_metrics returned f1_macro = nan (METRIC_FOR_BEST_MODEL)"),
     ],

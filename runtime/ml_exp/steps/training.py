@@ -223,6 +223,7 @@ def train_model(
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     weights = balanced_class_weights(splits["train"], len(labels), np) if config.class_weights == "balanced" else None
     compute_metrics = _metrics(udfs, labels, ctx, np, validation_documents(splits["validation"]))
+    _rehearse(compute_metrics, splits["validation"], len(labels), np)
     trainer = StepTrainer(
         model=model,
         args=args,
@@ -320,12 +321,12 @@ def validation_documents(validation: Any) -> Any:
 
 def _metrics(
     udfs: Functions, labels: list[str], ctx: Context, np: Any, documents: Any = None
-) -> Callable[[Any], dict[str, float]]:
+) -> Callable[..., dict[str, float]]:
     """The Trainer's compute_metrics: the user's, per document (``documents``: each one's first
     row; its windows' scores are combined by CHUNK_AGGREGATION), never per window."""
     wanted = ctx.config.metric_for_best_model
 
-    def compute(prediction: Any) -> dict[str, float]:
+    def compute(prediction: Any, rehearsal: bool = False) -> dict[str, float]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         references = np.asarray(prediction.label_ids)
         if documents is not None:
@@ -339,19 +340,23 @@ def _metrics(
             logits, _ = combine(shifted / shifted.sum(axis=-1, keepdims=True), starts, ctx.config.chunk_aggregation)
             references = references[starts]
         predicted = np.argmax(logits, axis=-1).tolist()
-        metrics = _call("compute_metrics", udfs.compute_metrics, predicted, references.tolist(), labels, ctx)
+        # before training, with the labels as the predictions: say so, since no model has run yet
+        called = "compute_metrics (called before training on the validation labels)" if rehearsal else "compute_metrics"
+        metrics = _call(called, udfs.compute_metrics, predicted, references.tolist(), labels, ctx)
         if not isinstance(metrics, dict) or wanted not in metrics:
             raise StepError(
-                f"compute_metrics returned {sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__}; "
+                f"{called} returned {sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__}; "
                 f"it must return a dict holding METRIC_FOR_BEST_MODEL = {wanted}"
             )
         try:
             values = {name: float(value) for name, value in metrics.items()}
         except (TypeError, ValueError) as exc:
             raise StepError(
-                f"compute_metrics returned a value that is not a number ({exc}); return a dict of metric name -> number"
+                f"{called} returned a value that is not a number ({exc}); return a dict of metric name -> number"
             ) from None
-        if math.isnan(values[wanted]):  # the Trainer would compare NaNs and keep an arbitrary "best" model
+        if (
+            math.isnan(values[wanted]) and not rehearsal
+        ):  # the Trainer would compare NaNs and keep an arbitrary "best" model
             raise StepError(
                 f"compute_metrics returned {wanted} = nan (METRIC_FOR_BEST_MODEL) on the validation split; return a "
                 "number (e.g. 0.0 when undefined)"
@@ -359,6 +364,15 @@ def _metrics(
         return values
 
     return compute
+
+
+def _rehearse(compute: Callable[..., dict[str, float]], validation: Any, num_labels: int, np: Any) -> None:
+    """compute_metrics once on the validation split's own labels, before training: a function that
+    fails or lacks METRIC_FOR_BEST_MODEL shows now, not after the first epoch."""
+    if len(validation):
+        references = np.asarray(validation.select_columns(["label"]).with_format("numpy")[:]["label"])
+        logits = np.eye(num_labels, dtype=np.float32)[references] * 8.0
+        compute(type("Rehearsal", (), {"predictions": logits, "label_ids": references})(), rehearsal=True)
 
 
 def _best_eval(history: list[dict[str, Any]], best_step: int | None) -> dict[str, float]:
