@@ -38,7 +38,7 @@ EXP = str(BIN / "exp")
 PYTHON = sys.executable
 RESULTS = ROOT / "out" / "bench"
 EXPERIMENT = "EXP-9000-bench"
-SECTIONS = ("cli", "reconciliation", "preparation", "inference", "training", "serving", "long_documents")
+SECTIONS = ("cli", "reconciliation", "preparation", "inference", "training", "sampling", "serving", "long_documents")
 # torch threads of every measured process, both sides (OMP_NUM_THREADS). 1 by default: on a
 # shared 2-core machine a 1-thread process keeps its speed while another process is busy, where
 # 2 OpenMP threads slow down erratically (spinning barriers). --threads 2 measures ml-exp's
@@ -585,6 +585,13 @@ class Bench:
             if all(p["ml-exp"]["accuracy"] is not None and p["matched"]["accuracy"] is not None for p in pairs):
                 self.row(section, "validation accuracy of the best model (1 epoch)", matched, "accuracy", "", "same within noise",
                          None, baseline_name="matched baseline")
+
+    # --- batches of similar lengths: speed and accuracy (bench/sampling.py) ------------------------
+
+    def sampling(self) -> None:
+        import sampling
+
+        sampling.sampling(self, sys.modules[__name__])
 
     def _train_rows(self, num: int, model: str) -> int:
         sizes = self.manifest(num)["steps"]["preparation"]["models"][model]["rows"]

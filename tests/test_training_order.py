@@ -30,7 +30,8 @@ def test_auto_groups_by_length_only_when_lengths_vary():
     assert padding_share(mixed, 16, seed=1) > 0.5
     assert sampling_strategy("auto", [64] * 4000, 16, 1, labels) == RANDOM
     assert sampling_strategy("auto", mixed, 16, 1, labels) == GROUP_BY_LENGTH
-    assert sampling_strategy("auto", mixed[:400], 16, 1, labels[:400]) == RANDOM  # 25 batches: too few to mix when grouped
+    # 25 batches: pooled batches stay mixed on a small corpus too (bench/sampling.py measures it)
+    assert sampling_strategy("auto", mixed[:400], 16, 1, labels[:400]) == GROUP_BY_LENGTH
     assert sampling_strategy("random", mixed, 16, 1, labels) == RANDOM  # the setting turns it off
     assert sampling_strategy("group_by_length", [64] * 400, 16, 1) == GROUP_BY_LENGTH
 
@@ -77,9 +78,15 @@ def prepared(tmp_path_factory):
         texts = [" ".join(rng.choice(WORDS[label].split(), size=length)) for label, length in zip(labels, lengths)]
         return {"id": [f"{prefix}-{i}" for i in range(n)], "text": texts, "label": labels}
 
-    splits = datasets.DatasetDict({"train": datasets.Dataset.from_dict(records(24, "t")),
-                                   "validation": datasets.Dataset.from_dict(records(10, "v"))})
-    encoded = splits.map(lambda b: toolkit.tokenizer_encode(b, tokenizer, None, max_length=48), batched=True, remove_columns=["text"])
+    splits = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(records(24, "t")),
+            "validation": datasets.Dataset.from_dict(records(10, "v")),
+        }
+    )
+    encoded = splits.map(
+        lambda b: toolkit.tokenizer_encode(b, tokenizer, None, max_length=48), batched=True, remove_columns=["text"]
+    )
     lengths = [len(ids) for ids in encoded["validation"]["input_ids"]]
     assert lengths != sorted(lengths, reverse=True), "validation rows must not already be in length order"
     encoded.save_to_disk(str(root / "data"))
@@ -88,9 +95,18 @@ def prepared(tmp_path_factory):
 
 
 def train(tmp_path, data, **settings):
-    lines = {"EXPERIMENT_NAME": "EXP-1-t", "MODEL_NAMES": "tiny", "STORAGE_URI": "file://store", "WANDB_MODE": "disabled",
-             "PER_DEVICE_TRAIN_BATCH_SIZE": str(BATCH), "PER_DEVICE_EVAL_BATCH_SIZE": "3", "NUM_TRAIN_EPOCHS": "2",
-             "EARLY_STOPPING_PATIENCE": "0", "LEARNING_RATE": "1e-3", **settings}
+    lines = {
+        "EXPERIMENT_NAME": "EXP-1-t",
+        "MODEL_NAMES": "tiny",
+        "STORAGE_URI": "file://store",
+        "WANDB_MODE": "disabled",
+        "PER_DEVICE_TRAIN_BATCH_SIZE": str(BATCH),
+        "PER_DEVICE_EVAL_BATCH_SIZE": "3",
+        "NUM_TRAIN_EPOCHS": "2",
+        "EARLY_STOPPING_PATIENCE": "0",
+        "LEARNING_RATE": "1e-3",
+        **settings,
+    }
     (tmp_path / "settings.ini").write_text("[settings]\n" + "".join(f"{k} = {v}\n" for k, v in lines.items()))
     config = load_config(tmp_path, environ={})
     ctx = Context(config=config, run=Store(config.storage_uri, config.experiment_name).claim_run(None, {"steps": {}}))
@@ -102,8 +118,17 @@ def train(tmp_path, data, **settings):
         from transformers import BertConfig, BertForSequenceClassification
 
         torch.manual_seed(0)
-        return BertForSequenceClassification(BertConfig(vocab_size=80, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                                        intermediate_size=16, max_position_embeddings=64, num_labels=len(labels)))
+        return BertForSequenceClassification(
+            BertConfig(
+                vocab_size=80,
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=16,
+                max_position_embeddings=64,
+                num_labels=len(labels),
+            )
+        )
 
     def compute_metrics(predictions, refs, labels, ctx):
         references.append(refs)
@@ -112,7 +137,14 @@ def train(tmp_path, data, **settings):
     def unused(*args):
         raise AssertionError("not called by training")
 
-    udfs = Functions(module=None, reconcile=unused, load_processor=unused, encode=unused, load_model=load_model, compute_metrics=compute_metrics)
+    udfs = Functions(
+        module=None,
+        reconcile=unused,
+        load_processor=unused,
+        encode=unused,
+        load_model=load_model,
+        compute_metrics=compute_metrics,
+    )
     checkpoints = tmp_path / "checkpoints"
     summary = train_model(ctx, udfs, "tiny", data, checkpoints)
     return ctx, summary, references, checkpoints
@@ -125,10 +157,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
-def test_varied_lengths_train_in_length_groups_by_default_and_randomly_when_set_off(tmp_path, prepared, monkeypatch):
-    from ml_exp.steps import trainer as training_trainer
-
-    monkeypatch.setattr(training_trainer, "ROWS_TO_GROUP", 1)  # these 24 rows stand for a large split
+def test_varied_lengths_train_in_length_groups_by_default_and_randomly_when_set_off(tmp_path, prepared):
     data, validation_labels = prepared
     (tmp_path / "on").mkdir()
     (tmp_path / "off").mkdir()
@@ -151,9 +180,8 @@ def test_varied_lengths_train_in_length_groups_by_default_and_randomly_when_set_
 
 
 def test_the_trainer_uses_the_length_grouped_sampler(tmp_path, prepared, monkeypatch):
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
     from ml_exp.steps import trainer as training_trainer
+    from ml_exp.steps.sampling import PooledLengthSampler
 
     samplers = []
     original = training_trainer.StepTrainer._get_train_sampler
@@ -163,9 +191,8 @@ def test_the_trainer_uses_the_length_grouped_sampler(tmp_path, prepared, monkeyp
         return samplers[-1]
 
     monkeypatch.setattr(training_trainer.StepTrainer, "_get_train_sampler", spy)
-    monkeypatch.setattr(training_trainer, "ROWS_TO_GROUP", 1)  # these 24 rows stand for a large split
     train(tmp_path, prepared[0], NUM_TRAIN_EPOCHS="1")
-    assert samplers and isinstance(samplers[0], LengthGroupedSampler)
+    assert samplers and isinstance(samplers[0], PooledLengthSampler) and samplers[0].batch_size == BATCH
     assert len(samplers[0].lengths) == 24 and len(set(samplers[0].lengths)) > 5  # the rows' own token counts
     # one epoch: its only evaluation is the last, so no checkpoint at all (nothing would resume from it)
     assert not list((tmp_path / "checkpoints").glob("checkpoint-*"))

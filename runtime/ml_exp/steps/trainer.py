@@ -1,8 +1,9 @@
 """The HF Trainer as the training step uses it: less padding, and no checkpoint nothing reads.
 
-- Batches of similar lengths (transformers 5: ``train_sampling_strategy="group_by_length"``) when
-  random batches would be mostly padding (``TRAIN_SAMPLING_STRATEGY = auto``): the collator pads
-  each batch to its longest record, so a batch of short records costs what they hold.
+- Batches of similar lengths (``train_sampling_strategy="group_by_length"``, drawn by
+  :class:`ml_exp.steps.sampling.PooledLengthSampler`, not the Trainer's megabatches) when random
+  batches would be mostly padding (``TRAIN_SAMPLING_STRATEGY = auto``): the collator pads each
+  batch to its longest record, so a batch of short records costs what they hold.
 - With it, evaluation in length order (longest first), the predictions handed to
   ``compute_metrics`` back in the validation split's row order: what compute_metrics sees is the
   same as without sorting, per row (per-document aggregation relies on that order).
@@ -23,7 +24,8 @@ from ml_exp.core.console import quiet_transformers_integrations
 
 quiet_transformers_integrations()  # before the Trainer imports them: -q prints nothing of theirs
 from transformers import Trainer  # noqa: E402
-from transformers.trainer_pt_utils import LengthGroupedSampler  # noqa: E402
+
+from ml_exp.steps.sampling import PooledLengthSampler, pool_batches  # noqa: E402
 
 GROUP_BY_LENGTH, RANDOM = "group_by_length", "random"
 # auto groups by length when random batches would be more than this share of padding: below it
@@ -31,10 +33,6 @@ GROUP_BY_LENGTH, RANDOM = "group_by_length", "random"
 PADDING_WORTH_GROUPING = 0.10
 # ... and when its batches are not markedly more of one label than shuffled ones (by this share)
 LABELS_SORTED = 0.10
-# ... and when the training split has at least this many batches: the Trainer's grouping then
-# sorts megabatches of 50 batches drawn anew each epoch. On 172 records (11 batches) grouped
-# batches taught the demo's tiny BERT nothing: test macro-F1 0.37 against 1.00 shuffled.
-ROWS_TO_GROUP = 200
 
 
 def token_lengths(dataset: Any, column: str = "input_ids") -> list[int]:
@@ -76,16 +74,14 @@ def sorts_labels(lengths: Sequence[int], labels: Sequence[int] | None, batch_siz
     are shorter than another's (invoices and contracts), grouping by length groups by class, and
     the model then learns from batches of one class at a time. One draw of each order, compared."""
     import numpy as np
-    import torch
-    from transformers.trainer_pt_utils import get_length_grouped_indices
 
     if labels is None or len(labels) != len(lengths) or len(lengths) < 2 * batch_size:
         return False
     labels = np.asarray(labels, dtype=np.int64)
-    grouped = get_length_grouped_indices(list(lengths), batch_size, generator=torch.Generator().manual_seed(seed))
+    grouped = PooledLengthSampler(lengths, batch_size, seed, pool_batches(len(lengths), batch_size)).batches()
     shuffled = np.random.default_rng(seed).permutation(len(lengths)).tolist()
     cut = lambda order: [order[i : i + batch_size] for i in range(0, len(order), batch_size)]  # noqa: E731
-    return majority_share(labels, cut(grouped)) > majority_share(labels, cut(shuffled)) + LABELS_SORTED
+    return majority_share(labels, grouped) > majority_share(labels, cut(shuffled)) + LABELS_SORTED
 
 
 def sampling_strategy(
@@ -95,7 +91,7 @@ def sampling_strategy(
     and does not sort the batches by label (:func:`sorts_labels`)."""
     if setting != "auto":
         return setting
-    if len(lengths) < ROWS_TO_GROUP * batch_size or padding_share(lengths, batch_size, seed) <= PADDING_WORTH_GROUPING:
+    if padding_share(lengths, batch_size, seed) <= PADDING_WORTH_GROUPING:
         return RANDOM
     return RANDOM if sorts_labels(lengths, labels, batch_size, seed) else GROUP_BY_LENGTH
 
@@ -159,10 +155,9 @@ class StepTrainer(Trainer):
             and self.train_lengths
             and len(self.train_lengths) == len(dataset)
         ):
-            # as the Trainer's own (megabatches of 50 batches sorted by length), lengths given
-            return LengthGroupedSampler(
-                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=list(self.train_lengths)
-            )
+            size = self.args.train_batch_size  # per process: accelerate deals out whole batches to the ranks
+            pools = pool_batches(len(self.train_lengths), size)
+            return PooledLengthSampler(self.train_lengths, size, seed=self.args.seed, pool_batches=pools)
         return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
