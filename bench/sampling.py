@@ -6,7 +6,8 @@ Corpora:
 - demo: the template's demo as baked (DOCUMENT_STRATEGY = chunks: every window MAX_LENGTH long
   but each document's last, so length tells a window's position in its document);
 - imbalanced demo: the demo's documents with a few sentences each (one window), one frequent type
-  and three rare ones (the corpus the Trainer's megabatch grouping broke: macro-F1 0.37 vs 1.00);
+  and three rare ones, CLASS_WEIGHTS = balanced (the corpus the Trainer's megabatch grouping broke:
+  macro-F1 0.37 vs 1.00);
 - mixed, tiny BERT / MiniLM: the bench's own documents, word counts log-uniform 10-505.
 """
 
@@ -74,7 +75,7 @@ def cases(bench: Any, run: Any) -> list[tuple[str, Path, str, dict[str, str]]]:
     return [
         ("demo (chunks: a window's length tells its position)", demo, "tiny-bert", run.base_env()),
         ("imbalanced demo, short records (~174 training records)", skewed, "tiny-bert",
-         run.base_env(DOCUMENT_STRATEGY="truncate", SPLIT_RATIOS="0.6,0.2,0.2", NUM_TRAIN_EPOCHS=10)),
+         run.base_env(DOCUMENT_STRATEGY="truncate", SPLIT_RATIOS="0.6,0.2,0.2", NUM_TRAIN_EPOCHS=10, CLASS_WEIGHTS="balanced")),
         ("mixed lengths, tiny BERT (1,000 documents, MAX_LENGTH 512)", bench.experiment, "tiny-bert",
          mixed("tiny-bert", 1000, run.MIXED_MAX_LENGTH)),
         ("mixed lengths, real MiniLM (240 documents, MAX_LENGTH 256)", bench.experiment, "minilm",
