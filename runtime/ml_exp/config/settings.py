@@ -244,12 +244,12 @@ class Config:
         "auto",
         parse_choice("auto", "random", "group_by_length"),
         "training",
-        "Order of the training records: group_by_length = batches of similar lengths (less padding: faster when "
-        "lengths vary);\n"
-        "random = plain shuffling; auto = group_by_length when random batches would be more than 10% padding, the "
-        "training\n"
-        "split has at least 200 batches and lengths do not sort the labels; else random (always with DOCUMENT_STRATEGY "
-        "= chunks).",
+        "Order of the training records: group_by_length = batches of similar lengths, drawn from small shuffled pools "
+        "(less\n"
+        "padding: faster when lengths vary); random = plain shuffling; auto = group_by_length when random batches "
+        "would be\n"
+        "more than 10% padding and lengths do not sort the labels; else random (always with DOCUMENT_STRATEGY = "
+        "chunks).",
     )
     mixed_precision: str = setting(
         "no",

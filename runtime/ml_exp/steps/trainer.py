@@ -87,13 +87,28 @@ def sorts_labels(lengths: Sequence[int], labels: Sequence[int] | None, batch_siz
 def sampling_strategy(
     setting: str, lengths: Sequence[int], batch_size: int, seed: int, labels: Sequence[int] | None = None
 ) -> str:
-    """TRAIN_SAMPLING_STRATEGY resolved: auto = group_by_length when it saves padding worth having
-    and does not sort the batches by label (:func:`sorts_labels`)."""
+    """TRAIN_SAMPLING_STRATEGY resolved (:func:`sampling_choice` without its reason)."""
+    return sampling_choice(setting, lengths, batch_size, seed, labels)[0]
+
+
+def sampling_choice(
+    setting: str, lengths: Sequence[int], batch_size: int, seed: int, labels: Sequence[int] | None = None
+) -> tuple[str, str]:
+    """TRAIN_SAMPLING_STRATEGY resolved, and why: auto = group_by_length when it saves padding worth
+    having and does not sort the batches by label (:func:`sorts_labels`). bench/sampling.py measured
+    the pooled batches faster and as accurate over 3 seeds on small, imbalanced and mixed-length
+    corpora, so a corpus's size does not turn it off (the Trainer's megabatches needed 200 batches)."""
     if setting != "auto":
-        return setting
-    if padding_share(lengths, batch_size, seed) <= PADDING_WORTH_GROUPING:
-        return RANDOM
-    return RANDOM if sorts_labels(lengths, labels, batch_size, seed) else GROUP_BY_LENGTH
+        return setting, f"TRAIN_SAMPLING_STRATEGY = {setting}"
+    share = padding_share(lengths, batch_size, seed)
+    if share <= PADDING_WORTH_GROUPING:
+        return RANDOM, f"random batches would be {share:.0%} padding, too little to group by length"
+    if sorts_labels(lengths, labels, batch_size, seed):
+        return RANDOM, "batches of similar lengths would be batches of one label (length tells the label)"
+    return (
+        GROUP_BY_LENGTH,
+        f"random batches would be {share:.0%} padding; labels stay mixed in batches of similar lengths",
+    )
 
 
 def in_dataset_order(
