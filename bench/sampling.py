@@ -86,11 +86,12 @@ def cases(bench: Any, run: Any) -> list[tuple[str, Path, str, dict[str, str]]]:
 
 def sampling(bench: Any, run: Any) -> None:
     only = [part for part in os.environ.get("BENCH_SAMPLING_CASES", "").split(",") if part]  # e.g. "MiniLM"
+    seeds = tuple(int(s) for s in os.environ.get("BENCH_SAMPLING_SEEDS", "").split(",") if s) or SEEDS
     for corpus, project, model, env in cases(bench, run):
         if only and not any(part in corpus for part in only):
             continue
         results: dict[str, list[dict[str, float]]] = {s: [] for s in STRATEGIES}
-        for seed in SEEDS:
+        for seed in seeds:
             order = STRATEGIES if seed % 2 else STRATEGIES[::-1]  # interleaved, as every bench pair
             for strategy in order:
                 got = _one(run, bench, project, f"sampling-{model}-{strategy}-{seed}",
@@ -108,7 +109,7 @@ def sampling(bench: Any, run: Any) -> None:
             spread = max(statistics.pstdev(shuffled), statistics.pstdev(grouped), 0.01)
             within = statistics.mean(grouped) >= statistics.mean(shuffled) - spread
             bench.rows.append({
-                "section": "sampling", "measurement": f"{corpus}: test {metric} over seeds {', '.join(map(str, SEEDS))}",
+                "section": "sampling", "measurement": f"{corpus}: test {metric} over seeds {', '.join(map(str, seeds))}",
                 "unit": metric, "baseline": "random", "ml_exp": statistics.mean(grouped),
                 "baseline_value": statistics.mean(shuffled), "ratio": None, "ratios": [], "values": grouped,
                 "goal": "within the seeds' spread", "met": within, "ratio_kind": "",
