@@ -144,8 +144,8 @@ def test_no_module_uses_another_modules_private_names(module):
 # modules allowed past 400 lines, each with its reason (and a bound, so that they do not grow unseen)
 LONGER = {
     "ml_exp.config.settings": (
-        640,
-        "the table of settings: each setting declared once, with its help text (+3 AWS ones, issue 21; +3, issues 23 and 26)",
+        700,
+        "the table of settings: each setting declared once, with its help text (+3 AWS ones, issue 21; +3, issues 23 and 26; room for issues 25 and 27)",
     ),
     "ml_exp.backends.sagemaker.jobs": (480, "a training job's specification, submission and watch in one place"),
     "ml_exp.backends.sagemaker.tuner": (500, "a tuning job's specification, submission and trials in one place"),
