@@ -191,14 +191,15 @@ def test_the_predictor_combines_a_records_windows_as_inference_does(tokenizer):
     text = words(60)
     encoded = tokenizer_encode({"text": [text, "invoice"]}, tokenizer, None, max_length=16, strategy="chunks", stride=4)
     windows = Windows("mean")
-    rows, owners = windows.split(encoded, 2)
+    rows, owners, split = windows.split(encoded, 2)
     assert owners == list(encoded["overflow_to_sample_mapping"]) and "offset_mapping" not in rows
     count = owners.count(0)
     probs = np.full((len(owners), 2), 0.5)
     probs[count - 1] = [0.1, 0.9]  # the last window of the long record decides it
-    scores, evidence = windows.combine(probs, owners, 2)
+    scores, evidence = windows.combine(probs, owners, 2, split)
     assert scores.shape == (2, 2) and scores[0].argmax() == 1 and scores[1].tolist() == [0.5, 0.5]
     assert evidence[0]["window"] == count - 1 and evidence[0]["windows"] == count and evidence[0]["end"] == len(text)
     assert evidence[1] == {"window": 0, "windows": 1, "start": 0, "end": len("invoice")}
     whole = tokenizer_encode({"text": ["invoice"]}, tokenizer, None, max_length=16, strategy="truncate")
-    assert windows.split(whole, 1)[1] == [0] and windows.combine(np.array([[0.2, 0.8]]), [0], 1)[1] == [None]
+    _, owners, split = windows.split(whole, 1)
+    assert owners == [0] and windows.combine(np.array([[0.2, 0.8]]), owners, 1, split)[1] == [None]

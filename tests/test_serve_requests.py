@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ml_exp.serving.batcher import Batcher, Busy, Expired, MAX_LARGE_WAITING
-from ml_exp.serving.predictor import RequestError
+from ml_exp.serving.predictor import RequestError, Work
 from ml_exp.serving.server import parse
 from tests.bake import bake
 
@@ -53,17 +53,37 @@ def test_a_body_that_is_no_record_is_named_as_json_names_it(body, kind):
 
 
 class SlowModel:
-    """A predictor that takes ``seconds`` a record and says which batches it saw."""
+    """A predictor (begin/advance/end, as the batcher drives one) that takes ``seconds`` a window
+    and says which windows each turn scored; a record makes ``record["windows"]`` windows (default 1)."""
 
     def __init__(self, seconds: float):
         self.seconds, self.batches, self.release = seconds, [], threading.Event()
         self.release.set()
 
-    def predict(self, records, checked=False):
+    def begin(self, records, checked=False):
+        ids, owners = [], []
+        for index, record in enumerate(records):
+            count = record.get("windows", 1)
+            ids += [record["id"]] if count == 1 else [f"{record['id']}/{w}" for w in range(count)]
+            owners += [index] * count
+        return Work(records, {"id": ids}, owners, None)
+
+    def advance(self, work, windows):
         self.release.wait()
-        self.batches.append([r["id"] for r in records])
-        time.sleep(self.seconds * len(records))
-        return [{"id": r["id"]} for r in records]
+        part = work.windows["id"][work.scored : work.scored + windows]
+        self.batches.append(part)
+        time.sleep(self.seconds * len(part))
+        work.parts.append(part)
+        work.scored += len(part)
+
+    def end(self, work):
+        return [{"id": r["id"], "windows": work.owners.count(i)} for i, r in enumerate(work.records)]
+
+    def predict(self, records, checked=False):
+        work = self.begin(records)
+        while not work.done():
+            self.advance(work, work.total)
+        return self.end(work)
 
 
 def test_small_requests_go_before_a_waiting_large_one_and_dropped_work_is_not_scored():
@@ -104,6 +124,48 @@ def test_a_large_request_whose_client_went_away_stops_between_parts():
     large.cancel()
     time.sleep(0.5)
     assert len(model.batches) <= 2, model.batches
+
+
+def test_a_small_request_goes_between_the_windows_of_one_long_document():
+    model = SlowModel(0.01)
+    batcher = Batcher(model, max_records=4, timeout_s=30)
+    document = batcher.submit([{"id": "doc", "windows": 60}], large=True)
+    time.sleep(0.05)  # its first windows are being scored
+    small = batcher.submit([{"id": "small"}])
+    assert small.future.result(10) == [{"id": "small", "windows": 1}]
+    assert document.future.result(10) == [{"id": "doc", "windows": 60}]
+    turn = model.batches.index(["small"])
+    assert 1 <= turn <= 3 and len(model.batches) == 16, model.batches  # 15 turns of 4 windows, the small one between
+
+
+def test_a_long_document_whose_client_went_away_stops_between_turns_of_windows():
+    model = SlowModel(0.02)
+    batcher = Batcher(model, max_records=4, timeout_s=30)
+    document = batcher.submit([{"id": "doc", "windows": 400}], large=True)
+    time.sleep(0.1)
+    document.cancel()
+    time.sleep(0.3)
+    scored = sum(map(len, model.batches))
+    time.sleep(0.3)
+    assert scored == sum(map(len, model.batches)) and scored < 40, scored
+
+
+def test_a_document_that_cannot_be_scored_within_the_timeout_is_refused_before_it_is_scored():
+    model = SlowModel(0.01)  # ~100 windows/s
+    batcher = Batcher(model, max_records=4, timeout_s=1)
+    batcher.submit([{"id": "warm-up", "windows": 8}]).future.result(10)  # the speed is measured
+    assert 50 < batcher.speed < 130, batcher.speed
+    huge = batcher.submit([{"id": "huge", "windows": 500}], large=True)
+    with pytest.raises(RequestError) as caught:
+        huge.future.result(10)
+    assert caught.value.status == 413 and "500 windows" in caught.value.message
+    assert "SERVE_TIMEOUT_S = 1 s" in caught.value.message and "MAX_CHUNKS" in caught.value.message
+    late = batcher.submit([{"id": "late", "windows": 60}], deadline=time.monotonic() + 0.3, large=True)
+    with pytest.raises(Expired):  # it alone would fit in the timeout; not in what is left of its deadline
+        late.future.result(10)
+    fits = batcher.submit([{"id": "fits", "windows": 40}], large=True)
+    assert fits.future.result(10) == [{"id": "fits", "windows": 40}]
+    assert not any(str(w).startswith(("huge", "late")) for turn in model.batches for w in turn), model.batches
 
 
 def test_the_queue_is_bounded_and_a_stalled_model_is_reported():

@@ -47,23 +47,24 @@ class RequestError(UserError):
 
 class Documents:
     """How records become model windows and window scores become a record's scores.
-    ``split(encoded, n)`` -> (window columns, owner record of each window);
-    ``combine(scores, owners, n)`` -> (one score row per record, evidence per record or None)."""
+    ``split(encoded, n)`` -> (window columns, owner record of each window, what ``combine`` needs);
+    ``combine(scores, owners, n, split)`` -> (one score row per record, evidence per record or None).
+    Stateless: the server scores several requests' windows in turns (:class:`Work`)."""
 
-    def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int]]:
+    def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int], Any]:
         raise NotImplementedError
 
-    def combine(self, scores: Any, owners: list[int], n: int) -> tuple[Any, list[dict | None]]:
+    def combine(self, scores: Any, owners: list[int], n: int, split: Any) -> tuple[Any, list[dict | None]]:
         raise NotImplementedError
 
 
 class WholeRecord(Documents):
     """One window per record: what ``encode`` made of it (truncated to MAX_LENGTH)."""
 
-    def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int]]:
-        return encoded, list(range(n))
+    def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int], Any]:
+        return encoded, list(range(n)), None
 
-    def combine(self, scores: Any, owners: list[int], n: int) -> tuple[Any, list[dict | None]]:
+    def combine(self, scores: Any, owners: list[int], n: int, split: Any) -> tuple[Any, list[dict | None]]:
         return scores, [None] * n
 
 
@@ -74,40 +75,60 @@ class Windows(Documents):
 
     def __init__(self, aggregation: str):
         self.aggregation = aggregation
-        self.spans: list[tuple[int, int]] = []
-        self.pages: list[int] | None = None
 
-    def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int]]:
+    def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int], Any]:
+        """The windows, their owners and, for ``combine``, each window's character span and page."""
         from ml_exp.toolkit.documents import MAPPING, PAGE, WINDOW_END, WINDOW_START, Windowing, to_rows
 
         if MAPPING not in encoded:
-            self.spans, self.pages = [], None
-            return encoded, list(range(n))
+            return encoded, list(range(n)), None
         rows = to_rows({}, encoded, Windowing())
-        self.spans = list(zip(rows[WINDOW_START], rows[WINDOW_END]))
-        self.pages = [int(p) for p in rows[PAGE]] if PAGE in rows else None
-        return rows, [int(owner) for owner in encoded[MAPPING]]
+        spans = list(zip(rows[WINDOW_START], rows[WINDOW_END]))
+        pages = [int(p) for p in rows[PAGE]] if PAGE in rows else None
+        return rows, [int(owner) for owner in encoded[MAPPING]], (spans, pages)
 
-    def combine(self, scores: Any, owners: list[int], n: int) -> tuple[Any, list[dict | None]]:
+    def combine(self, scores: Any, owners: list[int], n: int, split: Any) -> tuple[Any, list[dict | None]]:
         import numpy as np
 
         from ml_exp.toolkit.documents import combine
 
-        if not self.spans:
+        if split is None:
             return scores, [None] * n
+        spans, pages = split
         starts = np.searchsorted(np.asarray(owners), np.arange(n))
         combined, deciding = combine(scores, starts, self.aggregation)
         counts = np.diff(np.append(starts, len(owners)))
         evidence = []
         for record, window in enumerate(deciding.tolist()):
-            start, end = self.spans[int(starts[record]) + window]
+            start, end = spans[int(starts[record]) + window]
             proof: dict[str, Any] = {"window": window, "windows": int(counts[record])}
             if start >= 0:
                 proof.update(start=start, end=end)
-            if self.pages is not None:  # one window per page: the page that decided it
-                proof["page"] = self.pages[int(starts[record]) + window]
+            if pages is not None:  # one window per page: the page that decided it
+                proof["page"] = pages[int(starts[record]) + window]
             evidence.append(proof)
         return combined, evidence
+
+
+class Work:
+    """Records on their way through the model: encoded and split into windows by :meth:`Predictor.begin`,
+    scored some windows at a time by :meth:`Predictor.advance` (the server lets other requests go
+    between the turns of a long document), made predictions by :meth:`Predictor.end`."""
+
+    def __init__(
+        self, records: Sequence[Mapping[str, Any]], windows: Mapping[str, list], owners: list[int], split: Any
+    ):
+        self.records, self.windows, self.owners, self.split = records, windows, owners, split
+        self.parts: list[Any] = []  # score arrays of the windows scored so far, in order
+        self.scored = 0
+
+    @property
+    def total(self) -> int:
+        """How many windows the records make."""
+        return len(self.owners)
+
+    def done(self) -> bool:
+        return self.scored >= self.total
 
 
 class Predictor:
@@ -193,9 +214,15 @@ class Predictor:
 
     def predict(self, records: Sequence[Mapping[str, Any]], checked: bool = False) -> list[dict[str, Any]]:
         """Predictions for ``records`` (checked first unless ``checked``), in their order."""
+        work = self.begin(records, checked)
+        while not work.done():
+            self.advance(work, work.total)
+        return self.end(work)
+
+    def begin(self, records: Sequence[Mapping[str, Any]], checked: bool = False) -> Work:
+        """``records`` (checked first unless ``checked``) encoded and split into windows, none scored yet."""
         if not checked:
             self.check(records)
-        n = len(records)
         batch: dict[str, list] = {
             field: [_decoded(r[field], kind) if r[field] is not None else None for r in records]
             for field, kind in self.fields.items()
@@ -203,10 +230,28 @@ class Predictor:
         batch[ID] = [record.get(ID) for record in records]
         with self._lock:
             encoded = self._encode(batch)
-            windows, owners = self.documents.split(encoded, n)
-            scores = self._scores(windows, len(owners))
-            scores, evidence = self.documents.combine(scores, owners, n)
-        return [self._prediction(record, row, proof) for record, row, proof in zip(records, scores.tolist(), evidence)]
+            windows, owners, split = self.documents.split(encoded, len(records))
+        return Work(records, windows, owners, split)
+
+    def advance(self, work: Work, windows: int) -> None:
+        """Score the next ``windows`` windows of ``work`` (at least one batch)."""
+        start = work.scored
+        stop = min(work.total, start + max(windows, 1))
+        with self._lock:
+            part = self._scores({c: work.windows[c][start:stop] for c in work.windows}, stop - start)
+        work.parts.append(part)
+        work.scored = stop
+
+    def end(self, work: Work) -> list[dict[str, Any]]:
+        """The predictions of ``work``'s records, every window scored."""
+        import numpy as np
+
+        n = len(work.records)
+        scores = np.concatenate(work.parts) if work.parts else np.zeros((0, len(self.labels)))
+        scores, evidence = self.documents.combine(scores, work.owners, n, work.split)
+        return [
+            self._prediction(record, row, proof) for record, row, proof in zip(work.records, scores.tolist(), evidence)
+        ]
 
     def _encode(self, batch: dict[str, list]) -> Mapping[str, list]:
         from ml_exp.toolkit.documents import check_encoded
