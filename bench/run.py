@@ -38,7 +38,7 @@ EXP = str(BIN / "exp")
 PYTHON = sys.executable
 RESULTS = ROOT / "out" / "bench"
 EXPERIMENT = "EXP-9000-bench"
-SECTIONS = ("cli", "reconciliation", "preparation", "inference", "training", "sampling", "serving", "long_documents")
+SECTIONS = ("cli", "reconciliation", "preparation", "inference", "training", "sampling", "serving", "long_documents", "scale")
 # torch threads of every measured process, both sides (OMP_NUM_THREADS). 1 by default: on a
 # shared 2-core machine a 1-thread process keeps its speed while another process is busy, where
 # 2 OpenMP threads slow down erratically (spinning barriers). --threads 2 measures ml-exp's
@@ -448,6 +448,12 @@ class Bench:
         import long_documents
 
         long_documents.run_section(self, say, median)
+
+    def scale(self) -> None:
+        """Section 8, in bench/scale.py: preparation of 100k and 1M short records, its peak memory."""
+        import scale
+
+        scale.run_section(self, say, median)
 
     def serving(self) -> None:
         """`exp serve` (uvicorn, real HTTP clients in another process) vs a bare in-process

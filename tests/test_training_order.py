@@ -162,7 +162,7 @@ def test_varied_lengths_train_in_length_groups_by_default_and_randomly_when_set_
     (tmp_path / "on").mkdir()
     (tmp_path / "off").mkdir()
     ctx, grouped, references, checkpoints = train(tmp_path / "on", data)
-    assert grouped["train_sampling_strategy"] == GROUP_BY_LENGTH and "% padding" in grouped["train_sampling_reason"]
+    assert grouped["train_sampling_strategy"] == GROUP_BY_LENGTH and "of the tokens would be padding" in grouped["train_sampling_reason"]
     # evaluated longest first, yet compute_metrics sees the validation rows in their own order
     assert references and all(refs == list(validation_labels) for refs in references)
     assert grouped["global_step"] == 2 * (24 // BATCH)

@@ -102,12 +102,12 @@ def sampling_choice(
         return setting, f"TRAIN_SAMPLING_STRATEGY = {setting}"
     share = padding_share(lengths, batch_size, seed)
     if share <= PADDING_WORTH_GROUPING:
-        return RANDOM, f"random batches would be {share:.0%} padding, too little to group by length"
+        return RANDOM, f"shuffled, {share:.0%} of the tokens would be padding: too little to group by length"
     if sorts_labels(lengths, labels, batch_size, seed):
-        return RANDOM, "batches of similar lengths would be batches of one label (length tells the label)"
+        return RANDOM, "grouped by length, each batch would hold one label (length tells the label)"
     return (
         GROUP_BY_LENGTH,
-        f"random batches would be {share:.0%} padding; labels stay mixed in batches of similar lengths",
+        f"shuffled, {share:.0%} of the tokens would be padding; grouped by length, labels stay mixed",
     )
 
 
