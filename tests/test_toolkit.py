@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,9 @@ def test_metrics_equal_sklearn_on_random_data(as_numpy):
     labels = ["contract", "audit", "policy", "memo", "never-seen"]  # the last class occurs nowhere
     refs = rng.integers(0, 4, size=300)
     preds = np.where(rng.random(300) < 0.6, refs, rng.integers(0, 4, size=300))
-    got = toolkit.classification_metrics(preds if as_numpy else preds.tolist(), refs if as_numpy else refs.tolist(), labels)
+    got = toolkit.classification_metrics(
+        preds if as_numpy else preds.tolist(), refs if as_numpy else refs.tolist(), labels
+    )
     assert set(got) == METRIC_KEYS
     assert all(type(v) is float for v in got.values())
     expected = sklearn_metrics(preds, refs, len(labels))
@@ -93,7 +96,8 @@ def test_evaluate_loads_the_shipped_module_once(monkeypatch):
     assert copied.read_text() == SHIPPED_METRIC.read_text()
     assert copied != SHIPPED_METRIC.resolve()
     assert str(copied).startswith(os.path.realpath(evaluate.config.HF_MODULES_CACHE)) or str(copied).startswith(
-        str(evaluate.config.HF_MODULES_CACHE))
+        str(evaluate.config.HF_MODULES_CACHE)
+    )
     # cached: no second evaluate.load
     monkeypatch.setattr(evaluate, "load", lambda *a, **k: pytest.fail("evaluate.load called again"))
     assert toolkit.classification_metric_module() is module
@@ -124,8 +128,10 @@ def test_metrics_folder_is_part_of_the_installed_package():
 
 def test_import_is_light():
     """exp validate imports experiment.py, which imports ml_exp.toolkit: no ML stack at import."""
-    code = ("import sys, ml_exp.toolkit; "
-            "print(','.join(m for m in ('torch', 'transformers', 'evaluate', 'datasets', 'sklearn', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys, ml_exp.toolkit; "
+        "print(','.join(m for m in ('torch', 'transformers', 'evaluate', 'datasets', 'sklearn', 'numpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 
@@ -145,20 +151,33 @@ def tokenizer():
     corpus = ["the contract is signed today.", "audit report of the finances.", "policy for remote work."] * 20
     backend.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=100, special_tokens=specials))
     backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", backend.token_to_id("[CLS]")), ("[SEP]", backend.token_to_id("[SEP]"))])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", backend.token_to_id("[CLS]")), ("[SEP]", backend.token_to_id("[SEP]"))],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 @pytest.fixture
 def ctx(tmp_path):
-    (tmp_path / "settings.ini").write_text("[settings]\nEXPERIMENT_NAME = EXP-1-t\nMODEL_NAMES = tiny\n"
-                                           "WANDB_MODE = disabled\nMAX_LENGTH = 7\n")
+    (tmp_path / "settings.ini").write_text(
+        "[settings]\nEXPERIMENT_NAME = EXP-1-t\nMODEL_NAMES = tiny\nWANDB_MODE = disabled\nMAX_LENGTH = 7\n"
+    )
     return Context(config=load_config(tmp_path, environ={}))
 
 
 def test_encode_joins_fields_and_skips_missing_values(tokenizer, ctx):
-    batch = {"title": ["Contract", None, ""], "text": ["signed today", "audit report", "remote work"], "label": [0, 1, 2]}
+    batch = {
+        "title": ["Contract", None, ""],
+        "text": ["signed today", "audit report", "remote work"],
+        "label": [0, 1, 2],
+    }
     got = toolkit.tokenizer_encode(batch, tokenizer, ctx, text_fields=("title", "text"), max_length=64)
     assert isinstance(got, dict) and all(isinstance(v, list) for v in got.values())
     expected = tokenizer(["Contract. signed today", "audit report", "remote work"])
@@ -195,7 +214,9 @@ def test_encode_names_a_missing_field(tokenizer, ctx):
 def test_encode_works_with_datasets_map(tokenizer, ctx):
     import datasets
 
-    raw = datasets.Dataset.from_dict({"id": ["1", "2", "3"], "text": ["audit report", "the contract", "policy"] , "label": [1, 0, 2]})
+    raw = datasets.Dataset.from_dict(
+        {"id": ["1", "2", "3"], "text": ["audit report", "the contract", "policy"], "label": [1, 0, 2]}
+    )
     encoded = raw.map(lambda b: toolkit.tokenizer_encode(b, tokenizer, ctx), batched=True, batch_size=2)
     assert set(encoded.column_names) >= {"id", "label", "input_ids", "attention_mask"}
     assert encoded[1]["input_ids"] == tokenizer("the contract")["input_ids"]
@@ -207,3 +228,57 @@ def test_the_former_name_still_works():
 
     assert set(defaults.__all__) == set(toolkit.__all__)
     assert all(getattr(defaults, name) is getattr(toolkit, name) for name in toolkit.__all__)
+
+
+# --- multi_label_metrics (issue 25) -------------------------------------------------------------
+
+
+def test_multi_label_metrics_on_a_worked_example():
+    labels = ["soc2", "bridge-letter", "dpa"]
+    references = [[1, 1, 0], [1, 0, 0], [0, 0, 1], [0, 0, 0]]  # the last document carries no label
+    predictions = [[1, 0, 0], [1, 0, 0], [0, 1, 1], [0, 0, 0]]
+    got = toolkit.multi_label_metrics(predictions, references, labels)
+    assert got["subset_accuracy"] == pytest.approx(2 / 4)  # documents 2 and 4 have every label right
+    assert got["hamming_loss"] == pytest.approx(2 / 12)  # two wrong cells of twelve
+    # micro: 3 true positives, 1 false positive, 1 false negative
+    assert got["precision_micro"] == pytest.approx(3 / 4)
+    assert got["recall_micro"] == pytest.approx(3 / 4)
+    assert got["f1_micro"] == pytest.approx(3 / 4)
+    # per label: soc2 perfect, bridge-letter 0 (one miss, one false alarm), dpa perfect
+    assert (got["precision_soc2"], got["recall_soc2"], got["f1_soc2"]) == (1.0, 1.0, 1.0)
+    assert (got["precision_bridge-letter"], got["recall_bridge-letter"]) == (0.0, 0.0)
+    assert got["f1_macro"] == pytest.approx(2 / 3)
+    assert all(type(v) is float for v in got.values())
+
+
+def test_multi_label_metrics_equal_sklearn_on_random_data():
+    from sklearn.metrics import f1_score, hamming_loss
+
+    rng = np.random.default_rng(11)
+    labels = ["a", "b", "c", "d", "never-seen"]
+    refs = (rng.random((200, 5)) < 0.3).astype(int)
+    refs[:, 4] = 0
+    preds = np.where(rng.random((200, 5)) < 0.8, refs, 1 - refs)
+    preds[:, 4] = 0
+    got = toolkit.multi_label_metrics(preds, refs.tolist(), labels)
+    for average in ("micro", "macro", "samples"):
+        assert got[f"f1_{average}"] == pytest.approx(f1_score(refs, preds, average=average, zero_division=0))
+    assert got["hamming_loss"] == pytest.approx(hamming_loss(refs, preds))
+    assert got["f1_never-seen"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("predictions", "references", "labels", "message"),
+    [
+        ([0, 1], [0, 1], ["a", "b"], "must be multi-hot rows"),
+        ([[0.9, 0.1]], [[1, 0]], ["a", "b"], "threshold probabilities or logits first"),
+        ([[1, 0, 0]], [[1, 0, 0]], ["a", "b"], "3 columns but there are 2 labels"),
+        ([[1, 0]], [[1, 0], [0, 1]], ["a", "b"], "1 predictions but 2 references"),
+        (np.zeros((0, 2)), np.zeros((0, 2)), ["a", "b"], "no predictions to score"),
+        ([[1, 0]], [[1, 0]], ["a", "a"], "labels ['a'] occur more than once"),
+        ([[1]], [[1]], [], "labels is empty"),
+    ],
+)
+def test_multi_label_metrics_refuse_bad_input(predictions, references, labels, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        toolkit.multi_label_metrics(predictions, references, labels)
