@@ -282,3 +282,44 @@ def test_multi_label_metrics_equal_sklearn_on_random_data():
 def test_multi_label_metrics_refuse_bad_input(predictions, references, labels, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         toolkit.multi_label_metrics(predictions, references, labels)
+
+
+# --- tune_label_thresholds (issue 25 item 2) ----------------------------------------------------
+
+# Label "a": positives score 0.9, 0.7, 0.4; negatives 0.6, 0.2, 0.1. Label "b": never present.
+THRESHOLD_PROBS = [[0.9, 0.3], [0.7, 0.2], [0.6, 0.8], [0.4, 0.1], [0.2, 0.4], [0.1, 0.6]]
+THRESHOLD_REFS = [[1, 0], [1, 0], [0, 0], [1, 0], [0, 0], [0, 0]]
+
+
+def test_f1_threshold_maximises_each_labels_f1():
+    tuned = toolkit.tune_label_thresholds(THRESHOLD_PROBS, THRESHOLD_REFS, ["a", "b"], "f1")
+    # at 0.4 all three positives and one negative pass: F1 = 6/7, better than 0.7 (0.8) or 0.9 (0.5)
+    assert tuned["a"] == {"threshold": 0.4, "precision": 0.75, "recall": 1.0, "met": True}
+    # no positive to tune on: the default threshold, marked as not tuned
+    assert tuned["b"]["threshold"] == 0.5 and tuned["b"]["met"] is False
+
+
+def test_precision_target_keeps_the_lowest_threshold_that_reaches_it():
+    tuned = toolkit.tune_label_thresholds(THRESHOLD_PROBS, THRESHOLD_REFS, ["a", "b"], "precision:0.95")
+    assert tuned["a"] == {"threshold": 0.7, "precision": 1.0, "recall": pytest.approx(2 / 3), "met": True}
+    probs = [[0.9], [0.8], [0.1]]
+    refs = [[0], [1], [1]]  # the top score is a negative: precision 1.0 is out of reach
+    unmet = toolkit.tune_label_thresholds(probs, refs, ["a"], "precision:0.99")["a"]
+    assert unmet["met"] is False and unmet["precision"] < 0.99
+
+
+def test_fixed_threshold_applies_to_every_label():
+    tuned = toolkit.tune_label_thresholds(THRESHOLD_PROBS, THRESHOLD_REFS, ["a", "b"], "0.65")
+    assert {name: t["threshold"] for name, t in tuned.items()} == {"a": 0.65, "b": 0.65}
+    assert tuned["a"]["precision"] == 1.0 and tuned["a"]["recall"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("rule", ["f2", "precision", "precision:1.5", "precision:x", "0", "1", "nan"])
+def test_bad_threshold_rule_is_refused_naming_the_setting(rule):
+    with pytest.raises(ValueError, match=re.escape(f"LABEL_THRESHOLDS = {rule!r}: use f1")):
+        toolkit.parse_threshold_rule(rule)
+
+
+def test_thresholds_refuse_probabilities_that_do_not_match_the_references():
+    with pytest.raises(ValueError, match="probabilities have shape"):
+        toolkit.tune_label_thresholds([[0.5]], [[1, 0]], ["a", "b"])

@@ -10,7 +10,8 @@ that the steps and serving share (below both, so that neither borrows from the o
         return toolkit.classification_metrics(predictions, references, labels)
 
 - :mod:`.encoding`: ``tokenizer_encode`` (the document strategies), ``classification_metrics``;
-- :mod:`.multilabel`: ``multi_label_metrics`` for multi-hot predictions (several labels a document);
+- :mod:`.multilabel`: ``multi_label_metrics`` for multi-hot predictions (several labels a document),
+  ``tune_label_thresholds`` (a probability threshold per label, by a ``LABEL_THRESHOLDS`` rule);
 - :mod:`.layout`: ``layout_encode`` for layout models (words, boxes, page image);
 - :mod:`.collate`: processors of any kind (``tokenizer_of``) and the padding collator;
 - :mod:`.pdf`: ``pdf_pages`` / ``pdf_text`` for ``reconcile``;
@@ -24,7 +25,7 @@ torch, transformers, numpy, evaluate and pypdf are imported inside the functions
 
 from ml_exp.toolkit.encoding import STRATEGIES, classification_metric_module, classification_metrics, tokenizer_encode
 from ml_exp.toolkit.layout import layout_encode, open_image
-from ml_exp.toolkit.multilabel import multi_label_metrics
+from ml_exp.toolkit.multilabel import multi_label_metrics, parse_threshold_rule, tune_label_thresholds
 from ml_exp.toolkit.pdf import pdf_pages, pdf_text
 from ml_exp.toolkit.scans import ocr_words, pdf_page_images
 
@@ -36,8 +37,10 @@ __all__ = [
     "multi_label_metrics",
     "ocr_words",
     "open_image",
+    "parse_threshold_rule",
     "pdf_page_images",
     "pdf_pages",
     "pdf_text",
     "tokenizer_encode",
+    "tune_label_thresholds",
 ]
