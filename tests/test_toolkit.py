@@ -323,3 +323,55 @@ def test_bad_threshold_rule_is_refused_naming_the_setting(rule):
 def test_thresholds_refuse_probabilities_that_do_not_match_the_references():
     with pytest.raises(ValueError, match="probabilities have shape"):
         toolkit.tune_label_thresholds([[0.5]], [[1, 0]], ["a", "b"])
+
+
+# --- temperature scaling and ECE (issue 25 item 3) ----------------------------------------------
+
+
+def overconfident_single_label(seed=3, n=4000, k=4, sharpen=3.0):
+    """Labels drawn from softmax(z); the model reports softmax(3 z): confident past its accuracy."""
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(seed)
+    true_logits = rng.normal(0, 1.5, size=(n, k))
+    cumulative = softmax(true_logits, axis=1).cumsum(axis=1)
+    labels = np.minimum((rng.random((n, 1)) > cumulative).sum(axis=1), k - 1)
+    return true_logits * sharpen, labels
+
+
+def test_temperature_recovers_overconfidence_and_lowers_ece():
+    logits, labels = overconfident_single_label()
+    temperature = toolkit.fit_temperature(logits, labels)
+    assert temperature == pytest.approx(3.0, rel=0.15)
+
+    def ece(probs):
+        return toolkit.expected_calibration_error(probs.max(axis=1), probs.argmax(axis=1) == labels)
+
+    before = ece(toolkit.apply_temperature(logits, 1.0))
+    after = ece(toolkit.apply_temperature(logits, temperature))
+    assert after < before / 3, (before, after)
+    # scaling never changes the predicted class
+    assert (toolkit.apply_temperature(logits, temperature).argmax(axis=1) == logits.argmax(axis=1)).all()
+
+
+def test_multi_label_temperature_is_fitted_per_label():
+    rng = np.random.default_rng(5)
+    true_logits = rng.normal(0, 2.0, size=(4000, 2))
+    truth = (rng.random((4000, 2)) < 1 / (1 + np.exp(-true_logits))).astype(int)
+    reported = true_logits * np.array([3.0, 0.5])  # label 0 overconfident, label 1 underconfident
+    temperatures = toolkit.fit_temperature(reported, truth, multi_label=True)
+    assert temperatures == [pytest.approx(3.0, rel=0.15), pytest.approx(0.5, rel=0.15)]
+    before = toolkit.expected_calibration_error(toolkit.apply_temperature(reported, 1.0, multi_label=True), truth)
+    after = toolkit.expected_calibration_error(toolkit.apply_temperature(reported, temperatures, multi_label=True), truth)
+    assert after < before / 3, (before, after)
+
+
+def test_ece_on_a_worked_example():
+    # bin [0.9, 1.0]: confidence 0.95, right half the time -> gap 0.45 over half the documents
+    # bin [0.5, 0.6): confidence 0.55, right every time -> gap 0.45 over the other half
+    assert toolkit.expected_calibration_error([0.95, 0.95, 0.55, 0.55], [1, 0, 1, 1]) == pytest.approx(0.45)
+    assert toolkit.expected_calibration_error([1.0, 0.0], [1, 0]) == 0.0
+    with pytest.raises(ValueError, match="2 confidences but 1 outcomes"):
+        toolkit.expected_calibration_error([0.5, 0.5], [1])
+    with pytest.raises(ValueError, match="references must be 2 class ids"):
+        toolkit.fit_temperature([[1.0, 0.0], [0.0, 1.0]], [0.5, 1.0])
