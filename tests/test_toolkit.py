@@ -375,3 +375,41 @@ def test_ece_on_a_worked_example():
         toolkit.expected_calibration_error([0.5, 0.5], [1])
     with pytest.raises(ValueError, match="references must be 2 class ids"):
         toolkit.fit_temperature([[1.0, 0.0], [0.0, 1.0]], [0.5, 1.0])
+
+
+# --- review routing (issue 25 item 4) -----------------------------------------------------------
+
+REVIEW_CONF = [0.99, 0.95, 0.95, 0.9, 0.8, 0.7, 0.6]
+REVIEW_RIGHT = [1, 1, 1, 0, 1, 1, 0]
+
+
+def test_review_threshold_takes_the_most_coverage_that_meets_the_target():
+    curve = toolkit.coverage_precision_curve(REVIEW_CONF, REVIEW_RIGHT)
+    # the tie at 0.95 is one threshold: both documents go through together
+    assert curve["threshold"] == [0.99, 0.95, 0.9, 0.8, 0.7, 0.6]
+    assert curve["precision"] == pytest.approx([1.0, 1.0, 0.75, 0.8, 5 / 6, 5 / 7])
+    chosen = toolkit.review_threshold(REVIEW_CONF, REVIEW_RIGHT, 0.8)
+    # 0.7 automates six documents at 5/6; 0.9 (0.75) fails in between, which does not stop it
+    assert chosen == {"threshold": 0.7, "coverage": pytest.approx(6 / 7), "precision": pytest.approx(5 / 6), "target": 0.8}
+    strict = toolkit.review_threshold(REVIEW_CONF, REVIEW_RIGHT, 0.98)
+    assert strict["threshold"] == 0.95 and strict["coverage"] == pytest.approx(3 / 7)
+    assert toolkit.needs_review(REVIEW_CONF, strict["threshold"]) == [False, False, False, True, True, True, True]
+
+
+def test_test_split_precision_at_the_validation_threshold():
+    routed = toolkit.routed_precision([0.97, 0.96, 0.5, 0.99], [1, 0, 1, 1], 0.95)
+    assert routed == {"threshold": 0.95, "coverage": 0.75, "precision": pytest.approx(2 / 3)}
+    assert toolkit.routed_precision([0.5], [1], 0.95)["precision"] is None
+
+
+def test_unreachable_target_sends_everything_to_review():
+    chosen = toolkit.review_threshold([0.9, 0.8], [0, 1], 0.99)
+    assert chosen["threshold"] is None and chosen["coverage"] == 0.0
+    assert toolkit.needs_review([0.9, 0.8], None) == [True, True]
+    assert toolkit.routed_precision([0.9], [1], None) == {"threshold": None, "coverage": 0.0, "precision": None}
+
+
+@pytest.mark.parametrize("target", [0, 1.5, -0.2])
+def test_bad_review_target_names_the_setting(target):
+    with pytest.raises(ValueError, match=re.escape(f"REVIEW_TARGET_PRECISION = {target!r}")):
+        toolkit.review_threshold([0.9], [1], target)
