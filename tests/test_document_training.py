@@ -1,0 +1,72 @@
+"""Document-level training's building blocks (issue 27): whole documents per batch, loss per document."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ml_exp.steps.document_batches import DocumentBatchSampler, document_loss, document_spans  # noqa: E402
+from ml_exp.toolkit.documents import combine, document_starts  # noqa: E402
+
+# three documents: 3 windows, 1 window, 2 windows
+WINDOWS = [0, 1, 2, 0, 0, 1]
+
+
+def test_spans_follow_the_window_column_and_refuse_rows_out_of_order():
+    assert document_spans(WINDOWS) == [(0, 3), (3, 4), (4, 6)]
+    with pytest.raises(ValueError, match="window 0"):
+        document_spans([1, 0])
+
+
+def test_batches_hold_whole_documents_in_order_and_differ_by_epoch_only():
+    windows = [w for n in (3, 1, 2, 5, 1, 4, 2) for w in range(n)]
+    sampler = DocumentBatchSampler(windows, documents_per_batch=2, seed=7)
+    first = sampler.batches()
+    assert len(first) == len(sampler) == 4
+    assert sorted(row for batch in first for row in batch) == list(range(len(windows)))
+    spans = set(document_spans(windows))
+    for batch in first:
+        starts = [i for i, row in enumerate(batch) if windows[row] == 0]
+        assert starts[0] == 0 and 1 <= len(starts) <= 2  # starts at a document's first window
+        for a, b in zip(starts, starts[1:] + [len(batch)]):  # each document whole, its windows in order
+            assert (batch[a], batch[b - 1] + 1) in spans and batch[a:b] == list(range(batch[a], batch[b - 1] + 1))
+    assert DocumentBatchSampler(windows, 2, seed=7).batches() == first  # resume and every rank: same batches
+    orders = set()
+    for epoch in range(5):
+        sampler.set_epoch(epoch)
+        orders.add(tuple(tuple(b) for b in sampler.batches()))
+    assert len(orders) > 1
+
+
+@pytest.mark.parametrize("how", ["mean", "max"])
+def test_loss_is_the_documents_cross_entropy_of_inference_scores(how):
+    torch.manual_seed(0)
+    logits = torch.randn(len(WINDOWS), 4)
+    labels = torch.tensor([2, 2, 2, 0, 3, 3])
+    windows = torch.tensor(WINDOWS)
+    scores, _ = combine(torch.softmax(logits, -1).numpy(), document_starts(WINDOWS), how)
+    expected = -torch.log(torch.tensor(scores)[torch.arange(3), torch.tensor([2, 0, 3])]).mean()
+    assert float(document_loss(logits, labels, windows, how)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_one_window_documents_under_mean_are_plain_cross_entropy_with_class_weights():
+    torch.manual_seed(1)
+    logits, labels = torch.randn(5, 3), torch.tensor([0, 1, 2, 1, 0])
+    weights = [0.5, 2.0, 1.0]
+    plain = torch.nn.functional.cross_entropy(logits, labels, weight=torch.tensor(weights))
+    ours = document_loss(logits, labels, torch.zeros(5, dtype=torch.long), "mean", weights)
+    assert float(ours) == pytest.approx(float(plain), rel=1e-5)
+
+
+def test_under_max_the_gradient_reaches_the_deciding_window_and_not_the_filler():
+    # one document of three windows: window 1 gives its class (1) the highest probability
+    logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 0.5]], requires_grad=True)
+    document_loss(logits, torch.tensor([1, 1, 1]), torch.tensor([0, 1, 2]), "max").backward()
+    assert float(logits.grad[1].abs().sum()) > 0
+    assert float(logits.grad[2].abs().sum()) == 0.0  # filler window 2 gives no class its max
+
+
+def test_a_batch_that_starts_mid_document_is_refused():
+    with pytest.raises(ValueError, match="first window"):
+        document_loss(torch.zeros(2, 2), torch.tensor([0, 0]), torch.tensor([1, 2]))
