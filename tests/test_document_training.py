@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -70,3 +71,68 @@ def test_under_max_the_gradient_reaches_the_deciding_window_and_not_the_filler()
 def test_a_batch_that_starts_mid_document_is_refused():
     with pytest.raises(ValueError, match="first window"):
         document_loss(torch.zeros(2, 2), torch.tensor([0, 0]), torch.tensor([1, 2]))
+
+
+def test_the_trainer_trains_on_whole_documents_with_gradient_accumulation(tmp_path):
+    """A real tiny BERT: documents of 1-4 windows, one window saying the class, the rest shared
+    filler; StepTrainer with document_training sees batches of whole documents only."""
+    from datasets import Dataset
+    from transformers import BertConfig, BertForSequenceClassification, DataCollatorWithPadding, TrainingArguments
+
+    from ml_exp.steps.trainer import StepTrainer
+    from tests.tiny_tokenizer import wordpiece_tokenizer
+
+    words = {0: "contract signed party terms", 1: "audit report finances review"}
+    filler = "the weather was mild and the office was quiet"
+    tokenizer = wordpiece_tokenizer([*words.values(), filler] * 5, vocab_size=60)
+    rng = np.random.default_rng(0)
+    rows = {"input_ids": [], "attention_mask": [], "label": [], "window": []}
+    for d in range(24):
+        label, count = d % 2, int(rng.integers(1, 5))
+        deciding = int(rng.integers(0, count))
+        for w in range(count):
+            encoded = tokenizer(words[label] if w == deciding else filler)
+            rows["input_ids"].append(encoded["input_ids"])
+            rows["attention_mask"].append(encoded["attention_mask"])
+            rows["label"].append(label)
+            rows["window"].append(w)
+    train = Dataset.from_dict(rows)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    model = BertForSequenceClassification(BertConfig(**config.to_dict(), num_labels=2))
+    seen: list[list[int]] = []
+
+    class Spy(StepTrainer):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if "window" in inputs:
+                seen.append(inputs["window"].tolist())
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=3,
+        gradient_accumulation_steps=2,
+        num_train_epochs=2,
+        learning_rate=1e-3,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=3,
+    )
+    trainer = Spy(
+        model=model,
+        args=args,
+        train_dataset=train,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        document_training=(rows["window"], "max", None),
+    )
+    before = [p.detach().clone() for p in model.parameters()]
+    result = trainer.train()
+    assert np.isfinite(result.training_loss)
+    assert len(seen) == 2 * 8  # 24 documents in batches of 3, two epochs
+    for windows in seen:  # whole documents: 3 first windows, each followed by its own windows in order
+        assert windows[0] == 0 and windows.count(0) == 3
+        assert all(b == a + 1 or b == 0 for a, b in zip(windows, windows[1:]))
+    assert sum(len(w) for w in seen[:8]) == len(rows["window"])  # an epoch reads every window once
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
