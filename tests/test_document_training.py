@@ -136,3 +136,70 @@ def test_the_trainer_trains_on_whole_documents_with_gradient_accumulation(tmp_pa
         assert all(b == a + 1 or b == 0 for a, b in zip(windows, windows[1:]))
     assert sum(len(w) for w in seen[:8]) == len(rows["window"])  # an epoch reads every window once
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+
+
+def chunked(tokenizer, documents: int, seed: int) -> dict[str, list]:
+    """Documents of 1-4 windows: one window says the class, the others are filler."""
+    from tests.test_training_order import WORDS
+
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list] = {"id": [], "input_ids": [], "attention_mask": [], "label": [], "window": []}
+    for d in range(documents):
+        label, count = d % 2, int(rng.integers(1, 5))
+        deciding = int(rng.integers(0, count))
+        for w in range(count):
+            encoded = tokenizer(WORDS[label] if w == deciding else "the office was quiet and the weather mild")
+            rows["id"].append(f"d{seed}-{d}")
+            rows["input_ids"].append(encoded["input_ids"])
+            rows["attention_mask"].append(encoded["attention_mask"])
+            rows["label"].append(label)
+            rows["window"].append(w)
+    return rows
+
+
+def test_chunk_training_document_trains_through_the_training_step(tmp_path, monkeypatch):
+    import datasets
+
+    from ml_exp.steps import trainer as trainer_module
+    from ml_exp.storage.layout import PROCESSOR
+    from tests.test_training_order import BATCH, WORDS, train
+    from tests.tiny_tokenizer import wordpiece_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    tokenizer = wordpiece_tokenizer([*WORDS.values(), "the office was quiet and the weather mild"] * 5, vocab_size=80)
+    splits = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(chunked(tokenizer, 24, 0)),
+            "validation": datasets.Dataset.from_dict(chunked(tokenizer, 8, 1)),
+        }
+    )
+    splits.save_to_disk(str(tmp_path / "data"))
+    tokenizer.save_pretrained(str(tmp_path / "data" / PROCESSOR))
+    documents_seen: list[int] = []
+    original = trainer_module.StepTrainer.compute_loss
+
+    def spy(self, model, inputs, *args, **kwargs):
+        if "window" in inputs:
+            documents_seen.append(int((inputs["window"] == 0).sum()))
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.StepTrainer, "compute_loss", spy)
+    common = {
+        "DOCUMENT_STRATEGY": "chunks",
+        "MAX_LENGTH": "64",
+        "CHUNK_STRIDE": "8",
+        "CHUNK_AGGREGATION": "max",
+        "CLASS_WEIGHTS": "balanced",
+    }
+    (tmp_path / "doc").mkdir()
+    _, summary, references, _ = train(tmp_path / "doc", tmp_path / "data", CHUNK_TRAINING="document", **common)
+    assert summary["global_step"] == 2 * (24 // BATCH)  # steps count documents, not windows
+    assert documents_seen == [BATCH] * (2 * 24 // BATCH)
+    assert references and all(len(refs) == 8 for refs in references)  # evaluated per document, as before
+    assert np.isfinite(summary["best_metric"])
+
+    documents_seen.clear()
+    (tmp_path / "win").mkdir()
+    _, windows, _, _ = train(tmp_path / "win", tmp_path / "data", **common)  # the default: window training
+    assert documents_seen == [] and windows["global_step"] > summary["global_step"]

@@ -214,6 +214,14 @@ class Config:
         "DOCUMENT_STRATEGY = chunks: a document's scores from its windows' class probabilities: mean | max (per "
         "class).",
     )
+    chunk_training: str = setting(
+        "windows",
+        parse_choice("windows", "document"),
+        "data",
+        "DOCUMENT_STRATEGY = chunks: windows = each training window learns its document's label;\n"
+        "document = a batch holds whole documents, their windows' scores combined by CHUNK_AGGREGATION,\n"
+        "the loss the document's (for long documents mostly filler: the gradient finds the deciding window).",
+    )
     # --- training
     num_train_epochs: float = setting(
         "3",
