@@ -192,7 +192,7 @@ class Config:
         "data",
         "What the model sees of a document longer than MAX_LENGTH: truncate = its first MAX_LENGTH tokens;\n"
         "head_tail = its first and last tokens (a quarter head, three quarters tail); chunks = all of it,\n"
-        "in windows of MAX_LENGTH tokens (each trained with the document's label; scores combined per document).",
+        "in windows of MAX_LENGTH tokens (trained as CHUNK_TRAINING says; scores combined per document).",
     )
     chunk_stride: int = setting(
         "64",
