@@ -203,3 +203,55 @@ def test_chunk_training_document_trains_through_the_training_step(tmp_path, monk
     (tmp_path / "win").mkdir()
     _, windows, _, _ = train(tmp_path / "win", tmp_path / "data", **common)  # the default: window training
     assert documents_seen == [] and windows["global_step"] > summary["global_step"]
+
+
+def test_a_resumed_document_training_sees_the_batches_the_whole_run_saw(tmp_path):
+    """Resumption: the batches are a pure function of (seed, epoch), so a run resumed from the
+    epoch-1 checkpoint trains on exactly the second epoch's batches of the run it resumes."""
+    from datasets import Dataset
+    from transformers import BertConfig, BertForSequenceClassification, DataCollatorWithPadding, TrainingArguments
+
+    from ml_exp.steps.trainer import StepTrainer
+    from tests.tiny_tokenizer import wordpiece_tokenizer
+
+    tokenizer = wordpiece_tokenizer(["contract signed party", "audit report review", "the office was quiet"] * 5, 60)
+    rows = chunked(tokenizer, 12, 5)
+    del rows["id"]
+    train = Dataset.from_dict(rows)
+
+    def run(output: str, resume: str | None = None) -> list[list[int]]:
+        seen: list[list[int]] = []
+
+        class Spy(StepTrainer):
+            def compute_loss(self, model, inputs, *args, **kwargs):
+                if "window" in inputs:
+                    seen.append(inputs["input_ids"][:, 1].tolist() + inputs["window"].tolist())
+                return super().compute_loss(model, inputs, *args, **kwargs)
+
+        torch.manual_seed(0)
+        config = BertConfig(
+            vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+        args = TrainingArguments(
+            output_dir=str(tmp_path / output),
+            per_device_train_batch_size=2,
+            num_train_epochs=2,
+            save_strategy="epoch",
+            report_to="none",
+            use_cpu=True,
+            seed=4,
+        )
+        trainer = Spy(
+            model=BertForSequenceClassification(config),
+            args=args,
+            train_dataset=train,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            document_training=(rows["window"], "mean", None),
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return seen
+
+    whole = run("whole")
+    assert len(whole) == 12 and whole[:6] != whole[6:]  # 6 batches of 2 documents per epoch, each epoch reshuffled
+    resumed = run("resumed", resume=str(tmp_path / "whole" / "checkpoint-6"))
+    assert resumed == whole[6:]
