@@ -200,6 +200,11 @@ def test_chunk_training_document_trains_through_the_training_step(tmp_path, monk
     assert np.isfinite(summary["best_metric"])
 
     documents_seen.clear()
+    (tmp_path / "capped").mkdir()
+    _, capped, _, _ = train(tmp_path / "capped", tmp_path / "data", CHUNK_TRAINING="document", CHUNK_GRAD_WINDOWS="1", **common)
+    assert capped["global_step"] == summary["global_step"] and np.isfinite(capped["best_metric"])
+
+    documents_seen.clear()
     (tmp_path / "win").mkdir()
     _, windows, _, _ = train(tmp_path / "win", tmp_path / "data", **common)  # the default: window training
     assert documents_seen == [] and windows["global_step"] > summary["global_step"]
@@ -255,3 +260,57 @@ def test_a_resumed_document_training_sees_the_batches_the_whole_run_saw(tmp_path
     assert len(whole) == 12 and whole[:6] != whole[6:]  # 6 batches of 2 documents per epoch, each epoch reshuffled
     resumed = run("resumed", resume=str(tmp_path / "whole" / "checkpoint-6"))
     assert resumed == whole[6:]
+
+
+def test_top_windows_keep_each_documents_most_confident_ones():
+    from ml_exp.steps.document_batches import top_windows
+
+    logits = torch.tensor([[0.0, 0.1], [3.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 0.0], [0.0, 5.0]])
+    windows = torch.tensor([0, 1, 2, 0, 0, 1])
+    assert top_windows(logits, windows, 1).tolist() == [False, True, False, True, False, True]
+    assert top_windows(logits, windows, 2).tolist() == [False, True, True, True, True, True]
+
+
+def test_with_a_cap_only_the_top_windows_are_scored_with_gradients(tmp_path):
+    """CHUNK_GRAD_WINDOWS' mechanism: every window scored under no_grad, then one window per
+    document with gradients; the model still learns (its weights change) and the loss is finite."""
+    from datasets import Dataset
+    from transformers import BertConfig, BertForSequenceClassification, DataCollatorWithPadding, TrainingArguments
+
+    from ml_exp.steps.trainer import StepTrainer
+    from tests.tiny_tokenizer import wordpiece_tokenizer
+
+    tokenizer = wordpiece_tokenizer(["contract signed party", "audit report review", "the office was quiet"] * 5, 60)
+    rows = chunked(tokenizer, 12, 6)
+    del rows["id"]
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    )
+    forwards: list[tuple[bool, int]] = []
+    model.register_forward_hook(
+        lambda module, args, kwargs, out: forwards.append((torch.is_grad_enabled(), len(out.logits))), with_kwargs=True
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        num_train_epochs=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+    )
+    trainer = StepTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict(rows),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        document_training=(rows["window"], "max", None, 1),
+    )
+    before = [p.detach().clone() for p in model.parameters()]
+    assert np.isfinite(trainer.train().training_loss)
+    with_gradients = [rows for grad, rows in forwards if grad]
+    assert len(forwards) > len(with_gradients) > 0  # the capped batches were scored twice
+    assert all(n <= 2 for n in with_gradients)  # one window per document, two documents per batch
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))

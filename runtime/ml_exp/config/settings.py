@@ -222,6 +222,14 @@ class Config:
         "document = a batch holds whole documents, their windows' scores combined by CHUNK_AGGREGATION,\n"
         "the loss the document's (for long documents mostly filler: the gradient finds the deciding window).",
     )
+    chunk_grad_windows: int = setting(
+        "0",
+        parse_int(0),
+        "data",
+        "CHUNK_TRAINING = document: windows per document trained with gradients (0 = all): every window is\n"
+        "scored without them, then each document's most confident windows again with them; memory then\n"
+        "grows with this number, not with the documents' length, for one more forward pass of those windows.",
+    )
     # --- training
     num_train_epochs: float = setting(
         "3",

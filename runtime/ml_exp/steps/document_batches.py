@@ -88,3 +88,17 @@ def document_loss(
     target = labels[first]
     table = None if weights is None else torch.tensor(list(weights), dtype=torch.float32, device=probs.device)
     return torch.nn.functional.nll_loss(torch.log(scores.clamp_min(1e-12)), target, weight=table)
+
+
+def top_windows(logits: Any, windows: Any, keep: int) -> Any:
+    """A mask of the rows to score with gradients: each document's ``keep`` windows that give
+    any class its highest probability (all of a document with ``keep`` or fewer windows)."""
+    import torch
+
+    confidence = torch.softmax(logits.float(), dim=-1).amax(dim=-1)
+    owner = torch.cumsum((windows == 0).long(), dim=0) - 1
+    mask = torch.zeros(len(windows), dtype=torch.bool, device=logits.device)
+    for document in range(int(owner.max()) + 1):
+        rows = torch.nonzero(owner == document)[:, 0]
+        mask[rows[torch.topk(confidence[rows], min(keep, len(rows))).indices]] = True
+    return mask

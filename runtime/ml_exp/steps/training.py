@@ -317,7 +317,8 @@ def _document_training(config: Any, train: Any, weights: list[float] | None) -> 
         raise StepError(
             f"CHUNK_TRAINING = document: the training split has no {WINDOW!r} column; run preparation again"
         )
-    return train.with_format(None).data.column(WINDOW).to_pylist(), config.chunk_aggregation, weights
+    windows = train.with_format(None).data.column(WINDOW).to_pylist()
+    return windows, config.chunk_aggregation, weights, config.chunk_grad_windows
 
 
 def validation_documents(validation: Any) -> Any:
