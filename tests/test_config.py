@@ -208,7 +208,14 @@ def test_known_keys_cover_the_brief():
         "ENDPOINT_INSTANCE_COUNT", "ENDPOINT_SERVERLESS_MEMORY_MB", "USE_SPOT", "MAX_RUN_HOURS",
         "MAX_WAIT_HOURS", "VOLUME_SIZE_GB", "KMS_KEY_ID", "SUBNETS", "SECURITY_GROUP_IDS",
     }  # fmt: skip
-    long_documents = {"DOCUMENT_STRATEGY", "CHUNK_STRIDE", "MAX_CHUNKS", "CHUNK_AGGREGATION"}  # issue 11's names
+    long_documents = {
+        "DOCUMENT_STRATEGY",
+        "CHUNK_STRIDE",
+        "MAX_CHUNKS",
+        "CHUNK_AGGREGATION",
+        "CHUNK_TRAINING",
+        "CHUNK_GRAD_WINDOWS",
+    }  # issues 11, 27
     aws = {"WANDB_API_KEY_SECRET", "SERVING_IMAGE_URI", "ENDPOINT_IMAGE"}  # issue 21's names
     serving = {"SERVE_TIMEOUT_S"}  # issue 23's
     registry = {"DATA_FROM", "MODEL_PACKAGE_GROUP"}  # issue 26's names

@@ -159,6 +159,8 @@ def settings(tmp_path: Path, **values: str) -> Path:
     ({"max_chunks": "-2"}, "MAX_CHUNKS", "too small"),
     ({"document_strategy": "sliding"}, "DOCUMENT_STRATEGY", "chunks"),
     ({"chunk_aggregation": "median"}, "CHUNK_AGGREGATION", "mean"),
+    ({"chunk_training": "document"}, "CHUNK_TRAINING", "needs DOCUMENT_STRATEGY = chunks (it is truncate)"),
+    ({"chunk_training": "pages"}, "CHUNK_TRAINING", "windows"),
 ])
 def test_bad_document_settings_are_refused_naming_the_key(tmp_path, values, key, message):
     with pytest.raises(ProblemsFound) as caught:

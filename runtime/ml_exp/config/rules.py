@@ -58,6 +58,18 @@ def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
                 "less their special tokens ([CLS] and [SEP]); lower it (e.g. to MAX_LENGTH / 8)",
             )
         )
+    if (
+        has("chunk_training", "document_strategy")
+        and v["chunk_training"] == "document"
+        and v["document_strategy"] != CHUNKS
+    ):
+        problems.append(
+            (
+                "CHUNK_TRAINING",
+                f"= document needs DOCUMENT_STRATEGY = chunks (it is {v['document_strategy']}); "
+                "set DOCUMENT_STRATEGY = chunks or CHUNK_TRAINING = windows",
+            )
+        )
     if has("wandb_mode", "wandb_project") and v["wandb_mode"] != "disabled" and not v["wandb_project"]:
         problems.append(("WANDB_PROJECT", "is empty; name a W&B project or set WANDB_MODE = disabled"))
     if has("subnets", "security_group_ids") and bool(v["subnets"]) != bool(v["security_group_ids"]):

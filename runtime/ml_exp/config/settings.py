@@ -192,7 +192,7 @@ class Config:
         "data",
         "What the model sees of a document longer than MAX_LENGTH: truncate = its first MAX_LENGTH tokens;\n"
         "head_tail = its first and last tokens (a quarter head, three quarters tail); chunks = all of it,\n"
-        "in windows of MAX_LENGTH tokens (each trained with the document's label; scores combined per document).",
+        "in windows of MAX_LENGTH tokens (trained as CHUNK_TRAINING says; scores combined per document).",
     )
     chunk_stride: int = setting(
         "64",
@@ -213,6 +213,22 @@ class Config:
         "data",
         "DOCUMENT_STRATEGY = chunks: a document's scores from its windows' class probabilities: mean | max (per "
         "class).",
+    )
+    chunk_training: str = setting(
+        "windows",
+        parse_choice("windows", "document"),
+        "data",
+        "DOCUMENT_STRATEGY = chunks: windows = each training window learns its document's label;\n"
+        "document = a batch holds whole documents, their windows' scores combined by CHUNK_AGGREGATION,\n"
+        "the loss the document's (for long documents mostly filler: the gradient finds the deciding window).",
+    )
+    chunk_grad_windows: int = setting(
+        "0",
+        parse_int(0),
+        "data",
+        "CHUNK_TRAINING = document: windows per document trained with gradients (0 = all): every window is\n"
+        "scored without them, then each document's most confident windows again with them; memory then\n"
+        "grows with this number, not with the documents' length, for one more forward pass of those windows.",
     )
     # --- training
     num_train_epochs: float = setting(

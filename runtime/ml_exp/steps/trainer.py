@@ -156,10 +156,78 @@ class StepTrainer(Trainer):
         *args: Any,
         train_lengths: Sequence[int] | None = None,
         eval_order: Sequence[int] | None = None,
+        document_training: tuple[Any, ...] | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.train_lengths, self.eval_order = train_lengths, eval_order
+        # (the training rows' WINDOW column, CHUNK_AGGREGATION, class weights[, windows per document
+        # with gradients, 0 = all]): batches of whole
+        # documents and the loss per document (steps/document_batches.py); None: window training
+        self.document_training = document_training
+        if document_training is not None:
+            # document_loss is a mean over one micro-batch's documents: the Trainer divides it by the
+            # accumulation steps (it would not with class weights or a model taking num_items_in_batch)
+            self.loss_is_scaled_for_ga = False
+
+    def get_train_dataloader(self) -> Any:
+        if self.document_training is None:
+            return super().get_train_dataloader()
+        from torch.utils.data import DataLoader
+
+        from ml_exp.steps.document_batches import DocumentBatchSampler
+        from ml_exp.toolkit.documents import WINDOW
+
+        windows = self.document_training[0]
+        self._set_signature_columns_if_needed()
+        keep = {*self._signature_columns, WINDOW}
+        dataset = self.train_dataset.remove_columns([c for c in self.train_dataset.column_names if c not in keep])
+        collate = self.data_collator
+
+        def with_windows(features: list[dict[str, Any]]) -> dict[str, Any]:
+            import torch
+
+            batch = collate([{k: v for k, v in f.items() if k != WINDOW} for f in features])
+            batch[WINDOW] = torch.tensor([int(f[WINDOW]) for f in features])
+            return batch
+
+        # per process, documents per batch: accelerate deals out whole batches to the ranks
+        sampler = DocumentBatchSampler(windows, self.args.train_batch_size, seed=self.args.seed)
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=with_windows, num_workers=0)
+        return self.accelerator.prepare(loader)
+
+    def _top_windows_logits(self, model: Any, inputs: dict[str, Any], windows: Any, keep: int) -> tuple[Any, Any]:
+        """Every window scored without gradients, then each document's ``keep`` most confident
+        windows again with them: memory for activations grows with ``keep`` per document, not
+        with the documents' length, at the cost of one more forward pass over those windows."""
+        import torch
+
+        from ml_exp.steps.document_batches import top_windows
+
+        with torch.no_grad():
+            logits = model(**inputs).logits.detach()
+        mask = top_windows(logits, windows, keep)
+        outputs = model(**{k: v[mask] if torch.is_tensor(v) and len(v) == len(mask) else v for k, v in inputs.items()})
+        logits = logits.clone().to(outputs.logits.dtype)
+        logits[mask] = outputs.logits
+        return logits, outputs
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        from ml_exp.toolkit.documents import WINDOW
+
+        if self.document_training is None or WINDOW not in inputs:  # evaluation: the window loss
+            return super().compute_loss(model, inputs, *args, **kwargs)
+        from ml_exp.steps.document_batches import document_loss
+
+        windows, labels = inputs.pop(WINDOW), inputs.pop("labels")
+        keep = self.document_training[3] if len(self.document_training) > 3 else 0
+        if keep and int((windows == 0).sum()) * keep < len(windows):
+            logits, outputs = self._top_windows_logits(model, inputs, windows, keep)
+        else:
+            outputs = model(**inputs)
+            logits = outputs.logits
+        loss = document_loss(logits, labels, windows, self.document_training[1], self.document_training[2])
+        return (loss, outputs) if kwargs.get("return_outputs") else loss
 
     # Trainer's own hooks for subclasses (transformers overrides them the same way in its
     # Seq2Seq and distillation trainers); the public API has no sampler or best-model hook.

@@ -233,6 +233,7 @@ def train_model(
         callbacks=callbacks,
         train_lengths=train_lengths,
         eval_order=order,
+        document_training=_document_training(config, splits["train"], weights),
     )
     if verbosity() != VERBOSE:  # the Trainer's raw dicts (and bars) give way to ours; -v brings them back
         trainer.remove_callback(PrinterCallback)
@@ -306,6 +307,18 @@ def _call(what: str, function: Callable[..., Any], *args: Any) -> Any:
         raise
     except Exception as exc:
         raise StepError(user_error(what, exc, args[-1].experiment_dir)) from exc
+
+
+def _document_training(config: Any, train: Any, weights: list[float] | None) -> Any:
+    """StepTrainer's document_training for CHUNK_TRAINING = document (None: window training)."""
+    if config.chunk_training != "document" or config.document_strategy != CHUNKS:
+        return None
+    if WINDOW not in train.column_names:
+        raise StepError(
+            f"CHUNK_TRAINING = document: the training split has no {WINDOW!r} column; run preparation again"
+        )
+    windows = train.with_format(None).data.column(WINDOW).to_pylist()
+    return windows, config.chunk_aggregation, weights, config.chunk_grad_windows
 
 
 def validation_documents(validation: Any) -> Any:

@@ -1,0 +1,104 @@
+"""Document-level training for DOCUMENT_STRATEGY = chunks (issue 27, building blocks).
+
+Window training gives every window its document's label: on long documents that are mostly
+boilerplate, most training windows are filler labelled with a class. Document training scores
+every window of a document, combines the windows' scores per document the way evaluation and
+inference do (:func:`ml_exp.toolkit.documents.combine`: mean, or each class's max scaled to sum
+to 1), and takes the loss on the document: the gradient then reaches the window that decides.
+
+- :class:`DocumentBatchSampler`: batches of whole documents' windows (rows of one document stay
+  together and in order), shuffled by document, a pure function of (seed, epoch) as
+  :class:`ml_exp.steps.sampling.PooledLengthSampler` is, so a resumed run and every rank draw the
+  same batches.
+- :func:`document_loss`: the documents' cross-entropy from their windows' logits.
+
+Not yet wired to a setting (CHUNK_TRAINING): window training is still the only mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def document_spans(windows: Sequence[int]) -> list[tuple[int, int]]:
+    """(first row, row past the last) of each document, from the WINDOW column (0 starts one)."""
+    windows = np.asarray(windows, dtype=np.int64)
+    starts = np.flatnonzero(windows == 0)
+    if len(windows) and (not len(starts) or starts[0] != 0):
+        raise ValueError("the first row is not a document's first window (window 0): windows are out of order")
+    ends = np.append(starts[1:], len(windows))
+    return [(int(s), int(e)) for s, e in zip(starts, ends)]
+
+
+class DocumentBatchSampler:
+    """A batch sampler (``torch.utils.data`` protocol: ``__iter__`` yields lists of rows) of
+    ``documents_per_batch`` whole documents each, documents shuffled per (seed, epoch)."""
+
+    def __init__(self, windows: Sequence[int], documents_per_batch: int, seed: int = 0):
+        if documents_per_batch < 1:
+            raise ValueError(f"documents_per_batch ({documents_per_batch}) must be at least 1")
+        self.spans = document_spans(windows)
+        self.documents_per_batch, self.seed, self.epoch = documents_per_batch, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return -(-len(self.spans) // self.documents_per_batch)
+
+    def batches(self) -> list[list[int]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.spans))
+        size = self.documents_per_batch
+        return [[row for d in order[i : i + size] for row in range(*self.spans[d])] for i in range(0, len(order), size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches()
+
+
+def document_loss(
+    logits: Any, labels: Any, windows: Any, how: str = "mean", weights: Sequence[float] | None = None
+) -> Any:
+    """Mean cross-entropy of the documents of a batch of whole documents' windows (rows in order,
+    ``windows``: each row's WINDOW), each document's probabilities combined from its windows' as
+    inference combines them (``how``: mean | max); a document's label is its first window's.
+    ``weights``: per class, as the window loss's class weights (weighted mean over documents)."""
+    import torch
+
+    probs = torch.softmax(logits.float(), dim=-1)
+    owner = torch.cumsum((windows == 0).long(), dim=0) - 1
+    if int(owner.min()) < 0:
+        raise ValueError("the batch does not start with a document's first window (window 0)")
+    documents, classes = int(owner.max()) + 1, probs.shape[-1]
+    index = owner[:, None].expand(-1, classes)
+    if how == "max":
+        scores = torch.zeros(documents, classes, device=probs.device).scatter_reduce(
+            0, index, probs, reduce="amax", include_self=False
+        )
+        scores = scores / scores.sum(dim=1, keepdim=True)
+    elif how == "mean":
+        scores = torch.zeros(documents, classes, device=probs.device).scatter_reduce(
+            0, index, probs, reduce="mean", include_self=False
+        )
+    else:
+        raise ValueError(f"CHUNK_AGGREGATION must be mean or max, not {how!r}")
+    first = torch.nonzero(windows == 0)[:, 0]
+    target = labels[first]
+    table = None if weights is None else torch.tensor(list(weights), dtype=torch.float32, device=probs.device)
+    return torch.nn.functional.nll_loss(torch.log(scores.clamp_min(1e-12)), target, weight=table)
+
+
+def top_windows(logits: Any, windows: Any, keep: int) -> Any:
+    """A mask of the rows to score with gradients: each document's ``keep`` windows that give
+    any class its highest probability (all of a document with ``keep`` or fewer windows)."""
+    import torch
+
+    confidence = torch.softmax(logits.float(), dim=-1).amax(dim=-1)
+    owner = torch.cumsum((windows == 0).long(), dim=0) - 1
+    mask = torch.zeros(len(windows), dtype=torch.bool, device=logits.device)
+    for document in range(int(owner.max()) + 1):
+        rows = torch.nonzero(owner == document)[:, 0]
+        mask[rows[torch.topk(confidence[rows], min(keep, len(rows))).indices]] = True
+    return mask
