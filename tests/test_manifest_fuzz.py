@@ -125,3 +125,12 @@ def test_a_damaged_run_is_one_row_in_compare_and_runs(project):
     assert run.exit_code == 1 and "steps is not an object" in run.output and "Traceback" not in run.output
     nope = runner.invoke(app, ["compare", "--metric", "nope", "-C", str(project)])
     assert nope.exit_code == 1 and "--metric" in nope.output and "accuracy, eval_loss, f1_macro" in nope.output
+
+
+def test_compare_writes_its_chart_into_the_experiment_folder_it_was_given(project, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # `exp compare -C <experiment>` from another folder
+    result = CliRunner().invoke(app, ["compare", "-C", str(project)], env={"WANDB_MODE": "disabled", "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert (project / "comparison-runs.png").is_file() and not list(elsewhere.iterdir())

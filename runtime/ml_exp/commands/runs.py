@@ -40,9 +40,14 @@ def compare(
     ] = None,
     experiment_dir: ExperimentDir = Path("."),
     metric: Annotated[str | None, typer.Option(help="The metric to compare (default: METRIC_FOR_BEST_MODEL).")] = None,
-    output: Annotated[Path, typer.Option(help="Where to write the chart of the metric per run.")] = Path(
-        "comparison-runs.png"
-    ),
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the chart of the metric per run (default: comparison-runs.png in the experiment "
+            "folder).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts (no chart).")] = False,
 ) -> None:
     """Runs side by side: the metric per run and model, status, time, and the settings that differ."""
@@ -73,6 +78,7 @@ def compare(
         console.print(f"  {line}", markup=False, highlight=False)
     from ml_exp.core.files import write_output
 
+    output = output if output is not None else experiment_dir / "comparison-runs.png"  # -C's folder, not the cwd
     with user_errors("--output"):  # atomically, into new folders; never a folder's name
         write_output(
             output, comparison_png(comparison, f"{config.experiment_name}: {comparison['metric']} per run"), "--output"
