@@ -70,6 +70,14 @@ def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
                 "set DOCUMENT_STRATEGY = chunks or CHUNK_TRAINING = windows",
             )
         )
+    if has("chunk_grad_windows", "chunk_training") and v["chunk_grad_windows"] and v["chunk_training"] != "document":
+        problems.append(
+            (
+                "CHUNK_GRAD_WINDOWS",
+                f"= {v['chunk_grad_windows']} is used only by CHUNK_TRAINING = document (it is "
+                f"{v['chunk_training']}); set CHUNK_TRAINING = document or CHUNK_GRAD_WINDOWS = 0",
+            )
+        )
     if has("wandb_mode", "wandb_project") and v["wandb_mode"] != "disabled" and not v["wandb_project"]:
         problems.append(("WANDB_PROJECT", "is empty; name a W&B project or set WANDB_MODE = disabled"))
     if has("subnets", "security_group_ids") and bool(v["subnets"]) != bool(v["security_group_ids"]):
