@@ -219,6 +219,7 @@ def test_known_keys_cover_the_brief():
     aws = {"WANDB_API_KEY_SECRET", "SERVING_IMAGE_URI", "ENDPOINT_IMAGE"}  # issue 21's names
     serving = {"SERVE_TIMEOUT_S"}  # issue 23's
     registry = {"DATA_FROM", "MODEL_PACKAGE_GROUP"}  # issue 26's names
+    decisions = {"PROBLEM_TYPE", "LABEL_THRESHOLDS", "CALIBRATION", "REVIEW_TARGET_PRECISION"}  # issue 25's
     assert KNOWN_KEYS - brief == {
         "TUNING_TRIAL_EPOCHS",
         "FULL_DETERMINISM",
@@ -227,6 +228,7 @@ def test_known_keys_cover_the_brief():
         *aws,
         *serving,
         *registry,
+        *decisions,
     }  # added in the same style
 
 

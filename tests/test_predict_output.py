@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from ml_exp.commands import app
 from ml_exp.serving import predict as predict_module
 from ml_exp.serving.predictor import Predictor, RequestError
+from ml_exp.toolkit.decisions import Decisions
 
 LABELS = ["a", "b"]
 
@@ -27,6 +28,7 @@ class StandIn(Predictor):
     def __init__(self, fail_on: str = "boom"):
         self.fields, self.labels, self.fail_on = {"text": "string"}, LABELS, fail_on
         self.info = {"experiment": "EXP-1", "run": 1, "model": "tiny"}
+        self.decisions = Decisions(LABELS)  # single-label, uncalibrated
 
     def predict(self, records, checked=False):
         if any(r["text"] == self.fail_on for r in records):

@@ -114,6 +114,26 @@ def documents(per_label: int, seed: int, sentences: tuple[int, int] = FILLER_SEN
             }
 
 
+def bound_documents(records: Iterator[dict], seed: int, share: float = 0.3) -> Iterator[dict]:
+    """The multi-label demo (PROBLEM_TYPE = multi_label): the same records with a list of labels;
+    about ``share`` of them bind a second type (a contract with a policy bound in): a passage of
+    that type goes into the text's other half, and the label lists both."""
+    rng = random.Random(seed + 1)
+    for record in records:
+        label = record["label"]
+        if rng.random() >= share:
+            yield {**record, "label": [label]}
+            continue
+        other = rng.choice([name for name in LABELS if name != label])
+        sentences = record["text"].split(". ")
+        # the other half from the record's own passage (its position is in the id)
+        middle = len(sentences) // 2
+        at = rng.randint(middle, len(sentences)) if "-start-" in record["id"] else rng.randint(0, middle)
+        passage = rng.sample(PHRASES[other], k=rng.choice((2, 3)))
+        text = ". ".join(sentences[:at] + passage + sentences[at:])
+        yield {**record, "text": text, "label": sorted((label, other))}
+
+
 def vocabulary() -> list[str]:
     """Every text the demo can produce, for training the tiny demo tokenizer."""
     return [*(p for phrases in PHRASES.values() for p in phrases), *BOILERPLATE, *TITLES, *LABELS]

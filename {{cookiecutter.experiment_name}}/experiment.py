@@ -36,7 +36,10 @@ def reconcile(ctx) -> Iterator[dict[str, Any]]:
 
     Real experiments read the team's sources here (S3, a database, a share) and clean them.
     """
-    yield from demo_documents.documents(DOCUMENTS_PER_LABEL, seed=ctx.config.seed)
+    records = demo_documents.documents(DOCUMENTS_PER_LABEL, seed=ctx.config.seed)
+    if ctx.config.problem_type == "multi_label":  # some documents bind two types: a list of labels
+        records = demo_documents.bound_documents(records, seed=ctx.config.seed)
+    yield from records
 
 
 def load_processor(model_name: str, ctx):
@@ -75,6 +78,11 @@ def load_model(model_name: str, labels: list[str], ctx):
     return AutoModelForSequenceClassification.from_pretrained(model_name, **head)
 
 
-def compute_metrics(predictions: list[int], references: list[int], labels: list[str], ctx) -> dict[str, float]:
-    """Metric name -> value: accuracy and macro/micro/weighted precision, recall and F1."""
+def compute_metrics(predictions: list, references: list, labels: list[str], ctx) -> dict[str, float]:
+    """Metric name -> value: accuracy and macro/micro/weighted precision, recall and F1.
+
+    ``predictions`` and ``references`` are class ids (index into ``labels``), one per document;
+    with PROBLEM_TYPE = multi_label, a 0/1 row per document (one column per label), and
+    classification_metrics gives micro/macro/samples F1, per-label precision/recall/F1, subset
+    accuracy (also as ``accuracy``) and Hamming loss."""
     return classification_metrics(predictions, references, labels)

@@ -25,7 +25,8 @@ def reconcile(ctx) -> Iterable[dict[str, Any]]:
     """Yield (or return) the labelled raw records of the data set.
 
     Each record is a dict with a unique ``"id"``, the raw content fields your ``encode`` reads
-    (e.g. ``"text"``) and a non-empty ``"label"``. An optional ``"split"`` (train / validation /
+    (e.g. ``"text"``) and a non-empty ``"label"`` (with PROBLEM_TYPE = multi_label, a list of
+    labels, e.g. ``["contract", "policy"]``, or ``[]`` for none). An optional ``"split"`` (train / validation /
     test) pins a record to a split. Stream them: ml-exp writes them to the run's storage in shards.
     Documents kept as PDFs: ``ml_exp.toolkit.pdf_text(path)`` is their text (pages joined).
     """
@@ -60,5 +61,7 @@ def load_model(model_name: str, labels: list[str], ctx):
 
 def compute_metrics(predictions: list[int], references: list[int], labels: list[str], ctx) -> dict[str, float]:
     """Return metric name -> value from predicted and true label indices. Include the metric
-    named by METRIC_FOR_BEST_MODEL (default f1_macro)."""
+    named by METRIC_FOR_BEST_MODEL (default f1_macro). With PROBLEM_TYPE = multi_label each
+    prediction and reference is a 0/1 row (one column per label);
+    ``ml_exp.toolkit.classification_metrics`` handles both."""
     raise NotImplementedError("compute_metrics: return a dict of metric values")

@@ -234,3 +234,36 @@ def indented_settings(text: str, known: frozenset[str], free_form: set[str]) -> 
             continue
         found.append((number, match.group(1).upper(), stripped, current))
     return found
+
+
+def parse_threshold_rule(value: str) -> tuple[str, float]:
+    """``f1`` -> ("f1", 0); ``precision:0.95`` -> ("precision", 0.95); ``0.5`` -> ("fixed", 0.5)."""
+    text = str(value).strip().lower()
+    if text == "f1":
+        return "f1", 0.0
+    kind, _, number = text.partition(":") if text.startswith("precision") else ("fixed", "", text)
+    try:
+        target = float(number)
+    except ValueError:
+        target = float("nan")
+    if not 0.0 < target < 1.0:  # also false for NaN
+        raise ValueError(
+            f"LABEL_THRESHOLDS = {value!r}: use f1 (each label's threshold maximises its F1 on the validation "
+            "split), precision:<p> with 0 < p < 1 (the lowest threshold reaching that precision), or one "
+            "probability 0 < t < 1 for every label"
+        )
+    return kind, target
+
+
+def parse_label_thresholds(raw: str) -> str:
+    """LABEL_THRESHOLDS: ``f1``, ``precision:<p>`` or one probability, as canonical text."""
+    kind, target = parse_threshold_rule(raw)
+    return "f1" if kind == "f1" else (f"precision:{target:g}" if kind == "precision" else f"{target:g}")
+
+
+def parse_review_precision(raw: str) -> float | None:
+    """REVIEW_TARGET_PRECISION: empty = off, else a precision 0 < p <= 1."""
+    if not raw.strip():
+        return None
+    value = parse_float(0.0, 1.0, low_open=True)(raw)
+    return value

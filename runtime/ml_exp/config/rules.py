@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml_exp.core.names import CHUNKS
+from ml_exp.core.names import CHUNKS, MULTI_LABEL
 from ml_exp.core.names import STEP_NAMES as STEPS
 
 # special tokens of a window ([CLS] ... [SEP]); a stride must leave at least one new token per window
@@ -76,6 +76,27 @@ def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
                 "CHUNK_GRAD_WINDOWS",
                 f"= {v['chunk_grad_windows']} is used only by CHUNK_TRAINING = document (it is "
                 f"{v['chunk_training']}); set CHUNK_TRAINING = document or CHUNK_GRAD_WINDOWS = 0",
+            )
+        )
+    if has("problem_type", "label_thresholds") and v["problem_type"] != MULTI_LABEL and v["label_thresholds"] != "f1":
+        problems.append(
+            (
+                "LABEL_THRESHOLDS",
+                f"= {v['label_thresholds']} is used only by PROBLEM_TYPE = multi_label (a single-label prediction is "
+                "the most probable class); remove it or set PROBLEM_TYPE = multi_label",
+            )
+        )
+    if (
+        has("problem_type", "chunk_training", "document_strategy")
+        and v["problem_type"] == MULTI_LABEL
+        and v["document_strategy"] == CHUNKS
+        and v["chunk_training"] == "document"
+    ):
+        problems.append(
+            (
+                "CHUNK_TRAINING",
+                "= document is not available with PROBLEM_TYPE = multi_label yet (its loss is one class per "
+                "document); use CHUNK_TRAINING = windows",
             )
         )
     if has("wandb_mode", "wandb_project") and v["wandb_mode"] != "disabled" and not v["wandb_project"]:

@@ -32,11 +32,13 @@ from ml_exp.config.parsers import (
     parse_experiment_name,
     parse_float,
     parse_int,
+    parse_label_thresholds,
     parse_list,
     parse_model_names,
     parse_optional_choice_int,
     parse_optional_float,
     parse_pattern,
+    parse_review_precision,
     parse_split_ratios,
     parse_storage_uri,
     parse_text,
@@ -173,6 +175,13 @@ class Config:
         "train,validation,test fractions of the reconciled records (stratified by label); sum to 1.",
     )
     seed: int = setting("42", parse_int(0), "data", "Random seed of the split, of training and of the tuning sampler.")
+    problem_type: str = setting(
+        names.SINGLE_LABEL,
+        parse_choice(*names.PROBLEM_TYPES),
+        "data",
+        "single_label = a record's label is one class name; multi_label = a list of them (a document may be\n"
+        "several types at once, or none: []), trained with a sigmoid per label and split by iterative stratification.",
+    )
     data_from: str = setting(
         "",
         parse_pattern(r"((file|s3)://\S+/)?[A-Za-z0-9][A-Za-z0-9._-]*/run_[1-9]\d*", "EXPERIMENT/run_N"),
@@ -288,6 +297,27 @@ class Config:
         "training",
         "none | balanced: weigh each class's loss by records / (classes x its records in the\n"
         "training split), so that rare classes count as much as frequent ones (imbalanced data).",
+    )
+    label_thresholds: str = setting(
+        "f1",
+        parse_label_thresholds,
+        "training",
+        "PROBLEM_TYPE = multi_label: each label's probability threshold, chosen on the validation split after\n"
+        "training and saved with the model: f1 (each label's best F1) | precision:<p> (the lowest reaching p) | <t>.",
+    )
+    calibration: str = setting(
+        "temperature",
+        parse_choice("temperature", "none"),
+        "training",
+        "temperature = scale the scores by a temperature fitted on the validation split (one per label in\n"
+        "multi_label), so that a score of 0.8 is right about 80% of the time; it never changes which class wins.",
+    )
+    review_target_precision: float | None = setting(
+        "",
+        parse_review_precision,
+        "training",
+        "E.g. 0.98: predictions at least as confident as the validation split needs to reach this precision go\n"
+        "straight through, the rest are marked needs_review (predictions, exp predict, exp serve). Empty = off.",
     )
     full_determinism: bool = setting(
         "false",

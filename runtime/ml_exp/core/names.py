@@ -47,3 +47,6 @@ WANDB_ENTITY_RE = r"[A-Za-z0-9_-]{1,64}"
 # settings, the toolkit's encode, preparation's windows and training all use these names).
 DOCUMENT_STRATEGIES = ("truncate", "head_tail", "chunks")
 TRUNCATE, HEAD_TAIL, CHUNKS = DOCUMENT_STRATEGIES
+# PROBLEM_TYPE: one class per record, or a list of them (transformers' problem_type values behind them)
+PROBLEM_TYPES = ("single_label", "multi_label")
+SINGLE_LABEL, MULTI_LABEL = PROBLEM_TYPES

@@ -32,6 +32,9 @@ from typing import Any
 from ml_exp.core.errors import StepError, UserError
 from ml_exp.experiment.context import Context
 from ml_exp.serving.bundle import Bundle
+from ml_exp.serving.windows import Documents, WholeRecord, Windows
+
+__all__ = ["Documents", "Predictor", "RequestError", "WholeRecord", "Windows", "Work"]
 
 # Fields of a record that are not content (an input record may carry them).
 ID, LABEL = "id", "label"
@@ -43,71 +46,6 @@ class RequestError(UserError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
-
-
-class Documents:
-    """How records become model windows and window scores become a record's scores.
-    ``split(encoded, n)`` -> (window columns, owner record of each window, what ``combine`` needs);
-    ``combine(scores, owners, n, split)`` -> (one score row per record, evidence per record or None).
-    Stateless: the server scores several requests' windows in turns (:class:`Work`)."""
-
-    def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int], Any]:
-        raise NotImplementedError
-
-    def combine(self, scores: Any, owners: list[int], n: int, split: Any) -> tuple[Any, list[dict | None]]:
-        raise NotImplementedError
-
-
-class WholeRecord(Documents):
-    """One window per record: what ``encode`` made of it (truncated to MAX_LENGTH)."""
-
-    def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int], Any]:
-        return encoded, list(range(n)), None
-
-    def combine(self, scores: Any, owners: list[int], n: int, split: Any) -> tuple[Any, list[dict | None]]:
-        return scores, [None] * n
-
-
-class Windows(Documents):
-    """Several windows per record when ``encode`` returns ``overflow_to_sample_mapping``
-    (DOCUMENT_STRATEGY = chunks), combined as the inference step combines them
-    (CHUNK_AGGREGATION); the evidence names the deciding window and its character span."""
-
-    def __init__(self, aggregation: str):
-        self.aggregation = aggregation
-
-    def split(self, encoded: Mapping[str, list], n: int) -> tuple[Mapping[str, list], list[int], Any]:
-        """The windows, their owners and, for ``combine``, each window's character span and page."""
-        from ml_exp.toolkit.documents import MAPPING, PAGE, WINDOW_END, WINDOW_START, Windowing, to_rows
-
-        if MAPPING not in encoded:
-            return encoded, list(range(n)), None
-        rows = to_rows({}, encoded, Windowing())
-        spans = list(zip(rows[WINDOW_START], rows[WINDOW_END]))
-        pages = [int(p) for p in rows[PAGE]] if PAGE in rows else None
-        return rows, [int(owner) for owner in encoded[MAPPING]], (spans, pages)
-
-    def combine(self, scores: Any, owners: list[int], n: int, split: Any) -> tuple[Any, list[dict | None]]:
-        import numpy as np
-
-        from ml_exp.toolkit.documents import combine
-
-        if split is None:
-            return scores, [None] * n
-        spans, pages = split
-        starts = np.searchsorted(np.asarray(owners), np.arange(n))
-        combined, deciding = combine(scores, starts, self.aggregation)
-        counts = np.diff(np.append(starts, len(owners)))
-        evidence = []
-        for record, window in enumerate(deciding.tolist()):
-            start, end = spans[int(starts[record]) + window]
-            proof: dict[str, Any] = {"window": window, "windows": int(counts[record])}
-            if start >= 0:
-                proof.update(start=start, end=end)
-            if pages is not None:  # one window per page: the page that decided it
-                proof["page"] = pages[int(starts[record]) + window]
-            evidence.append(proof)
-        return combined, evidence
 
 
 class Work:
@@ -140,6 +78,7 @@ class Predictor:
         from ml_exp.config import load_config
         from ml_exp.core.errors import ProblemsFound
         from ml_exp.experiment.functions import load_functions
+        from ml_exp.toolkit.decisions import Decisions, is_multi_label_model
         from ml_exp.toolkit.scoring import Scorer, load_classifier, saved_processor
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bar in `exp predict`'s output or a server's log
@@ -157,7 +96,11 @@ class Predictor:
         model, tokenizer = load_classifier(bundle.model, self.labels, self.info["model"])
         self.model_name = self.info["model"]
         self.batch_size = config.per_device_eval_batch_size
-        self.documents: Documents = Windows(config.chunk_aggregation)
+        try:  # calibration, thresholds and review, as the inference step decides
+            self.decisions = Decisions.read(bundle.model, self.labels, is_multi_label_model(model))
+        except ValueError as exc:
+            raise StepError(f"the model of run_{self.info['run']}: {exc}") from None
+        self.documents: Documents = Windows(config.chunk_aggregation, self.decisions.multi_label)
         self._model, self._tokenizer, self._scorer_class = model, tokenizer, Scorer
         self.scorer: Any = None  # built on the first batch: the inputs are the encoded columns the model takes
         self._lock = threading.Lock()
@@ -207,10 +150,26 @@ class Predictor:
                 raise RequestError(
                     f"{name}: field 'id' must be a string or a number, not a JSON {json_type(record[ID])}"
                 )
-            if LABEL in record and not isinstance(record[LABEL], (str, int, float)) and record[LABEL] is not None:
-                raise RequestError(
-                    f"{name}: field 'label' must be a label (a string), not a JSON {json_type(record[LABEL])}"
-                )
+            if LABEL in record and record[LABEL] is not None:
+                self._check_label(record[LABEL], name)
+
+    def _check_label(self, label: Any, name: str) -> None:
+        """A record's optional label (echoed back): one label, or in multi-label a list of known,
+        distinct labels."""
+        if not self.decisions.multi_label:
+            if not isinstance(label, (str, int, float)):
+                raise RequestError(f"{name}: field 'label' must be a label (a string), not a JSON {json_type(label)}")
+            return
+        if not isinstance(label, list) or not all(isinstance(item, str) for item in label):
+            raise RequestError(
+                f"{name}: field 'label' must be a list of labels (multi-label model), e.g. [{self.labels[0]!r}], "
+                f"not a JSON {json_type(label)}"
+            )
+        unknown = [item for item in label if item not in self.labels]
+        if unknown:
+            raise RequestError(f"{name}: label {unknown[0]!r} is not one of the model's labels {self.labels}")
+        if len(set(label)) != len(label):
+            raise RequestError(f"{name}: field 'label' lists a label more than once ({label}); list each once")
 
     def predict(self, records: Sequence[Mapping[str, Any]], checked: bool = False) -> list[dict[str, Any]]:
         """Predictions for ``records`` (checked first unless ``checked``), in their order."""
@@ -249,9 +208,17 @@ class Predictor:
         n = len(work.records)
         scores = np.concatenate(work.parts) if work.parts else np.zeros((0, len(self.labels)))
         scores, evidence = self.documents.combine(scores, work.owners, n, work.split)
-        return [
-            self._prediction(record, row, proof) for record, row, proof in zip(work.records, scores.tolist(), evidence)
-        ]
+        scores = self.decisions.calibrated(scores)
+        predicted = self.decisions.predicted(scores)
+        review = self.decisions.needs_review(scores)
+        confidence = self.decisions.confidence(scores) if review is not None else None
+        out = []
+        for i, (record, row, proof) in enumerate(zip(work.records, scores.tolist(), evidence)):
+            prediction = self._prediction(record, row, predicted[i], proof)
+            if review is not None:
+                prediction.update(confidence=round(float(confidence[i]), 7), needs_review=bool(review[i]))
+            out.append(prediction)
+        return out
 
     def _encode(self, batch: dict[str, list]) -> Mapping[str, list]:
         from ml_exp.toolkit.documents import check_encoded
@@ -297,16 +264,17 @@ class Predictor:
             )
         return np.concatenate(parts)
 
-    def _prediction(self, record: Mapping[str, Any], scores: list[float], evidence: dict | None) -> dict[str, Any]:
-        best = max(range(len(scores)), key=scores.__getitem__)  # first of ties, as numpy's argmax
+    def _prediction(self, record: Mapping[str, Any], scores: list[float], predicted: Any, evidence: Any) -> dict:
         out: dict[str, Any] = {
             "id": record.get(ID),
-            "prediction": self.labels[best],
+            "prediction": self.decisions.label_names(predicted),  # a list of labels in multi-label
             "scores": {label: round(float(s), 7) for label, s in zip(self.labels, scores)},
         }
         if LABEL in record:
             out["label"] = record[LABEL]
-        if evidence is not None:
+        if evidence is not None and self.decisions.multi_label:  # each predicted label's own window
+            out["evidence"] = {label: proof for label, proof, chosen in zip(self.labels, evidence, predicted) if chosen}
+        elif evidence is not None:
             out["evidence"] = evidence
         return out
 

@@ -21,7 +21,6 @@ import csv
 import json
 import math
 import tempfile
-from array import array
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, user_error
 from ml_exp.steps import RunTask, Task, tracking_records
 from ml_exp.steps.inference_outputs import as_number, classification_report, csv_column, log_to_wandb, write_json
+from ml_exp.steps.inference_rows import PredictionRows
 from ml_exp.steps.report import confusion_matrix_png
 from ml_exp.storage.layout import (
     CLASSIFICATION_REPORT,
@@ -50,7 +50,8 @@ from ml_exp.storage.layout import (
     prepared_dir,
 )
 from ml_exp.storage.store import OutputExistsError, Run
-from ml_exp.toolkit.documents import PAGE, WINDOW, WINDOW_END, WINDOW_START, combine, document_starts
+from ml_exp.toolkit.decisions import DECISIONS, Decisions
+from ml_exp.toolkit.documents import PAGE, WINDOW, WINDOW_END, WINDOW_START, document_starts
 from ml_exp.toolkit.scoring import Scorer, accepted_inputs, load_classifier, model_inputs
 
 # Rows buffered before a Parquet row group is written (bounded memory per group).
@@ -58,18 +59,6 @@ PARQUET_ROWS_PER_GROUP = 65_536
 # Rows read and scored together: sorted by length within a block, in batches of
 # PER_DEVICE_EVAL_BATCH_SIZE. Bounds memory whatever the size of the split.
 BATCHES_PER_BLOCK = 32
-
-
-def _evidence_schema() -> list:
-    import pyarrow as pa
-
-    return [
-        ("windows", pa.int32()),
-        ("evidence_window", pa.int32()),
-        ("evidence_start", pa.int64()),
-        ("evidence_end", pa.int64()),
-        ("evidence_page", pa.int32()),  # the deciding window's page, when encode gives pages
-    ]
 
 
 def run_inference(ctx: Context, run_task: RunTask) -> dict[str, Any]:
@@ -121,15 +110,20 @@ def infer_model(ctx: Context, udfs: Functions, model_name: str) -> dict:
         out.mkdir()
 
         with tracked(ctx, key, INFERENCE) as wb:
-            n, predictions, references, matrix = _predict(ctx, model_name, prepared, trained, labels, out, udfs)
+            rows = _predict(ctx, model_name, prepared, trained, labels, out, udfs)
+            n = len(rows.references)
             log.info("inference %s: %d test documents scored", model_name, n)
 
-            metrics = _user_metrics(udfs, ctx, model_name, predictions, references, labels)
-            report = classification_report(predictions, references, labels)
-            del predictions, references
+            metrics = _user_metrics(udfs, ctx, model_name, rows.predictions, rows.references, labels)
+            report = classification_report(rows.predictions, rows.references, labels)
+            decided = rows.test_facts()
+            _say_decisions(log, model_name, decided)
             write_json(out / METRICS, metrics)
             write_json(out / CLASSIFICATION_REPORT, report)
+            write_json(out / DECISIONS, decided)
+            matrix = rows.matrix.tolist()
             write_json(out / CONFUSION_MATRIX, {"labels": list(labels), "matrix": matrix})
+            del rows
             (out / CONFUSION_MATRIX_PNG).write_bytes(confusion_matrix_png(matrix, labels, title=f"{model_name} — test"))
 
             uri = run.put_dir(str(out), target)
@@ -138,7 +132,23 @@ def infer_model(ctx: Context, udfs: Functions, model_name: str) -> dict:
                 log_to_wandb(wb, log, metrics, report, labels, out / CONFUSION_MATRIX_PNG, n)
             tracked_as = record(wb) if wb is not None else None
 
-    return {"metrics": metrics, "test_records": n, "uri": uri, "tracking": tracked_as}
+    return {"metrics": metrics, "test_records": n, "uri": uri, "tracking": tracked_as, "decisions": decided}
+
+
+def _say_decisions(log: Any, model_name: str, decided: dict[str, Any]) -> None:
+    """One line on the review routing's test coverage and precision, next to its target."""
+    review = decided.get("review")
+    if review:
+        precision = review["test_precision"]
+        log.info(
+            "inference %s: review at confidence >= %s: %.0f%% of the test documents go straight through, at "
+            "precision %s (target %s)",
+            model_name,
+            "-" if review["threshold"] is None else f"{review['threshold']:.3f}",
+            100 * (review["test_coverage"] or 0),
+            "-" if precision is None else f"{precision:.3f}",
+            review["target_precision"],
+        )
 
 
 def load_result(run: Run, model_name: str) -> dict:
@@ -154,7 +164,8 @@ def load_result(run: Run, model_name: str) -> dict:
     metrics = run.read_json(f"{folder}/{METRICS}")
     with run.open(f"{folder}/{PREDICTIONS}") as f:
         records = pq.ParquetFile(f).metadata.num_rows
-    return {"metrics": metrics, "test_records": records, "uri": run.path(folder)}
+    decided = run.read_json(f"{folder}/{DECISIONS}") if run.exists(f"{folder}/{DECISIONS}") else None
+    return {"metrics": metrics, "test_records": records, "uri": run.path(folder), "decisions": decided}
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -198,7 +209,7 @@ def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
                 f"the {TEST} split of model {model_name!r} has no {column!r} column (columns: {test.column_names})."
             )
     feature = test.features["label"]
-    names = getattr(feature, "names", None)
+    names = getattr(feature, "names", None)  # None in multi-label: 0/1 per label, named by labels.json
     if names is not None and list(names) != list(labels):
         raise StepError(f"the {TEST} split's label names {list(names)} differ from {LABELS} {labels}.")
 
@@ -223,7 +234,8 @@ def _predict(
 
     Within a block the rows are scored longest first, in batches of similar lengths (less
     padding), and put back in order; a document's windows are combined (CHUNK_AGGREGATION) once
-    its last window is scored. Returns (documents, predictions, references, confusion matrix)."""
+    its last window is scored. Returns the :class:`PredictionRows` (predictions, references,
+    confusion matrix and the test split's decisions facts)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -252,15 +264,12 @@ def _predict(
         collate = batch_maker(udfs, saved_processor(prepared), ctx)
     mixed = getattr(ctx.config, "mixed_precision", "no")
     scorer = Scorer(model, tokenizer, inputs, len(labels), model_name, mixed, collate=collate)
-    k = len(labels)
-    schema = pa.schema(
-        [("id", pa.string()), ("true_label", pa.string()), ("predicted_label", pa.string())]
-        + [(f"score_{label}", pa.float32()) for label in labels]
-        + _evidence_schema()
-    )
-    predictions, references = array("q"), array("q")
-    matrix = np.zeros((k, k), dtype=np.int64)
-    buffer: dict[str, list] = {name: [] for name in schema.names}
+    try:
+        decisions = Decisions.read(trained, labels, scorer.multi_label)
+    except ValueError as exc:
+        raise StepError(f"model {model_name!r}: {exc}; train it again in a new run.") from None
+    rows_out_of = PredictionRows(decisions, ctx.config.chunk_aggregation)
+    schema, buffer = rows_out_of.schema, rows_out_of.buffer
     where = [c for c in (WINDOW, WINDOW_START, WINDOW_END, PAGE) if c in test.column_names]
     data = test.select_columns(["id", "label", *where, *inputs])
     pending: dict[str, Any] | None = None  # the windows of a document whose last window may be in the next block
@@ -283,25 +292,7 @@ def _predict(
             return block
         head = {name: values[:done] for name, values in block.items()}
         starts = starts[starts < done]
-        scores, evidence = combine(head["probs"], starts, ctx.config.chunk_aggregation)
-        predicted = scores.argmax(axis=-1)
-        truth = head["label"][starts]
-        if truth.size and (truth.min() < 0 or truth.max() >= k):
-            raise StepError(f"the {TEST} split has label ids outside 0..{k - 1}.")
-        np.add.at(matrix, (truth, predicted), 1)
-        predictions.extend(int(p) for p in predicted)
-        references.extend(int(t) for t in truth)
-        deciding = starts + evidence
-        buffer["id"].extend(str(head["id"][s]) for s in starts)
-        buffer["true_label"].extend(labels[t] for t in truth)
-        buffer["predicted_label"].extend(labels[p] for p in predicted)
-        for c, label in enumerate(labels):
-            buffer[f"score_{label}"].extend(scores[:, c].tolist())
-        buffer["windows"].extend(np.diff(np.append(starts, done)).tolist())
-        buffer["evidence_window"].extend(evidence.tolist())
-        for column, name in ((WINDOW_START, "evidence_start"), (WINDOW_END, "evidence_end"), (PAGE, "evidence_page")):
-            spans = head[column][deciding] if column in head else np.full(len(starts), -1)
-            buffer[name].extend(int(v) if v >= 0 else None for v in spans)
+        rows_out_of.add(head["probs"], head["label"][starts], starts, done, head)
         return None if last or done == len(block[WINDOW]) else {name: values[done:] for name, values in block.items()}
 
     block_rows = batch_size * BATCHES_PER_BLOCK
@@ -346,7 +337,7 @@ def _predict(
         if pending is not None:
             emit(pending, last=True)
         flush(writer, rows_out, end=True)
-    return len(predictions), predictions.tolist(), references.tolist(), matrix.tolist()
+    return rows_out_of
 
 
 def _scores_by_length(scorer: Scorer, batch: Mapping[str, list], inputs: list[str], batch_size: int) -> Any:

@@ -16,6 +16,8 @@ def csv_column(column: Any) -> list[str]:
     values = column.to_pylist()
     if pa.types.is_floating(column.type):
         return [f"{v:.6g}" for v in values]
+    if pa.types.is_list(column.type):  # multi-label: a JSON list per cell, e.g. ["contract", "policy"]
+        return ["" if v is None else csv_text(json.dumps(v)) for v in values]
     return ["" if v is None else csv_text(v) if isinstance(v, str) else v for v in values]
 
 

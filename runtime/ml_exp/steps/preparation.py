@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_exp.core.errors import StepError
-from ml_exp.core.names import PREPARATION
+from ml_exp.core.names import MULTI_LABEL, PREPARATION, SINGLE_LABEL
 from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, user_error, user_frames
 from ml_exp.steps.coverage import document_coverage, lengths_png, warn_if_degenerate, warn_if_empty, warn_if_truncated
@@ -43,13 +43,21 @@ def run_preparation(ctx: Context, udfs: Functions) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"ml-exp-{PREPARATION}-", dir=ctx.run.scratch_area()) as scratch:
         shards = sorted(str(p) for p in ctx.run.local_input(RECONCILED, scratch).glob("part-*.parquet"))
         raw = datasets.Dataset.from_parquet(shards, cache_dir=os.path.join(scratch, "cache"))
-        labels = sorted(raw.unique("label"))
-        if len(labels) < 2:
-            raise StepError(
-                f"the reconciled records have {len(labels)} label(s) ({', '.join(labels)}); classification needs at "
-                "least 2"
-            )
-        raw = raw.cast_column("label", datasets.ClassLabel(names=labels))
+        multi_label = config.problem_type == MULTI_LABEL
+        check_label_kind(raw, multi_label)
+        if multi_label:
+            labels = sorted({name for names in raw.data.column("label").to_pylist() for name in names})
+            if not labels:
+                raise StepError("every reconciled record has an empty label list; multi-label needs at least 1 label")
+            raw = raw.cast_column("label", datasets.List(datasets.ClassLabel(names=labels)))
+        else:
+            labels = sorted(raw.unique("label"))
+            if len(labels) < 2:
+                raise StepError(
+                    f"the reconciled records have {len(labels)} label(s) ({', '.join(labels)}); classification needs "
+                    "at least 2"
+                )
+            raw = raw.cast_column("label", datasets.ClassLabel(names=labels))
         if ctx.run.exists(ASSIGNED_SPLIT):  # DATA_FROM: every record where the source run put it
             raw = assign_splits(raw, ctx.run.read_bytes(ASSIGNED_SPLIT))
         splits = split_records(raw, config.split_ratios, config.seed, ctx)
@@ -77,11 +85,12 @@ def split_fingerprint(split: Any) -> str:
     fingerprints are equal tested on the very same documents, whatever their order or model."""
     import hashlib
 
-    names = split.features["label"].names
+    feature = split.features["label"]
+    names = getattr(feature, "names", None) or feature.feature.names  # ClassLabel, or multi_label's list of them
     digest = hashlib.sha256()
     for index in sorted(range(len(split)), key=split["id"].__getitem__):
         row = split[index]
-        row["label"] = names[row["label"]]
+        row["label"] = names[row["label"]] if isinstance(row["label"], int) else [names[i] for i in row["label"]]
         digest.update(json.dumps(row, sort_keys=True, default=repr).encode() + b"\n")
     return digest.hexdigest()
 
@@ -117,11 +126,44 @@ def assign_splits(raw: Any, table: bytes) -> Any:
 
 
 def label_counts(split: Any, labels: list[str]) -> dict[str, int]:
-    """Records per label in one split (every label, zeros included), read in one batch."""
+    """Records per label in one split (every label, zeros included), read in one batch
+    (multi_label: the records that carry each label)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    column = split.select_columns(["label"]).with_format("arrow")[:]["label"]  # .data ignores a selection
+    if is_multi_label(split):
+        column = pc.list_flatten(column)
+    counts = np.bincount(np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64), minlength=len(labels))
+    return {label: int(n) for label, n in zip(labels, counts)}
+
+
+def is_multi_label(split: Any) -> bool:
+    """Whether a split's ``label`` column holds label lists (PROBLEM_TYPE = multi_label)."""
+    return hasattr(split.features["label"], "feature")
+
+
+def check_label_kind(raw: Any, multi_label: bool) -> None:
+    """The reconciled labels are of PROBLEM_TYPE's kind (DATA_FROM may name a run of the other)."""
+    import pyarrow as pa
+
+    lists = pa.types.is_list(raw.data.column("label").type) or pa.types.is_large_list(raw.data.column("label").type)
+    if lists != multi_label:
+        raise StepError(
+            f"the reconciled records' labels are {'lists' if lists else 'single class names'} but PROBLEM_TYPE = "
+            f"{MULTI_LABEL if multi_label else SINGLE_LABEL}; set PROBLEM_TYPE to match, or reconcile again (a "
+            "DATA_FROM run keeps the labels it was reconciled with)"
+        )
+
+
+def multi_hot(ids: Any, num_labels: int) -> Any:
+    """Label id lists -> rows of 0/1 (numpy, records x labels)."""
     import numpy as np
 
-    counts = np.bincount(np.asarray(split.with_format("numpy")["label"], dtype=np.int64), minlength=len(labels))
-    return {label: int(n) for label, n in zip(labels, counts)}
+    rows = np.zeros((len(ids), num_labels), dtype=np.int64)
+    for row, chosen in enumerate(ids):
+        rows[row, list(chosen)] = 1
+    return rows
 
 
 def split_records(raw, ratios: tuple[float, float, float], seed: int, ctx: Context):
@@ -160,6 +202,8 @@ def _split(dataset, test_size: float, seed: int, ctx: Context):
     from datasets.arrow_dataset import stratified_shuffle_split_generate_indices
 
     n_test = math.ceil(test_size * len(dataset))
+    if is_multi_label(dataset):
+        return _split_multi_label(dataset, n_test, seed)
     try:
         labels = np.asarray(dataset.select_columns(["label"]).with_format("numpy")[:]["label"])
         train, test = next(
@@ -173,6 +217,24 @@ def _split(dataset, test_size: float, seed: int, ctx: Context):
     return {"train": dataset.select(train), "test": dataset.select(test)}
 
 
+def _split_multi_label(dataset: Any, n_test: int, seed: int) -> dict[str, Any]:
+    """Iterative stratification (Sechidis et al., 2011; Szymanski & Kajdanowicz, 2017), as the
+    ``iterative-stratification`` package implements it: every label, and the pairs of labels,
+    keep their share in both parts."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    rows = multi_hot(
+        dataset.select_columns(["label"]).with_format("arrow")[:]["label"].to_pylist(), _num_labels(dataset)
+    )
+    cut = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=n_test, random_state=seed)
+    train, test = next(cut.split(rows, rows))
+    return {"train": dataset.select(sorted(train)), "test": dataset.select(sorted(test))}
+
+
+def _num_labels(dataset: Any) -> int:
+    return len(dataset.features["label"].feature.names)
+
+
 def _encode_for(
     model_name: str, splits, content: list[str], labels: list[str], ctx: Context, udfs: Functions, scratch: Path
 ) -> dict[str, Any]:
@@ -183,6 +245,7 @@ def _encode_for(
     except Exception as exc:
         raise StepError(user_error(f"load_processor({model_name!r})", exc, ctx.experiment_dir)) from exc
     windowing = Windowing.of(ctx.config, processor)
+    multi_label = is_multi_label(splits["train"])
 
     def encode(batch: dict[str, list], training: bool = False) -> dict[str, list]:
         try:
@@ -194,6 +257,8 @@ def _encode_for(
                 f"{exc}{user_frames(exc, ctx.experiment_dir)}"
             ) from exc
         check_encoded(model_name, batch, output)
+        if multi_label:  # the model's targets: one 0/1 per label (BCE), carried by each window
+            batch = {**batch, "label": multi_hot(batch["label"], len(labels)).astype("float32").tolist()}
         return to_rows(batch, output, windowing, training)
 
     probe = splits["train"].select(range(min(PROBE_ROWS, len(splits["train"])))).to_dict()

@@ -19,6 +19,7 @@ from typing import Any
 
 from ml_exp.core.console import interactive
 from ml_exp.core.errors import StepError
+from ml_exp.core.names import MULTI_LABEL, SINGLE_LABEL
 from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, user_error, user_frames
 from ml_exp.storage.layout import RECONCILED, RECORD_FIELDS, SPLITS
@@ -26,6 +27,8 @@ from ml_exp.storage.layout import RECONCILED, RECORD_FIELDS, SPLITS
 SHARD_ROWS = 100_000
 # Fewer examples than this and a label cannot appear in every split.
 MIN_PER_LABEL = 3
+# multi_label: how the counts name the records whose label list is empty
+NO_LABEL = "(none)"
 
 
 def run_reconciliation(ctx: Context, udfs: Functions, sample_per_label: int | None = None) -> dict[str, Any]:
@@ -45,7 +48,9 @@ def run_reconciliation(ctx: Context, udfs: Functions, sample_per_label: int | No
     if isinstance(records, (str, bytes, Mapping)):
         raise StepError(f"reconcile returned a {type(records).__name__}; yield or return an iterable of record dicts")
 
-    counts: Counter[str] = Counter()
+    multi_label = getattr(ctx.config, "problem_type", SINGLE_LABEL) == MULTI_LABEL
+    kept = 0  # records written
+    counts: Counter[str] = Counter()  # records per label (multi_label: per label they carry, NO_LABEL for [])
     seen_ids: set[str] = set()
     text_fields: set[str] = set()  # content fields whose first value is text: text in every record
     fields: list[str] | None = None
@@ -73,7 +78,7 @@ def run_reconciliation(ctx: Context, udfs: Functions, sample_per_label: int | No
             path = Path(scratch) / f"part-{len(shards):05d}.parquet"
             try:
                 if not schema:
-                    schema.append(_schema(fields or [], buffer))
+                    schema.append(_schema(fields or [], buffer, multi_label))
                 table = pa.Table.from_pylist(buffer, schema=schema[0])
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise StepError(
@@ -96,11 +101,13 @@ def run_reconciliation(ctx: Context, udfs: Functions, sample_per_label: int | No
                     f"{exc}{user_frames(exc, ctx.experiment_dir)}"
                 ) from exc
             position += 1
-            fields = _check(record, position, fields, seen_ids, text_fields)
-            label = str(record["label"])
-            if sample_per_label is not None and counts[label] >= sample_per_label:
+            fields = _check(record, position, fields, seen_ids, text_fields, multi_label)
+            label = [str(v) for v in record["label"]] if multi_label else str(record["label"])
+            kept_for = (label or [NO_LABEL]) if multi_label else [label]
+            if sample_per_label is not None and all(counts[name] >= sample_per_label for name in kept_for):
                 continue
-            counts[label] += 1
+            counts.update(kept_for)
+            kept += 1
             buffer.append({**record, "id": str(record["id"]), "label": label})
             progress.update(task, completed=position)
             if len(buffer) >= SHARD_ROWS:
@@ -110,11 +117,11 @@ def run_reconciliation(ctx: Context, udfs: Functions, sample_per_label: int | No
             raise StepError("reconcile yielded no records; it must yield labelled record dicts")
         ctx.run.put_dir(scratch, RECONCILED)
 
-    few = {label: n for label, n in counts.items() if n < MIN_PER_LABEL}
+    few = {label: n for label, n in counts.items() if n < MIN_PER_LABEL and label != NO_LABEL}
     for label, n in sorted(few.items()):
         ctx.log.warning("label %r has only %d record(s): too few to appear in every split", label, n)
     return {
-        "records": sum(counts.values()),
+        "records": kept,
         "records_read": position,
         "counts": dict(sorted(counts.items())),
         "fields": fields,
@@ -125,7 +132,12 @@ def run_reconciliation(ctx: Context, udfs: Functions, sample_per_label: int | No
 
 
 def _check(
-    record: Any, position: int, fields: list[str] | None, seen_ids: set[str], text_fields: set[str]
+    record: Any,
+    position: int,
+    fields: list[str] | None,
+    seen_ids: set[str],
+    text_fields: set[str],
+    multi_label: bool = False,
 ) -> list[str]:
     """Raise StepError naming the record when it breaks the contract; return the content fields."""
     where = f"reconcile: record #{position}"
@@ -146,13 +158,18 @@ def _check(
         )
     seen_ids.add(str(record_id))
     label = record.get("label")
-    if label is None or _is_nan(label) or str(label).strip() == "":
+    if multi_label:
+        _check_label_list(label, where)
+    elif label is None or _is_nan(label) or str(label).strip() == "":
         raise StepError(
             f"{where} has no 'label' ({'NaN, a missing value' if _is_nan(label) else 'or an empty one'}); every record "
             "needs its class"
         )
-    if isinstance(label, (list, dict, set, tuple)):
-        raise StepError(f"{where} has a {type(label).__name__} label; a label is one class name")
+    elif isinstance(label, (list, dict, set, tuple)):
+        raise StepError(
+            f"{where} has a {type(label).__name__} label {_shown(label)}; a label is one class name "
+            "(PROBLEM_TYPE = single_label). For records of several labels set PROBLEM_TYPE = multi_label"
+        )
     split = record.get("split")
     if split is not None and split not in SPLITS:
         raise StepError(f"{where} has split={split!r}; use one of {', '.join(SPLITS)} or leave it out")
@@ -191,6 +208,33 @@ def _check(
     return fields
 
 
+def _check_label_list(label: Any, where: str) -> None:
+    """PROBLEM_TYPE = multi_label: a list (or tuple) of distinct, non-empty class names; [] = none."""
+    if not isinstance(label, (list, tuple)):
+        got = "no 'label'" if label is None else f"label {_shown(label)} (a {type(label).__name__})"
+        raise StepError(
+            f"{where} has {got}; with PROBLEM_TYPE = multi_label a label is a list of class names, e.g. "
+            "['contract', 'policy'] (or [] for none): yield [label] for a record of one label"
+        )
+    for item in label:
+        if not isinstance(item, str) or not item.strip():
+            raise StepError(
+                f"{where} has {item!r} in its label list {_shown(label)}; every item must be a class name (non-empty "
+                "text)"
+            )
+    repeated = sorted({item for item in label if label.count(item) > 1})
+    if repeated:
+        raise StepError(
+            f"{where} has label(s) {', '.join(map(repr, repeated))} more than once in {_shown(label)}; list each "
+            "label once"
+        )
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # What a record's field may hold: what parquet stores as it is (nested in lists and dicts too).
 # (numbers include numpy's scalars; dates and decimals are parquet types too)
 STORABLE = (str, bytes, bool, Number, type(None), datetime.date, datetime.time, datetime.timedelta, decimal.Decimal)
@@ -227,12 +271,14 @@ def _is_nan(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, int) and math.isnan(value)
 
 
-def _schema(fields: Iterable[str], rows: list[dict[str, Any]]):
-    """One schema for every shard: id and label strings, split optional, content inferred."""
+def _schema(fields: Iterable[str], rows: list[dict[str, Any]], multi_label: bool = False):
+    """One schema for every shard: id and label strings (a list of them in multi_label), split
+    optional, content inferred."""
     import pyarrow as pa
 
     inferred = pa.Table.from_pylist(rows).schema
-    columns = [pa.field("id", pa.string()), pa.field("label", pa.string())]
+    label = pa.list_(pa.string()) if multi_label else pa.string()
+    columns = [pa.field("id", pa.string()), pa.field("label", label)]
     columns += [inferred.field(name) for name in fields]
     columns.append(pa.field("split", pa.string()))
     return pa.schema(columns)

@@ -296,6 +296,36 @@ def weighted_cross_entropy(weights: list[float]) -> Callable[..., Any]:
     return loss
 
 
+def balanced_positive_weights(train: Any, labels: int, np: Any) -> list[float]:
+    """CLASS_WEIGHTS = balanced in multi-label: per label, its negatives / positives in the training
+    split (BCE's ``pos_weight``), so a rare label's few positives weigh as much as its negatives
+    (a label without positives: 1)."""
+    rows = np.asarray(train.select_columns(["label"]).with_format("numpy")[:]["label"], dtype=np.float64)
+    positives = rows.reshape(-1, labels).sum(axis=0)
+    return [float((len(rows) - n) / n) if n else 1.0 for n in positives]
+
+
+def binary_cross_entropy(positive_weights: list[float] | None) -> Callable[..., Any]:
+    """The multi-label loss: a sigmoid per label, BCE averaged over every (row, label), with
+    ``positive_weights`` per label when given. Summed and divided by the Trainer's item count
+    (rows x labels) when it gives one, so gradient accumulation stays exact."""
+    import torch
+
+    table = None if positive_weights is None else torch.tensor(positive_weights, dtype=torch.float32)
+
+    def loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+        total = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits.float(),
+            labels.float(),
+            pos_weight=None if table is None else table.to(logits.device),
+            reduction="sum",
+        )
+        return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
+
+    return loss
+
+
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
 

@@ -9,7 +9,6 @@ accelerate's ``nlp_example.py``. A tuning trial is a ``train_model`` too, into i
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -21,10 +20,11 @@ from typing import Any
 from ml_exp.config.search_space import as_settings
 from ml_exp.core.console import QUIET, VERBOSE, interactive, verbosity
 from ml_exp.core.errors import StepError
-from ml_exp.core.names import CHUNKS, TRAINING, TUNING
+from ml_exp.core.names import CHUNKS, MULTI_LABEL, TRAINING, TUNING
 from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, user_error
 from ml_exp.steps import RunTask, Task, tracking_records
+from ml_exp.steps.training_metrics import rehearse, trainer_metrics, validation_documents
 from ml_exp.steps.tuning import best_params
 from ml_exp.storage.layout import (
     LABELS,
@@ -37,7 +37,8 @@ from ml_exp.storage.layout import (
     trial_dir,
 )
 from ml_exp.toolkit.collate import batch_maker, tokenizer_of
-from ml_exp.toolkit.documents import WINDOW, combine, document_starts
+from ml_exp.toolkit.decisions import DECISIONS, HF_PROBLEM_TYPES
+from ml_exp.toolkit.documents import WINDOW
 from ml_exp.toolkit.scoring import saved_processor
 
 
@@ -111,12 +112,15 @@ def train_model(
         set_seed,
     )
 
+    from ml_exp.steps.calibrate import validation_decisions
     from ml_exp.steps.tracking import log_model_reference, record, tracked
     from ml_exp.steps.trainer import (
         GROUP_BY_LENGTH,
         RANDOM,
         StepTrainer,
         balanced_class_weights,
+        balanced_positive_weights,
+        binary_cross_entropy,
         eval_order,
         in_dataset_order,
         last_complete_checkpoint,
@@ -151,6 +155,9 @@ def train_model(
             "labels; pass num_labels=len(labels)"
         )
 
+    multi_label = config.problem_type == MULTI_LABEL
+    if getattr(model, "config", None) is not None:  # transformers' models pick their loss and scores by it
+        model.config.problem_type = HF_PROBLEM_TYPES[config.problem_type]
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if isinstance(positions, int) and 0 < positions < config.max_length:
         ctx.log.warning(
@@ -170,7 +177,7 @@ def train_model(
     train_lengths = token_lengths(splits["train"], input_name)
     train_labels = (
         splits["train"].with_format(None).data.column("label").to_numpy()
-        if "label" in splits["train"].column_names
+        if "label" in splits["train"].column_names and not multi_label
         else None
     )
     sampling, sampling_reason = sampling_choice(
@@ -218,9 +225,16 @@ def train_model(
     callbacks = [ranks, *callbacks, *([MetricLines()] if verbosity() == VERBOSE and not shows_metrics else [])]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    weights = balanced_class_weights(splits["train"], len(labels), np) if config.class_weights == "balanced" else None
-    compute_metrics = _metrics(udfs, labels, ctx, np, validation_documents(splits["validation"]))
-    _rehearse(compute_metrics, splits["validation"], len(labels), np)
+    balanced = config.class_weights == "balanced"
+    if multi_label:
+        weights = balanced_positive_weights(splits["train"], len(labels), np) if balanced else None
+        loss = binary_cross_entropy(weights)
+    else:
+        weights = balanced_class_weights(splits["train"], len(labels), np) if balanced else None
+        loss = weighted_cross_entropy(weights) if weights is not None else None
+    documents = validation_documents(splits["validation"])
+    compute_metrics = trainer_metrics(udfs, labels, ctx, documents)
+    rehearse(compute_metrics, splits["validation"], len(labels))
     trainer = StepTrainer(
         model=model,
         args=args,
@@ -229,7 +243,7 @@ def train_model(
         eval_dataset=splits["validation"],
         processing_class=processor if pads else None,
         compute_metrics=in_dataset_order(compute_metrics, order) if order else compute_metrics,
-        compute_loss_func=weighted_cross_entropy(weights) if weights is not None else None,
+        compute_loss_func=loss,
         callbacks=callbacks,
         train_lengths=train_lengths,
         eval_order=order,
@@ -254,6 +268,7 @@ def train_model(
         ):  # after the place's callbacks (a checkpoint mirrored): a step is logged once it can be resumed from
             trainer.add_callback(WandbLog(wb, ctx, None if trial else f"{checkpoint_dir(model_name)}/{TRACKING_STATE}"))
         result = trainer.train(resume_from_checkpoint=last)
+        decisions = None if trial else validation_decisions(trainer, splits["validation"], labels, config, documents)
         summary = {
             "model": model_name,
             "metric": config.metric_for_best_model,
@@ -279,6 +294,7 @@ def train_model(
                 "weight_decay": args.weight_decay,
             },
             "class_weights": dict(zip(labels, weights)) if weights is not None else None,
+            "problem_type": config.problem_type,
             "ranks": ranks.gather(),
             "tracking": record(wb) if wb is not None else None,
             "log_history": trainer.state.log_history,
@@ -290,6 +306,8 @@ def train_model(
                 if hasattr(processor, "save_pretrained"):
                     processor.save_pretrained(out)
                 Path(out, MODEL_LABELS).write_text(json.dumps(labels))
+                if decisions is not None:
+                    Path(out, DECISIONS).write_text(json.dumps(decisions, indent=2))
                 Path(out, TRAINING_METRICS).write_text(json.dumps(summary, indent=2, default=str))
                 ctx.run.put_dir(out, folder, overwrite=True)
                 if on_model_saved is not None:
@@ -319,71 +337,6 @@ def _document_training(config: Any, train: Any, weights: list[float] | None) -> 
         )
     windows = train.with_format(None).data.column(WINDOW).to_pylist()
     return windows, config.chunk_aggregation, weights, config.chunk_grad_windows
-
-
-def validation_documents(validation: Any) -> Any:
-    """(each document's first row, rows) of the validation split when documents have several
-    windows (DOCUMENT_STRATEGY = chunks), else None. The Trainer evaluates the split in order."""
-    if WINDOW not in validation.column_names:
-        return None
-    starts = document_starts(validation.with_format(None).data.column(WINDOW).to_numpy())
-    return (starts, len(validation)) if len(starts) < len(validation) else None
-
-
-def _metrics(
-    udfs: Functions, labels: list[str], ctx: Context, np: Any, documents: Any = None
-) -> Callable[..., dict[str, float]]:
-    """The Trainer's compute_metrics: the user's, per document (``documents``: each one's first
-    row; its windows' scores are combined by CHUNK_AGGREGATION), never per window."""
-    wanted = ctx.config.metric_for_best_model
-
-    def compute(prediction: Any, rehearsal: bool = False) -> dict[str, float]:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        references = np.asarray(prediction.label_ids)
-        if documents is not None:
-            starts, rows = documents
-            if len(logits) != rows:  # the windows' order is what ties them to their documents
-                raise StepError(
-                    f"the Trainer returned {len(logits)} validation predictions for {rows} windows; cannot combine "
-                    "them per document"
-                )
-            shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-            logits, _ = combine(shifted / shifted.sum(axis=-1, keepdims=True), starts, ctx.config.chunk_aggregation)
-            references = references[starts]
-        predicted = np.argmax(logits, axis=-1).tolist()
-        # before training, with the labels as the predictions: say so, since no model has run yet
-        called = "compute_metrics (called before training on the validation labels)" if rehearsal else "compute_metrics"
-        metrics = _call(called, udfs.compute_metrics, predicted, references.tolist(), labels, ctx)
-        if not isinstance(metrics, dict) or wanted not in metrics:
-            raise StepError(
-                f"{called} returned {sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__}; "
-                f"it must return a dict holding METRIC_FOR_BEST_MODEL = {wanted}"
-            )
-        try:
-            values = {name: float(value) for name, value in metrics.items()}
-        except (TypeError, ValueError) as exc:
-            raise StepError(
-                f"{called} returned a value that is not a number ({exc}); return a dict of metric name -> number"
-            ) from None
-        if (
-            math.isnan(values[wanted]) and not rehearsal
-        ):  # the Trainer would compare NaNs and keep an arbitrary "best" model
-            raise StepError(
-                f"compute_metrics returned {wanted} = nan (METRIC_FOR_BEST_MODEL) on the validation split; return a "
-                "number (e.g. 0.0 when undefined)"
-            )
-        return values
-
-    return compute
-
-
-def _rehearse(compute: Callable[..., dict[str, float]], validation: Any, num_labels: int, np: Any) -> None:
-    """compute_metrics once on the validation split's own labels, before training: a function that
-    fails or lacks METRIC_FOR_BEST_MODEL shows now, not after the first epoch."""
-    if len(validation):
-        references = np.asarray(validation.select_columns(["label"]).with_format("numpy")[:]["label"])
-        logits = np.eye(num_labels, dtype=np.float32)[references] * 8.0
-        compute(type("Rehearsal", (), {"predictions": logits, "label_ids": references})(), rehearsal=True)
 
 
 def _best_eval(history: list[dict[str, Any]], best_step: int | None) -> dict[str, float]:

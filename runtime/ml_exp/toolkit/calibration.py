@@ -13,8 +13,12 @@ from typing import Any
 
 __all__ = ["apply_temperature", "expected_calibration_error", "fit_temperature"]
 
-# log(T) is searched in this range: T from about 0.02 to 50 covers any model worth calibrating.
-_LOG_T_BOUNDS = (-4.0, 4.0)
+# log(T) is searched in this range: T from 0.05 to 20 covers any model worth calibrating; beyond
+# it, a small validation split is fitted rather than the model (scores pushed to exactly 0 or 1).
+_LOG_T_BOUNDS = (-3.0, 3.0)
+# multi-label: a label with fewer positive (or negative) validation documents than this gets the
+# temperature of all labels together, not one fitted on a handful of documents
+MIN_EXAMPLES_PER_LABEL = 5
 
 
 def _single_label_nll(logits: Any, references: Any, temperature: float) -> float:
@@ -43,7 +47,8 @@ def _best_temperature(nll) -> float:
 
 def fit_temperature(logits: Any, references: Any, multi_label: bool = False) -> float | list[float]:
     """The temperature minimising validation NLL: one float (single-label, ``references`` class ids)
-    or one per label (multi-label, ``references`` multi-hot with the logits' shape)."""
+    or one per label (multi-label, ``references`` multi-hot with the logits' shape; a label with
+    fewer than MIN_EXAMPLES_PER_LABEL positives or negatives gets all labels' temperature)."""
     import numpy as np
 
     values = np.asarray(logits, dtype=float)
@@ -55,8 +60,13 @@ def fit_temperature(logits: Any, references: Any, multi_label: bool = False) -> 
     if multi_label:
         if refs.shape != values.shape:
             raise ValueError(f"fit_temperature: multi-hot references have shape {refs.shape} but logits {values.shape}")
+        shared = _best_temperature(lambda t: _binary_nll(values.ravel(), refs.ravel(), t))
+        positives = refs.sum(axis=0)
         return [
-            _best_temperature(lambda t, j=j: _binary_nll(values[:, j], refs[:, j], t)) for j in range(values.shape[1])
+            _best_temperature(lambda t, j=j: _binary_nll(values[:, j], refs[:, j], t))
+            if min(positives[j], len(refs) - positives[j]) >= MIN_EXAMPLES_PER_LABEL
+            else shared
+            for j in range(values.shape[1])
         ]
     if refs.shape != (len(values),) or not np.issubdtype(refs.dtype, np.integer):
         raise ValueError(

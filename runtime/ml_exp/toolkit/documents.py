@@ -279,3 +279,23 @@ def combine(probabilities: Any, starts: Any, how: str = "mean") -> tuple[Any, An
     rows = np.flatnonzero(support == best[owner])
     _, first = np.unique(owner[rows], return_index=True)
     return scores.astype(np.float32), rows[first] - starts
+
+
+def combine_labels(probabilities: Any, starts: Any, how: str = "mean") -> tuple[Any, Any]:
+    """Multi-label :func:`combine`: windows' per-label probabilities (rows x labels, each its own
+    sigmoid) -> (one row per document: each label's mean or max over the windows, and per
+    document and label the index in the document of the window that gives the label its highest
+    probability: each predicted label's evidence)."""
+    import numpy as np
+
+    probs = np.asarray(probabilities, dtype=np.float64)
+    starts = np.asarray(starts, dtype=np.int64)
+    counts = np.diff(np.append(starts, len(probs)))
+    highest = np.maximum.reduceat(probs, starts, axis=0)
+    scores = highest if how == "max" else np.add.reduceat(probs, starts, axis=0) / counts[:, None]
+    owner = np.repeat(np.arange(len(starts)), counts)
+    rows = np.arange(len(probs))[:, None]
+    # the first window (lowest row) that reaches each label's highest probability
+    hits = np.where(probs == highest[owner], rows, len(probs))
+    evidence = np.minimum.reduceat(hits, starts, axis=0) - starts[:, None]
+    return scores.astype(np.float32), evidence.astype(np.int64)

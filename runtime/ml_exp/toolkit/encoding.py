@@ -258,7 +258,19 @@ def classification_metrics(predictions: Any, references: Any, labels: Sequence[s
     ``labels`` counts, also one absent from both (its scores are 0, not a warning). Returns
     ``accuracy``, ``precision_macro``, ``recall_macro``, ``f1_macro``, ``precision_micro``,
     ``recall_micro``, ``f1_micro``, ``precision_weighted``, ``recall_weighted``, ``f1_weighted``.
+
+    Multi-label (PROBLEM_TYPE = multi_label: ``references`` are 0/1 rows, one column per label):
+    :func:`ml_exp.toolkit.multilabel.multi_label_metrics` (micro/macro/samples precision, recall
+    and F1, per-label precision/recall/F1, ``subset_accuracy`` and ``hamming_loss``), with
+    ``accuracy`` = the subset accuracy, as scikit-learn's ``accuracy_score`` counts it.
     """
+    import numpy as np
+
+    if np.asarray(references).ndim == 2:
+        from ml_exp.toolkit.multilabel import multi_label_metrics
+
+        result = multi_label_metrics(predictions, references, labels)
+        return {"accuracy": result["subset_accuracy"], **result}
     preds = _as_class_ids(predictions, "predictions")
     refs = _as_class_ids(references, "references")
     if len(preds) != len(refs):

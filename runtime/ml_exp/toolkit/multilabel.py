@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ml_exp.config.parsers import parse_threshold_rule
+
 __all__ = ["multi_label_metrics", "parse_threshold_rule", "tune_label_thresholds"]
 
 # A label with no positive (or no negative) validation example has no curve to tune on.
@@ -78,25 +80,6 @@ def multi_label_metrics(predictions: Any, references: Any, labels: Sequence[str]
         result[f"recall_{name}"] = float(recall[index])
         result[f"f1_{name}"] = float(f1[index])
     return result
-
-
-def parse_threshold_rule(value: str) -> tuple[str, float]:
-    """``f1`` -> ("f1", 0); ``precision:0.95`` -> ("precision", 0.95); ``0.5`` -> ("fixed", 0.5)."""
-    text = str(value).strip().lower()
-    if text == "f1":
-        return "f1", 0.0
-    kind, _, number = text.partition(":") if text.startswith("precision") else ("fixed", "", text)
-    try:
-        target = float(number)
-    except ValueError:
-        target = float("nan")
-    if not 0.0 < target < 1.0:  # also false for NaN
-        raise ValueError(
-            f"LABEL_THRESHOLDS = {value!r}: use f1 (each label's threshold maximises its F1 on the validation "
-            "split), precision:<p> with 0 < p < 1 (the lowest threshold reaching that precision), or one "
-            "probability 0 < t < 1 for every label"
-        )
-    return kind, target
 
 
 def tune_label_thresholds(

@@ -75,7 +75,8 @@ def accepted_inputs(model: Any) -> list[str]:
 
 
 class Scorer:
-    """Encoded batches -> softmax scores (numpy, one row per record), on the GPU when there is one.
+    """Encoded batches -> softmax scores (multi-label: a sigmoid per label; numpy, one row per
+    record), on the GPU when there is one.
 
     Batches are made as in training: by the experiment's ``collate`` when given (a callable
     ``rows -> tensors``), else by :class:`~ml_exp.toolkit.collate.PadCollator` with ``tokenizer``."""
@@ -93,8 +94,10 @@ class Scorer:
         import torch
 
         from ml_exp.toolkit.collate import PadCollator
+        from ml_exp.toolkit.decisions import is_multi_label_model
 
         self.inputs, self.num_labels, self.model_name = inputs, num_labels, model_name
+        self.multi_label = is_multi_label_model(model)  # a sigmoid per label, not a softmax
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.autocast: Any = nullcontext()
@@ -114,7 +117,8 @@ class Scorer:
         return {name: features[name] for name in self.inputs if name in features}
 
     def scores(self, batch: Mapping[str, list]) -> Any:
-        """Softmax scores (float32 numpy array, records x labels) of one encoded batch."""
+        """Softmax scores (float32 numpy array, records x labels) of one encoded batch; in a
+        multi-label model, each label's sigmoid."""
         import torch
 
         features = self.tensors(batch)
@@ -124,4 +128,5 @@ class Scorer:
             raise StepError(
                 f"model {self.model_name!r} returned {logits.shape[-1]} scores per record, expected {self.num_labels}."
             )
-        return logits.float().softmax(dim=-1).cpu().numpy()
+        logits = logits.float()
+        return (logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)).cpu().numpy()
