@@ -63,6 +63,19 @@ CASES = [
     ({"SERVE_TIMEOUT_S": "99999"}, "SERVE_TIMEOUT_S", "<= 3600"),
     ({"ENDPOINT_SERVERLESS_MEMORY_MB": "1000"}, "ENDPOINT_SERVERLESS_MEMORY_MB", "1024, 2048"),
     ({"ENDPOINT_IMAGE": "gpu"}, "ENDPOINT_IMAGE", "not allowed"),
+    # multi-label, calibration, review (issue 25)
+    ({"PROBLEM_TYPE": "multilabel"}, "PROBLEM_TYPE", "single_label, multi_label"),
+    ({"PROBLEM_TYPE": "multi_label", "LABEL_THRESHOLDS": "precision:1"}, "LABEL_THRESHOLDS", "0 < p < 1"),
+    ({"PROBLEM_TYPE": "multi_label", "LABEL_THRESHOLDS": "nan"}, "LABEL_THRESHOLDS", "use f1"),
+    ({"LABEL_THRESHOLDS": "0.3"}, "LABEL_THRESHOLDS", "only by PROBLEM_TYPE = multi_label"),
+    ({"CALIBRATION": "platt"}, "CALIBRATION", "temperature, none"),
+    ({"REVIEW_TARGET_PRECISION": "1.5"}, "REVIEW_TARGET_PRECISION", "<= 1.0"),
+    ({"REVIEW_TARGET_PRECISION": "0"}, "REVIEW_TARGET_PRECISION", "> 0.0"),
+    (
+        {"PROBLEM_TYPE": "multi_label", "DOCUMENT_STRATEGY": "chunks", "CHUNK_TRAINING": "document"},
+        "CHUNK_TRAINING",
+        "not available with PROBLEM_TYPE = multi_label",
+    ),
     # tuning
     ({"TUNING_TRIALS": "0"}, "TUNING_TRIALS", "too small"),
     ({"TUNING_PARALLEL_TRIALS": "0"}, "TUNING_PARALLEL_TRIALS", "too small"),

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 from ml_exp.pipeline.runner import StepFailed, run_pipeline
 from ml_exp.storage.store import Store
 
@@ -148,8 +149,9 @@ def multi_label_demo(tmp_path_factory) -> tuple[Path, Path, dict]:
     source = source.replace("seed=ctx.config.seed)\n", "seed=ctx.config.seed, sentences=(3, 6))\n", 1)
     (project / "experiment.py").write_text(source)
     env = {**os.environ, "WANDB_MODE": "disabled", "PROBLEM_TYPE": "multi_label", "DOCUMENT_STRATEGY": "truncate",
-           "MAX_LENGTH": "128", "NUM_TRAIN_EPOCHS": "5", "PER_DEVICE_TRAIN_BATCH_SIZE": "4", "EARLY_STOPPING_PATIENCE": "0",
-           "REVIEW_TARGET_PRECISION": "0.9", "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}  # fmt: skip
+           "MAX_LENGTH": "128", "NUM_TRAIN_EPOCHS": "5", "PER_DEVICE_TRAIN_BATCH_SIZE": "4",
+           "EARLY_STOPPING_PATIENCE": "0", "REVIEW_TARGET_PRECISION": "0.9", "TQDM_DISABLE": "1",
+           "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}  # fmt: skip
     exp = str(Path(sys.executable).with_name("exp"))
     done = subprocess.run([exp, "run"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -213,6 +215,27 @@ def test_multi_label_demo_trains_decides_and_routes(multi_label_demo):
     hits = sum(set(p["prediction"]) == set(r["label"]) for p, r in zip(predictions, sample))
     assert hits >= 3, predictions
 
+    # exp serve answers as exp predict does, needs_review and per-label evidence included
+    from tests.test_serving import free_port, stop, wait_until_up
+
+    port = free_port()
+    server = subprocess.Popen(
+        [exp, "serve", "--run", "1", "--port", str(port)], cwd=project, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", server)
+        served = requests.post(f"http://127.0.0.1:{port}/invocations", json=sample[:6], timeout=60)
+        assert served.status_code == 200, served.text
+        for got, want in zip(served.json(), predictions):
+            assert got["prediction"] == want["prediction"] and got["needs_review"] == want["needs_review"]
+            assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+        url = f"http://127.0.0.1:{port}/invocations"
+        refused = requests.post(url, json={**sample[0], "label": "contract"}, timeout=30)
+        assert refused.status_code == 400 and "must be a list of labels" in refused.text
+    finally:
+        stop(server)
+
     bad = json.dumps({**sample[0], "label": ["contract", "letter"]}) + "\n"
     done = subprocess.run(
         [exp, "predict", "-", "--run", "1"], cwd=project, env=env, input=bad, capture_output=True, text=True
@@ -237,3 +260,73 @@ def test_single_label_models_are_calibrated_and_decide_as_before(trained_run):
     assert [labels[i] for i in scores.argmax(axis=1)] == table.column("predicted_label").to_pylist()
     decided = json.loads((trained_run.run / "inference/tiny-bert/decisions.json").read_text())
     assert decided["calibration"]["test_ece"] is not None
+
+
+def _config(**values):
+    from types import SimpleNamespace
+
+    base = {"problem_type": "single_label", "calibration": "temperature", "label_thresholds": "f1",
+            "review_target_precision": None}  # fmt: skip
+    return SimpleNamespace(**{**base, **values})
+
+
+def test_decisions_fitted_on_overconfident_scores_calibrate_and_route():
+    """Scores 3x too confident (logits x 3): the fitted temperature brings the calibration error
+    down, never changes the winning class, and the review threshold meets its target on the split
+    it was chosen on; the same decisions read back from their file decide alike."""
+    import numpy as np
+    from ml_exp.steps.calibrate import fit_decisions
+    from ml_exp.toolkit.decisions import Decisions, probabilities
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 2000)
+    logits = rng.normal(0, 1, (2000, 3)) + 1.5 * np.eye(3)[truth]
+    scores = probabilities(3 * logits, multi_label=False)
+    saved = fit_decisions(scores, truth, ["a", "b", "c"], _config(review_target_precision=0.9))
+    calibration = saved["calibration"]
+    assert calibration["temperature"] > 1.5  # softened
+    assert calibration["after"]["ece"] < calibration["before"]["ece"] / 3
+    decisions = Decisions.from_dict(json.loads(json.dumps(saved)), ["a", "b", "c"])
+    calibrated = decisions.calibrated(scores)
+    assert (calibrated.argmax(axis=1) == scores.argmax(axis=1)).all()
+    automated = ~np.asarray(decisions.needs_review(calibrated))
+    assert 0 < automated.mean() < 1
+    assert (calibrated.argmax(axis=1) == truth)[automated].mean() >= 0.9
+    assert saved["review"]["coverage"] == pytest.approx(automated.mean())
+    with pytest.raises(ValueError, match="not the model's"):
+        Decisions.from_dict(saved, ["a", "b"])
+
+
+def test_multi_label_decisions_pick_a_threshold_per_label():
+    """A rare label whose scores run low gets a lower threshold than 0.5; every label's threshold
+    reaches a precision target where one can."""
+    import numpy as np
+    from ml_exp.steps.calibrate import fit_decisions
+    from ml_exp.toolkit.decisions import Decisions
+
+    rng = np.random.default_rng(1)
+    truth = (rng.random((1500, 2)) < [0.5, 0.1]).astype(int)
+    scores = np.clip(truth * [0.7, 0.35] + rng.normal(0, 0.12, truth.shape) + [0.15, 0.05], 0.001, 0.999)
+    saved = fit_decisions(scores, truth, ["common", "rare"], _config(problem_type="multi_label", calibration="none"))
+    thresholds = {label: t["threshold"] for label, t in saved["thresholds"].items()}
+    assert thresholds["rare"] < 0.5 < thresholds["common"] + 0.2
+    decisions = Decisions.from_dict(saved, ["common", "rare"])
+    predicted = decisions.predicted(scores)
+    assert predicted.shape == truth.shape and set(np.unique(predicted)) <= {0, 1}
+    assert decisions.label_names([1, 1]) == ["common", "rare"] and decisions.label_names([0, 0]) == []
+    strict = fit_decisions(
+        scores, truth, ["common", "rare"], _config(problem_type="multi_label", label_thresholds="precision:0.95")
+    )
+    assert all(t["precision"] >= 0.95 for t in strict["thresholds"].values() if t["met"])
+
+
+def test_windows_combine_per_label_with_each_labels_own_evidence():
+    import numpy as np
+    from ml_exp.toolkit.documents import combine_labels
+
+    windows = np.array([[0.1, 0.9], [0.8, 0.2], [0.8, 0.1], [0.3, 0.3]])  # document 1: rows 0-2; 2: row 3
+    scores, evidence = combine_labels(windows, [0, 3], "max")
+    assert np.allclose(scores, [[0.8, 0.9], [0.3, 0.3]])
+    assert evidence.tolist() == [[1, 0], [0, 0]]  # label 0 first reaches 0.8 in window 1
+    means, _ = combine_labels(windows, [0, 3], "mean")
+    assert means[0].tolist() == pytest.approx([1.7 / 3, 1.2 / 3])

@@ -117,17 +117,32 @@ def reliability(scores: Any, references: Any, multi_label: bool, bins: int = BIN
 def predictions_for_metrics(scores: Any, multi_label: bool) -> list:
     """What compute_metrics receives as predictions: class ids, or 0/1 rows at 0.5 (during
     training: the thresholds are chosen once it ends)."""
-    return (
-        Decisions([str(i) for i in range(scores.shape[-1])], MULTI_LABEL if multi_label else SINGLE_LABEL)
-        .predicted(scores)
-        .tolist()
-    )
-
-
-def validation_decisions(trainer: Any, validation: Any, labels: list[str], config: Any, documents: Any) -> dict:
-    """The best model on the validation split (every rank takes part), then :func:`fit_decisions`."""
     import numpy as np
 
+    scores = np.asarray(scores)
+    return ((scores >= 0.5).astype(np.int64) if multi_label else scores.argmax(axis=-1)).tolist()
+
+
+def best_evaluation(evaluations: list[tuple[Any, Any]], history: list[dict[str, Any]], best_step: Any) -> Any:
+    """The (document scores, references) of the evaluation that chose the best model, when this
+    process made every evaluation of the log (not after a resume); None otherwise."""
+    steps = [h.get("step") for h in history if any(k.startswith("eval_") for k in h)]
+    if len(steps) != len(evaluations) or not steps:
+        return None
+    at = steps.index(best_step) if best_step in steps else len(steps) - 1
+    return evaluations[at]
+
+
+def validation_decisions(
+    trainer: Any, validation: Any, labels: list[str], config: Any, documents: Any, evaluated: Any = None
+) -> dict:
+    """The best model on the validation split, then :func:`fit_decisions`. ``evaluated``: the
+    best evaluation's (document scores, references), which spare predicting the split again;
+    else it is predicted (every rank takes part)."""
+    import numpy as np
+
+    if evaluated is not None:
+        return fit_decisions(evaluated[0], evaluated[1], labels, config)
     compute, trainer.compute_metrics = trainer.compute_metrics, None  # logits only: no metrics again
     try:
         output = trainer.predict(validation, metric_key_prefix="calibration")

@@ -86,7 +86,7 @@ class PredictionRows:
             for column, name in EVIDENCE:
                 values = head.get(column)
                 out[name].extend(
-                    [_or_none(values[starts[i] + evidence[i, j]]) if values is not None else None for j in c]
+                    None if values is None else [_or_none(values[starts[i] + evidence[i, j]]) for j in c]
                     for i, c in enumerate(chosen)
                 )
         else:

@@ -5,6 +5,7 @@ per-model inference results (so overwriting them is safe)."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from ml_exp.config import Config
 from ml_exp.core.errors import StepError
@@ -116,9 +117,23 @@ def _markdown(
             "",
             f"![confusion matrix of {_escape(name)}]({folder}/{CONFUSION_MATRIX_PNG})",
             "",
+            *_decisions(run, name),
             *_evidence(run, folder),
         ]
     return "\n".join(lines)
+
+
+def _decisions(run: Run, name: str) -> list[str]:
+    from ml_exp.steps.report_decisions import decision_lines, read_decisions, threshold_rows
+
+    saved, tested = read_decisions(run, name)
+    lines = [f"{line}\n" for line in decision_lines(saved, tested)]
+    rows = threshold_rows(saved)
+    if rows:
+        lines += ["| label | threshold | precision | recall |", "|---|---:|---:|---:|"]
+        lines += [f"| {_escape(label)} | {t:.3f} | {p:.3f} | {r:.3f} |" for label, t, p, r, _ in rows]
+        lines.append("")
+    return lines
 
 
 EVIDENCE_ROWS = 20  # the report is read by a person; the whole table is predictions.csv
@@ -142,11 +157,26 @@ def _evidence(run: Run, folder: str) -> list[str]:
         return []
 
     def where(row: dict) -> str:
+        if isinstance(row.get("predicted_label"), list):  # multi-label: each predicted label's window
+            return (
+                "; ".join(
+                    where({"evidence_page": page, "evidence_start": start, "evidence_end": end})
+                    for page, start, end in zip(
+                        row.get("evidence_page") or [None] * len(row["predicted_label"]),
+                        row.get("evidence_start") or [None] * len(row["predicted_label"]),
+                        row.get("evidence_end") or [None] * len(row["predicted_label"]),
+                    )
+                )
+                or "—"
+            )
         if row.get("evidence_page") is not None:
             return f"page {row['evidence_page']}"
         if row.get("evidence_start") is not None:
             return f"characters {row['evidence_start']}–{row['evidence_end']}"
         return "—"
+
+    def labels(value: Any) -> str:
+        return _escape(", ".join(value) if isinstance(value, list) else value)
 
     windows = "windows" in names
     lines = [
@@ -156,7 +186,7 @@ def _evidence(run: Run, folder: str) -> list[str]:
         "|---|---|---|---|" + ("---:|" if windows else ""),
     ]
     for row in rows:
-        cells = [_escape(row.get(k, "")) for k in ("id", "true_label", "predicted_label")] + [where(row)]
+        cells = [_escape(row.get("id", "")), labels(row["true_label"]), labels(row["predicted_label"]), where(row)]
         lines.append("| " + " | ".join(cells) + " |" + (f" {row['windows']} |" if windows else ""))
     return [*lines, ""]
 

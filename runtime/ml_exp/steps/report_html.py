@@ -117,6 +117,7 @@ def _model(run: Run, name: str, metric: str, best: bool) -> str:
             "<table><thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>"
         )
+    parts.append(_decisions(run, name))
     path = f"{model_dir(name)}/{TRAINING_METRICS}"
     if run.exists(path):
         history = run.read_json(path).get("log_history") or []
@@ -124,6 +125,37 @@ def _model(run: Run, name: str, metric: str, best: bool) -> str:
         if curves:
             parts.append(_image(curves, f"training curves of {name}"))
     parts.append("</section>")
+    return "".join(parts)
+
+
+def _decisions(run: Run, name: str) -> str:
+    """Calibration, thresholds and review routing (steps/report_decisions.py)."""
+    from ml_exp.steps.report_decisions import (
+        decision_lines,
+        read_decisions,
+        reliability_png,
+        review_curve_png,
+        threshold_rows,
+    )
+
+    saved, tested = read_decisions(run, name)
+    parts = [f"<p>{_e(line)}</p>" for line in decision_lines(saved, tested)]
+    rows = threshold_rows(saved)
+    if rows:
+        body = "".join(
+            f"<tr><td>{_e(label)}</td><td>{t:.3f}</td><td>{p:.3f}</td><td>{r:.3f}</td><td>{'yes' if met else 'no'}</td>"
+            "</tr>"
+            for label, t, p, r, met in rows
+        )
+        parts.append(
+            f"<p>Each label's threshold (LABEL_THRESHOLDS = {_e(saved.get('label_thresholds', ''))}), chosen on the "
+            "validation split:</p><table><thead><tr><th>label</th><th>threshold</th><th>precision</th><th>recall</th>"
+            f"<th>rule met</th></tr></thead><tbody>{body}</tbody></table>"
+        )
+    if saved.get("calibration"):
+        parts.append(_image(reliability_png(saved["calibration"], f"{name}: reliability"), f"reliability of {name}"))
+    if (saved.get("review") or {}).get("curve"):
+        parts.append(_image(review_curve_png(saved["review"], f"{name}: review"), f"coverage and precision of {name}"))
     return "".join(parts)
 
 

@@ -112,7 +112,7 @@ def train_model(
         set_seed,
     )
 
-    from ml_exp.steps.calibrate import validation_decisions
+    from ml_exp.steps.calibrate import best_evaluation, validation_decisions
     from ml_exp.steps.tracking import log_model_reference, record, tracked
     from ml_exp.steps.trainer import (
         GROUP_BY_LENGTH,
@@ -156,8 +156,13 @@ def train_model(
         )
 
     multi_label = config.problem_type == MULTI_LABEL
-    if getattr(model, "config", None) is not None:  # transformers' models pick their loss and scores by it
+    if hasattr(getattr(model, "config", None), "problem_type"):  # transformers' models pick loss and scores by it
         model.config.problem_type = HF_PROBLEM_TYPES[config.problem_type]
+    elif multi_label:
+        raise StepError(
+            f"load_model({model_name!r}) returned a model without config.problem_type; PROBLEM_TYPE = multi_label "
+            "needs a transformers classification model (its scores are read as one sigmoid per label)"
+        )
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if isinstance(positions, int) and 0 < positions < config.max_length:
         ctx.log.warning(
@@ -268,7 +273,12 @@ def train_model(
         ):  # after the place's callbacks (a checkpoint mirrored): a step is logged once it can be resumed from
             trainer.add_callback(WandbLog(wb, ctx, None if trial else f"{checkpoint_dir(model_name)}/{TRACKING_STATE}"))
         result = trainer.train(resume_from_checkpoint=last)
-        decisions = None if trial else validation_decisions(trainer, splits["validation"], labels, config, documents)
+        evaluated = best_evaluation(
+            compute_metrics.evaluations, trainer.state.log_history, trainer.state.best_global_step
+        )
+        decisions = (
+            None if trial else validation_decisions(trainer, splits["validation"], labels, config, documents, evaluated)
+        )
         summary = {
             "model": model_name,
             "metric": config.metric_for_best_model,

@@ -45,6 +45,8 @@ def trainer_metrics(
             )
         scores = document_scores(np.asarray(logits), documents, ctx.config.chunk_aggregation, multi_label)
         references = document_references(prediction.label_ids, documents)
+        if not rehearsal:  # each evaluation's document scores: the best one's are calibrated on after training
+            compute.evaluations.append((scores, references))
         predicted = predictions_for_metrics(scores, multi_label)
         # before training, with the labels as the predictions: say so, since no model has run yet
         called = "compute_metrics (called before training on the validation labels)" if rehearsal else "compute_metrics"
@@ -72,6 +74,7 @@ def trainer_metrics(
             )
         return values
 
+    compute.evaluations = []  # type: ignore[attr-defined]
     return compute
 
 
