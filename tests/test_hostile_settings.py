@@ -71,11 +71,6 @@ CASES = [
     ({"CALIBRATION": "platt"}, "CALIBRATION", "temperature, none"),
     ({"REVIEW_TARGET_PRECISION": "1.5"}, "REVIEW_TARGET_PRECISION", "<= 1.0"),
     ({"REVIEW_TARGET_PRECISION": "0"}, "REVIEW_TARGET_PRECISION", "> 0.0"),
-    (
-        {"PROBLEM_TYPE": "multi_label", "DOCUMENT_STRATEGY": "chunks", "CHUNK_TRAINING": "document"},
-        "CHUNK_TRAINING",
-        "not available with PROBLEM_TYPE = multi_label",
-    ),
     # tuning
     ({"TUNING_TRIALS": "0"}, "TUNING_TRIALS", "too small"),
     ({"TUNING_PARALLEL_TRIALS": "0"}, "TUNING_PARALLEL_TRIALS", "too small"),

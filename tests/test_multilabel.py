@@ -249,16 +249,16 @@ def test_single_label_models_are_calibrated_and_decide_as_before(trained_run):
     import numpy as np
     import pyarrow.parquet as pq
 
-    saved = json.loads((trained_run.run / "models/tiny-bert/decisions.json").read_text())
+    saved = json.loads((trained_run.run_dir / "models/tiny-bert/decisions.json").read_text())
     assert saved["problem_type"] == "single_label" and isinstance(saved["calibration"]["temperature"], float)
     assert "review" not in saved and "thresholds" not in saved
-    table = pq.read_table(trained_run.run / "inference/tiny-bert/predictions.parquet")
+    table = pq.read_table(trained_run.run_dir / "inference/tiny-bert/predictions.parquet")
     assert "needs_review" not in table.column_names
-    labels = json.loads((trained_run.run / "data/prepared/labels.json").read_text())
+    labels = json.loads((trained_run.run_dir / "data/prepared/labels.json").read_text())
     scores = np.stack([table.column(f"score_{label}").to_numpy() for label in labels], axis=1)
     assert np.allclose(scores.sum(axis=1), 1.0, atol=1e-4)
     assert [labels[i] for i in scores.argmax(axis=1)] == table.column("predicted_label").to_pylist()
-    decided = json.loads((trained_run.run / "inference/tiny-bert/decisions.json").read_text())
+    decided = json.loads((trained_run.run_dir / "inference/tiny-bert/decisions.json").read_text())
     assert decided["calibration"]["test_ece"] is not None
 
 
@@ -330,3 +330,24 @@ def test_windows_combine_per_label_with_each_labels_own_evidence():
     assert evidence.tolist() == [[1, 0], [0, 0]]  # label 0 first reaches 0.8 in window 1
     means, _ = combine_labels(windows, [0, 3], "mean")
     assert means[0].tolist() == pytest.approx([1.7 / 3, 1.2 / 3])
+
+
+def test_multi_label_document_loss_reaches_each_labels_deciding_window():
+    """CHUNK_TRAINING = document in multi-label: each label's probability is its best window's
+    (max), the loss is the documents' BCE, and a label's gradient reaches only that window."""
+    import torch
+    from ml_exp.steps.document_batches import multi_label_document_loss
+
+    logits = torch.tensor([[2.0, -1.0], [-1.0, 0.5], [0.0, 0.0], [1.0, 1.0]], requires_grad=True)
+    windows = torch.tensor([0, 1, 2, 0])  # document 1: rows 0-2; document 2: row 3
+    labels = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    loss = multi_label_document_loss(logits, labels, windows, "max")
+    p = torch.sigmoid(torch.tensor([[2.0, 0.5], [1.0, 1.0]]))
+    target = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    expected = torch.nn.functional.binary_cross_entropy(p, target)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    loss.backward()
+    touched = (logits.grad != 0).tolist()
+    assert touched == [[True, False], [False, True], [False, False], [True, True]]
+    weighted = multi_label_document_loss(logits.detach(), labels, windows, "max", positive_weights=[1.0, 3.0])
+    assert float(weighted) > float(loss)

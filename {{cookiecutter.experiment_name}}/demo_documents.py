@@ -116,8 +116,9 @@ def documents(per_label: int, seed: int, sentences: tuple[int, int] = FILLER_SEN
 
 def bound_documents(records: Iterator[dict], seed: int, share: float = 0.3) -> Iterator[dict]:
     """The multi-label demo (PROBLEM_TYPE = multi_label): the same records with a list of labels;
-    about ``share`` of them bind a second type (a contract with a policy bound in): a passage of
-    that type goes into the text's other half, and the label lists both."""
+    about ``share`` of them bind a second type, as a cover letter or an addendum is bound to a
+    report: a passage of that type at the start or the end (the end when the record's own passage
+    is at its start), and the label lists both."""
     rng = random.Random(seed + 1)
     for record in records:
         label = record["label"]
@@ -125,13 +126,11 @@ def bound_documents(records: Iterator[dict], seed: int, share: float = 0.3) -> I
             yield {**record, "label": [label]}
             continue
         other = rng.choice([name for name in LABELS if name != label])
-        sentences = record["text"].split(". ")
-        # the other half from the record's own passage (its position is in the id)
-        middle = len(sentences) // 2
-        at = rng.randint(middle, len(sentences)) if "-start-" in record["id"] else rng.randint(0, middle)
+        sentences = record["text"].rstrip(".").split(". ")
         passage = rng.sample(PHRASES[other], k=rng.choice((2, 3)))
-        text = ". ".join(sentences[:at] + passage + sentences[at:])
-        yield {**record, "text": text, "label": sorted((label, other))}
+        at_end = "-start-" in record["id"] or ("-middle-" in record["id"] and rng.random() < 0.5)
+        bound = sentences + passage if at_end else passage + sentences
+        yield {**record, "text": ". ".join(bound) + ".", "label": sorted((label, other))}
 
 
 def vocabulary() -> list[str]:

@@ -86,19 +86,6 @@ def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
                 "the most probable class); remove it or set PROBLEM_TYPE = multi_label",
             )
         )
-    if (
-        has("problem_type", "chunk_training", "document_strategy")
-        and v["problem_type"] == MULTI_LABEL
-        and v["document_strategy"] == CHUNKS
-        and v["chunk_training"] == "document"
-    ):
-        problems.append(
-            (
-                "CHUNK_TRAINING",
-                "= document is not available with PROBLEM_TYPE = multi_label yet (its loss is one class per "
-                "document); use CHUNK_TRAINING = windows",
-            )
-        )
     if has("wandb_mode", "wandb_project") and v["wandb_mode"] != "disabled" and not v["wandb_project"]:
         problems.append(("WANDB_PROJECT", "is empty; name a W&B project or set WANDB_MODE = disabled"))
     if has("subnets", "security_group_ids") and bool(v["subnets"]) != bool(v["security_group_ids"]):

@@ -90,15 +90,41 @@ def document_loss(
     return torch.nn.functional.nll_loss(torch.log(scores.clamp_min(1e-12)), target, weight=table)
 
 
-def top_windows(logits: Any, windows: Any, keep: int) -> Any:
+def top_windows(logits: Any, windows: Any, keep: int, multi_label: bool = False) -> Any:
     """A mask of the rows to score with gradients: each document's ``keep`` windows that give
     any class its highest probability (all of a document with ``keep`` or fewer windows)."""
     import torch
 
-    confidence = torch.softmax(logits.float(), dim=-1).amax(dim=-1)
+    probs = torch.sigmoid(logits.float()) if multi_label else torch.softmax(logits.float(), dim=-1)
+    confidence = probs.amax(dim=-1)
     owner = torch.cumsum((windows == 0).long(), dim=0) - 1
     mask = torch.zeros(len(windows), dtype=torch.bool, device=logits.device)
     for document in range(int(owner.max()) + 1):
         rows = torch.nonzero(owner == document)[:, 0]
         mask[rows[torch.topk(confidence[rows], min(keep, len(rows))).indices]] = True
     return mask
+
+
+def multi_label_document_loss(
+    logits: Any, labels: Any, windows: Any, how: str = "max", positive_weights: Sequence[float] | None = None
+) -> Any:
+    """PROBLEM_TYPE = multi_label: the mean binary cross-entropy of the documents, each label's
+    probability (a sigmoid per window) combined over the document's windows by ``how`` (max: the
+    window that gives the label its highest probability, as inference decides; mean), against the
+    document's 0/1 row (its first window's). ``positive_weights``: per label, BCE's ``pos_weight``."""
+    import torch
+
+    probs = torch.sigmoid(logits.float())
+    owner = torch.cumsum((windows == 0).long(), dim=0) - 1
+    if int(owner.min()) < 0:
+        raise ValueError("the batch does not start with a document's first window (window 0)")
+    documents, count = int(owner.max()) + 1, probs.shape[-1]
+    if how not in ("max", "mean"):
+        raise ValueError(f"CHUNK_AGGREGATION must be mean or max, not {how!r}")
+    scores = torch.zeros(documents, count, device=probs.device).scatter_reduce(
+        0, owner[:, None].expand(-1, count), probs, reduce="amax" if how == "max" else "mean", include_self=False
+    )
+    target = labels[torch.nonzero(windows == 0)[:, 0]].float()
+    weight = 1.0 if positive_weights is None else torch.tensor(list(positive_weights), device=probs.device)
+    p = scores.clamp(1e-7, 1 - 1e-7)
+    return -(weight * target * torch.log(p) + (1 - target) * torch.log1p(-p)).mean()

@@ -111,7 +111,7 @@ def _model(run: Run, name: str, metric: str, best: bool) -> str:
             + "".join(f"<td>{values.get(k, 0):.3f}</td>" for k in ("precision", "recall", "f1-score"))
             + f"<td>{int(values.get('support', 0))}</td></tr>"
             for label, values in report.items()
-            if isinstance(values, dict) and label not in ("macro avg", "weighted avg", "micro avg")
+            if isinstance(values, dict) and label not in ("macro avg", "weighted avg", "micro avg", "samples avg")
         )
         parts.append(
             "<table><thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr></thead>"
@@ -173,7 +173,9 @@ def _data(manifest: dict[str, Any]) -> str:
         f"<tr><td>{_e(label)}</td>" + "".join(f"<td>{counts[s].get(label, 0)}</td>" for s in splits) + "</tr>"
         for label in labels
     )
-    totals = "".join(f"<td><b>{sum(counts[s].values())}</b></td>" for s in splits)
+    # records per split (in multi-label a record counts once per label it carries, so not the sum)
+    sizes = steps.get(PREPARATION, {}).get("split_sizes") or {}
+    totals = "".join(f"<td><b>{sizes.get(s, sum(counts[s].values()))}</b></td>" for s in splits)
     weights = {
         m: v.get("class_weights")
         for m, v in (steps.get(TRAINING, {}).get("models") or {}).items()
@@ -182,7 +184,7 @@ def _data(manifest: dict[str, Any]) -> str:
     note = f"<p class=muted>Class weights (CLASS_WEIGHTS = balanced): {_e(weights)}</p>" if weights else ""
     return (
         f"<h2>Data</h2><table><thead><tr><th>label</th>{''.join(f'<th>{_e(s)}</th>' for s in splits)}</tr></thead>"
-        f"<tbody>{rows}<tr><td><b>total</b></td>{totals}</tr></tbody></table>{note}"
+        f"<tbody>{rows}<tr><td><b>records</b></td>{totals}</tr></tbody></table>{note}"
     )
 
 

@@ -161,8 +161,8 @@ class StepTrainer(Trainer):
     ):
         super().__init__(*args, **kwargs)
         self.train_lengths, self.eval_order = train_lengths, eval_order
-        # (the training rows' WINDOW column, CHUNK_AGGREGATION, class weights[, windows per document
-        # with gradients, 0 = all]): batches of whole
+        # (the training rows' WINDOW column, CHUNK_AGGREGATION, class weights (multi-label: positive
+        # weights)[, windows per document with gradients, 0 = all[, multi-label]]): batches of whole
         # documents and the loss per document (steps/document_batches.py); None: window training
         self.document_training = document_training
         if document_training is not None:
@@ -206,7 +206,7 @@ class StepTrainer(Trainer):
 
         with torch.no_grad():
             logits = model(**inputs).logits.detach()
-        mask = top_windows(logits, windows, keep)
+        mask = top_windows(logits, windows, keep, self._multi_label_documents())
         outputs = model(**{k: v[mask] if torch.is_tensor(v) and len(v) == len(mask) else v for k, v in inputs.items()})
         logits = logits.clone().to(outputs.logits.dtype)
         logits[mask] = outputs.logits
@@ -217,7 +217,7 @@ class StepTrainer(Trainer):
 
         if self.document_training is None or WINDOW not in inputs:  # evaluation: the window loss
             return super().compute_loss(model, inputs, *args, **kwargs)
-        from ml_exp.steps.document_batches import document_loss
+        from ml_exp.steps.document_batches import document_loss, multi_label_document_loss
 
         windows, labels = inputs.pop(WINDOW), inputs.pop("labels")
         keep = self.document_training[3] if len(self.document_training) > 3 else 0
@@ -226,8 +226,12 @@ class StepTrainer(Trainer):
         else:
             outputs = model(**inputs)
             logits = outputs.logits
-        loss = document_loss(logits, labels, windows, self.document_training[1], self.document_training[2])
+        loss_of = multi_label_document_loss if self._multi_label_documents() else document_loss
+        loss = loss_of(logits, labels, windows, self.document_training[1], self.document_training[2])
         return (loss, outputs) if kwargs.get("return_outputs") else loss
+
+    def _multi_label_documents(self) -> bool:
+        return len(self.document_training or ()) > 4 and bool(self.document_training[4])
 
     # Trainer's own hooks for subclasses (transformers overrides them the same way in its
     # Seq2Seq and distillation trainers); the public API has no sampler or best-model hook.

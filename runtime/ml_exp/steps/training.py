@@ -346,7 +346,8 @@ def _document_training(config: Any, train: Any, weights: list[float] | None) -> 
             f"CHUNK_TRAINING = document: the training split has no {WINDOW!r} column; run preparation again"
         )
     windows = train.with_format(None).data.column(WINDOW).to_pylist()
-    return windows, config.chunk_aggregation, weights, config.chunk_grad_windows
+    multi_label = config.problem_type == MULTI_LABEL
+    return windows, config.chunk_aggregation, weights, config.chunk_grad_windows, multi_label
 
 
 def _best_eval(history: list[dict[str, Any]], best_step: int | None) -> dict[str, float]:
