@@ -16,41 +16,21 @@ from ml_exp.pipeline.runner import StepFailed, run_pipeline
 from ml_exp.storage.store import Store
 
 from tests.bake import bake
+from tests.test_steps import BASE as STEPS_BASE
 
-# records without ML libraries: a whitespace "tokenizer"; labels are lists, some empty, some double
-BASE = """
-LABELS = ["contract", "invoice", "policy"]
-
-
-def records():
-    for index in range(60):
+# test_steps.py's experiment without ML libraries (a whitespace "tokenizer"), its labels lists:
+# some empty, some of two labels
+SINGLE_RECORDS = """    for index in range(30):
+        label = LABELS[index % 3]
+        yield {"id": f"doc-{index}", "text": f"{label} words number {index}", "label": label}
+"""
+LIST_RECORDS = """    for index in range(60):
         first, second = LABELS[index % 3], LABELS[(index + 1) % 3]
         label = [] if index % 10 == 9 else [first, second] if index % 4 == 0 else [first]
         yield {"id": f"doc-{index}", "text": " ".join(map(str, label)) + f" words number {index}", "label": label}
-
-
-def reconcile(ctx):
-    yield from records()
-
-
-def load_processor(model_name, ctx):
-    return {"vocabulary": {}}
-
-
-def encode(batch, processor, ctx):
-    vocabulary = processor["vocabulary"]
-    ids = [[vocabulary.setdefault(word, len(vocabulary) + 1) for word in text.split()][:8] for text in batch["text"]]
-    ids = [row + [0] * (8 - len(row)) for row in ids]
-    return {"input_ids": ids, "attention_mask": [[1 if t else 0 for t in row] for row in ids]}
-
-
-def load_model(model_name, labels, ctx):
-    return None
-
-
-def compute_metrics(predictions, references, labels, ctx):
-    return {"f1_macro": 0.0}
 """
+assert SINGLE_RECORDS in STEPS_BASE
+BASE = STEPS_BASE.replace(SINGLE_RECORDS, LIST_RECORDS)
 
 
 @pytest.fixture

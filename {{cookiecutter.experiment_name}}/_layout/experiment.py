@@ -53,6 +53,7 @@ def load_model(model_name: str, labels: list[str], ctx) -> Any:
     return demo_pages.tiny_layoutlmv3(labels, seed=ctx.config.seed, max_length=ctx.config.max_length)
 
 
-def compute_metrics(predictions: list[int], references: list[int], labels: list[str], ctx) -> dict[str, float]:
-    """Metric name -> value; METRIC_FOR_BEST_MODEL must be one of them."""
+def compute_metrics(predictions: list, references: list, labels: list[str], ctx) -> dict[str, float]:
+    """Metric name -> value; METRIC_FOR_BEST_MODEL must be one of them. Class ids per document, or
+    with PROBLEM_TYPE = multi_label a 0/1 row per document (classification_metrics takes both)."""
     return classification_metrics(predictions, references, labels)

@@ -80,10 +80,7 @@ def reliability_png(calibration: dict[str, Any], title: str) -> bytes:
         )
     axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="share right", title=title)
     axes.legend(loc="upper left", fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return _png(figure)
 
 
 @literal_text
@@ -106,6 +103,10 @@ def review_curve_png(review: dict[str, Any], title: str) -> bytes:
         )  # fmt: skip
     axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="coverage (automated share)", ylabel="precision", title=title)
     axes.legend(loc="lower left", fontsize=8)
+    return _png(figure)
+
+
+def _png(figure: Any) -> bytes:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
