@@ -14,7 +14,8 @@ rows are the test split's accuracy per position (from the run's predictions) and
 the wall time and peak memory of each run. Every run's result is also appended to
 ``out/bench/buried_documents.jsonl`` as it ends, so that a long bench that is stopped keeps what
 it measured. ``BENCH_BURIED_SEEDS`` (e.g. ``1``), ``BENCH_BURIED_PER_LABEL`` and
-``BENCH_BURIED_MODES`` (e.g. ``truncate,document``) size a smoke run.
+``BENCH_BURIED_MODES`` (e.g. ``truncate,document``; ``document_grad4`` adds CHUNK_GRAD_WINDOWS = 4)
+size a smoke run or add a mode.
 """
 
 from __future__ import annotations
@@ -44,14 +45,16 @@ SPLITS = "0.4,0.1,0.5"
 # mean over the windows dilutes it with filler (the same for both chunks modes, at inference too)
 AGGREGATION = "max"
 SEEDS = (1, 2, 3)
-# mode -> (DOCUMENT_STRATEGY, CHUNK_TRAINING, rows per batch): a document-trained batch holds whole
-# documents (PER_DEVICE_TRAIN_BATCH_SIZE counts documents there), 2 of ~16 windows each
+# mode -> (DOCUMENT_STRATEGY, CHUNK_TRAINING, rows per batch, CHUNK_GRAD_WINDOWS): a document-trained
+# batch holds whole documents (PER_DEVICE_TRAIN_BATCH_SIZE counts documents there), 2 of ~16 windows
 MODES = {
-    "truncate": ("truncate", "windows", 8),
-    "head_tail": ("head_tail", "windows", 8),
-    "windows": ("chunks", "windows", 8),
-    "document": ("chunks", "document", 2),
+    "truncate": ("truncate", "windows", 8, 0),
+    "head_tail": ("head_tail", "windows", 8, 0),
+    "windows": ("chunks", "windows", 8, 0),
+    "document": ("chunks", "document", 2, 0),
+    "document_grad4": ("chunks", "document", 2, 4),  # only each document's 4 most confident windows with gradients
 }
+DEFAULT_MODES = ("truncate", "head_tail", "windows", "document")  # document_grad4: BENCH_BURIED_MODES
 RESULTS = Path(__file__).resolve().parents[1] / "out" / "bench" / "buried_documents.jsonl"
 
 
@@ -150,12 +153,14 @@ def _one(bench: Any, mode: str, seed: int, per_label: int) -> dict[str, Any]:
     """One `exp run` (every step, a new run) of ``mode``; its test accuracy per position, time, memory."""
     import pyarrow.parquet as pq
 
-    strategy, training, batch = MODES[mode]
+    strategy, training, batch, grad_windows = MODES[mode]
     env = bench.settings("minilm", max_length=MAX_LENGTH, batch=batch, records="buried", n=per_label)
     env.update(DOCUMENT_STRATEGY=strategy, CHUNK_STRIDE=str(STRIDE), MAX_CHUNKS=str(MAX_CHUNKS),
                NUM_TRAIN_EPOCHS=str(EPOCHS), LEARNING_RATE=LEARNING_RATE, SPLIT_RATIOS=SPLITS, SEED=str(seed))
     if strategy == "chunks":
         env.update(CHUNK_TRAINING=training, CHUNK_AGGREGATION=AGGREGATION)
+    if grad_windows:
+        env["CHUNK_GRAD_WINDOWS"] = str(grad_windows)
     got = bench.exp(f"buried-{mode}-{seed}", ["run"], env)
     num = bench.latest_run()
     predictions = pq.read_table(bench.run_dir(num) / "inference" / "minilm" / "predictions.parquet").to_pylist()
@@ -180,7 +185,7 @@ def run_section(bench: Any, say: Callable[[str], None]) -> None:
     """The section's rows in ``bench`` (a bench/run.py ``Bench``)."""
     seeds = tuple(int(s) for s in os.environ.get("BENCH_BURIED_SEEDS", "").split(",") if s) or SEEDS
     per_label = int(os.environ.get("BENCH_BURIED_PER_LABEL", PER_LABEL))
-    modes = [m for m in os.environ.get("BENCH_BURIED_MODES", "").split(",") if m] or list(MODES)
+    modes = [m for m in os.environ.get("BENCH_BURIED_MODES", "").split(",") if m] or list(DEFAULT_MODES)
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise SystemExit(f"BENCH_BURIED_MODES: unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
