@@ -1,7 +1,7 @@
 """The bench experiment's five functions (copied into a baked experiment by bench/run.py).
 
 What it reconciles is chosen by environment variables that bench/run.py sets per run:
-BENCH_RECORDS = docs | small | long (bench/long_documents.py), BENCH_N (records), BENCH_WORDS (words per document: 120, or 10-505 log-uniform),
+BENCH_RECORDS = docs | small | long (bench/long_documents.py) | buried (bench/buried_documents.py), BENCH_N (records), BENCH_WORDS (words per document: 120, or 10-505 log-uniform),
 BENCH_SPLITS (e.g. ``train:64,validation:32,test:2000``: pinned splits).
 MODEL_NAMES picks the models (minilm, tiny-bert), as for any experiment.
 """
@@ -22,6 +22,11 @@ def reconcile(ctx):
         import long_documents
 
         yield from long_documents.documents(int(os.environ["BENCH_N"]), int(os.environ["BENCH_WORDS"]), ctx.config.seed)
+        return
+    if os.environ.get("BENCH_RECORDS") == "buried":  # BENCH_N documents per licence family
+        import buried_documents
+
+        yield from buried_documents.documents(int(os.environ["BENCH_N"]), ctx.config.seed)
         return
     splits = None
     if os.environ.get("BENCH_SPLITS"):

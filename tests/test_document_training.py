@@ -314,3 +314,67 @@ def test_with_a_cap_only_the_top_windows_are_scored_with_gradients(tmp_path):
     assert len(forwards) > len(with_gradients) > 0  # the capped batches were scored twice
     assert all(n <= 2 for n in with_gradients)  # one window per document, two documents per batch
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+
+
+def _prepare(project, **settings: str):
+    """`exp run --steps reconciliation,preparation` on a baked demo; the preparation facts of its
+    model and what the run printed."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    quiet = {"WANDB_MODE": "disabled", "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("exp")), "run", "--steps", "reconciliation,preparation"],
+        cwd=project, capture_output=True, text=True, env={**os.environ, **quiet, **settings}, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = sorted((project / ".exp-store" / project.name).glob("run_*"), key=lambda p: int(p.name.split("_")[1]))
+    manifest = json.loads((runs[-1] / "manifest.json").read_text())
+    return manifest["steps"]["preparation"]["models"]["tiny-bert"]["documents"], done.stdout
+
+
+def test_the_coverage_advice_names_the_strategy_that_fits_the_prepared_lengths_once(tmp_path):
+    """The demo's documents (~2,000 tokens) prepared for real: under truncate the advice is chunks
+    with CHUNK_TRAINING = document, under chunks with window training it is document training, and
+    document training of documents of a few windows needs no advice. Said once per model."""
+    from tests.bake import bake
+
+    project = bake(tmp_path, ticket="EXP-270", model_slug="advice")
+
+    def summary_says(said: str, advice: str) -> int:  # the summary wraps its lines to the terminal
+        return " ".join(said.split()).count(" ".join(f"tiny-bert: {advice}".split()))
+
+    documents, said = _prepare(project, DOCUMENT_STRATEGY="truncate")
+    assert documents["splits"]["train"]["longer_than_max_length"] == 1.0  # every demo document is cut
+    advice = documents["advice"]
+    assert "DOCUMENT_STRATEGY = chunks with CHUNK_TRAINING = document" in advice and "100%" in advice
+    assert summary_says(said, advice) == 1
+
+    documents, said = _prepare(project)  # the demo as shipped: chunks, CHUNK_TRAINING = windows
+    assert "CHUNK_TRAINING = document" in documents["advice"] and "CHUNK_TRAINING = windows" in documents["advice"]
+    assert summary_says(said, documents["advice"]) == 1
+
+    documents, said = _prepare(project, CHUNK_TRAINING="document")
+    assert documents["advice"] is None and "CHUNK_TRAINING" not in said
+
+
+def test_the_coverage_advice_says_truncate_is_enough_when_every_document_fits():
+    from types import SimpleNamespace
+
+    from ml_exp.steps.coverage import MANY_WINDOWS, strategy_advice
+
+    def coverage(strategy, longer, windows=1, **config):
+        settings = SimpleNamespace(**{"chunk_training": "windows", "chunk_grad_windows": 0, **config})
+        train = {"documents": 10, "longer_than_max_length": longer, "windows_per_document": {"max": windows}}
+        return strategy_advice({"strategy": strategy, "max_length": 128, "splits": {"train": train}}, settings)
+
+    assert "DOCUMENT_STRATEGY = truncate is enough" in coverage("chunks", 0.0)
+    assert "truncate is enough" in coverage("head_tail", 0.0)
+    assert coverage("truncate", 0.0) is None  # already the cheapest that reads everything
+    assert "if what decides a document can sit past" in coverage("truncate", 0.2)
+    assert "CHUNK_GRAD_WINDOWS" in coverage("chunks", 0.9, MANY_WINDOWS + 1, chunk_training="document")
+    assert coverage("chunks", 0.9, MANY_WINDOWS + 1, chunk_training="document", chunk_grad_windows=4) is None
+    assert strategy_advice({"strategy": "truncate", "max_length": 128, "splits": {}}, None) is None  # lengths unknown

@@ -214,7 +214,8 @@ class Config:
         parse_int(0),
         "data",
         "DOCUMENT_STRATEGY = chunks: training windows per document, evenly spaced when it has more (0 = all);\n"
-        "validation, test and predictions always use every window.",
+        "validation, test and predictions always use every window. A window left out may be the one that\n"
+        "decides (CHUNK_TRAINING = document cannot learn from it): bound memory with CHUNK_GRAD_WINDOWS instead.",
     )
     chunk_aggregation: str = setting(
         "mean",

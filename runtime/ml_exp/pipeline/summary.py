@@ -37,6 +37,8 @@ def print_summary(run: Run, console: Any = None) -> None:
                     markup=False,
                     highlight=False,
                 )
+        if documents.get("advice"):  # which DOCUMENT_STRATEGY fits the lengths, once per model
+            console.print(f"  {model}: {documents['advice']}", markup=False, highlight=False)
     for folder in (MODELS, INFERENCE):
         if run.listdir(folder):
             console.print(f"  {folder}: {run.path(folder)}/", markup=False, highlight=False, soft_wrap=True)

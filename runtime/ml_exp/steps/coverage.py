@@ -10,13 +10,16 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from ml_exp.core.names import TRUNCATE
+from ml_exp.core.names import CHUNKS, TRUNCATE
 from ml_exp.experiment.context import Context
 from ml_exp.toolkit.documents import DOCUMENT_TOKENS, TOKENS_SEEN, WINDOW, Windowing
 from ml_exp.toolkit.plots import literal_text, short
 
 # With DOCUMENT_STRATEGY = truncate, warn when more than this share of the training documents is cut.
 TRUNCATED_WARNING = 0.5
+# CHUNK_TRAINING = document keeps every training window's activations unless CHUNK_GRAD_WINDOWS caps
+# them: past this many windows per document, the advice names that cap.
+MANY_WINDOWS = 32
 
 
 def _columns(split: Any) -> dict[str, Any]:
@@ -66,22 +69,60 @@ def document_coverage(encoded: Any, config: Any, windowing: Windowing) -> dict[s
         elif len(starts):  # lengths unknown: a document that fills its row was probably cut
             facts["longer_than_max_length"] = round(float((seen[starts] >= room).mean()), 4)
         splits[name] = facts
-    return {"strategy": config.document_strategy, "max_length": max_length, "splits": splits}
+    coverage = {"strategy": config.document_strategy, "max_length": max_length, "splits": splits}
+    coverage["advice"] = strategy_advice(coverage, config)
+    return coverage
+
+
+def strategy_advice(coverage: dict[str, Any], config: Any) -> str | None:
+    """Which DOCUMENT_STRATEGY (and CHUNK_TRAINING) fits the training documents' measured lengths,
+    as one sentence; None when the lengths are unknown or the settings already fit them."""
+    train = coverage["splits"].get("train") or {}
+    longer = train.get("longer_than_max_length")
+    if longer is None or not train.get("documents"):
+        return None
+    max_length, strategy = coverage["max_length"], coverage["strategy"]
+    if longer == 0:
+        if strategy == TRUNCATE:
+            return None
+        return (
+            f"every training document fits MAX_LENGTH = {max_length} tokens: DOCUMENT_STRATEGY = truncate "
+            f"is enough (it reads the same tokens as {strategy})"
+        )
+    share = f"{100 * longer:.0f}% of the training documents are longer than MAX_LENGTH = {max_length} tokens"
+    if strategy != CHUNKS:
+        if longer <= TRUNCATED_WARNING:
+            return (
+                f"{share}: if what decides a document can sit past the tokens {strategy} keeps, set "
+                "DOCUMENT_STRATEGY = chunks with CHUNK_TRAINING = document"
+            )
+        seen = train.get("share_seen")
+        where = f" (the model sees {100 * seen:.0f}% of their tokens)" if seen is not None else ""
+        return (
+            f"{share} and {strategy} cuts them{where}: set DOCUMENT_STRATEGY = chunks with CHUNK_TRAINING = "
+            "document to train and predict on all of their tokens"
+            + (" (head_tail reads only their start and end)" if strategy == TRUNCATE else "")
+        )
+    windows = (train.get("windows_per_document") or {}).get("max", 1)
+    if config.chunk_training != "document":
+        return (
+            f"{share}: with CHUNK_TRAINING = windows each of their windows learns the document's label, "
+            "filler included; CHUNK_TRAINING = document takes the loss per document (see README, Long documents)"
+        )
+    if not config.chunk_grad_windows and windows > MANY_WINDOWS:
+        return (
+            f"training documents of up to {windows} windows, all trained with gradients: set CHUNK_GRAD_WINDOWS "
+            "(e.g. 8) if training runs out of memory (one more forward pass of those windows)"
+        )
+    return None
 
 
 def warn_if_truncated(coverage: dict[str, Any], ctx: Context, model_name: str) -> None:
-    train = coverage["splits"].get("train", {})
-    longer = train.get("longer_than_max_length")
-    if coverage["strategy"] == TRUNCATE and longer is not None and longer > TRUNCATED_WARNING:
-        seen = train.get("share_seen")
-        ctx.log.warning(
-            "%s: %.0f%% of the training documents are longer than MAX_LENGTH = %d tokens and are cut%s; "
-            "set DOCUMENT_STRATEGY = chunks to train and predict on all of them (or head_tail for their start and end)",
-            model_name,
-            100 * longer,
-            coverage["max_length"],
-            f" (the model sees {100 * seen:.0f}% of their tokens)" if seen is not None else "",
-        )
+    """Warn with :func:`strategy_advice` when truncate cuts most training documents (the run's
+    summary prints the advice once in every case, under the coverage lines)."""
+    longer = coverage["splits"].get("train", {}).get("longer_than_max_length") or 0
+    if coverage.get("advice") and coverage["strategy"] == TRUNCATE and longer > TRUNCATED_WARNING:
+        ctx.log.warning("%s: %s", model_name, coverage["advice"])
 
 
 @literal_text

@@ -1,4 +1,4 @@
-"""Document-level training for DOCUMENT_STRATEGY = chunks (issue 27, building blocks).
+"""Document-level training for DOCUMENT_STRATEGY = chunks and CHUNK_TRAINING = document (issue 27).
 
 Window training gives every window its document's label: on long documents that are mostly
 boilerplate, most training windows are filler labelled with a class. Document training scores
@@ -11,8 +11,11 @@ to 1), and takes the loss on the document: the gradient then reaches the window 
   :class:`ml_exp.steps.sampling.PooledLengthSampler` is, so a resumed run and every rank draw the
   same batches.
 - :func:`document_loss`: the documents' cross-entropy from their windows' logits.
+- :func:`top_windows`: with CHUNK_GRAD_WINDOWS, which windows of each document are scored again
+  with gradients.
 
-Not yet wired to a setting (CHUNK_TRAINING): window training is still the only mode.
+:class:`ml_exp.steps.trainer.StepTrainer` uses them when CHUNK_TRAINING = document (its training
+dataloader and compute_loss); CHUNK_TRAINING = windows, the default, trains each window alone.
 """
 
 from __future__ import annotations
