@@ -72,7 +72,8 @@ class PredictionRows:
         predicted = d.predicted(scores)
         if not d.multi_label and truth.size and (truth.min() < 0 or truth.max() >= self.k):
             raise StepError(f"the {TEST} split has label ids outside 0..{self.k - 1}.")
-        self._measure(scores, predicted, truth)
+        flags = d.needs_review(scores)  # None without a review target
+        self._measure(scores, predicted, truth, flags)
         out = self.buffer
         out["id"].extend(str(head["id"][s]) for s in starts)
         out["true_label"].extend(d.label_names(t) for t in truth)
@@ -95,12 +96,11 @@ class PredictionRows:
             for column, name in EVIDENCE:
                 spans = head[column][deciding] if column in head else np.full(len(starts), -1)
                 out[name].extend(_or_none(v) for v in spans)
-        flags = d.needs_review(scores)
         if flags is not None:
             out["confidence"].extend(d.confidence(scores).tolist())
             out["needs_review"].extend(flags)
 
-    def _measure(self, scores: Any, predicted: Any, truth: Any) -> None:
+    def _measure(self, scores: Any, predicted: Any, truth: Any, flags: list[bool] | None) -> None:
         import numpy as np
 
         d = self.decisions
@@ -121,7 +121,6 @@ class PredictionRows:
         np.add.at(self.bins, (0, index), 1)
         np.add.at(self.bins, (1, index), confidence)
         np.add.at(self.bins, (2, index), outcome)
-        flags = d.needs_review(scores)
         if flags is not None:
             automated = ~np.asarray(flags, dtype=bool)
             self.routed[0] += len(right)
