@@ -208,7 +208,12 @@ def test_balanced_class_weights_help_the_rare_classes(tmp_path):
     the test split over none (same data, same seed), and the run records the weights."""
     project = bake(tmp_path, ticket="EXP-64", model_slug="imbalanced")
     source = (project / "experiment.py").read_text()
-    uniform = "    yield from demo_documents.documents(DOCUMENTS_PER_LABEL, seed=ctx.config.seed)\n"
+    uniform = (
+        "    records = demo_documents.documents(DOCUMENTS_PER_LABEL, seed=ctx.config.seed)\n"
+        '    if ctx.config.problem_type == "multi_label":  # some documents bind two types: a list of labels\n'
+        "        records = demo_documents.bound_documents(records, seed=ctx.config.seed)\n"
+        "    yield from records\n"
+    )
     assert uniform in source
     (project / "experiment.py").write_text(source.replace(uniform, (
         '    keep = {"contract": 240, "audit_report": 16, "invoice": 16, "policy": 16}\n'

@@ -34,12 +34,15 @@ def is_multi_label_model(model: Any) -> bool:
 
 
 def probabilities(logits: Any, multi_label: bool) -> Any:
-    """Logits -> probabilities (numpy): softmax over classes, or a sigmoid per label."""
+    """Logits -> probabilities (numpy): softmax over classes, or a sigmoid per label. numpy only:
+    the CPU serving image has no scipy."""
     import numpy as np
-    from scipy.special import expit, softmax
 
     values = np.asarray(logits, dtype=np.float64)
-    return expit(values) if multi_label else softmax(values, axis=-1)
+    if multi_label:
+        return 0.5 * (1.0 + np.tanh(0.5 * values))  # the sigmoid, without overflow for large |x|
+    shifted = np.exp(values - values.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def document_logits(scores: Any, multi_label: bool) -> Any:
