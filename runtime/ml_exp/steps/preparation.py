@@ -82,17 +82,29 @@ def run_preparation(ctx: Context, udfs: Functions) -> dict[str, Any]:
 
 def split_fingerprint(split: Any) -> str:
     """sha256 of a split's records (id, label name, content), in id order: two runs whose test
-    fingerprints are equal tested on the very same documents, whatever their order or model."""
+    fingerprints are equal tested on the very same documents, whatever their order or model.
+    Read a thousand records at a time (one by one, a 20k split took seconds)."""
     import hashlib
 
     feature = split.features["label"]
     names = getattr(feature, "names", None) or feature.feature.names  # ClassLabel, or multi_label's list of them
+    ids = _column(split, "id").to_pylist()
     digest = hashlib.sha256()
-    for index in sorted(range(len(split)), key=split["id"].__getitem__):
-        row = split[index]
-        row["label"] = names[row["label"]] if isinstance(row["label"], int) else [names[i] for i in row["label"]]
-        digest.update(json.dumps(row, sort_keys=True, default=repr).encode() + b"\n")
+    for batch in split.select(sorted(range(len(ids)), key=ids.__getitem__)).iter(batch_size=FINGERPRINT_BATCH):
+        for values in zip(*batch.values()):
+            row = dict(zip(batch, values))
+            label = row["label"]
+            row["label"] = names[label] if isinstance(label, int) else [names[i] for i in label]
+            digest.update(json.dumps(row, sort_keys=True, default=repr).encode() + b"\n")
     return digest.hexdigest()
+
+
+FINGERPRINT_BATCH = 1000
+
+
+def _column(split: Any, name: str) -> Any:
+    """One column of a split as Arrow (its selection applied: ``.data`` ignores it)."""
+    return split.select_columns([name]).with_format("arrow")[:][name]
 
 
 def split_table(splits: Any) -> bytes:
@@ -102,9 +114,11 @@ def split_table(splits: Any) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ids = [(i, name) for name, part in splits.items() for i in part["id"]]
+    columns = [_column(part, "id") for part in splits.values()]
+    ids = pa.chunked_array([chunk for column in columns for chunk in column.chunks], columns[0].type)
+    names = pa.array([name for name, part in splits.items() for _ in range(len(part))], pa.string())
     buffer = io.BytesIO()
-    pq.write_table(pa.table({"id": [i for i, _ in ids], "split": [n for _, n in ids]}), buffer)
+    pq.write_table(pa.table({"id": ids, "split": names}), buffer)
     return buffer.getvalue()
 
 
@@ -116,7 +130,7 @@ def assign_splits(raw: Any, table: bytes) -> Any:
 
     assigned = pq.read_table(io.BytesIO(table)).to_pydict()
     split_of = dict(zip(assigned["id"], assigned["split"]))
-    missing = [i for i in raw["id"] if i not in split_of]
+    missing = [i for i in _column(raw, "id").to_pylist() if i not in split_of]
     if missing:
         raise StepError(
             f"DATA_FROM: {len(missing)} record(s) (e.g. id {missing[0]!r}) have no split in the source run's "
