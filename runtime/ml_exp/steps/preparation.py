@@ -10,6 +10,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from ml_exp.core.names import MULTI_LABEL, PREPARATION, SINGLE_LABEL
 from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, user_error, user_frames
 from ml_exp.steps.coverage import document_coverage, lengths_png, warn_if_degenerate, warn_if_empty, warn_if_truncated
+from ml_exp.steps.encode_splits import OWNER, encode_splits
 from ml_exp.storage.layout import (
     ASSIGNED_SPLIT,
     DOCUMENT_LENGTHS_PNG,
@@ -184,8 +187,7 @@ def split_records(raw, ratios: tuple[float, float, float], seed: int, ctx: Conte
     """train/validation/test: records with a ``split`` go there, the rest is split stratified."""
     import datasets
 
-    pinned = {name: raw.filter(lambda s, n=name: s == n, input_columns="split") for name in SPLITS}
-    free = raw.filter(lambda s: s is None, input_columns="split")
+    pinned, free = _pinned(raw)
     train_ratio, validation_ratio, test_ratio = ratios
     held_out = validation_ratio + test_ratio
     parts: dict[str, Any]
@@ -205,6 +207,16 @@ def split_records(raw, ratios: tuple[float, float, float], seed: int, ctx: Conte
                 "reconcile more records or change SPLIT_RATIOS"
             )
     return splits
+
+
+def _pinned(raw: Any) -> tuple[dict[str, Any], Any]:
+    """The records whose ``split`` names one (per split), and those free to split: selected
+    from the column in one pass (a filter per split called Python once per record)."""
+    import numpy as np
+
+    chosen = np.asarray(_column(raw, "split").to_pylist(), dtype=object)
+    pinned = {name: raw.select(np.flatnonzero(chosen == name)) for name in SPLITS}
+    return pinned, raw.select(np.flatnonzero(np.equal(chosen, None)))
 
 
 def _split(dataset, test_size: float, seed: int, ctx: Context):
@@ -252,7 +264,6 @@ def _num_labels(dataset: Any) -> int:
 def _encode_for(
     model_name: str, splits, content: list[str], labels: list[str], ctx: Context, udfs: Functions, scratch: Path
 ) -> dict[str, Any]:
-    import datasets
 
     try:
         processor = udfs.load_processor(model_name, ctx)
@@ -261,7 +272,7 @@ def _encode_for(
     windowing = Windowing.of(ctx.config, processor)
     multi_label = is_multi_label(splits["train"])
 
-    def encode(batch: dict[str, list], training: bool = False) -> dict[str, list]:
+    def encode(batch: dict[str, list], training: bool | Sequence[bool] = False) -> dict[str, list]:
         try:
             output = udfs.encode(batch, processor, ctx)
         except Exception as exc:
@@ -273,32 +284,26 @@ def _encode_for(
         check_encoded(model_name, batch, output)
         if multi_label:  # the model's targets: one 0/1 per label (BCE), carried by each window
             batch = {**batch, "label": multi_hot(batch["label"], len(labels)).astype("float32").tolist()}
-        return to_rows(batch, output, windowing, training)
+        return to_rows(batch, output, windowing, training, owner_column=OWNER)
 
     probe = splits["train"].select(range(min(PROBE_ROWS, len(splits["train"])))).to_dict()
-    columns = sorted(encode(probe, training=True))
-    started = time.perf_counter()  # the second call: the first one warms the tokenizer up
-    encode(probe, training=True)
+    started = time.perf_counter()
+    columns = sorted(set(encode(probe, training=True)) - {OWNER})
     probe_characters = sum(len(str(v)) for name in content for v in probe.get(name, []) if isinstance(v, str))
+    # the probe's time includes the tokenizer's first call (its warm-up): an estimate on the high side
     seconds_per_character = (time.perf_counter() - started) / max(probe_characters, 1)
 
     characters = sum(_characters(part, content) for part in splits.values())
     workers = _workers(seconds_per_character * characters)
     batch_size = records_per_batch(splits["train"], content)
     try:
-        encoded = datasets.DatasetDict(
-            {
-                name: part.map(
-                    encode,
-                    batched=True,
-                    batch_size=batch_size,
-                    num_proc=workers,
-                    remove_columns=part.column_names,
-                    fn_kwargs={"training": name == "train"},
-                    desc=f"encoding {name} for {model_name}",
-                )
-                for name, part in splits.items()
-            }
+        encoded = encode_splits(
+            splits,
+            encode,
+            "train",
+            workers=workers,
+            batch_size=batch_size,
+            desc=f"encoding {sum(map(len, splits.values()))} records for {model_name}",
         )
     except StepError:
         raise
@@ -307,15 +312,18 @@ def _encode_for(
             f"encode for {model_name!r} failed while encoding all records: {type(exc).__name__}: {exc}"
         ) from exc
     local = scratch / "prepared" / prepared_dir(model_name)
-    encoded.save_to_disk(str(local))
-    (local / MODEL_LABELS).write_text(json.dumps(labels))
-    if hasattr(processor, "save_pretrained"):
-        # Training and inference use this very processor: the ids were made by it.
-        processor.save_pretrained(str(local / PROCESSOR))
-    coverage = document_coverage(encoded, ctx.config, windowing)
-    png = lengths_png(encoded, ctx.config, model_name)
-    if png is not None:
-        (local / DOCUMENT_LENGTHS_PNG).write_bytes(png)
+    # The histogram (matplotlib: its import alone ~0.4 s) is drawn while the splits are saved.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-exp-lengths") as drawing:
+        png = drawing.submit(lengths_png, encoded, ctx.config, model_name)
+        encoded.save_to_disk(str(local))
+        (local / MODEL_LABELS).write_text(json.dumps(labels))
+        if hasattr(processor, "save_pretrained"):
+            # Training and inference use this very processor: the ids were made by it.
+            processor.save_pretrained(str(local / PROCESSOR))
+        coverage = document_coverage(encoded, ctx.config, windowing)
+        picture = png.result()
+    if picture is not None:
+        (local / DOCUMENT_LENGTHS_PNG).write_bytes(picture)
     warn_if_truncated(coverage, ctx, model_name)
     warn_if_empty(encoded, ctx, model_name)
     ctx.run.put_dir(str(local), prepared_dir(model_name), overwrite=_rewriting(ctx))

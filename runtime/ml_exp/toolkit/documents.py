@@ -158,7 +158,55 @@ def check_window_columns(
                 f"{where}: {DOCUMENT_TOKENS} of record {record(row)!r} is {count!r}; it must be a count of tokens "
                 "(0 or more)"
             )
-    for row, pairs in enumerate(column(OFFSETS)):
+    offsets = output.get(OFFSETS)
+    if offsets is not None and not _offsets_within(offsets, batch, owners):
+        _explain_offsets(where, batch, offsets, owners, record)
+
+
+def offset_pairs(offsets: Sequence[Any]) -> tuple[Any, Any] | None:
+    """An ``offset_mapping`` column as NumPy: (every row's (start, end) pairs end to end,
+    tokens x 2, int64; each row's number of tokens). None when it is not plainly rows of integer
+    pairs (the caller then looks row by row). Python per pair took longer than the tokenizer."""
+    import itertools
+
+    import numpy as np
+
+    try:
+        rows = [row.tolist() if hasattr(row, "tolist") else row for row in offsets]
+        if any(isinstance(row, (str, bytes)) for row in rows):
+            return None
+        counts = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        flat = list(itertools.chain.from_iterable(rows))
+        pairs = np.array(flat) if flat else np.zeros((0, 2), dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu":
+        return None
+    return pairs.astype(np.int64, copy=False), counts
+
+
+def _offsets_within(offsets: Sequence[Any], batch: Mapping[str, Sequence[Any]], owners: list[int]) -> bool:
+    """Whether every pair is (start, end) integers with 0 <= start <= end, within its record's text."""
+    import numpy as np
+
+    found = offset_pairs(offsets)
+    if found is None:
+        return False
+    pairs, counts = found
+    if len(pairs) == 0:
+        return True
+    ok = bool((pairs[:, 0] >= 0).all() and (pairs[:, 0] <= pairs[:, 1]).all())
+    if ok and "id" in batch:
+        limits = [_text_length(batch, record) for record in range(len(batch["id"]))]
+        ok = bool((pairs[:, 1] <= np.repeat(np.asarray(limits, dtype=np.int64)[owners], counts)).all())
+    return ok
+
+
+def _explain_offsets(
+    where: str, batch: Mapping[str, Sequence[Any]], offsets: Sequence[Any], owners: list[int], record: Any
+) -> None:
+    """Raise the StepError that names the first bad row and pair of ``offset_mapping``."""
+    for row, pairs in enumerate(offsets):
         pairs = pairs.tolist() if hasattr(pairs, "tolist") else pairs  # numpy or torch rows
         limit = _text_length(batch, owners[row]) if "id" in batch else None
         if not isinstance(pairs, Sequence) or isinstance(pairs, str):
@@ -186,14 +234,19 @@ def to_rows(
     batch: Mapping[str, Sequence[Any]],
     encoded: Mapping[str, Sequence[Any]],
     windowing: Windowing,
-    training: bool = False,
+    training: bool | Sequence[bool] = False,
+    owner_column: str | None = None,
 ) -> dict[str, list]:
     """encode's output for ``batch`` -> one row per window kept, with ``id`` / ``label`` (when the
-    batch has them) and :data:`WINDOW_COLUMNS`; the model's inputs pass through untouched."""
+    batch has them) and :data:`WINDOW_COLUMNS`; the model's inputs pass through untouched.
+    ``training``: for the batch, or per record (MAX_CHUNKS thins training records' windows only);
+    ``owner_column``: also return, under that name, each row's record index in the batch."""
     rows = len(next(iter(encoded.values()))) if encoded else 0
     owners = [int(v) for v in encoded[MAPPING]] if MAPPING in encoded else list(range(rows))
     records = len(next(iter(batch.values()))) if batch else (owners[-1] + 1 if owners else 0)
+    thinned = [bool(training)] * records if isinstance(training, bool) else [bool(t) for t in training]
     offsets = encoded.get(OFFSETS)
+    spans = _spans(offsets) if offsets is not None else None
     given_lengths = encoded.get(DOCUMENT_TOKENS)
     ids = encoded.get("input_ids")
     content = [max(len(ids[i]) - windowing.special_tokens, 0) for i in range(rows)] if ids is not None else [0] * rows
@@ -206,7 +259,7 @@ def to_rows(
         while end < rows and owners[end] == record:
             end += 1
         count = end - start
-        chosen = evenly_spaced(count, windowing.max_chunks) if training else list(range(count))
+        chosen = evenly_spaced(count, windowing.max_chunks) if thinned[record] else list(range(count))
         if given_lengths is not None:
             length = int(given_lengths[start])
         elif ids is not None and count > 1:  # the windows overlap by the stride
@@ -219,7 +272,7 @@ def to_rows(
             overlap = windowing.stride if previous == j - 1 and j > 0 else 0
             keep.append(row)
             facts[WINDOW].append(j)
-            span = _span(offsets[row]) if offsets is not None else (-1, -1)
+            span = spans[row] if spans is not None else (-1, -1)
             facts[WINDOW_START].append(span[0])
             facts[WINDOW_END].append(span[1])
             facts[DOCUMENT_TOKENS].append(length)
@@ -236,12 +289,35 @@ def to_rows(
         if column not in ROW_FACTS:
             out[column] = list(values) if len(keep) == rows else [values[row] for row in keep]
     out.update(facts)
+    if owner_column is not None:
+        out[owner_column] = [owners[row] for row in keep]
     return out
 
 
+def _spans(offsets: Sequence[Any]) -> list[tuple[int, int]]:
+    """Each row's characters: from its first token to its last (special tokens, whose offsets
+    are (0, 0), left out); (-1, -1) for a row with none."""
+    import numpy as np
+
+    found = offset_pairs(offsets)
+    if found is None:
+        return [_span(row) for row in offsets]
+    pairs, counts = found
+    spans = np.full((len(counts), 2), -1, dtype=np.int64)
+    real = pairs[:, 1] > pairs[:, 0]
+    firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    filled = counts > 0  # reduceat needs each row's first pair
+    if len(pairs) and filled.any():
+        lowest = np.minimum.reduceat(np.where(real, pairs[:, 0], np.iinfo(np.int64).max), firsts[filled])
+        highest = np.maximum.reduceat(np.where(real, pairs[:, 1], -1), firsts[filled])
+        seen = highest >= 0
+        rows = np.flatnonzero(filled)[seen]
+        spans[rows, 0], spans[rows, 1] = lowest[seen], highest[seen]
+    return [(int(a), int(b)) for a, b in spans]
+
+
 def _span(offsets: Sequence[Sequence[int]]) -> tuple[int, int]:
-    """The characters a window covers: from its first token to its last (special tokens,
-    whose offsets are (0, 0), left out)."""
+    """:func:`_spans` of one row, pair by pair (offsets that are not plain integer pairs)."""
     starts = [int(s) for s, e in offsets if e > s]
     if not starts:
         return -1, -1

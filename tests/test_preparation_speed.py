@@ -1,0 +1,127 @@
+"""Preparation's fast paths give what the plain ones gave: offsets checked and located with
+NumPy (the plain loop still names the bad record), truncate's whole lengths from the
+tokenizer's own encodings, and every split encoded in one ``map`` and cut apart exactly.
+The speed itself is measured by the bench (docs/benchmarks.md), not here."""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import datasets
+import pytest
+
+from ml_exp.core.errors import StepError
+from ml_exp.steps.encode_splits import OWNER, encode_splits
+from ml_exp.toolkit import tokenizer_encode
+from ml_exp.toolkit.documents import Windowing, _span, _spans, check_encoded, offset_pairs, to_rows
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "{{cookiecutter.experiment_name}}"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    sys.path.insert(0, str(TEMPLATE))
+    try:
+        import demo_documents
+
+        return demo_documents.tiny_bert_tokenizer()
+    finally:
+        sys.path.remove(str(TEMPLATE))
+
+
+def random_offsets(rng: random.Random) -> list[list[tuple[int, int]]]:
+    rows = []
+    for _ in range(rng.randrange(0, 6)):
+        row = []
+        for _ in range(rng.randrange(0, 6)):
+            start = rng.randrange(0, 20)
+            row.append((0, 0) if rng.random() < 0.2 else (start, start + rng.choice([0, 0, 1, 3])))
+        rows.append(row)
+    return rows
+
+
+def test_spans_with_numpy_equal_the_pair_by_pair_spans():
+    rng = random.Random(7)
+    for _ in range(400):
+        rows = random_offsets(rng)
+        assert _spans(rows) == [_span(row) for row in rows], rows
+
+
+def test_offsets_that_are_not_integer_pairs_are_left_to_the_plain_check():
+    assert offset_pairs([[(0, 1), (1, 2)], []])[1].tolist() == [2, 0]
+    for bad in ([[(0, 1.5)]], [[(0, 1, 2)]], [[(True, False)]], ["ab"], [[(0, 2**70)]], [[(0, 1)], [(0,)]]):
+        assert offset_pairs(bad) is None, bad
+
+
+@pytest.mark.parametrize(
+    "pairs, says",
+    [
+        ([(0, 3), (5, 4)], "holds (5, 4)"),
+        ([(0, 3), (-1, 2)], "holds (-1, 2)"),
+        ([(0, 3), (1.0, 2.0)], "holds (1.0, 2.0)"),
+        ([(0, 3), (0, 10_000)], "holds (0, 10000)"),
+    ],
+)
+def test_a_bad_offset_is_named_with_its_record(pairs, says):
+    batch = {"id": ["a", "b"], "text": ["one two", "three four"]}
+    output = {
+        "input_ids": [[1, 2], [1, 2]],
+        "offset_mapping": [[(0, 3), (4, 7)], pairs],
+        "overflow_to_sample_mapping": [0, 1],
+    }
+    with pytest.raises(StepError, match=re.escape(f"record 'b' {says}")):
+        check_encoded("m", batch, output)
+
+
+def test_the_tokenizers_offsets_pass_and_give_the_same_windows(tokenizer):
+    texts = ["contract invoice policy audit " * 40, "the company board", "page section amounts " * 25]
+    batch = {"id": ["x", "y", "z"], "text": texts, "label": [0, 1, 2]}
+    ctx = SimpleNamespace(config=SimpleNamespace(max_length=24, document_strategy="chunks", chunk_stride=4))
+    output = tokenizer_encode(batch, tokenizer, ctx)
+    check_encoded("m", batch, output)
+    rows = to_rows(batch, output, Windowing(stride=4, special_tokens=2))
+    expected = [_span(row) for row in output["offset_mapping"]]
+    assert list(zip(rows["window_start"], rows["window_end"])) == expected
+    text_of = dict(zip(batch["id"], texts))
+    for record, start, end in zip(rows["id"], rows["window_start"], rows["window_end"]):
+        assert 0 <= start < end and text_of[record][start:end].strip()
+
+
+@pytest.mark.parametrize("words", [1, 30, 400])
+def test_truncate_reads_whole_lengths_from_the_encodings(tokenizer, words):
+    text = " ".join(["contract", "invoice", "policy", "audit"] * words)
+    batch = {"id": ["a", "b", "c"], "text": [text, "board", ""]}
+    ctx = SimpleNamespace(config=SimpleNamespace(max_length=16, document_strategy="truncate"))
+    output = tokenizer_encode(batch, tokenizer, ctx)
+    whole = tokenizer([text, "board", ""], add_special_tokens=False)["input_ids"]
+    assert output["document_tokens"] == [len(ids) for ids in whole]
+    assert [len(ids) for ids in output["input_ids"]] == [min(len(ids) + 2, 16) for ids in whole]
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_one_map_encodes_every_split_and_cuts_them_apart_exactly(workers):
+    # record i becomes i % 3 + 1 windows; training records keep only their first window
+    def encode(batch, training):
+        rows = {"input_ids": [], "window": [], "id": [], OWNER: []}
+        for index, (record, thin) in enumerate(zip(batch["id"], training)):
+            for window in range(1 if thin else record % 3 + 1):
+                rows["input_ids"].append([record, window])
+                rows["window"].append(window)
+                rows["id"].append(record)
+                rows[OWNER].append(index)
+        return rows
+
+    whole = datasets.Dataset.from_dict({"id": list(range(40))})
+    splits = {"train": whole.select(range(0, 40, 2)), "validation": whole.select(range(1, 40, 4)),
+              "test": whole.select(range(3, 40, 4))}  # fmt: skip
+    encoded = encode_splits(splits, encode, "train", workers=workers, batch_size=7, desc="test")
+    assert list(encoded) == ["train", "validation", "test"]
+    assert encoded["train"]["id"][:] == list(range(0, 40, 2))  # one window each
+    for name in ("validation", "test"):
+        expected = [record for record in splits[name]["id"] for _ in range(record % 3 + 1)]
+        assert encoded[name]["id"][:] == expected
+        assert sorted(encoded[name].column_names) == ["id", "input_ids", "window"]
