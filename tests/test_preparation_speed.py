@@ -7,30 +7,18 @@ from __future__ import annotations
 
 import random
 import re
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
 import pytest
-
 from ml_exp.core.errors import StepError
 from ml_exp.steps.encode_splits import OWNER, encode_splits
 from ml_exp.toolkit import tokenizer_encode
 from ml_exp.toolkit.documents import Windowing, _span, _spans, check_encoded, offset_pairs, to_rows
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "{{cookiecutter.experiment_name}}"
+from tests import test_long_documents
 
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    sys.path.insert(0, str(TEMPLATE))
-    try:
-        import demo_documents
-
-        return demo_documents.tiny_bert_tokenizer()
-    finally:
-        sys.path.remove(str(TEMPLATE))
+tokenizer = test_long_documents.tokenizer  # the demo's tiny BERT tokenizer (a module fixture)
 
 
 def random_offsets(rng: random.Random) -> list[list[tuple[int, int]]]:
