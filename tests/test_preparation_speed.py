@@ -113,3 +113,12 @@ def test_one_map_encodes_every_split_and_cuts_them_apart_exactly(workers):
         expected = [record for record in splits[name]["id"] for _ in range(record % 3 + 1)]
         assert encoded[name]["id"][:] == expected
         assert sorted(encoded[name].column_names) == ["id", "input_ids", "window"]
+
+
+def test_characters_are_counted_in_the_selected_records_only():
+    from ml_exp.steps.preparation import _characters
+
+    whole = datasets.Dataset.from_dict({"text": ["abcd"] * 100, "n": [1] * 100, "title": [None, "xy"] * 50})
+    assert _characters(whole, ["text", "n", "title"]) == 500
+    assert _characters(whole.select([5, 3, 1]), ["text", "n", "title"]) == 18  # a stratified split's kind
+    assert _characters(whole.select([]), ["text"]) == 0

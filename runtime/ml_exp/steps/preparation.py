@@ -368,16 +368,23 @@ def _workers(encode_seconds: float) -> int | None:
 
 
 def _characters(split: Any, content: list[str]) -> int:
+    """Characters in a split's text columns, read a batch at a time through its selection
+    (``.data`` is the whole table a stratified split selects from)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = split.with_format(None).data
+    schema = split.with_format(None).data.schema
+    texts = [name for name in content if pa.types.is_string(schema.field(name).type)
+             or pa.types.is_large_string(schema.field(name).type)]  # fmt: skip
+    if not texts or not len(split):
+        return 0
     total = 0
-    for name in content:
-        column = table.column(name)
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            total += int(pc.sum(pc.utf8_length(column)).as_py() or 0)
+    for batch in split.select_columns(texts).with_format("arrow").iter(batch_size=CHARACTERS_BATCH):
+        total += sum(int(pc.sum(pc.utf8_length(batch.column(name))).as_py() or 0) for name in texts)
     return total
+
+
+CHARACTERS_BATCH = 10_000
 
 
 def _rewriting(ctx: Context) -> bool:
