@@ -122,3 +122,16 @@ def test_characters_are_counted_in_the_selected_records_only():
     assert _characters(whole, ["text", "n", "title"]) == 500
     assert _characters(whole.select([5, 3, 1]), ["text", "n", "title"]) == 18  # a stratified split's kind
     assert _characters(whole.select([]), ["text"]) == 0
+
+
+def test_a_selections_column_is_taken_with_arrow_as_datasets_gathers_it():
+    from ml_exp.steps.preparation import _column, label_counts
+
+    whole = datasets.Dataset.from_dict({"id": [f"r{i}" for i in range(50)], "label": [i % 3 for i in range(50)]})
+    whole = whole.cast_column("label", datasets.ClassLabel(names=["a", "b", "c"]))
+    order = random.Random(3).sample(range(50), 20)
+    for part in (whole, whole.select(order), whole.select(range(10, 30)), whole.select(order).select([4, 0, 7])):
+        assert _column(part, "id").to_pylist() == part["id"][:]
+        assert label_counts(part, ["a", "b", "c"]) == {
+            name: part["label"][:].count(index) for index, name in enumerate(["a", "b", "c"])
+        }

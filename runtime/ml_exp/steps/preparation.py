@@ -106,8 +106,22 @@ FINGERPRINT_BATCH = 1000
 
 
 def _column(split: Any, name: str) -> Any:
-    """One column of a split as Arrow (its selection applied: ``.data`` ignores it)."""
-    return split.select_columns([name]).with_format("arrow")[:][name]
+    """One column of a split as Arrow, its selection applied (``.data`` ignores it). Taken with
+    Arrow from the split's index mapping: datasets' own ``[:]`` gathers a selection one row slice
+    at a time, ~0.5 KB of memory a record (450 MB for 800k ids) and 40x slower."""
+    import pyarrow as pa
+
+    column = split.with_format(None).data.column(name)
+    indices = getattr(split, "_indices", None)  # datasets' index mapping (None: no selection)
+    if indices is None:
+        return column
+    if isinstance(indices, pa.Table) or hasattr(indices, "column"):
+        return column.take(indices.column(0))
+    batches = split.select_columns([name]).with_format("arrow").iter(batch_size=COLUMN_BATCH)
+    return pa.chunked_array([batch.column(name).combine_chunks() for batch in batches], column.type)
+
+
+COLUMN_BATCH = 10_000
 
 
 def split_table(splits: Any) -> bytes:
@@ -148,7 +162,7 @@ def label_counts(split: Any, labels: list[str]) -> dict[str, int]:
     import numpy as np
     import pyarrow.compute as pc
 
-    column = split.select_columns(["label"]).with_format("arrow")[:]["label"]  # .data ignores a selection
+    column = _column(split, "label")
     if is_multi_label(split):
         column = pc.list_flatten(column)
     counts = np.bincount(np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64), minlength=len(labels))
@@ -231,7 +245,7 @@ def _split(dataset, test_size: float, seed: int, ctx: Context):
     if is_multi_label(dataset):
         return _split_multi_label(dataset, n_test, seed)
     try:
-        labels = np.asarray(dataset.select_columns(["label"]).with_format("numpy")[:]["label"])
+        labels = _column(dataset, "label").to_numpy()
         train, test = next(
             stratified_shuffle_split_generate_indices(
                 labels, len(dataset) - n_test, n_test, rng=np.random.default_rng(seed)
@@ -249,9 +263,7 @@ def _split_multi_label(dataset: Any, n_test: int, seed: int) -> dict[str, Any]:
     keep their share in both parts."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
-    rows = multi_hot(
-        dataset.select_columns(["label"]).with_format("arrow")[:]["label"].to_pylist(), _num_labels(dataset)
-    )
+    rows = multi_hot(_column(dataset, "label").to_pylist(), _num_labels(dataset))
     cut = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=n_test, random_state=seed)
     train, test = next(cut.split(rows, rows))
     return {"train": dataset.select(sorted(train)), "test": dataset.select(sorted(test))}
