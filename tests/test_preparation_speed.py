@@ -135,3 +135,30 @@ def test_a_selections_column_is_taken_with_arrow_as_datasets_gathers_it():
         assert label_counts(part, ["a", "b", "c"]) == {
             name: part["label"][:].count(index) for index, name in enumerate(["a", "b", "c"])
         }
+
+
+def fingerprint_row_by_row(split) -> str:
+    """split_fingerprint's definition, the plain way (what it computed before it read batches)."""
+    import hashlib
+    import json
+
+    names = split.features["label"].names
+    digest = hashlib.sha256()
+    for index in sorted(range(len(split)), key=split["id"][:].__getitem__):
+        row = split[index]
+        row["label"] = names[row["label"]]
+        digest.update(json.dumps(row, sort_keys=True, default=repr).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def test_split_fingerprints_keep_their_values_for_any_ids():
+    from ml_exp.steps.preparation import split_fingerprint
+
+    rng = random.Random(0)
+    texts = [rng.choice("aZé0_-ß中😀 ~") * rng.randrange(1, 4) + str(i) for i in range(300)]
+    numbers = [rng.randrange(-(10**9), 10**9) for _ in range(300)]
+    for ids in (texts, numbers):
+        whole = datasets.Dataset.from_dict({"id": ids, "text": ["t"] * 300, "label": [i % 3 for i in range(300)]})
+        whole = whole.cast_column("label", datasets.ClassLabel(names=["a", "b", "c"]))
+        for part in (whole, whole.select(rng.sample(range(300), 90))):
+            assert split_fingerprint(part) == fingerprint_row_by_row(part)
