@@ -116,7 +116,7 @@ def test_one_map_encodes_every_split_and_cuts_them_apart_exactly(workers):
 
 
 def test_characters_are_counted_in_the_selected_records_only():
-    from ml_exp.steps.preparation import _characters
+    from ml_exp.steps.columns import split_characters as _characters
 
     whole = datasets.Dataset.from_dict({"text": ["abcd"] * 100, "n": [1] * 100, "title": [None, "xy"] * 50})
     assert _characters(whole, ["text", "n", "title"]) == 500
@@ -125,7 +125,8 @@ def test_characters_are_counted_in_the_selected_records_only():
 
 
 def test_a_selections_column_is_taken_with_arrow_as_datasets_gathers_it():
-    from ml_exp.steps.preparation import _column, label_counts
+    from ml_exp.steps.columns import split_column as _column
+    from ml_exp.steps.preparation import label_counts
 
     whole = datasets.Dataset.from_dict({"id": [f"r{i}" for i in range(50)], "label": [i % 3 for i in range(50)]})
     whole = whole.cast_column("label", datasets.ClassLabel(names=["a", "b", "c"]))
@@ -157,7 +158,7 @@ def test_split_fingerprints_keep_their_values_for_any_ids():
     rng = random.Random(0)
     texts = [rng.choice("aZé0_-ß中😀 ~") * rng.randrange(1, 4) + str(i) for i in range(300)]
     numbers = [rng.randrange(-(10**9), 10**9) for _ in range(300)]
-    for ids in (texts, numbers):
+    for ids in (texts, numbers, sorted(numbers)):  # sorted: the order is one contiguous range
         whole = datasets.Dataset.from_dict({"id": ids, "text": ["t"] * 300, "label": [i % 3 for i in range(300)]})
         whole = whole.cast_column("label", datasets.ClassLabel(names=["a", "b", "c"]))
         for part in (whole, whole.select(rng.sample(range(300), 90))):

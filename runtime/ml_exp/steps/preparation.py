@@ -19,6 +19,7 @@ from ml_exp.core.errors import StepError
 from ml_exp.core.names import MULTI_LABEL, PREPARATION, SINGLE_LABEL
 from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, user_error, user_frames
+from ml_exp.steps.columns import split_characters, split_column
 from ml_exp.steps.coverage import document_coverage, lengths_png, warn_if_degenerate, warn_if_empty, warn_if_truncated
 from ml_exp.steps.encode_splits import OWNER, encode_splits
 from ml_exp.storage.layout import (
@@ -95,7 +96,7 @@ def split_fingerprint(split: Any) -> str:
     names = getattr(feature, "names", None) or feature.feature.names  # ClassLabel, or multi_label's list of them
     # Arrow's sort is stable and orders strings by code point (UTF-8 bytes), as Python's sorted()
     # did here before, without a Python object per record.
-    order = pc.sort_indices(_column(split, "id")).to_numpy()
+    order = pc.sort_indices(split_column(split, "id")).to_numpy().astype("int64")  # datasets' select wants ints
     digest = hashlib.sha256()
     for batch in split.select(order).iter(batch_size=FINGERPRINT_BATCH):
         for values in zip(*batch.values()):
@@ -109,25 +110,6 @@ def split_fingerprint(split: Any) -> str:
 FINGERPRINT_BATCH = 1000
 
 
-def _column(split: Any, name: str) -> Any:
-    """One column of a split as Arrow, its selection applied (``.data`` ignores it). Taken with
-    Arrow from the split's index mapping: datasets' own ``[:]`` gathers a selection one row slice
-    at a time, ~0.5 KB of memory a record (450 MB for 800k ids) and 40x slower."""
-    import pyarrow as pa
-
-    column = split.with_format(None).data.column(name)
-    indices = getattr(split, "_indices", None)  # datasets' index mapping (None: no selection)
-    if indices is None:
-        return column
-    if isinstance(indices, pa.Table) or hasattr(indices, "column"):
-        return column.take(indices.column(0))
-    batches = split.select_columns([name]).with_format("arrow").iter(batch_size=COLUMN_BATCH)
-    return pa.chunked_array([batch.column(name).combine_chunks() for batch in batches], column.type)
-
-
-COLUMN_BATCH = 10_000
-
-
 def split_table(splits: Any) -> bytes:
     """``data/split.parquet``: each record's id and split (what DATA_FROM reuses)."""
     import io
@@ -135,7 +117,7 @@ def split_table(splits: Any) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = [_column(part, "id") for part in splits.values()]
+    columns = [split_column(part, "id") for part in splits.values()]
     ids = pa.chunked_array([chunk for column in columns for chunk in column.chunks], columns[0].type)
     names = pa.array([name for name, part in splits.items() for _ in range(len(part))], pa.string())
     buffer = io.BytesIO()
@@ -151,7 +133,7 @@ def assign_splits(raw: Any, table: bytes) -> Any:
 
     assigned = pq.read_table(io.BytesIO(table)).to_pydict()
     split_of = dict(zip(assigned["id"], assigned["split"]))
-    missing = [i for i in _column(raw, "id").to_pylist() if i not in split_of]
+    missing = [i for i in split_column(raw, "id").to_pylist() if i not in split_of]
     if missing:
         raise StepError(
             f"DATA_FROM: {len(missing)} record(s) (e.g. id {missing[0]!r}) have no split in the source run's "
@@ -166,7 +148,7 @@ def label_counts(split: Any, labels: list[str]) -> dict[str, int]:
     import numpy as np
     import pyarrow.compute as pc
 
-    column = _column(split, "label")
+    column = split_column(split, "label")
     if is_multi_label(split):
         column = pc.list_flatten(column)
     counts = np.bincount(np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64), minlength=len(labels))
@@ -232,7 +214,7 @@ def _pinned(raw: Any) -> tuple[dict[str, Any], Any]:
     from the column in one pass (a filter per split called Python once per record)."""
     import numpy as np
 
-    chosen = np.asarray(_column(raw, "split").to_pylist(), dtype=object)
+    chosen = np.asarray(split_column(raw, "split").to_pylist(), dtype=object)
     pinned = {name: raw.select(np.flatnonzero(chosen == name)) for name in SPLITS}
     return pinned, raw.select(np.flatnonzero(np.equal(chosen, None)))
 
@@ -249,7 +231,7 @@ def _split(dataset, test_size: float, seed: int, ctx: Context):
     if is_multi_label(dataset):
         return _split_multi_label(dataset, n_test, seed)
     try:
-        labels = _column(dataset, "label").to_numpy()
+        labels = split_column(dataset, "label").to_numpy()
         train, test = next(
             stratified_shuffle_split_generate_indices(
                 labels, len(dataset) - n_test, n_test, rng=np.random.default_rng(seed)
@@ -267,7 +249,7 @@ def _split_multi_label(dataset: Any, n_test: int, seed: int) -> dict[str, Any]:
     keep their share in both parts."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
-    rows = multi_hot(_column(dataset, "label").to_pylist(), _num_labels(dataset))
+    rows = multi_hot(split_column(dataset, "label").to_pylist(), _num_labels(dataset))
     cut = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=n_test, random_state=seed)
     train, test = next(cut.split(rows, rows))
     return {"train": dataset.select(sorted(train)), "test": dataset.select(sorted(test))}
@@ -309,7 +291,7 @@ def _encode_for(
     # the probe's time includes the tokenizer's first call (its warm-up): an estimate on the high side
     seconds_per_character = (time.perf_counter() - started) / max(probe_characters, 1)
 
-    characters = sum(_characters(part, content) for part in splits.values())
+    characters = sum(split_characters(part, content) for part in splits.values())
     workers = _workers(seconds_per_character * characters)
     batch_size = records_per_batch(splits["train"], content)
     try:
@@ -361,7 +343,7 @@ MAX_RECORDS_PER_BATCH = 1000  # datasets' default
 def records_per_batch(split: Any, content: list[str]) -> int:
     """Records per encode batch: datasets' 1000, fewer when the texts are long, so that a batch
     holds about CHARACTERS_PER_BATCH characters (measured on the split's string columns)."""
-    mean = _characters(split, content) / max(len(split), 1)
+    mean = split_characters(split, content) / max(len(split), 1)
     return max(1, min(MAX_RECORDS_PER_BATCH, int(CHARACTERS_PER_BATCH // max(mean, 1))))
 
 
@@ -381,26 +363,6 @@ def _workers(encode_seconds: float) -> int | None:
         return None
     saved = encode_seconds * (1 - 1 / cores)
     return cores if saved > POOL_START_S * 2 else None
-
-
-def _characters(split: Any, content: list[str]) -> int:
-    """Characters in a split's text columns, read a batch at a time through its selection
-    (``.data`` is the whole table a stratified split selects from)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    schema = split.with_format(None).data.schema
-    texts = [name for name in content if pa.types.is_string(schema.field(name).type)
-             or pa.types.is_large_string(schema.field(name).type)]  # fmt: skip
-    if not texts or not len(split):
-        return 0
-    total = 0
-    for batch in split.select_columns(texts).with_format("arrow").iter(batch_size=CHARACTERS_BATCH):
-        total += sum(int(pc.sum(pc.utf8_length(batch.column(name))).as_py() or 0) for name in texts)
-    return total
-
-
-CHARACTERS_BATCH = 10_000
 
 
 def _rewriting(ctx: Context) -> bool:
