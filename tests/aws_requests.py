@@ -228,3 +228,11 @@ def policy_allows(policy: dict[str, Any], action: str) -> bool:
                 return False
             allowed = True
     return allowed
+
+
+def aws_client(service: str):
+    """A client from a fresh session: it reads this test's AWS environment (moto, us-east-1), not
+    boto3's process-wide default session, which another test may have left in any state."""
+    import boto3
+
+    return boto3.session.Session().client(service)

@@ -19,6 +19,7 @@ import pytest
 import requests
 from botocore.stub import Stubber
 
+from tests.aws_requests import aws_client
 from ml_exp.backends.sagemaker import jobs as sm
 from ml_exp.config import load_config
 from ml_exp.experiment.context import Context
@@ -65,7 +66,7 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> str:
         "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
     }.items():
         monkeypatch.setenv(var, value)
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    aws_client("s3").create_bucket(Bucket=BUCKET)
     return moto_server
 
 
@@ -107,12 +108,12 @@ def recorded(aws: str, tmp_path):
 
 
 def describe(name: str) -> dict:
-    return boto3.client("sagemaker").describe_training_job(TrainingJobName=name)
+    return aws_client("sagemaker").describe_training_job(TrainingJobName=name)
 
 
 def s3_text(uri: str) -> str:
     bucket, _, key = uri[len("s3://"):].partition("/")
-    return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    return aws_client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode()
 
 
 def assert_submitted_as_specified(spec: dict, job: dict, request: dict | None = None) -> None:
@@ -232,7 +233,7 @@ def test_dry_run_saves_the_spec_and_submits_nothing_then_the_spec_is_what_is_sub
     name = result["job_name"]
     assert result["status"] == "dry-run" and result["spec_uri"] == f"{ctx.run.uri}/jobs/{name}.json"
     assert ctx.run.listdir("jobs") == [f"{name}.json"]
-    assert boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
+    assert aws_client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
     assert recorded() == []
     saved = ctx.run.read_json(f"jobs/{name}.json")
     assert saved == result["spec"] and SECRET not in json.dumps(saved)
@@ -242,7 +243,7 @@ def test_dry_run_saves_the_spec_and_submits_nothing_then_the_spec_is_what_is_sub
     (request,) = recorded()
     assert_submitted_as_specified(saved, describe(name), request)
     assert "WANDB_API_KEY" not in request["Environment"] and SECRET not in json.dumps(request)
-    assert [j["TrainingJobName"] for j in boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]] == [name]
+    assert [j["TrainingJobName"] for j in aws_client("sagemaker").list_training_jobs()["TrainingJobSummaries"]] == [name]
 
 
 def test_a_dry_run_writes_and_prints_no_planted_secret(make_ctx, monkeypatch, capsys):
@@ -358,7 +359,7 @@ def test_run_step_turns_a_failed_job_into_a_step_error(make_ctx, monkeypatch: py
     ctx = make_ctx(MODEL_NAMES=MODEL)
     with pytest.raises(StepError) as failed:
         sm.run_step(ctx, "training", MODEL, poll_seconds=0)
-    (job,) = boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+    (job,) = aws_client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
     for text in (reason, "/aws/sagemaker/TrainingJobs", job["TrainingJobName"], "us-east-1"):
         assert text in str(failed.value)
 
@@ -425,7 +426,7 @@ def test_exp_run_on_sagemaker_end_to_end(aws, tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     said: list[str] = []
     planned = run_pipeline(project, dry_run=True, announce=said.append)
-    sagemaker = boto3.client("sagemaker")
+    sagemaker = aws_client("sagemaker")
     assert sagemaker.list_training_jobs()["TrainingJobSummaries"] == []
     specs = sorted(n for n in planned.listdir("jobs") if n.endswith(".json"))
     assert [n.split("-r1-")[1].split("-")[0] for n in specs] == ["infer", "prep", "train"]

@@ -25,6 +25,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from tests.aws_requests import aws_client
 from ml_exp.backends.sagemaker import jobs as sm
 from ml_exp.backends.sagemaker import tuner as smt
 from ml_exp.config.search_space import parse_space
@@ -256,7 +257,7 @@ def test_tuning_creates_the_job_it_describes_and_writes_the_best_trial(make_ctx,
     saved = ctx.run.read_text(f"{folder}/sagemaker_tuning_job.json")
     assert SECRET not in saved and "WANDB_API_KEY" not in spec["training"]["environment"]
     assert spec["training"]["checkpoint_config"] is None
-    stored = boto3.client("sagemaker").describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)  # moto kept it
+    stored = aws_client("sagemaker").describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)  # moto kept it
     assert stored["TrainingJobDefinition"]["StaticHyperParameters"] == static
 
     # the results, as with the local backend: trials named trial_<k>, SageMaker's job name beside
@@ -305,7 +306,7 @@ def test_dry_run_saves_the_spec_and_creates_nothing_then_the_saved_spec_is_the_j
     assert ctx.run.listdir(folder) == ["sagemaker_tuning_job.json"]
     saved = ctx.run.read_json(f"{folder}/sagemaker_tuning_job.json")
     assert saved == result["spec"] and SECRET not in json.dumps(saved)
-    assert created() == [] and boto3.client("sagemaker").list_hyper_parameter_tuning_jobs()["HyperParameterTuningJobSummaries"] == []
+    assert created() == [] and aws_client("sagemaker").list_hyper_parameter_tuning_jobs()["HyperParameterTuningJobSummaries"] == []
     assert len(name) <= 32 and re.fullmatch(NAME_RE, name)
 
     # the real run later: the saved job was never created (SageMaker: no such job), so it is created now, as saved
