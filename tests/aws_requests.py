@@ -233,6 +233,8 @@ def policy_allows(policy: dict[str, Any], action: str) -> bool:
 def aws_client(service: str):
     """A client from a fresh session: it reads this test's AWS environment (moto, us-east-1), not
     boto3's process-wide default session, which another test may have left in any state."""
+    import os
+
     import boto3
 
-    return boto3.session.Session().client(service)
+    return boto3.session.Session(region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1").client(service)
