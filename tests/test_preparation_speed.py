@@ -163,3 +163,4 @@ def test_split_fingerprints_keep_their_values_for_any_ids():
         whole = whole.cast_column("label", datasets.ClassLabel(names=["a", "b", "c"]))
         for part in (whole, whole.select(rng.sample(range(300), 90))):
             assert split_fingerprint(part) == fingerprint_row_by_row(part)
+

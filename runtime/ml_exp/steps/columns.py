@@ -13,16 +13,18 @@ def split_column(split: Any, name: str) -> Any:
     import pyarrow as pa
 
     column = split.with_format(None).data.column(name)
-    indices = getattr(split, "_indices", None)  # datasets' index mapping (None: no selection)
+    indices = getattr(split, "_indices", _UNKNOWN)  # datasets' index mapping (None: no selection)
     if indices is None:
         return column
-    if isinstance(indices, pa.Table) or hasattr(indices, "column"):
+    if hasattr(indices, "column"):
         return column.take(indices.column(0))
+    # a datasets without that mapping: read through its selection, a batch at a time
     batches = split.select_columns([name]).with_format("arrow").iter(batch_size=COLUMN_BATCH)
     return pa.chunked_array([batch.column(name).combine_chunks() for batch in batches], column.type)
 
 
 COLUMN_BATCH = 10_000
+_UNKNOWN = object()
 
 
 def split_characters(split: Any, content: list[str]) -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ml_exp.steps.columns import split_column
+
 PART = "__ml_exp_split"  # the output rows' split (an index into the splits), dropped after the cut
 OWNER = "__ml_exp_owner"  # what ``encode`` returns per output row: its record's index in the batch
 
@@ -53,7 +55,7 @@ def encode_splits(
         remove_columns=joined.column_names,
         desc=desc,
     )
-    tags = encoded.select_columns([PART]).with_format("arrow")[:][PART].to_numpy()
+    tags = split_column(encoded, PART).to_numpy()
     counts = np.bincount(tags, minlength=len(names)) if len(tags) else np.zeros(len(names), dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)])
     result = {}
