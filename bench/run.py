@@ -556,6 +556,9 @@ class Bench:
             say(f"training {model}, {corpus} lengths: {size['docs']} docs (train split {int(size['docs'] * 0.8)}), max length {size['max_length']}, "
                 f"batch {size['batch']}, 1 epoch, {THREADS} threads")
             env = self.settings(model, max_length=size["max_length"], batch=size["batch"], n=size["docs"], words=CORPORA[corpus])
+            # one row per document, as the bare script's: with the template's chunks, a "uniform" corpus
+            # is full windows and short last windows, and each side's shuffle then pads differently
+            env["DOCUMENT_STRATEGY"] = TRUNCATE
             base = self.base_run(f"train-{model}-{corpus}", "reconciliation,preparation", env)
             data = self.run_dir(base) / "data" / "prepared" / model
 

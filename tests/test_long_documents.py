@@ -186,6 +186,12 @@ def test_validate_refuses_chunks_with_a_processor_that_cannot_overflow(tmp_path,
     assert [p.where for p in report.problems] == ["DOCUMENT_STRATEGY"]
     assert "load_processor('tiny-bert') returned a dict" in report.problems[0].message
     assert validate(project, environ={"DOCUMENT_STRATEGY": "truncate", "WANDB_MODE": "disabled"}, check_storage=False).ok
+    # only preparation tokenizes with load_processor: a run of later steps neither loads nor checks it
+    later = validate(project, environ={"DOCUMENT_STRATEGY": "chunks", "CHUNK_STRIDE": "8", "WANDB_MODE": "disabled"},
+                     check_storage=False, steps=["training", "inference"])
+    assert later.ok, later.problems
+    assert [p.where for p in validate(project, environ={"DOCUMENT_STRATEGY": "chunks", "CHUNK_STRIDE": "8", "WANDB_MODE": "disabled"},
+                                      check_storage=False, steps=["preparation"]).problems] == ["DOCUMENT_STRATEGY"]
 
 
 def test_the_predictor_combines_a_records_windows_as_inference_does(tokenizer):

@@ -113,7 +113,7 @@ def run_pipeline(
     """
     overrides = _smoke_settings(Path(experiment_dir)) if smoke else {}
     environ = {**os.environ, **overrides}
-    report = validate(experiment_dir, environ=environ, new_run=run_num is None)
+    report = validate(experiment_dir, environ=environ, new_run=run_num is None, steps=steps)
     if not report.ok:
         raise ProblemsFound(report.problems)
     config = report.config

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import netrc
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ml_exp.config import Config, load_config
 from ml_exp.core.errors import Problem, ProblemsFound
-from ml_exp.core.names import TRUNCATE
+from ml_exp.core.names import PREPARATION, TRUNCATE
 from ml_exp.experiment.functions import check_experiment_functions
 
 DEFAULT_UDF_MODULE = "experiment"
@@ -36,8 +36,10 @@ def validate(
     environ: Mapping[str, str] | None = None,
     check_storage: bool = True,
     new_run: bool = True,
+    steps: Sequence[str] | None = None,
 ) -> Report:
-    """``new_run``: the run is about to be claimed, so an explicit RUN_NUM must be free."""
+    """``new_run``: the run is about to be claimed, so an explicit RUN_NUM must be free;
+    ``steps``: the steps about to run (default: those switched on in settings.ini)."""
     env = os.environ if environ is None else environ
     directory = Path(experiment_dir).resolve()
     try:
@@ -55,7 +57,8 @@ def validate(
         problems += check_backend(config)
         problems += check_tuning(config)
         problems += check_tracking(config, env)
-        problems += check_documents(config)
+        if PREPARATION in (steps or config.steps):  # only preparation tokenizes with the user's processor
+            problems += check_documents(config)
         if check_storage:
             problems += check_store(config, new_run)
             problems += check_data_from(config)
