@@ -177,6 +177,35 @@ def test_put_dir_get_dir_round_trip_and_completion(storage_uri, tmp_path):
     assert not any(n.startswith(".") for n in run.listdir("models"))  # no temporaries left
 
 
+def test_put_dir_move_gives_the_folder_up_and_keeps_the_guarantees(storage_uri, tmp_path):
+    run = make_store(storage_uri).claim_run(None, {})
+    src = tmp_path / "scratch" / "prepared"
+    (src / "train").mkdir(parents=True)
+    (src / "train" / "data-00000.arrow").write_bytes(os.urandom(50_000))
+    (src / "labels.json").write_text('["a", "b"]')
+    (src / "_COMPLETE").write_text("a stale marker is never the one published")
+    before = _tree(src)
+    expected = {k: v for k, v in before.items() if k != "_COMPLETE"}
+    inode = (src / "train" / "data-00000.arrow").stat().st_ino
+
+    run.put_dir(str(src), "data/prepared/m", move=True)
+    assert run.is_complete("data/prepared/m")
+    out = tmp_path / "downloaded"
+    run.get_dir("data/prepared/m", str(out))
+    assert _tree(out) == expected
+    local = run.local_dir("data/prepared/m")
+    if local is not None:  # local storage, same file system: renamed, not copied
+        assert (local / "train" / "data-00000.arrow").stat().st_ino == inode
+        assert src.is_dir() and not any(src.iterdir())
+        assert json.loads((local / "_COMPLETE").read_text())["files"] == 2
+    else:  # S3: uploaded, the folder left as it was for its owner to remove
+        assert _tree(src) == before
+    with pytest.raises(OutputExistsError):  # a complete folder is still never replaced unasked
+        run.put_dir(str(out), "data/prepared/m", move=True)
+    assert _tree(out) == expected  # ... and the refused folder is left as it was
+    assert not any(n.startswith(".") for n in run.listdir("data/prepared"))
+
+
 def test_interrupted_put_dir_is_never_complete(storage_uri, tmp_path):
     run = make_store(storage_uri).claim_run(None, {})
     src = tmp_path / "saved"

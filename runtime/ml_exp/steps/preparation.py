@@ -324,7 +324,7 @@ def _encode_for(
         (local / DOCUMENT_LENGTHS_PNG).write_bytes(picture)
     warn_if_truncated(coverage, ctx, model_name)
     warn_if_empty(encoded, ctx, model_name)
-    ctx.run.put_dir(str(local), prepared_dir(model_name), overwrite=_rewriting(ctx))
+    ctx.run.put_dir(str(local), prepared_dir(model_name), overwrite=_rewriting(ctx), move=True)
     return {
         "columns": [c for c in columns if c not in ("id", "label")],
         "rows": {name: len(part) for name, part in encoded.items()},

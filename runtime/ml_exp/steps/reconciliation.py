@@ -115,7 +115,7 @@ def run_reconciliation(ctx: Context, udfs: Functions, sample_per_label: int | No
         flush()
         if not counts:
             raise StepError("reconcile yielded no records; it must yield labelled record dicts")
-        ctx.run.put_dir(scratch, RECONCILED)
+        ctx.run.put_dir(scratch, RECONCILED, move=True)
 
     few = {label: n for label, n in counts.items() if n < MIN_PER_LABEL and label != NO_LABEL}
     for label, n in sorted(few.items()):

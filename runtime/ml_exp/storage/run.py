@@ -109,8 +109,10 @@ class Run:
         """Mark a folder written by other means (e.g. a trainer) complete."""
         return self.write_json(f"{relpath}/{COMPLETE}", {"completed_at": now(), **info}, overwrite=True)
 
-    def put_dir(self, local_dir: str, relpath: str, *, overwrite: bool = False) -> str:
-        """Upload a local folder; readers see it only once complete (:meth:`is_complete`)."""
+    def put_dir(self, local_dir: str, relpath: str, *, overwrite: bool = False, move: bool = False) -> str:
+        """Upload a local folder; readers see it only once complete (:meth:`is_complete`).
+        ``move``: the caller is done with ``local_dir`` (scratch): on local storage its files are
+        renamed into the run instead of copied, and it is left empty."""
         src, url = os.path.abspath(local_dir), self.path(relpath)
         if not os.path.isdir(src):
             raise StoreError(f"cannot upload {local_dir!r}: not a folder.")
@@ -124,7 +126,7 @@ class Run:
         paths = [p for p in paths if p != COMPLETE]
         # the names too: a file deleted later is then named (missing_files), not a library's traceback
         marker = json.dumps({"completed_at": now(), "files": len(paths), "paths": paths}).encode()
-        self.transport.put_dir(src, url, marker)
+        self.transport.put_dir(src, url, marker, move=move)
         return url
 
     def missing_files(self, relpath: str) -> list[str]:

@@ -48,8 +48,9 @@ class Transport(abc.ABC):
       read>``, retried on 412; file://: the read-modify-write under ``flock``).
     * :meth:`put_dir` writes a **complete folder**: it counts once its ``_COMPLETE`` marker (the
       ``marker`` bytes) exists, and the marker is written last (file://: a copy into a temporary
-      sibling, marker included, renamed into place; s3://: leftovers removed marker first, the
-      objects uploaded, then the marker). :meth:`get_dir` downloads a folder's files, marker excepted.
+      sibling, marker included, renamed into place, or with ``move`` the folder itself renamed
+      there; s3://: leftovers removed marker first, the objects uploaded, then the marker).
+      :meth:`get_dir` downloads a folder's files, marker excepted.
     * :meth:`read`, :meth:`open` (a binary reader), :meth:`exists`, :meth:`existing` (which of many
       URLs exist, in one batch), :meth:`listdir` (entry names, [] for a missing folder), :meth:`files`
       (every file under a folder, relative to it), :meth:`delete` (one file).
@@ -92,7 +93,9 @@ class Transport(abc.ABC):
         ``parse`` reads the stored bytes (and may refuse them)."""
 
     @abc.abstractmethod
-    def put_dir(self, local_dir: str, url: str, marker: bytes) -> None: ...
+    def put_dir(self, local_dir: str, url: str, marker: bytes, move: bool = False) -> None:
+        """``move``: the caller gives ``local_dir``'s files up (it is left empty, or as it was):
+        a local storage on the same file system then renames them into place instead of copying."""
 
     @abc.abstractmethod
     def get_dir(self, url: str, local_dir: str) -> None: ...

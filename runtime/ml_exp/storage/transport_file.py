@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -72,14 +73,15 @@ class FileTransport(Transport):
             self.put(url, document_bytes(doc), overwrite=True)
             return doc
 
-    def put_dir(self, local_dir: str, url: str, marker: bytes) -> None:
+    def put_dir(self, local_dir: str, url: str, marker: bytes, move: bool = False) -> None:
         dest = self.local_path(url)
         parent, base, tag = os.path.dirname(dest), os.path.basename(dest), uuid.uuid4().hex
         tmp, old = os.path.join(parent, f".{base}.tmp-{tag}"), os.path.join(parent, f".{base}.old-{tag}")
         with self.errors("uploading a folder to", url):
             os.makedirs(parent, exist_ok=True)
             try:
-                shutil.copytree(local_dir, tmp, ignore=shutil.ignore_patterns(COMPLETE))
+                if not (move and _renamed(local_dir, tmp)):
+                    shutil.copytree(local_dir, tmp, ignore=shutil.ignore_patterns(COMPLETE))
                 with open(os.path.join(tmp, COMPLETE), "wb") as f:
                     f.write(marker)
                 if os.path.lexists(dest):
@@ -147,3 +149,16 @@ class FileTransport(Transport):
                 with contextlib.suppress(OSError):
                     os.rmdir(parent)
         self._check_probe(url, data, back)
+
+
+def _renamed(local_dir: str, tmp: str) -> bool:
+    """``local_dir`` renamed to ``tmp`` (and made again, empty, for its owner to remove); False
+    when they are on different file systems (the caller copies instead)."""
+    try:
+        os.rename(local_dir, tmp)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return False
+        raise
+    os.makedirs(local_dir, exist_ok=True)
+    return True

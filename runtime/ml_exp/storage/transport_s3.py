@@ -81,7 +81,7 @@ class S3Transport(Transport):
                 time.sleep(random.uniform(0.01, 0.02 * (attempt + 1)))
         raise StoreError(f"could not update {url}: too many concurrent updates.")
 
-    def put_dir(self, local_dir: str, url: str, marker: bytes) -> None:
+    def put_dir(self, local_dir: str, url: str, marker: bytes, move: bool = False) -> None:  # noqa: ARG002 - always uploads
         files = [
             (os.path.join(d, f), os.path.relpath(os.path.join(d, f), local_dir).replace(os.sep, "/"))
             for d, _, names in os.walk(local_dir)
