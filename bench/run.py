@@ -98,8 +98,44 @@ def base_env(**settings: Any) -> dict[str, str]:
 
 class Measured(dict):
     """wall_s (perf_counter around the process), maxrss_mb (the largest process of its tree,
-    from wait4), cpu_s (its tree's CPU time), foreign_cores (CPU used meanwhile by processes
-    that are not ours, in cores: other work on the machine disturbs a measurement), log."""
+    from wait4), anon_mb / file_mb (the largest process's peak anonymous memory, its heap, and
+    peak file-backed resident pages, memory-mapped files the kernel may drop: sampled from
+    /proc every 50 ms), cpu_s (its tree's CPU time), foreign_cores (CPU used meanwhile by
+    processes that are not ours, in cores: other work on the machine disturbs a measurement), log."""
+
+
+class MemorySampler:
+    """Peak RssAnon and RssFile (MB) of any one process of a process tree, sampled on a thread."""
+
+    def __init__(self, pid: int, every_s: float = 0.05):
+        import threading
+
+        self.pid, self.every_s, self.anon, self.file = pid, every_s, 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                tree = [self.pid, *(c.pid for c in psutil.Process(self.pid).children(recursive=True))]
+            except psutil.Error:
+                tree = [self.pid]
+            for pid in tree:
+                try:
+                    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+                    self.anon = max(self.anon, int(fields["RssAnon"].split()[0]) / 1024)
+                    self.file = max(self.file, int(fields["RssFile"].split()[0]) / 1024)
+                except (OSError, KeyError, ValueError):
+                    continue
+            self._stop.wait(self.every_s)
+
+    def stop(self) -> tuple[float, float]:
+        self._stop.set()
+        self._thread.join()
+        return self.anon, self.file
 
 
 def busy_cpu_s() -> float:
@@ -134,8 +170,10 @@ def measure(name: str, command: list[str], env: dict[str, str], cwd: Path, logs:
         busy0, own0 = busy_cpu_s(), _own_cpu_s()
         t0 = time.perf_counter()
         process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        memory = MemorySampler(process.pid)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - t0
+        anon, file = memory.stop()
         busy = busy_cpu_s() - busy0
         process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
@@ -143,7 +181,8 @@ def measure(name: str, command: list[str], env: dict[str, str], cwd: Path, logs:
         raise SystemExit(f"{name} failed (exit {process.returncode}): {' '.join(command)}\n--- {log} ---\n{tail}")
     cpu = usage.ru_utime + usage.ru_stime
     foreign = max(0.0, busy - cpu - (_own_cpu_s() - own0)) / wall
-    measured = Measured(name=name, wall_s=wall, maxrss_mb=usage.ru_maxrss / 1024, cpu_s=cpu, foreign_cores=foreign, log=str(log))
+    measured = Measured(name=name, wall_s=wall, maxrss_mb=usage.ru_maxrss / 1024, anon_mb=anon, file_mb=file, cpu_s=cpu,
+                        foreign_cores=foreign, log=str(log))
     MEASURED.append(measured)
     return measured
 

@@ -164,3 +164,39 @@ def test_split_fingerprints_keep_their_values_for_any_ids():
         for part in (whole, whole.select(rng.sample(range(300), 90))):
             assert split_fingerprint(part) == fingerprint_row_by_row(part)
 
+
+
+@pytest.mark.parametrize("rows_per_document", [(1,), (1, 3, 7, 1, 2)])
+def test_documents_read_once_equal_the_per_row_definition(rows_per_document):
+    """coverage.Documents (Arrow, per document) against the plain per-row reading it replaced, on a
+    split cut from a bigger table (a contiguous select, several chunks), lengths known or not."""
+    import numpy as np
+    import pyarrow as pa
+
+    from ml_exp.steps.coverage import Documents
+
+    rng = random.Random(3)
+    window, length, seen = [], [], []
+    for d in range(600):
+        n = rows_per_document[d % len(rows_per_document)]
+        whole = rng.randint(1, 900)
+        for w in range(n):
+            window.append(w)
+            length.append(whole if d % 5 else -1)
+            seen.append(rng.randint(0, 60))
+    batches = [pa.record_batch({"window": window[i : i + 97], "document_tokens": length[i : i + 97], "tokens_seen": seen[i : i + 97]})
+               for i in range(0, len(window), 97)]
+    table = datasets.Dataset(datasets.table.InMemoryTable(pa.Table.from_batches(batches)))
+    start = window.index(0, 50)
+    split = table.select(range(start, len(window) - 40 + window[len(window) - 40 :].index(0)))
+    docs = Documents(split)
+    w, length_, s = (np.asarray(split[c]) for c in ("window", "document_tokens", "tokens_seen"))
+    starts = np.flatnonzero(w == 0)
+    assert docs.rows == len(w)
+    assert docs.windows.tolist() == np.diff(np.append(starts, len(w))).tolist()
+    assert docs.lengths.tolist() == length_[starts].tolist() and docs.first_seen.tolist() == s[starts].tolist()
+    assert docs.seen.tolist() == np.add.reduceat(s, starts).tolist()
+    shuffled = Documents(table.select(starts_of := [i for i, v in enumerate(window) if v == 0][::-1]))  # an index mapping
+    assert shuffled.lengths.tolist() == [length[i] for i in starts_of] and shuffled.windows.tolist() == [1] * len(starts_of)
+    empty = Documents(split.select([]))
+    assert (empty.rows, len(empty.windows), len(empty.lengths), len(empty.seen)) == (0, 0, 0, 0)

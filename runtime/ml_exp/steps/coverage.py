@@ -12,6 +12,7 @@ from typing import Any
 
 from ml_exp.core.names import CHUNKS, TRUNCATE
 from ml_exp.experiment.context import Context
+from ml_exp.steps.columns import split_column
 from ml_exp.toolkit.documents import DOCUMENT_TOKENS, TOKENS_SEEN, WINDOW, Windowing
 from ml_exp.toolkit.plots import literal_text, short
 
@@ -22,17 +23,39 @@ TRUNCATED_WARNING = 0.5
 MANY_WINDOWS = 32
 
 
-def _columns(split: Any) -> dict[str, Any]:
-    import numpy as np
+class Documents:
+    """A split's documents, read once from its window columns: per document its rows
+    (``windows``), its whole length in tokens (``lengths``, -1 when encode did not say it), the
+    tokens its windows add (``seen``), and its first row's (``first_seen``). Per document, not per
+    row, through Arrow: no int64 copy of every column (a million records: tens of MB)."""
 
-    table = split.with_format(None).data
-    return {
-        name: np.asarray(table.column(name).to_numpy(), dtype=np.int64)
-        for name in (WINDOW, DOCUMENT_TOKENS, TOKENS_SEEN)
-    }
+    def __init__(self, split: Any):
+        import numpy as np
+        import pyarrow.compute as pc
+
+        window, tokens_seen = split_column(split, WINDOW), split_column(split, TOKENS_SEEN)
+        first = pc.equal(window, 0)
+        rows = len(window)
+        starts = np.flatnonzero(first.to_numpy(zero_copy_only=False)) if rows else np.zeros(0, dtype=np.int64)
+        self.lengths = np.asarray(pc.filter(split_column(split, DOCUMENT_TOKENS), first).to_numpy(zero_copy_only=False))
+        self.first_seen = np.asarray(pc.filter(tokens_seen, first).to_numpy(zero_copy_only=False))
+        if len(starts) == rows:  # a row per document (truncate, head_tail)
+            self.windows = np.ones(rows, dtype=np.int32)
+            self.seen = self.first_seen
+        else:
+            self.windows = np.diff(np.append(starts, rows)).astype(np.int32)
+            seen = np.asarray(tokens_seen.to_numpy(), dtype=np.int64)
+            self.seen = np.add.reduceat(seen, starts) if len(starts) else np.zeros(0, dtype=np.int64)
+        self.rows = rows
+
+    @classmethod
+    def of(cls, encoded: Any) -> dict[str, Documents]:
+        return {name: cls(split) for name, split in encoded.items()}
 
 
-def document_coverage(encoded: Any, config: Any, windowing: Windowing) -> dict[str, Any]:
+def document_coverage(
+    encoded: Any, config: Any, windowing: Windowing, documents: dict[str, Documents] | None = None
+) -> dict[str, Any]:
     """Per split: documents, windows per document, token lengths (median, p90, max; None when
     encode did not say them), the share of the documents' tokens the model sees, and the share
     of documents longer than one row (``longer_than_max_length``)."""
@@ -41,15 +64,11 @@ def document_coverage(encoded: Any, config: Any, windowing: Windowing) -> dict[s
     max_length = windowing.max_length or config.max_length  # what encode really cut at
     room = max(max_length - windowing.special_tokens, 1)
     splits = {}
-    for name, split in encoded.items():
-        columns = _columns(split)
-        starts = np.flatnonzero(columns[WINDOW] == 0)
-        windows = np.diff(np.append(starts, len(columns[WINDOW])))
-        lengths = columns[DOCUMENT_TOKENS][starts]
-        seen = columns[TOKENS_SEEN]
+    for name, docs in (documents or Documents.of(encoded)).items():
+        windows, lengths, seen = docs.windows, docs.lengths, docs.seen
         facts: dict[str, Any] = {
-            "documents": int(len(starts)),
-            "windows": int(len(columns[WINDOW])),
+            "documents": int(len(lengths)),
+            "windows": int(docs.rows),
             "windows_per_document": {
                 "median": _number(np.median(windows)) if len(windows) else 0,
                 "max": int(windows.max(initial=0)),
@@ -66,8 +85,8 @@ def document_coverage(encoded: Any, config: Any, windowing: Windowing) -> dict[s
             }
             facts["share_seen"] = round(float(min(seen.sum() / max(lengths.sum(), 1), 1.0)), 4)
             facts["longer_than_max_length"] = round(float((lengths > room).mean()), 4)
-        elif len(starts):  # lengths unknown: a document that fills its row was probably cut
-            facts["longer_than_max_length"] = round(float((seen[starts] >= room).mean()), 4)
+        elif len(lengths):  # lengths unknown: a document that fills its row was probably cut
+            facts["longer_than_max_length"] = round(float((docs.first_seen >= room).mean()), 4)
         splits[name] = facts
     coverage = {"strategy": config.document_strategy, "max_length": max_length, "splits": splits}
     coverage["advice"] = strategy_advice(coverage, config)
@@ -126,7 +145,7 @@ def warn_if_truncated(coverage: dict[str, Any], ctx: Context, model_name: str) -
 
 
 @literal_text
-def lengths_png(encoded: Any, config: Any, model_name: str) -> bytes | None:
+def lengths_png(documents: dict[str, Documents], config: Any, model_name: str) -> bytes | None:
     """A histogram of the documents' lengths in tokens per split (log scale), MAX_LENGTH marked;
     None when encode did not say the lengths."""
     import numpy as np
@@ -134,9 +153,8 @@ def lengths_png(encoded: Any, config: Any, model_name: str) -> bytes | None:
     from matplotlib.figure import Figure
 
     lengths = {}
-    for name, split in encoded.items():
-        columns = _columns(split)
-        values = columns[DOCUMENT_TOKENS][columns[WINDOW] == 0]
+    for name, docs in documents.items():
+        values = docs.lengths
         if not len(values) or (values < 0).any():
             return None
         lengths[name] = np.maximum(values, 1)
@@ -185,19 +203,17 @@ def coverage_line(split: str, facts: dict[str, Any]) -> str:
 EMPTY_WARNING = 0.5
 
 
-def warn_if_empty(encoded: Any, ctx: Context, model_name: str) -> float | None:
+def warn_if_empty(
+    encoded: Any, ctx: Context, model_name: str, documents: dict[str, Documents] | None = None
+) -> float | None:
     """Warn when most training documents encode to special tokens only (a tokenizer that knows
     none of their words, a text field that is empty); return that share (None when unknown)."""
-    import numpy as np
-
     if "train" not in encoded:
         return None
-    columns = _columns(encoded["train"])
-    starts = np.flatnonzero(columns[WINDOW] == 0)
-    if not len(starts):
+    train = documents["train"] if documents and "train" in documents else Documents(encoded["train"])
+    if not len(train.seen):
         return None
-    seen = np.add.reduceat(columns[TOKENS_SEEN], starts)  # per document, over its windows
-    empty = float((seen <= 0).mean())
+    empty = float((train.seen <= 0).mean())  # per document, over its windows
     if empty > EMPTY_WARNING:
         ctx.log.warning(
             "%s: %.0f%% of the training documents encode to no content token (only special tokens): the model "

@@ -20,7 +20,14 @@ from ml_exp.core.names import MULTI_LABEL, PREPARATION, SINGLE_LABEL
 from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, user_error, user_frames
 from ml_exp.steps.columns import split_characters, split_column
-from ml_exp.steps.coverage import document_coverage, lengths_png, warn_if_degenerate, warn_if_empty, warn_if_truncated
+from ml_exp.steps.coverage import (
+    Documents,
+    document_coverage,
+    lengths_png,
+    warn_if_degenerate,
+    warn_if_empty,
+    warn_if_truncated,
+)
 from ml_exp.steps.encode_splits import OWNER, encode_splits
 from ml_exp.storage.layout import (
     ASSIGNED_SPLIT,
@@ -65,6 +72,8 @@ def run_preparation(ctx: Context, udfs: Functions) -> dict[str, Any]:
         if ctx.run.exists(ASSIGNED_SPLIT):  # DATA_FROM: every record where the source run put it
             raw = assign_splits(raw, ctx.run.read_bytes(ASSIGNED_SPLIT))
         splits = split_records(raw, config.split_ratios, config.seed, ctx)
+        # before encoding: its transient memory is then not added to the encoded splits' (1M records)
+        fingerprints = {name: split_fingerprint(part) for name, part in splits.items()}
         ctx.run.write_bytes(SPLIT, split_table(splits), overwrite=_rewriting(ctx))
         sizes = {name: len(part) for name, part in splits.items()}
         counts = {name: label_counts(part, labels) for name, part in splits.items()}
@@ -79,7 +88,7 @@ def run_preparation(ctx: Context, udfs: Functions) -> dict[str, Any]:
         "labels": labels,
         "split_sizes": sizes,
         "label_counts": counts,
-        "split_fingerprints": {name: split_fingerprint(part) for name, part in splits.items()},
+        "split_fingerprints": fingerprints,
         "models": per_model,
     }
 
@@ -311,19 +320,21 @@ def _encode_for(
         ) from exc
     local = scratch / "prepared" / prepared_dir(model_name)
     # The histogram (matplotlib: its import alone ~0.4 s) is drawn while the splits are saved.
+    documents = Documents.of(encoded)  # read once, for the picture, the coverage and the warnings
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-exp-lengths") as drawing:
-        png = drawing.submit(lengths_png, encoded, ctx.config, model_name)
+        png = drawing.submit(lengths_png, documents, ctx.config, model_name)
         encoded.save_to_disk(str(local))
         (local / MODEL_LABELS).write_text(json.dumps(labels))
         if hasattr(processor, "save_pretrained"):
             # Training and inference use this very processor: the ids were made by it.
             processor.save_pretrained(str(local / PROCESSOR))
-        coverage = document_coverage(encoded, ctx.config, windowing)
+        coverage = document_coverage(encoded, ctx.config, windowing, documents)
         picture = png.result()
     if picture is not None:
         (local / DOCUMENT_LENGTHS_PNG).write_bytes(picture)
     warn_if_truncated(coverage, ctx, model_name)
-    warn_if_empty(encoded, ctx, model_name)
+    warn_if_empty(encoded, ctx, model_name, documents)
+    del documents
     ctx.run.put_dir(str(local), prepared_dir(model_name), overwrite=_rewriting(ctx), move=True)
     return {
         "columns": [c for c in columns if c not in ("id", "label")],
