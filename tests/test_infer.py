@@ -537,3 +537,38 @@ def test_report_names_the_page_or_characters_that_decided_each_document(tmp_path
     assert "| d\\|1 | a | a | page 2 | 3 |" in pages and "| d2 | b | a | page 1 | 2 |" in pages
     assert "| d2 | b | a | characters 512–990 | 2 |" in chars
     assert "Evidence" not in plain  # nothing to say: no window named
+
+
+def test_on_a_gpu_inference_batches_fill_the_first_batchs_tokens_in_order():
+    """length_batches: rows sorted longest first; on CPU PER_DEVICE_EVAL_BATCH_SIZE rows a batch,
+    on a GPU as many rows as fit the first batch's padded tokens (capped), each row scored once
+    and its scores written back in the block's own order."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from ml_exp.steps.inference import _scores_by_length
+    from ml_exp.toolkit.scoring import TOKEN_BUDGET_ROWS, length_batches
+
+    lengths = [100, 90, 50, 50, 40, 20, 20, 10, 10, 10, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5]
+    assert length_batches(lengths, 4) == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 24), (24, 25)]
+    spans = length_batches(lengths, 4, by_tokens=True)
+    assert spans[0] == (0, 4) and spans[-1][1] == len(lengths)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # every row once, in order
+    for start, end in spans:  # no batch pads to more tokens than the first, nor more rows than the cap
+        assert (end - start) * lengths[start] <= 4 * lengths[0] and end - start <= TOKEN_BUDGET_ROWS * 4
+    assert len(spans) < 7 and length_batches([], 4, by_tokens=True) == []
+
+    rng = np.random.default_rng(0)
+    block = {"input_ids": [[1] * int(n) for n in rng.permutation(lengths)]}
+    sizes: list[int] = []
+
+    def scores(batch):
+        sizes.append(len(batch["input_ids"]))
+        return np.asarray([[len(ids), 0.0] for ids in batch["input_ids"]], dtype=np.float32)
+
+    for device, expected in (("cpu", [4, 4, 4, 4, 4, 4, 1]), ("cuda", [e - s for s, e in spans])):
+        sizes.clear()
+        probs = _scores_by_length(SimpleNamespace(device=SimpleNamespace(type=device), scores=scores), block, ["input_ids"], 4)
+        assert sizes == expected
+        assert probs[:, 0].tolist() == [len(ids) for ids in block["input_ids"]]  # back in the block's order

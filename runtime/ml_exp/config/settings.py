@@ -265,7 +265,11 @@ class Config:
         "8", parse_int(1), "training", "Records per batch in each training process."
     )
     per_device_eval_batch_size: int = setting(
-        "16", parse_int(1), "training", "Records per batch in evaluation and inference."
+        "16",
+        parse_int(1),
+        "training",
+        "Records per batch in evaluation and inference (on a GPU, the inference step fills batches of\n"
+        "shorter records up to the tokens of its longest batch, at most 8 times as many records).",
     )
     gradient_accumulation_steps: int = setting(
         "1", parse_int(1), "training", "Batches per optimizer step (effective batch = this x batch size x processes)."

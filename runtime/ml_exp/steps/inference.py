@@ -52,7 +52,7 @@ from ml_exp.storage.layout import (
 from ml_exp.storage.store import OutputExistsError, Run
 from ml_exp.toolkit.decisions import DECISIONS, Decisions
 from ml_exp.toolkit.documents import PAGE, WINDOW, WINDOW_END, WINDOW_START, document_starts
-from ml_exp.toolkit.scoring import Scorer, accepted_inputs, load_classifier, model_inputs
+from ml_exp.toolkit.scoring import Scorer, accepted_inputs, length_batches, load_classifier, model_inputs
 
 # Rows buffered before a Parquet row group is written (bounded memory per group).
 PARQUET_ROWS_PER_GROUP = 65_536
@@ -342,19 +342,18 @@ def _predict(
 
 def _scores_by_length(scorer: Scorer, batch: Mapping[str, list], inputs: list[str], batch_size: int) -> Any:
     """The block's softmax scores in its order, computed longest rows first in batches of
-    ``batch_size``: rows of similar lengths share a batch, so little of it is padding."""
+    ``batch_size`` (on a GPU, by tokens: :func:`ml_exp.toolkit.scoring.length_batches`): rows of similar lengths share a
+    batch, so little of it is padding."""
     import numpy as np
 
     count = len(batch[inputs[0]])
-    lengths = (
-        np.asarray([len(v) for v in batch["input_ids"]])
-        if "input_ids" in batch and "input_ids" in inputs
-        else np.zeros(count)
-    )
+    known = "input_ids" in batch and "input_ids" in inputs
+    lengths = np.asarray([len(v) for v in batch["input_ids"]]) if known else np.zeros(count)
     order = np.argsort(-lengths, kind="stable")
+    on_gpu = getattr(getattr(scorer, "device", None), "type", None) == "cuda"
     probs = None
-    for start in range(0, count, batch_size):
-        chosen = order[start : start + batch_size]
+    for start, end in length_batches(lengths[order], batch_size, by_tokens=known and on_gpu):
+        chosen = order[start:end]
         part = scorer.scores({c: [batch[c][i] for i in chosen] for c in inputs})
         if probs is None:
             probs = np.empty((count, part.shape[1]), dtype=np.float32)

@@ -7,7 +7,7 @@ model's inputs among the encoded columns, to pad a batch and to turn logits into
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -130,3 +130,25 @@ class Scorer:
             )
         logits = logits.float()
         return (logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)).cpu().numpy()
+
+
+# On a GPU a batch of short rows costs about what one of long rows does: inference then fills each
+# batch up to the tokens of the block's first (longest) batch, at most this many times its rows.
+TOKEN_BUDGET_ROWS = 8
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, by_tokens: bool = False) -> list[tuple[int, int]]:
+    """(start, end) of each batch over rows sorted longest first: ``batch_size`` rows each, or
+    ``by_tokens``, as many rows as fit the padded tokens of the first batch (``batch_size`` x the
+    longest row), up to TOKEN_BUDGET_ROWS x ``batch_size``: no batch then needs more memory than the
+    first (attention grows with the square of the length, the rows' count only linearly)."""
+    count = len(lengths)
+    if not by_tokens:
+        return [(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+    budget = batch_size * max(int(lengths[0]), 1) if count else 0
+    spans, start = [], 0
+    while start < count:
+        rows = min(max(batch_size, budget // max(int(lengths[start]), 1)), TOKEN_BUDGET_ROWS * batch_size)
+        spans.append((start, min(start + rows, count)))
+        start += rows
+    return spans
