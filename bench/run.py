@@ -38,7 +38,8 @@ EXP = str(BIN / "exp")
 PYTHON = sys.executable
 RESULTS = ROOT / "out" / "bench"
 EXPERIMENT = "EXP-9000-bench"
-SECTIONS = ("cli", "reconciliation", "preparation", "inference", "training", "sampling", "serving", "long_documents", "scale", "buried_documents")
+SECTIONS = ("cli", "reconciliation", "preparation", "inference", "training", "sampling", "serving", "long_documents", "scale", "buried_documents",
+            "gpu")
 OPT_IN = ("buried_documents",)  # hours, not minutes: run only when named in --only
 # torch threads of every measured process, both sides (OMP_NUM_THREADS). 1 by default: on a
 # shared 2-core machine a 1-thread process keeps its speed while another process is busy, where
@@ -511,6 +512,12 @@ class Bench:
         import scale
 
         scale.run_section(self, say, median)
+
+    def gpu(self) -> None:
+        """Section 10, in bench/gpu.py: bf16 against fp32 where there is a GPU; "not run" rows elsewhere."""
+        import gpu
+
+        gpu.run_section(self, sys.modules[__name__], say)
 
     def buried_documents(self) -> None:
         """Section 9, in bench/buried_documents.py: real licence passages buried in long documents."""
