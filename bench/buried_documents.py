@@ -14,8 +14,7 @@ rows are the test split's accuracy per position (from the run's predictions) and
 the wall time and peak memory of each run. Every run's result is also appended to
 ``out/bench/buried_documents.jsonl`` as it ends, so that a long bench that is stopped keeps what
 it measured. ``BENCH_BURIED_SEEDS`` (e.g. ``1``), ``BENCH_BURIED_PER_LABEL`` and
-``BENCH_BURIED_MODES`` (e.g. ``truncate,document``; ``document_grad4`` adds CHUNK_GRAD_WINDOWS = 4,
-``document_warm`` CHUNK_WINDOW_WARMUP = 0.5)
+``BENCH_BURIED_MODES`` (e.g. ``truncate,document``; ``document_grad4`` adds CHUNK_GRAD_WINDOWS = 4)
 size a smoke run or add a mode; ``BENCH_BURIED_SETTINGS`` (``KEY=value,...``) overrides settings of every run.
 """
 
@@ -46,16 +45,15 @@ SPLITS = "0.4,0.1,0.5"
 # mean over the windows dilutes it with filler (the same for both chunks modes, at inference too)
 AGGREGATION = "max"
 SEEDS = (1, 2, 3)
-# mode -> (DOCUMENT_STRATEGY, CHUNK_TRAINING, rows per batch, CHUNK_GRAD_WINDOWS, CHUNK_WINDOW_WARMUP): a
-# document-trained batch holds whole documents (PER_DEVICE_TRAIN_BATCH_SIZE counts documents there):
-# one of ~16 windows, so that it takes 80 optimizer steps an epoch for the same windows (window training: 160)
+# mode -> (DOCUMENT_STRATEGY, CHUNK_TRAINING, rows per batch, CHUNK_GRAD_WINDOWS): a document-trained
+# batch holds whole documents (PER_DEVICE_TRAIN_BATCH_SIZE counts documents there): one of ~16
+# windows, so that it takes 80 optimizer steps an epoch for the same windows (window training: 160)
 MODES = {
-    "truncate": ("truncate", "windows", 8, 0, 0),
-    "head_tail": ("head_tail", "windows", 8, 0, 0),
-    "windows": ("chunks", "windows", 8, 0, 0),
-    "document": ("chunks", "document", 1, 0, 0),
-    "document_grad4": ("chunks", "document", 1, 4, 0),  # only each document's 4 most confident windows with gradients
-    "document_warm": ("chunks", "document", 1, 0, 0.5),  # windows learn the label too, fading out over half the steps
+    "truncate": ("truncate", "windows", 8, 0),
+    "head_tail": ("head_tail", "windows", 8, 0),
+    "windows": ("chunks", "windows", 8, 0),
+    "document": ("chunks", "document", 1, 0),
+    "document_grad4": ("chunks", "document", 1, 4),  # only each document's 4 most confident windows with gradients
 }
 DEFAULT_MODES = ("truncate", "head_tail", "windows", "document")  # document_grad4: BENCH_BURIED_MODES
 RESULTS = Path(__file__).resolve().parents[1] / "out" / "bench" / "buried_documents.jsonl"
@@ -156,7 +154,7 @@ def _one(bench: Any, mode: str, seed: int, per_label: int) -> dict[str, Any]:
     """One `exp run` (every step, a new run) of ``mode``; its test accuracy per position, time, memory."""
     import pyarrow.parquet as pq
 
-    strategy, training, batch, grad_windows, warmup = MODES[mode]
+    strategy, training, batch, grad_windows = MODES[mode]
     env = bench.settings("minilm", max_length=MAX_LENGTH, batch=batch, records="buried", n=per_label)
     env.update(DOCUMENT_STRATEGY=strategy, CHUNK_STRIDE=str(STRIDE), MAX_CHUNKS=str(MAX_CHUNKS),
                NUM_TRAIN_EPOCHS=str(EPOCHS), LEARNING_RATE=LEARNING_RATE, SPLIT_RATIOS=SPLITS, SEED=str(seed))
@@ -164,8 +162,6 @@ def _one(bench: Any, mode: str, seed: int, per_label: int) -> dict[str, Any]:
         env.update(CHUNK_TRAINING=training, CHUNK_AGGREGATION=AGGREGATION)
     if grad_windows:
         env["CHUNK_GRAD_WINDOWS"] = str(grad_windows)
-    if warmup:
-        env["CHUNK_WINDOW_WARMUP"] = str(warmup)
     # e.g. "LEARNING_RATE=3e-4,CHUNK_AGGREGATION=mean": settings of every run of this bench (investigations)
     env.update(part.split("=", 1) for part in os.environ.get("BENCH_BURIED_SETTINGS", "").split(",") if part)
     got = bench.exp(f"buried-{mode}-{seed}", ["run"], env)

@@ -68,47 +68,6 @@ def test_under_max_the_gradient_reaches_the_deciding_window_and_not_the_filler()
     assert float(logits.grad[2].abs().sum()) == 0.0  # filler window 2 gives no class its max
 
 
-def test_the_window_loss_is_each_windows_loss_against_its_documents_label():
-    from ml_exp.steps.document_batches import window_label_loss
-
-    torch.manual_seed(2)
-    logits, labels, weights = torch.randn(6, 3), torch.tensor([2, 2, 2, 0, 1, 1]), [0.5, 2.0, 1.0]
-    plain = torch.nn.functional.cross_entropy(logits, labels, weight=torch.tensor(weights))
-    assert float(window_label_loss(logits, labels, weights)) == pytest.approx(float(plain), rel=1e-5)
-    targets = torch.tensor([[1.0, 0.0, 1.0]] * 3 + [[0.0, 1.0, 0.0]] * 3)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor(weights))
-    assert float(window_label_loss(logits, targets, weights, multi_label=True)) == pytest.approx(float(bce), rel=1e-5)
-
-
-def test_the_window_warmup_reaches_every_window_then_fades_to_the_documents_loss():
-    """CHUNK_WINDOW_WARMUP: at the first step the filler window gets a gradient (it learns its
-    document's label, as window training does); past the warm-up only the deciding window does."""
-    from types import SimpleNamespace
-
-    from ml_exp.steps.trainer import StepTrainer
-
-    def share(step: int, warmup: float = 0.5, max_steps: int = 100) -> float:
-        trainer = SimpleNamespace(document_training=([], "max", None, 0, False, warmup),
-                                  state=SimpleNamespace(global_step=step, max_steps=max_steps))
-        return StepTrainer._window_share(trainer)
-
-    assert [share(s) for s in (0, 25, 50, 90)] == [1.0, 0.5, 0.0, 0.0]
-    assert share(0, warmup=0.0) == 0.0 and share(0, max_steps=0) == 0.0
-    assert StepTrainer._window_share(SimpleNamespace(document_training=([], "max", None), state=None)) == 0.0
-
-    def grads(weight: float) -> torch.Tensor:
-        from ml_exp.steps.document_batches import window_label_loss
-
-        logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 0.5]], requires_grad=True)
-        labels, windows = torch.tensor([1, 1, 1]), torch.tensor([0, 1, 2])
-        loss = (1 - weight) * document_loss(logits, labels, windows, "max") + weight * window_label_loss(logits, labels)
-        loss.backward()
-        return logits.grad
-
-    assert float(grads(1.0)[2].abs().sum()) > 0  # the filler window learns the document's label too
-    assert float(grads(0.0)[2].abs().sum()) == 0.0
-
-
 def test_a_batch_that_starts_mid_document_is_refused():
     with pytest.raises(ValueError, match="first window"):
         document_loss(torch.zeros(2, 2), torch.tensor([0, 0]), torch.tensor([1, 2]))
@@ -244,12 +203,6 @@ def test_chunk_training_document_trains_through_the_training_step(tmp_path, monk
     (tmp_path / "capped").mkdir()
     _, capped, _, _ = train(tmp_path / "capped", tmp_path / "data", CHUNK_TRAINING="document", CHUNK_GRAD_WINDOWS="1", **common)
     assert capped["global_step"] == summary["global_step"] and np.isfinite(capped["best_metric"])
-
-    documents_seen.clear()
-    (tmp_path / "warm").mkdir()
-    _, warm, _, _ = train(tmp_path / "warm", tmp_path / "data", CHUNK_TRAINING="document", CHUNK_WINDOW_WARMUP="0.5", **common)
-    assert warm["global_step"] == summary["global_step"] and np.isfinite(warm["best_metric"])
-    assert warm["log_history"][0]["loss"] != summary["log_history"][0]["loss"]  # the first epoch's loss mixes in the windows'
 
     documents_seen.clear()
     (tmp_path / "win").mkdir()

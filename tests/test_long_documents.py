@@ -162,8 +162,6 @@ def settings(tmp_path: Path, **values: str) -> Path:
     ({"chunk_training": "document"}, "CHUNK_TRAINING", "needs DOCUMENT_STRATEGY = chunks (it is truncate)"),
     ({"chunk_training": "pages"}, "CHUNK_TRAINING", "windows"),
     ({"document_strategy": "chunks", "chunk_grad_windows": "2"}, "CHUNK_GRAD_WINDOWS", "used only by CHUNK_TRAINING = document"),
-    ({"document_strategy": "chunks", "chunk_window_warmup": "0.5"}, "CHUNK_WINDOW_WARMUP", "used only by CHUNK_TRAINING = document"),
-    ({"document_strategy": "chunks", "chunk_training": "document", "chunk_window_warmup": "1.5"}, "CHUNK_WINDOW_WARMUP", "out of range"),
 ])
 def test_bad_document_settings_are_refused_naming_the_key(tmp_path, values, key, message):
     with pytest.raises(ProblemsFound) as caught:

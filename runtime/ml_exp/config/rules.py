@@ -78,15 +78,6 @@ def cross_checks(v: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{v['chunk_training']}); set CHUNK_TRAINING = document or CHUNK_GRAD_WINDOWS = 0",
             )
         )
-    if has("chunk_window_warmup", "chunk_training") and v["chunk_window_warmup"] and v["chunk_training"] != "document":
-        problems.append(
-            (
-                "CHUNK_WINDOW_WARMUP",
-                f"= {v['chunk_window_warmup']} is used only by CHUNK_TRAINING = document (it is "
-                f"{v['chunk_training']}, where every window learns its document's label throughout); set "
-                "CHUNK_TRAINING = document or CHUNK_WINDOW_WARMUP = 0",
-            )
-        )
     if has("problem_type", "label_thresholds") and v["problem_type"] != MULTI_LABEL and v["label_thresholds"] != "f1":
         problems.append(
             (

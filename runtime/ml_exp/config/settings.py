@@ -240,14 +240,6 @@ class Config:
         "scored without them, then each document's most confident windows again with them; memory then\n"
         "grows with this number, not with the documents' length, for one more forward pass of those windows.",
     )
-    chunk_window_warmup: float = setting(
-        "0",
-        parse_float(0, 1),
-        "data",
-        "CHUNK_TRAINING = document: the share of the training steps over which each window also learns its\n"
-        "document's label (the window loss, fading linearly to 0) next to the document's loss: at first no\n"
-        "window stands out, so the document's loss alone reaches an arbitrary one. 0 = the document's loss only.",
-    )
     # --- training
     num_train_epochs: float = setting(
         "3",

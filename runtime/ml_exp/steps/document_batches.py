@@ -13,8 +13,6 @@ to 1), and takes the loss on the document: the gradient then reaches the window 
 - :func:`document_loss`: the documents' cross-entropy from their windows' logits.
 - :func:`top_windows`: with CHUNK_GRAD_WINDOWS, which windows of each document are scored again
   with gradients.
-- :func:`window_label_loss`: with CHUNK_WINDOW_WARMUP, each window's loss against its document's
-  label, mixed into the document's loss early in training.
 
 :class:`ml_exp.steps.trainer.StepTrainer` uses them when CHUNK_TRAINING = document (its training
 dataloader and compute_loss); CHUNK_TRAINING = windows, the default, trains each window alone.
@@ -93,22 +91,6 @@ def document_loss(
     target = labels[first]
     table = None if weights is None else torch.tensor(list(weights), dtype=torch.float32, device=probs.device)
     return torch.nn.functional.nll_loss(torch.log(scores.clamp_min(1e-12)), target, weight=table)
-
-
-def window_label_loss(
-    logits: Any, labels: Any, weights: Sequence[float] | None = None, multi_label: bool = False
-) -> Any:
-    """Each window's loss against its document's label (every row carries it), as CHUNK_TRAINING =
-    windows trains: cross-entropy (class weights: a weighted mean), or for multi-label the mean BCE
-    (``weights``: the positive weights). CHUNK_WINDOW_WARMUP mixes it into the document's loss."""
-    import torch
-
-    logits = logits.float()
-    if multi_label:
-        weight = None if weights is None else torch.tensor(list(weights), device=logits.device)
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weight)
-    table = None if weights is None else torch.tensor(list(weights), dtype=torch.float32, device=logits.device)
-    return torch.nn.functional.cross_entropy(logits, labels, weight=table)
 
 
 def top_windows(logits: Any, windows: Any, keep: int, multi_label: bool = False) -> Any:

@@ -162,9 +162,8 @@ class StepTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.train_lengths, self.eval_order = train_lengths, eval_order
         # (the training rows' WINDOW column, CHUNK_AGGREGATION, class weights (multi-label: positive
-        # weights)[, windows per document with gradients, 0 = all[, multi-label[, CHUNK_WINDOW_WARMUP]]]):
-        # batches of whole documents and the loss per document (steps/document_batches.py); None:
-        # window training
+        # weights)[, windows per document with gradients, 0 = all[, multi-label]]): batches of whole
+        # documents and the loss per document (steps/document_batches.py); None: window training
         self.document_training = document_training
         if document_training is not None:
             # document_loss is a mean over one micro-batch's documents: the Trainer divides it by the
@@ -218,7 +217,7 @@ class StepTrainer(Trainer):
 
         if self.document_training is None or WINDOW not in inputs:  # evaluation: the window loss
             return super().compute_loss(model, inputs, *args, **kwargs)
-        from ml_exp.steps.document_batches import document_loss, multi_label_document_loss, window_label_loss
+        from ml_exp.steps.document_batches import document_loss, multi_label_document_loss
 
         windows, labels = inputs.pop(WINDOW), inputs.pop("labels")
         keep = self.document_training[3] if len(self.document_training) > 3 else 0
@@ -229,19 +228,7 @@ class StepTrainer(Trainer):
             logits = outputs.logits
         loss_of = multi_label_document_loss if self._multi_label_documents() else document_loss
         loss = loss_of(logits, labels, windows, self.document_training[1], self.document_training[2])
-        share = self._window_share()
-        if share > 0:  # CHUNK_WINDOW_WARMUP: each window also learns its document's label, fading out
-            window_loss = window_label_loss(logits, labels, self.document_training[2], self._multi_label_documents())
-            loss = (1 - share) * loss + share * window_loss
         return (loss, outputs) if kwargs.get("return_outputs") else loss
-
-    def _window_share(self) -> float:
-        """The window loss's weight now: 1 at the first step, falling linearly to 0 when
-        CHUNK_WINDOW_WARMUP of the training steps are done (0 without it)."""
-        warmup = float(self.document_training[5]) if len(self.document_training or ()) > 5 else 0.0
-        if warmup <= 0 or not self.state.max_steps:
-            return 0.0
-        return max(0.0, 1.0 - self.state.global_step / (warmup * self.state.max_steps))
 
     def _multi_label_documents(self) -> bool:
         return len(self.document_training or ()) > 4 and bool(self.document_training[4])

@@ -347,14 +347,7 @@ def _document_training(config: Any, train: Any, weights: list[float] | None) -> 
         )
     windows = train.with_format(None).data.column(WINDOW).to_pylist()
     multi_label = config.problem_type == MULTI_LABEL
-    return (
-        windows,
-        config.chunk_aggregation,
-        weights,
-        config.chunk_grad_windows,
-        multi_label,
-        config.chunk_window_warmup,
-    )
+    return windows, config.chunk_aggregation, weights, config.chunk_grad_windows, multi_label
 
 
 def _best_eval(history: list[dict[str, Any]], best_step: int | None) -> dict[str, float]:
