@@ -26,8 +26,8 @@ MANY_WINDOWS = 32
 class Documents:
     """A split's documents, read once from its window columns: per document its rows
     (``windows``), its whole length in tokens (``lengths``, -1 when encode did not say it), the
-    tokens its windows add (``seen``), and its first row's (``first_seen``). Per document, not per
-    row, through Arrow: no int64 copy of every column (a million records: tens of MB)."""
+    tokens its windows add (``seen``), and its first row's (``first_seen``). Read once for the
+    coverage, the histogram and the empty-document warning (each read every column before)."""
 
     def __init__(self, split: Any):
         import numpy as np

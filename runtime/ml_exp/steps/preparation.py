@@ -72,7 +72,7 @@ def run_preparation(ctx: Context, udfs: Functions) -> dict[str, Any]:
         if ctx.run.exists(ASSIGNED_SPLIT):  # DATA_FROM: every record where the source run put it
             raw = assign_splits(raw, ctx.run.read_bytes(ASSIGNED_SPLIT))
         splits = split_records(raw, config.split_ratios, config.seed, ctx)
-        # before encoding: its transient memory is then not added to the encoded splits' (1M records)
+        # before encoding: its sorted ids and index mapping are gone before the encoded splits exist
         fingerprints = {name: split_fingerprint(part) for name, part in splits.items()}
         ctx.run.write_bytes(SPLIT, split_table(splits), overwrite=_rewriting(ctx))
         sizes = {name: len(part) for name, part in splits.items()}
@@ -334,7 +334,6 @@ def _encode_for(
         (local / DOCUMENT_LENGTHS_PNG).write_bytes(picture)
     warn_if_truncated(coverage, ctx, model_name)
     warn_if_empty(encoded, ctx, model_name, documents)
-    del documents
     ctx.run.put_dir(str(local), prepared_dir(model_name), overwrite=_rewriting(ctx), move=True)
     return {
         "columns": [c for c in columns if c not in ("id", "label")],
