@@ -124,6 +124,24 @@ def test_characters_are_counted_in_the_selected_records_only():
     assert _characters(whole.select([]), ["text"]) == 0
 
 
+@pytest.mark.parametrize(
+    ("wall", "cpu", "cores", "expected"),
+    [
+        (0.5, 0.5, 4, None),  # too little to pay a pool's start
+        (20.0, 20.0, 4, 4),  # a single-threaded encode (Python, layout): the pool saves 3/4
+        (20.0, 38.0, 2, None),  # a fast tokenizer already on both cores: a pool saves 1 s, costs 2
+        (20.0, 2.0, 4, 4),  # an encode that waits (reads files): the pool waits in parallel
+        (20.0, 20.0, 1, None),  # one core: nothing to share
+        (100.0, 100.0, 64, 8),  # capped
+    ],
+)
+def test_a_pool_is_started_only_where_it_saves_more_than_it_costs(monkeypatch, wall, cpu, cores, expected):
+    from ml_exp.steps import preparation
+
+    monkeypatch.setattr(preparation.os, "cpu_count", lambda: cores)
+    assert preparation._workers(wall, cpu) == expected
+
+
 def test_a_selections_column_is_taken_with_arrow_as_datasets_gathers_it():
     from ml_exp.steps.columns import split_column as _column
     from ml_exp.steps.preparation import label_counts

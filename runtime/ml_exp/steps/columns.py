@@ -28,17 +28,27 @@ _UNKNOWN = object()
 
 
 def split_characters(split: Any, content: list[str]) -> int:
-    """Characters in a split's text columns, read a batch at a time through its selection
-    (``.data`` is the whole table a stratified split selects from)."""
+    """Characters in a split's text columns, its selection applied: each text's length computed
+    by Arrow over the whole table, then the selected records' lengths taken and summed (4 bytes a
+    record; reading the texts through the selection gathered them a batch at a time, 0.2 s for 20k)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    schema = split.with_format(None).data.schema
-    texts = [name for name in content if pa.types.is_string(schema.field(name).type)
-             or pa.types.is_large_string(schema.field(name).type)]  # fmt: skip
+    table = split.with_format(None).data
+    texts = [name for name in content if pa.types.is_string(table.schema.field(name).type)
+             or pa.types.is_large_string(table.schema.field(name).type)]  # fmt: skip
     if not texts or not len(split):
         return 0
+    indices = getattr(split, "_indices", _UNKNOWN)
     total = 0
+    if indices is None or hasattr(indices, "column"):
+        for name in texts:
+            lengths = pc.utf8_length(table.column(name))
+            if indices is not None:
+                lengths = lengths.take(indices.column(0))
+            total += int(pc.sum(lengths).as_py() or 0)
+        return total
+    # a datasets without that mapping: read through its selection, a batch at a time
     for batch in split.select_columns(texts).with_format("arrow").iter(batch_size=CHARACTERS_BATCH):
         total += sum(int(pc.sum(pc.utf8_length(batch.column(name))).as_py() or 0) for name in texts)
     return total

@@ -294,14 +294,13 @@ def _encode_for(
         return to_rows(batch, output, windowing, training, owner_column=OWNER)
 
     probe = splits["train"].select(range(min(PROBE_ROWS, len(splits["train"])))).to_dict()
-    started = time.perf_counter()
-    columns = sorted(set(encode(probe, training=True)) - {OWNER})
+    columns = sorted(set(encode(probe, training=True)) - {OWNER})  # its first call: the warm-up
+    wall, cpu = time.perf_counter(), time.process_time()
+    encode(probe, training=True)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu  # cpu: every thread's
     probe_characters = sum(len(str(v)) for name in content for v in probe.get(name, []) if isinstance(v, str))
-    # the probe's time includes the tokenizer's first call (its warm-up): an estimate on the high side
-    seconds_per_character = (time.perf_counter() - started) / max(probe_characters, 1)
-
-    characters = sum(split_characters(part, content) for part in splits.values())
-    workers = _workers(seconds_per_character * characters)
+    scale = sum(split_characters(part, content) for part in splits.values()) / max(probe_characters, 1)
+    workers = _workers(wall * scale, cpu * scale)
     batch_size = records_per_batch(splits["train"], content)
     try:
         encoded = encode_splits(
@@ -364,14 +363,19 @@ POOL_START_S = 1.0
 MAX_WORKERS = 8
 
 
-def _workers(encode_seconds: float) -> int | None:
-    """All cores (up to MAX_WORKERS) when encoding in this process alone would take longer than
-    what the pool saves it costs to start; else in-process. ``encode_seconds``: the estimate,
-    from a timed probe batch and the characters to encode."""
+def _workers(encode_seconds: float, cpu_seconds: float) -> int | None:
+    """All cores (up to MAX_WORKERS) when a pool would save more than it costs to start; else
+    in-process. ``encode_seconds`` / ``cpu_seconds``: the estimated wall and CPU time (every
+    thread's) of encoding in this process, from a timed probe batch scaled by the characters. A
+    pool of single-threaded workers takes about the CPU time spread over the cores: a fast
+    tokenizer that already runs on every core (its Rust threads) gains little from one (measured:
+    MiniLM's truncating 20k documents on 2 cores, 0.6 s slower in a pool), a Python encode
+    (layout, images) nearly all."""
     cores = min(os.cpu_count() or 1, MAX_WORKERS)
     if cores < 2:
         return None
-    saved = encode_seconds * (1 - 1 / cores)
+    # max: an encode that waits (reads files) spends less CPU than wall time, and a pool waits in parallel
+    saved = encode_seconds - max(cpu_seconds, encode_seconds) / cores
     return cores if saved > POOL_START_S * 2 else None
 
 
