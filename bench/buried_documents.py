@@ -155,7 +155,10 @@ def _one(bench: Any, mode: str, seed: int, per_label: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     strategy, training, batch, grad_windows = MODES[mode]
-    env = bench.settings("minilm", max_length=MAX_LENGTH, batch=batch, records="buried", n=per_label)
+    # BENCH_BURIED_FILLER_WORDS (e.g. 0: the passages alone, what the model can learn of them at all)
+    filler = os.environ.get("BENCH_BURIED_FILLER_WORDS", str(FILLER_WORDS))
+    env = bench.settings("minilm", max_length=MAX_LENGTH, batch=batch, records="buried", n=per_label,
+                         buried_filler_words=filler)
     env.update(DOCUMENT_STRATEGY=strategy, CHUNK_STRIDE=str(STRIDE), MAX_CHUNKS=str(MAX_CHUNKS),
                NUM_TRAIN_EPOCHS=str(EPOCHS), LEARNING_RATE=LEARNING_RATE, SPLIT_RATIOS=SPLITS, SEED=str(seed))
     if strategy == "chunks":
@@ -170,7 +173,7 @@ def _one(bench: Any, mode: str, seed: int, per_label: int) -> dict[str, Any]:
     manifest = bench.manifest(num)
     coverage = manifest["steps"]["preparation"]["models"]["minilm"]["documents"]["splits"]
     result = {
-        "mode": mode, "seed": seed, "settings": os.environ.get("BENCH_BURIED_SETTINGS", ""), "documents": per_label * len(LABELS), **accuracy_by_position(predictions),
+        "mode": mode, "seed": seed, "settings": os.environ.get("BENCH_BURIED_SETTINGS", ""), "filler_words": int(filler), "documents": per_label * len(LABELS), **accuracy_by_position(predictions),
         "wall_s": got["wall_s"], "maxrss_mb": got["maxrss_mb"], "foreign_cores": got["foreign_cores"],
         "training_s": manifest["steps"]["training"]["duration_s"], "test_documents": len(predictions),
         "tokens_median": (coverage["train"].get("tokens") or {}).get("median"),

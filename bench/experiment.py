@@ -26,7 +26,9 @@ def reconcile(ctx):
     if os.environ.get("BENCH_RECORDS") == "buried":  # BENCH_N documents per licence family
         import buried_documents
 
-        yield from buried_documents.documents(int(os.environ["BENCH_N"]), ctx.config.seed)
+        # BENCH_BURIED_FILLER_WORDS = 0: the passages alone (how well the passages can be told apart)
+        filler = int(os.environ.get("BENCH_BURIED_FILLER_WORDS", buried_documents.FILLER_WORDS))
+        yield from buried_documents.documents(int(os.environ["BENCH_N"]), ctx.config.seed, filler)
         return
     splits = None
     if os.environ.get("BENCH_SPLITS"):
