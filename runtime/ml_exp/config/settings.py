@@ -221,8 +221,9 @@ class Config:
         "mean",
         parse_choice("mean", "max"),
         "data",
-        "DOCUMENT_STRATEGY = chunks: a document's scores from its windows' class probabilities: mean | max (per "
-        "class).",
+        "DOCUMENT_STRATEGY = chunks: a document's scores from its windows' class probabilities: mean | max (per\n"
+        "class, scaled to sum to 1). CHUNK_TRAINING = document with max learns from each class's highest logit,\n"
+        "so that filler can score low for every class: use max where one passage decides a long document.",
     )
     chunk_training: str = setting(
         "windows",
