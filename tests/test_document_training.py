@@ -66,7 +66,7 @@ def test_under_max_filler_that_scores_low_for_every_class_is_left_alone():
     logits = torch.tensor([[-6.0, -6.0, -6.0], [5.0, -5.0, -5.0], [-6.0, -6.0, -6.0]], requires_grad=True)
     loss = document_loss(logits, torch.tensor([0, 0, 0]), torch.tensor([0, 1, 2]), "max")
     loss.backward()
-    assert float(loss) < 1e-3
+    assert loss.item() < 1e-3
     assert float(logits.grad[0].abs().sum()) == float(logits.grad[2].abs().sum()) == 0.0
     assert float(logits.grad[1].abs().sum()) > 0
 
@@ -387,7 +387,9 @@ def test_the_coverage_advice_says_truncate_is_enough_when_every_document_fits():
     from ml_exp.steps.coverage import MANY_WINDOWS, strategy_advice
 
     def coverage(strategy, longer, windows=1, **config):
-        settings = SimpleNamespace(**{"chunk_training": "windows", "chunk_grad_windows": 0, **config})
+        settings = SimpleNamespace(
+            **{"chunk_training": "windows", "chunk_grad_windows": 0, "chunk_aggregation": "max", **config}
+        )
         train = {"documents": 10, "longer_than_max_length": longer, "windows_per_document": {"max": windows}}
         return strategy_advice({"strategy": strategy, "max_length": 128, "splits": {"train": train}}, settings)
 
@@ -397,4 +399,5 @@ def test_the_coverage_advice_says_truncate_is_enough_when_every_document_fits():
     assert "if what decides a document can sit past" in coverage("truncate", 0.2)
     assert "CHUNK_GRAD_WINDOWS" in coverage("chunks", 0.9, MANY_WINDOWS + 1, chunk_training="document")
     assert coverage("chunks", 0.9, MANY_WINDOWS + 1, chunk_training="document", chunk_grad_windows=4) is None
+    assert "CHUNK_AGGREGATION = mean" in coverage("chunks", 0.9, 4, chunk_training="document", chunk_aggregation="mean")
     assert strategy_advice({"strategy": "truncate", "max_length": 128, "splits": {}}, None) is None  # lengths unknown

@@ -133,6 +133,11 @@ def strategy_advice(coverage: dict[str, Any], config: Any) -> str | None:
             f"training documents of up to {windows} windows, all trained with gradients: set CHUNK_GRAD_WINDOWS "
             "(e.g. 8) if training runs out of memory (one more forward pass of those windows)"
         )
+    if config.chunk_aggregation == "mean":
+        return (
+            f"{share}: document training with CHUNK_AGGREGATION = mean counts every window alike; where one "
+            "passage decides a document, max learns from each class's highest window (see README, Long documents)"
+        )
     return None
 
 
