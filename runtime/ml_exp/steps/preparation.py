@@ -299,9 +299,10 @@ def _encode_for(
     encode(probe, training=True)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu  # cpu: every thread's
     probe_characters = sum(len(str(v)) for name in content for v in probe.get(name, []) if isinstance(v, str))
-    scale = sum(split_characters(part, content) for part in splits.values()) / max(probe_characters, 1)
+    characters = {name: split_characters(part, content) for name, part in splits.items()}
+    scale = sum(characters.values()) / max(probe_characters, 1)
     workers = _workers(wall * scale, cpu * scale)
-    batch_size = records_per_batch(splits["train"], content)
+    batch_size = records_per_batch(characters["train"], len(splits["train"]))
     try:
         encoded = encode_splits(
             splits,
@@ -349,10 +350,11 @@ CHARACTERS_PER_BATCH = 1_000_000
 MAX_RECORDS_PER_BATCH = 1000  # datasets' default
 
 
-def records_per_batch(split: Any, content: list[str]) -> int:
+def records_per_batch(characters: int, records: int) -> int:
     """Records per encode batch: datasets' 1000, fewer when the texts are long, so that a batch
-    holds about CHARACTERS_PER_BATCH characters (measured on the split's string columns)."""
-    mean = split_characters(split, content) / max(len(split), 1)
+    holds about CHARACTERS_PER_BATCH characters (``characters``: of the ``records`` of the
+    training split's string columns)."""
+    mean = characters / max(records, 1)
     return max(1, min(MAX_RECORDS_PER_BATCH, int(CHARACTERS_PER_BATCH // max(mean, 1))))
 
 
