@@ -24,12 +24,12 @@ def main() -> None:
     parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args()
 
+    import datasets
     import numpy as np
     import torch
-    from ml_exp.toolkit.prepared import load_prepared
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    test = load_prepared(str(args.data))["test"]
+    test = datasets.load_from_disk(str(args.data))["test"]
     device = "cuda" if torch.cuda.is_available() else "cpu"  # as ml-exp's inference
     model = AutoModelForSequenceClassification.from_pretrained(str(args.model_dir)).eval().to(device)
     tokenizer = AutoTokenizer.from_pretrained(str(args.model_dir))

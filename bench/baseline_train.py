@@ -38,12 +38,12 @@ def main() -> None:
     parser.add_argument("--matched", action="store_true")
     args = parser.parse_args()
 
+    import datasets
     import numpy as np
     import torch
-    from ml_exp.toolkit.prepared import load_prepared
     from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
 
-    splits = load_prepared(str(args.data))
+    splits = datasets.load_from_disk(str(args.data))
     labels = json.loads((args.data / "labels.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(str(args.data / "processor"))
     model = bench_models.build_model(args.model, labels, args.seed)

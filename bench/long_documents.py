@@ -131,10 +131,10 @@ def run_section(bench: Any, say: Callable[[str], None], median: Callable[[list[f
 
 def _tokens(bench: Any, num: int, model: str, split: str | None = None) -> int:
     """Tokens of the documents of a prepared run (all splits, or one), from its document_tokens column."""
+    import datasets
     import numpy as np
-    from ml_exp.toolkit.prepared import load_prepared
 
-    data = load_prepared(str(bench.run_dir(num) / "data" / "prepared" / model))
+    data = datasets.load_from_disk(str(bench.run_dir(num) / "data" / "prepared" / model))
     total = 0
     for name, part in data.items():
         if split is None or name == split:

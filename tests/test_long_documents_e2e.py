@@ -39,7 +39,7 @@ def accuracy_by_position(predictions: list[dict]) -> dict[str, float]:
 
 
 def test_chunks_read_the_whole_document_truncate_its_first_page(tmp_path):
-    from ml_exp.toolkit.prepared import load_prepared
+    from datasets import load_from_disk
 
     project = bake(tmp_path, ticket="EXP-110", model_slug="long")
     sys.path.insert(0, str(project))
@@ -62,7 +62,7 @@ def test_chunks_read_the_whole_document_truncate_its_first_page(tmp_path):
         metrics = json.loads((run_dir / "inference" / model / "metrics.json").read_text())
         per_document = sum(p["predicted_label"] == p["true_label"] for p in predictions) / len(predictions)
         assert metrics["accuracy"] == pytest.approx(per_document)
-        prepared = load_prepared(str(run_dir / "data" / "prepared" / model))
+        prepared = load_from_disk(str(run_dir / "data" / "prepared" / model))
         splits = {split: set(prepared[split]["id"]) for split in ("train", "validation", "test")}
         assert not (splits["train"] & splits["validation"] or splits["train"] & splits["test"] or splits["validation"] & splits["test"])
         assert splits["test"] == set(ids)

@@ -68,7 +68,7 @@ def compute_metrics(predictions, references, labels, ctx):
 
 
 def test_tiny_longformer_trains_on_1024_token_inputs(tmp_path):
-    from ml_exp.toolkit.prepared import load_prepared
+    import datasets
 
     project = bake(tmp_path, ticket="EXP-65", model_slug="longformer")
     (project / "experiment.py").write_text(EXPERIMENT)
@@ -87,7 +87,7 @@ def test_tiny_longformer_trains_on_1024_token_inputs(tmp_path):
     assert manifest["steps"]["preparation"]["split_sizes"] == {"train": 8, "validation": 4, "test": 4}
 
     # Every document was longer than MAX_LENGTH: every input is cut to exactly 1024 tokens.
-    prepared = load_prepared(str(run / "data" / "prepared" / "tiny-longformer"))
+    prepared = datasets.load_from_disk(str(run / "data" / "prepared" / "tiny-longformer"))
     for split in ("train", "validation", "test"):
         assert {len(ids) for ids in prepared[split]["input_ids"]} == {MAX_LENGTH}, split
 

@@ -51,7 +51,7 @@ def write_experiment(project: Path, replace: dict[str, str] | None = None) -> No
 
 
 def test_label_lists_are_reconciled_and_split_by_iterative_stratification(project):
-    from ml_exp.toolkit.prepared import load_prepared
+    import datasets
 
     write_experiment(project)
     run = run_pipeline(project, steps=["reconciliation", "preparation"], announce=lambda _: None)
@@ -68,7 +68,7 @@ def test_label_lists_are_reconciled_and_split_by_iterative_stratification(projec
         for label, n in per_label.items():
             total = steps["reconciliation"]["counts"][label]
             assert abs(n - total * sizes[split] / 60) <= 2, (split, label, n)
-    prepared = load_prepared(str(Path(run.path("data/prepared/plain")[len("file://") :])))
+    prepared = datasets.load_from_disk(str(Path(run.path("data/prepared/plain")[len("file://") :])))
     rows = prepared["train"]["label"]
     assert all(len(row) == 3 and set(row) <= {0.0, 1.0} for row in rows)  # one 0/1 per label: the BCE targets
     assert [0.0, 0.0, 0.0] in rows  # a document of none of the labels

@@ -15,7 +15,6 @@ from ml_exp.core.errors import StepError
 from ml_exp.steps.encode_splits import OWNER, encode_splits
 from ml_exp.toolkit import tokenizer_encode
 from ml_exp.toolkit.documents import Windowing, _span, _spans, check_encoded, offset_pairs, to_rows
-from ml_exp.toolkit.prepared import load_prepared, write_index
 
 from tests import test_long_documents
 
@@ -92,7 +91,7 @@ def test_truncate_reads_whole_lengths_from_the_encodings(tokenizer, words):
 
 
 @pytest.mark.parametrize("workers", [None, 2])
-def test_one_map_encodes_every_split_and_cuts_them_apart_exactly(tmp_path, workers):
+def test_one_map_encodes_every_split_and_cuts_them_apart_exactly(workers):
     # record i becomes i % 3 + 1 windows; training records keep only their first window
     def encode(batch, training):
         rows = {"input_ids": [], "window": [], "id": [], OWNER: []}
@@ -107,34 +106,13 @@ def test_one_map_encodes_every_split_and_cuts_them_apart_exactly(tmp_path, worke
     whole = datasets.Dataset.from_dict({"id": list(range(40))})
     splits = {"train": whole.select(range(0, 40, 2)), "validation": whole.select(range(1, 40, 4)),
               "test": whole.select(range(3, 40, 4))}  # fmt: skip
-    encoded = encode_splits(splits, encode, "train", workers=workers, batch_size=7, desc="test", folder=tmp_path)
-    # the map's own output is the prepared data (written once): the loader gives the same splits back
-    arrows = sorted(p.name for p in tmp_path.glob("*.arrow"))
-    assert len(arrows) == (workers or 1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*arrows, "splits.json"])
-    loaded = load_prepared(tmp_path)
-    for got in (encoded, loaded):
-        assert list(got) == ["train", "validation", "test"]
-        assert got["train"]["id"][:] == list(range(0, 40, 2))  # one window each
-        for name in ("validation", "test"):
-            expected = [record for record in splits[name]["id"] for _ in range(record % 3 + 1)]
-            assert got[name]["id"][:] == expected
-            assert sorted(got[name].column_names) == ["id", "input_ids", "window"]
-        assert got["test"]["input_ids"][:2] == [[3, 0], [7, 0]]
-
-
-def test_prepared_folders_of_either_layout_load_and_a_broken_index_says_so(tmp_path):
-    splits = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"id": ["a", "b"]}),
-                                   "test": datasets.Dataset.from_dict({"id": ["c"]})})  # fmt: skip
-    splits.save_to_disk(str(tmp_path / "saved"))  # runs prepared before the one-write format
-    assert load_prepared(tmp_path / "saved")["test"]["id"][:] == ["c"]
-    folder = tmp_path / "broken"
-    folder.mkdir()
-    (folder / "splits.json").write_text('{"files": ["encoded.arrow"]}')
-    with pytest.raises(ValueError, match=r"splits.json is not an index of prepared splits.*prepare the data again"):
-        load_prepared(folder)
-    with pytest.raises(FileNotFoundError, match="encoded.arrow"):
-        write_index(folder, ["encoded.arrow"], {"train": (0, 1)})
+    encoded = encode_splits(splits, encode, "train", workers=workers, batch_size=7, desc="test")
+    assert list(encoded) == ["train", "validation", "test"]
+    assert encoded["train"]["id"][:] == list(range(0, 40, 2))  # one window each
+    for name in ("validation", "test"):
+        expected = [record for record in splits[name]["id"] for _ in range(record % 3 + 1)]
+        assert encoded[name]["id"][:] == expected
+        assert sorted(encoded[name].column_names) == ["id", "input_ids", "window"]
 
 
 def test_characters_are_counted_in_the_selected_records_only():

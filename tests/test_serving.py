@@ -33,9 +33,9 @@ def free_port() -> int:
 
 def records_of(run_dir: Path, split: str = "test") -> list[dict]:
     """The raw records (as reconcile yielded them) of a split of the run, in the split's order."""
-    from ml_exp.toolkit.prepared import load_prepared
+    import datasets
 
-    ids = load_prepared(str(run_dir / "data" / "prepared" / "tiny-bert"))[split]["id"]
+    ids = datasets.load_from_disk(str(run_dir / "data" / "prepared" / "tiny-bert"))[split]["id"]
     raw = {r["id"]: r for r in pq.read_table(sorted((run_dir / "data" / "reconciled").glob("*.parquet"))).to_pylist()}
     return [{k: v for k, v in raw[i].items() if k != "split"} for i in ids]
 
@@ -371,8 +371,8 @@ def test_16_concurrent_clients_all_get_their_own_answers(server, expected):
 def test_the_container_serves_the_packed_model_like_exp_serve(trained_run, expected, tmp_path):
     from ml_exp.backends.sagemaker.container import emulate_serve
     from ml_exp.config import load_config
-    from ml_exp.serving.bundle import from_run
     from ml_exp.storage.layout import SERVING_INFO
+    from ml_exp.serving.bundle import from_run
     from ml_exp.storage.store import Store
 
     config = load_config(trained_run.project, environ={})

@@ -8,9 +8,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from ml_exp.pipeline.runner import StepFailed, run_pipeline
 from ml_exp.storage.store import Store
-
 from tests.bake import bake
 
 # A valid experiment without ML libraries: a whitespace "tokenizer" and fixed records.
@@ -145,9 +145,9 @@ def test_failed_step_is_resumed_and_completed_one_never_rerun(project):
 def test_split_honours_pinned_records_and_stratifies(project):
     write_experiment(project, {'"label": label}': '"label": label, **({"split": "test"} if index < 3 else {})}'})
     run = run_pipeline(project, steps=["reconciliation", "preparation"], announce=lambda _: None)
-    from ml_exp.toolkit.prepared import load_prepared
+    import datasets
 
-    prepared = load_prepared(run.local_path_or_url("data/prepared/plain"))
+    prepared = datasets.load_from_disk(run.local_path_or_url("data/prepared/plain"))
     assert {"doc-0", "doc-1", "doc-2"} <= set(prepared["test"]["id"])
     assert not {"doc-0", "doc-1", "doc-2"} & set(prepared["train"]["id"])
     train_labels = prepared["train"]["label"]

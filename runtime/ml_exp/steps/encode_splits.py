@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from ml_exp.steps.columns import split_column
-from ml_exp.toolkit.prepared import ENCODED_FILE, write_index
 
 PART = "__ml_exp_split"  # the output rows' split (an index into the splits), dropped after the cut
 OWNER = "__ml_exp_owner"  # what ``encode`` returns per output row: its record's index in the batch
@@ -29,12 +27,10 @@ def encode_splits(
     workers: int | None,
     batch_size: int,
     desc: str,
-    folder: Path,
 ) -> Any:
     """``splits`` (name -> Dataset) encoded by ``encode(batch, training)`` (``training``: per
     record of the batch, whether it belongs to ``training_split``) -> a DatasetDict of the
-    encoded rows, split by split in the same order. The rows are written once, into ``folder``
-    (the prepared data: :mod:`ml_exp.toolkit.prepared`)."""
+    encoded rows, split by split in the same order."""
     import datasets
     import numpy as np
 
@@ -63,19 +59,13 @@ def encode_splits(
         remove_columns=joined.column_names,
         desc=desc,
         new_fingerprint=fingerprint,
-        cache_file_name=str(folder / ENCODED_FILE),  # the prepared data itself: no save_to_disk copy
-        load_from_cache_file=False,
     )
     tags = split_column(encoded, PART).to_numpy()
     counts = np.bincount(tags, minlength=len(names)) if len(tags) else np.zeros(len(names), dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)])
-    rows = {name: (int(starts[index]), int(starts[index + 1])) for index, name in enumerate(names)}
-    files = [Path(f["filename"]) for f in encoded.cache_files]
-    outside = [str(f) for f in files if f.parent.resolve() != folder.resolve()]
-    if outside:  # datasets wrote elsewhere than asked: the index would point at files the run lacks
-        raise RuntimeError(f"datasets wrote the encoded rows to {', '.join(outside)}, not into {folder}")
-    write_index(folder, [f.name for f in files], rows, drop=[PART])
-    # contiguous ranges: datasets slices the table (no index mapping)
-    return datasets.DatasetDict(
-        {name: encoded.select(range(start, end)).remove_columns(PART) for name, (start, end) in rows.items()}
-    )
+    result = {}
+    for index, name in enumerate(names):
+        # contiguous ranges: datasets slices the table, no index mapping to flatten when saving
+        part = encoded.select(range(int(starts[index]), int(starts[index + 1])))
+        result[name] = part.remove_columns(PART)
+    return datasets.DatasetDict(result)

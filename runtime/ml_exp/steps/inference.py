@@ -52,7 +52,6 @@ from ml_exp.storage.layout import (
 from ml_exp.storage.store import OutputExistsError, Run
 from ml_exp.toolkit.decisions import DECISIONS, Decisions
 from ml_exp.toolkit.documents import PAGE, WINDOW, WINDOW_END, WINDOW_START, document_starts
-from ml_exp.toolkit.prepared import load_prepared
 from ml_exp.toolkit.scoring import Scorer, accepted_inputs, length_batches, load_classifier, model_inputs
 
 # Rows buffered before a Parquet row group is written (bounded memory per group).
@@ -194,7 +193,7 @@ def _load(prepared: Path, trained: Path, labels: list[str], model_name: str):
     import datasets
 
     try:
-        splits = load_prepared(prepared)  # memory-mapped
+        splits = datasets.load_from_disk(str(prepared))  # memory-mapped
     except Exception as exc:
         raise StepError(
             f"the prepared data of model {model_name!r} ({prepared}) cannot be loaded: {exc}; "

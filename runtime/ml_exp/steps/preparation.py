@@ -303,8 +303,6 @@ def _encode_for(
     scale = sum(characters.values()) / max(probe_characters, 1)
     workers = _workers(wall * scale, cpu * scale)
     batch_size = records_per_batch(characters["train"], len(splits["train"]))
-    local = scratch / "prepared" / prepared_dir(model_name)
-    local.mkdir(parents=True)
     try:
         encoded = encode_splits(
             splits,
@@ -313,7 +311,6 @@ def _encode_for(
             workers=workers,
             batch_size=batch_size,
             desc=f"encoding {sum(map(len, splits.values()))} records for {model_name}",
-            folder=local,
         )
     except StepError:
         raise
@@ -321,10 +318,12 @@ def _encode_for(
         raise StepError(
             f"encode for {model_name!r} failed while encoding all records: {type(exc).__name__}: {exc}"
         ) from exc
-    # The histogram (matplotlib: its import alone ~0.4 s) is drawn while the processor is saved.
+    local = scratch / "prepared" / prepared_dir(model_name)
+    # The histogram (matplotlib: its import alone ~0.4 s) is drawn while the splits are saved.
     documents = Documents.of(encoded)  # read once, for the picture, the coverage and the warnings
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-exp-lengths") as drawing:
         png = drawing.submit(lengths_png, documents, ctx.config, model_name)
+        encoded.save_to_disk(str(local))
         (local / MODEL_LABELS).write_text(json.dumps(labels))
         if hasattr(processor, "save_pretrained"):
             # Training and inference use this very processor: the ids were made by it.

@@ -39,7 +39,6 @@ from ml_exp.storage.layout import (
 from ml_exp.toolkit.collate import batch_maker, tokenizer_of
 from ml_exp.toolkit.decisions import DECISIONS, HF_PROBLEM_TYPES
 from ml_exp.toolkit.documents import WINDOW
-from ml_exp.toolkit.prepared import load_prepared
 from ml_exp.toolkit.scoring import saved_processor
 
 
@@ -101,6 +100,7 @@ def train_model(
     SageMaker's metric lines, a study's pruning), before the tracking's own; ``on_model_saved``,
     called on rank 0 with the folder of the saved model (SageMaker's /opt/ml/model).
     """
+    import datasets
     import numpy as np
     import torch
     from transformers import (
@@ -132,7 +132,7 @@ def train_model(
 
     config = ctx.config
     labels = json.loads(ctx.run.read_text(LABELS))
-    splits = load_prepared(data_dir)
+    splits = datasets.load_from_disk(str(data_dir))
     # Before load_model: a new classification head is drawn from the global generators, so
     # without this, two runs with the same settings start from different weights.
     if config.full_determinism:

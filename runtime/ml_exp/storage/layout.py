@@ -8,8 +8,7 @@
       data/split.parquet              preparation: each record's split (id, split), what DATA_FROM reuses
       data/assigned_split.parquet     reconciliation with DATA_FROM: the source run's data/split.parquet
       data/prepared/labels.json       preparation: the label list (index = class id), one for every model
-      data/prepared/<model>/          preparation: encoded*.arrow + splits.json (every split's rows, written once:
-                                      toolkit/prepared.py) + processor/ + document_lengths.png
+      data/prepared/<model>/          preparation: train/validation/test (datasets) + processor/ + document_lengths.png
       tuning/<model>/                 tuning: best.json, trials.json, trials.csv, and the search's own
                                       state (study.db locally, sagemaker_tuning_job.json on SageMaker)
       tuning/<model>/trial_<k>/       tuning: one trial's model and training_metrics.json
