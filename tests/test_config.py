@@ -215,6 +215,7 @@ def test_known_keys_cover_the_brief():
         "CHUNK_AGGREGATION",
         "CHUNK_TRAINING",
         "CHUNK_GRAD_WINDOWS",
+        "CHUNK_WINDOW_EPOCHS",
     }  # issues 11, 27
     aws = {"WANDB_API_KEY_SECRET", "SERVING_IMAGE_URI", "ENDPOINT_IMAGE"}  # issue 21's names
     serving = {"SERVE_TIMEOUT_S"}  # issue 23's

@@ -7,7 +7,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ml_exp.steps.document_batches import DocumentBatchSampler, document_loss, document_spans  # noqa: E402
+from ml_exp.steps.document_batches import (  # noqa: E402
+    DocumentBatchSampler,
+    DocumentTraining,
+    document_loss,
+    document_spans,
+)
 from ml_exp.toolkit.documents import combine, document_starts  # noqa: E402
 
 # three documents: 3 windows, 1 window, 2 windows
@@ -38,6 +43,20 @@ def test_batches_hold_whole_documents_in_order_and_differ_by_epoch_only():
         sampler.set_epoch(epoch)
         orders.add(tuple(tuple(b) for b in sampler.batches()))
     assert len(orders) > 1
+
+
+def test_window_epochs_shuffle_every_window_into_as_many_batches_then_whole_documents():
+    windows = [w for n in (3, 1, 2, 5, 1, 4, 2) for w in range(n)]
+    sampler = DocumentBatchSampler(windows, documents_per_batch=2, seed=7, window_epochs=2)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = sampler.batches()
+        assert sampler.window_phase == (epoch < 2) and len(batches) == len(sampler) == 4
+        assert sorted(row for batch in batches for row in batch) == list(range(len(windows)))
+        if epoch < 2:  # 18 windows: batches of 4 or 5, documents mixed
+            assert sorted(map(len, batches)) == [4, 4, 5, 5] and batches != sorted(batches)
+        else:
+            assert all(windows[batch[0]] == 0 for batch in batches)
 
 
 def test_loss_under_mean_is_the_documents_cross_entropy_of_inference_scores():
@@ -93,9 +112,11 @@ def test_a_batch_that_starts_mid_document_is_refused():
         document_loss(torch.zeros(2, 2), torch.tensor([0, 0]), torch.tensor([1, 2]))
 
 
-def test_the_trainer_trains_on_whole_documents_with_gradient_accumulation(tmp_path):
+@pytest.mark.parametrize("window_epochs", [0, 1, 5])  # 5: all but the last of the 2 epochs
+def test_the_trainer_trains_on_whole_documents_with_gradient_accumulation(tmp_path, window_epochs):
     """A real tiny BERT: documents of 1-4 windows, one window saying the class, the rest shared
-    filler; StepTrainer with document_training sees batches of whole documents only."""
+    filler; StepTrainer with document_training sees batches of whole documents only, after
+    ``window_epochs`` epochs of windows of several documents, trained each on its own."""
     from datasets import Dataset
     from transformers import BertConfig, BertForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
@@ -118,16 +139,25 @@ def test_the_trainer_trains_on_whole_documents_with_gradient_accumulation(tmp_pa
             rows["window"].append(w)
     train = Dataset.from_dict(rows)
     config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
-    )
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
     model = BertForSequenceClassification(BertConfig(**config.to_dict(), num_labels=2))
     seen: list[list[int]] = []
+    window_losses: list[tuple[float, float]] = []  # (the trainer's loss, each window's own cross-entropy)
 
     class Spy(StepTrainer):
         def compute_loss(self, model, inputs, *args, **kwargs):
-            if "window" in inputs:
-                seen.append(inputs["window"].tolist())
-            return super().compute_loss(model, inputs, *args, **kwargs)
+            if "window" not in inputs:
+                return super().compute_loss(model, inputs, *args, **kwargs)
+            seen.append(inputs["window"].tolist())
+            plain = {k: v for k, v in inputs.items() if k not in ("window", "labels")}
+            with torch.no_grad():
+                own = torch.nn.functional.cross_entropy(model(**plain).logits, inputs["labels"])
+            loss = super().compute_loss(model, inputs, *args, **kwargs)
+            if self._document_batches.window_phase:
+                window_losses.append((float(loss.detach()), float(own)))
+            return loss
 
     args = TrainingArguments(
         output_dir=str(tmp_path),
@@ -145,16 +175,21 @@ def test_the_trainer_trains_on_whole_documents_with_gradient_accumulation(tmp_pa
         args=args,
         train_dataset=train,
         data_collator=DataCollatorWithPadding(tokenizer),
-        document_training=(rows["window"], "max", None),
+        document_training=DocumentTraining(rows["window"], "max", window_epochs=window_epochs),
     )
     before = [p.detach().clone() for p in model.parameters()]
     result = trainer.train()
     assert np.isfinite(result.training_loss)
-    assert len(seen) == 2 * 8  # 24 documents in batches of 3, two epochs
-    for windows in seen:  # whole documents: 3 first windows, each followed by its own windows in order
+    assert len(seen) == 2 * 8  # 24 documents in batches of 3, two epochs (window epochs: as many batches)
+    assert sum(len(w) for w in seen[:8]) == sum(len(w) for w in seen[8:]) == len(rows["window"])  # each once
+    window_epochs = min(window_epochs, 1)
+    for windows in seen[8 * window_epochs :]:  # whole documents: 3 first windows, each its own windows in order
         assert windows[0] == 0 and windows.count(0) == 3
         assert all(b == a + 1 or b == 0 for a, b in zip(windows, windows[1:]))
-    assert sum(len(w) for w in seen[:8]) == len(rows["window"])  # an epoch reads every window once
+    assert len(window_losses) == 8 * window_epochs
+    if window_epochs:  # windows of several documents, shuffled, each trained on its own
+        assert any(windows[0] != 0 or windows.count(0) != 3 for windows in seen[:8])
+        assert all(loss == pytest.approx(own, rel=1e-4) for loss, own in window_losses)
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
 
 
@@ -271,7 +306,7 @@ def test_a_resumed_document_training_sees_the_batches_the_whole_run_saw(tmp_path
             args=args,
             train_dataset=train,
             data_collator=DataCollatorWithPadding(tokenizer),
-            document_training=(rows["window"], "mean", None),
+            document_training=DocumentTraining(rows["window"], "mean"),
         )
         trainer.train(resume_from_checkpoint=resume)
         return seen
@@ -326,7 +361,7 @@ def test_with_a_cap_only_the_top_windows_are_scored_with_gradients(tmp_path):
         args=args,
         train_dataset=Dataset.from_dict(rows),
         data_collator=DataCollatorWithPadding(tokenizer),
-        document_training=(rows["window"], "max", None, 1),
+        document_training=DocumentTraining(rows["window"], "max", grad_windows=1),
     )
     before = [p.detach().clone() for p in model.parameters()]
     assert np.isfinite(trainer.train().training_loss)

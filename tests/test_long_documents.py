@@ -162,6 +162,7 @@ def settings(tmp_path: Path, **values: str) -> Path:
     ({"chunk_training": "document"}, "CHUNK_TRAINING", "needs DOCUMENT_STRATEGY = chunks (it is truncate)"),
     ({"chunk_training": "pages"}, "CHUNK_TRAINING", "windows"),
     ({"document_strategy": "chunks", "chunk_grad_windows": "2"}, "CHUNK_GRAD_WINDOWS", "used only by CHUNK_TRAINING = document"),
+    ({"chunk_window_epochs": "-1"}, "CHUNK_WINDOW_EPOCHS", "too small"),
 ])
 def test_bad_document_settings_are_refused_naming_the_key(tmp_path, values, key, message):
     with pytest.raises(ProblemsFound) as caught:

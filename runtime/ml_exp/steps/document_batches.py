@@ -8,11 +8,15 @@ probabilities as evaluation and inference do (:func:`ml_exp.toolkit.documents.co
 takes each class's highest *logit* over the windows, then the softmax over the classes, so that
 a filler window can score low for every class (a softmax per window would make it give its
 probability to some class, and the loss would push the filler towards the document's label).
-Measured on the bench's buried licence passages (docs/benchmarks.md): with each class's highest
-probability the model stayed near chance (0.39-0.41), with its highest logit it found the passages
-on two runs of three (0.74, 0.88; the third collapsed to chance). Inference still combines the
-windows' probabilities (``max``: each class's highest, scaled to sum to 1): on a trained model both
-pick the passage's window.
+Inference still combines the windows' probabilities (``max``: each class's highest, scaled to sum
+to 1): on a trained model both pick the passage's window.
+
+From the start, the highest logit's gradient reaches only whichever window happens to score each
+class highest, filler as likely as the passage, one document a step: on the bench's buried licence
+passages (docs/benchmarks.md) one run in three stayed at chance (every window scored alike).
+CHUNK_WINDOW_EPOCHS first trains window by window, windows of many documents (of several labels)
+a batch, so that the passages already score their class when the document loss starts; filler,
+drawn alike for every class, learns little then. Measured: WINDOW_EPOCHS_MEASURED.
 
 - :class:`DocumentBatchSampler`: batches of whole documents' windows (rows of one document stay
   together and in order), shuffled by document, a pure function of (seed, epoch) as
@@ -29,9 +33,22 @@ dataloader and compute_loss); CHUNK_TRAINING = windows, the default, trains each
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class DocumentTraining:
+    """What :class:`ml_exp.steps.trainer.StepTrainer` needs for CHUNK_TRAINING = document."""
+
+    windows: Sequence[int]  # the training rows' WINDOW column (0 starts a document)
+    aggregation: str = "mean"  # CHUNK_AGGREGATION
+    weights: Sequence[float] | None = None  # class weights (multi-label: positive weights)
+    grad_windows: int = 0  # CHUNK_GRAD_WINDOWS: windows per document with gradients, 0 = all
+    multi_label: bool = False
+    window_epochs: int = 0  # CHUNK_WINDOW_EPOCHS: first epochs trained window by window
 
 
 def document_spans(windows: Sequence[int]) -> list[tuple[int, int]]:
@@ -46,22 +63,33 @@ def document_spans(windows: Sequence[int]) -> list[tuple[int, int]]:
 
 class DocumentBatchSampler:
     """A batch sampler (``torch.utils.data`` protocol: ``__iter__`` yields lists of rows) of
-    ``documents_per_batch`` whole documents each, documents shuffled per (seed, epoch)."""
+    ``documents_per_batch`` whole documents each, documents shuffled per (seed, epoch). In the
+    first ``window_epochs`` epochs it yields windows instead, shuffled over all documents, in as
+    many batches (the Trainer's schedule counts them once): :attr:`window_phase` says which."""
 
-    def __init__(self, windows: Sequence[int], documents_per_batch: int, seed: int = 0):
+    def __init__(self, windows: Sequence[int], documents_per_batch: int, seed: int = 0, window_epochs: int = 0):
         if documents_per_batch < 1:
             raise ValueError(f"documents_per_batch ({documents_per_batch}) must be at least 1")
         self.spans = document_spans(windows)
         self.documents_per_batch, self.seed, self.epoch = documents_per_batch, seed, 0
+        self.window_epochs = window_epochs
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    @property
+    def window_phase(self) -> bool:
+        return self.epoch < self.window_epochs
 
     def __len__(self) -> int:
         return -(-len(self.spans) // self.documents_per_batch)
 
     def batches(self) -> list[list[int]]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.spans))
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.window_phase and self.spans:
+            rows = rng.permutation(self.spans[-1][1])
+            return [part.tolist() for part in np.array_split(rows, len(self))]
+        order = rng.permutation(len(self.spans))
         size = self.documents_per_batch
         return [[row for d in order[i : i + size] for row in range(*self.spans[d])] for i in range(0, len(order), size)]
 

@@ -16,6 +16,7 @@ Imported by :func:`ml_exp.steps.training.train_model` only (transformers at modu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from ml_exp.core.console import quiet_transformers_integrations
 quiet_transformers_integrations()  # before the Trainer imports them: -q prints nothing of theirs
 from transformers import Trainer  # noqa: E402
 
+from ml_exp.steps.document_batches import DocumentTraining  # noqa: E402
 from ml_exp.steps.sampling import PooledLengthSampler, pool_batches  # noqa: E402
 
 GROUP_BY_LENGTH, RANDOM = "group_by_length", "random"
@@ -156,15 +158,15 @@ class StepTrainer(Trainer):
         *args: Any,
         train_lengths: Sequence[int] | None = None,
         eval_order: Sequence[int] | None = None,
-        document_training: tuple[Any, ...] | None = None,
+        document_training: DocumentTraining | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.train_lengths, self.eval_order = train_lengths, eval_order
-        # (the training rows' WINDOW column, CHUNK_AGGREGATION, class weights (multi-label: positive
-        # weights)[, windows per document with gradients, 0 = all[, multi-label]]): batches of whole
-        # documents and the loss per document (steps/document_batches.py); None: window training
+        # batches of whole documents and the loss per document (steps/document_batches.py); None:
+        # window training
         self.document_training = document_training
+        self._document_batches: Any = None  # the training dataloader's DocumentBatchSampler
         if document_training is not None:
             # document_loss is a mean over one micro-batch's documents: the Trainer divides it by the
             # accumulation steps (it would not with class weights or a model taking num_items_in_batch)
@@ -178,7 +180,6 @@ class StepTrainer(Trainer):
         from ml_exp.steps.document_batches import DocumentBatchSampler
         from ml_exp.toolkit.documents import WINDOW
 
-        windows = self.document_training[0]
         self._set_signature_columns_if_needed()
         keep = {*self._signature_columns, WINDOW}
         dataset = self.train_dataset.remove_columns([c for c in self.train_dataset.column_names if c not in keep])
@@ -192,7 +193,13 @@ class StepTrainer(Trainer):
             return batch
 
         # per process, documents per batch: accelerate deals out whole batches to the ranks
-        sampler = DocumentBatchSampler(windows, self.args.train_batch_size, seed=self.args.seed)
+        training = self.document_training
+        # the last epoch (a tuning trial's single one too) always trains on documents
+        window_epochs = min(training.window_epochs, max(math.ceil(self.args.num_train_epochs) - 1, 0))
+        sampler = DocumentBatchSampler(
+            training.windows, self.args.train_batch_size, seed=self.args.seed, window_epochs=window_epochs
+        )
+        self._document_batches = sampler  # its epoch (set by the Trainer) tells compute_loss the phase
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=with_windows, num_workers=0)
         return self.accelerator.prepare(loader)
 
@@ -219,19 +226,26 @@ class StepTrainer(Trainer):
             return super().compute_loss(model, inputs, *args, **kwargs)
         from ml_exp.steps.document_batches import document_loss, multi_label_document_loss
 
+        if self._document_batches is not None and self._document_batches.window_phase:
+            # CHUNK_WINDOW_EPOCHS: each window its document's label, windows of many documents a batch;
+            # a mean over the micro-batch, as document_loss (the Trainer divides it by the accumulation)
+            return_outputs = bool(args[0]) if args else bool(kwargs.get("return_outputs"))
+            inputs = {k: v for k, v in inputs.items() if k != WINDOW}
+            return super().compute_loss(model, inputs, return_outputs=return_outputs)
+        training = self.document_training
         windows, labels = inputs.pop(WINDOW), inputs.pop("labels")
-        keep = self.document_training[3] if len(self.document_training) > 3 else 0
+        keep = training.grad_windows
         if keep and int((windows == 0).sum()) * keep < len(windows):
             logits, outputs = self._top_windows_logits(model, inputs, windows, keep)
         else:
             outputs = model(**inputs)
             logits = outputs.logits
         loss_of = multi_label_document_loss if self._multi_label_documents() else document_loss
-        loss = loss_of(logits, labels, windows, self.document_training[1], self.document_training[2])
+        loss = loss_of(logits, labels, windows, training.aggregation, training.weights)
         return (loss, outputs) if kwargs.get("return_outputs") else loss
 
     def _multi_label_documents(self) -> bool:
-        return len(self.document_training or ()) > 4 and bool(self.document_training[4])
+        return self.document_training is not None and self.document_training.multi_label
 
     # Trainer's own hooks for subclasses (transformers overrides them the same way in its
     # Seq2Seq and distillation trainers); the public API has no sampler or best-model hook.

@@ -345,9 +345,16 @@ def _document_training(config: Any, train: Any, weights: list[float] | None) -> 
         raise StepError(
             f"CHUNK_TRAINING = document: the training split has no {WINDOW!r} column; run preparation again"
         )
-    windows = train.with_format(None).data.column(WINDOW).to_pylist()
-    multi_label = config.problem_type == MULTI_LABEL
-    return windows, config.chunk_aggregation, weights, config.chunk_grad_windows, multi_label
+    from ml_exp.steps.document_batches import DocumentTraining
+
+    return DocumentTraining(
+        windows=train.with_format(None).data.column(WINDOW).to_pylist(),
+        aggregation=config.chunk_aggregation,
+        weights=weights,
+        grad_windows=config.chunk_grad_windows,
+        multi_label=config.problem_type == MULTI_LABEL,
+        window_epochs=config.chunk_window_epochs,
+    )
 
 
 def _best_eval(history: list[dict[str, Any]], best_step: int | None) -> dict[str, float]:
