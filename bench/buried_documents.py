@@ -14,7 +14,8 @@ rows are the test split's accuracy per position (from the run's predictions) and
 the wall time and peak memory of each run. Every run's result is also appended to
 ``out/bench/buried_documents.jsonl`` as it ends, so that a long bench that is stopped keeps what
 it measured. ``BENCH_BURIED_SEEDS`` (e.g. ``1``), ``BENCH_BURIED_PER_LABEL`` and
-``BENCH_BURIED_MODES`` (e.g. ``truncate,document``; ``document_grad4`` adds CHUNK_GRAD_WINDOWS = 4)
+``BENCH_BURIED_MODES`` (e.g. ``truncate,document``; ``document_grad4`` adds CHUNK_GRAD_WINDOWS = 4,
+``document_only`` CHUNK_WINDOW_EPOCHS = 0)
 size a smoke run or add a mode; ``BENCH_BURIED_SETTINGS`` (``KEY=value,...``) overrides settings of every run.
 """
 
@@ -52,9 +53,11 @@ MODES = {
     "truncate": ("truncate", "windows", 8, 0),
     "head_tail": ("head_tail", "windows", 8, 0),
     "windows": ("chunks", "windows", 8, 0),
-    "document": ("chunks", "document", 1, 0),
+    "document": ("chunks", "document", 1, 0),  # CHUNK_WINDOW_EPOCHS 1 (the default): windows first
     "document_grad4": ("chunks", "document", 1, 4),  # only each document's 4 most confident windows with gradients
+    "document_only": ("chunks", "document", 1, 0),  # CHUNK_WINDOW_EPOCHS 0: the document loss from the first step
 }
+EXTRA = {"document_only": {"CHUNK_WINDOW_EPOCHS": "0"}}  # settings a mode adds
 DEFAULT_MODES = ("truncate", "head_tail", "windows", "document")  # document_grad4: BENCH_BURIED_MODES
 RESULTS = Path(__file__).resolve().parents[1] / "out" / "bench" / "buried_documents.jsonl"
 
@@ -165,6 +168,7 @@ def _one(bench: Any, mode: str, seed: int, per_label: int) -> dict[str, Any]:
         env.update(CHUNK_TRAINING=training, CHUNK_AGGREGATION=AGGREGATION)
     if grad_windows:
         env["CHUNK_GRAD_WINDOWS"] = str(grad_windows)
+    env.update(EXTRA.get(mode, {}))
     # e.g. "LEARNING_RATE=3e-4,CHUNK_AGGREGATION=mean": settings of every run of this bench (investigations)
     env.update(part.split("=", 1) for part in os.environ.get("BENCH_BURIED_SETTINGS", "").split(",") if part)
     got = bench.exp(f"buried-{mode}-{seed}", ["run"], env)

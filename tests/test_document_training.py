@@ -250,14 +250,18 @@ def test_chunk_training_document_trains_through_the_training_step(tmp_path, monk
     (tmp_path / "doc").mkdir()
     _, summary, references, _ = train(tmp_path / "doc", tmp_path / "data", CHUNK_TRAINING="document", **common)
     assert summary["global_step"] == 2 * (24 // BATCH)  # steps count documents, not windows
-    assert documents_seen == [BATCH] * (2 * 24 // BATCH)
+    # CHUNK_WINDOW_EPOCHS = 1 (the default): windows of many documents first, as many batches
+    assert len(documents_seen) == 2 * 24 // BATCH and documents_seen[: 24 // BATCH] != [BATCH] * (24 // BATCH)
+    assert documents_seen[24 // BATCH :] == [BATCH] * (24 // BATCH)
     assert references and all(len(refs) == 8 for refs in references)  # evaluated per document, as before
     assert np.isfinite(summary["best_metric"])
 
     documents_seen.clear()
     (tmp_path / "capped").mkdir()
-    _, capped, _, _ = train(tmp_path / "capped", tmp_path / "data", CHUNK_TRAINING="document", CHUNK_GRAD_WINDOWS="1", **common)
+    _, capped, _, _ = train(tmp_path / "capped", tmp_path / "data", CHUNK_TRAINING="document", CHUNK_GRAD_WINDOWS="1",
+                            CHUNK_WINDOW_EPOCHS="0", **common)  # fmt: skip
     assert capped["global_step"] == summary["global_step"] and np.isfinite(capped["best_metric"])
+    assert documents_seen == [BATCH] * (2 * 24 // BATCH)  # whole documents from the first step
 
     documents_seen.clear()
     (tmp_path / "win").mkdir()

@@ -242,12 +242,12 @@ class Config:
         "grows with this number, not with the documents' length, for one more forward pass of those windows.",
     )
     chunk_window_epochs: int = setting(
-        "0",
+        "1",
         parse_int(0),
         "data",
         "CHUNK_TRAINING = document: first epochs that train window by window (each window its document's\n"
         "label, windows of many documents a batch; at most all epochs but the last), then the document loss,\n"
-        "which from the start may not find the deciding windows; 0 = the document loss throughout.",
+        "which from the first step found the deciding windows in only 2 runs of 3; 0 = the document loss only.",
     )
     # --- training
     num_train_epochs: float = setting(
