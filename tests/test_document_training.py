@@ -193,6 +193,30 @@ def test_the_trainer_trains_on_whole_documents_with_gradient_accumulation(tmp_pa
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
 
 
+def test_the_sampler_learns_its_epoch_from_the_trainer_state_as_a_resumed_run_has_it(tmp_path):
+    # several processes: accelerate wraps the batch sampler twice on a resumed epoch, and the
+    # Trainer's set_epoch does not reach it; the callback sets it from the state at each epoch's start
+    from datasets import Dataset
+    from transformers import BertConfig, BertForSequenceClassification, TrainerControl, TrainerState, TrainingArguments
+
+    from ml_exp.steps.trainer import DocumentEpochs, StepTrainer
+
+    windows = [0, 1, 0, 0, 1, 2]
+    train = Dataset.from_dict({"input_ids": [[1, 2]] * 6, "attention_mask": [[1, 1]] * 6, "label": [0, 0, 1, 0, 0, 0],
+                               "window": windows})  # fmt: skip
+    model = BertForSequenceClassification(
+        BertConfig(vocab_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    )
+    args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=3, report_to="none", use_cpu=True)
+    trainer = StepTrainer(model=model, args=args, train_dataset=train,
+                          document_training=DocumentTraining(windows, "max", window_epochs=1))  # fmt: skip
+    trainer.get_train_dataloader()
+    callback = next(c for c in trainer.callback_handler.callbacks if isinstance(c, DocumentEpochs))
+    for epoch, (expected, window_phase) in {0.0: (0, True), 1.0: (1, False), 2.625: (2, False)}.items():
+        callback.on_epoch_begin(args, TrainerState(epoch=epoch), TrainerControl())
+        assert (trainer._document_batches.epoch, trainer._document_batches.window_phase) == (expected, window_phase)
+
+
 def chunked(tokenizer, documents: int, seed: int) -> dict[str, list]:
     """Documents of 1-4 windows: one window says the class, the others are filler."""
     from tests.test_training_order import WORDS

@@ -24,10 +24,26 @@ from typing import Any
 from ml_exp.core.console import quiet_transformers_integrations
 
 quiet_transformers_integrations()  # before the Trainer imports them: -q prints nothing of theirs
-from transformers import Trainer  # noqa: E402
+from transformers import Trainer, TrainerCallback  # noqa: E402
 
 from ml_exp.steps.document_batches import DocumentTraining  # noqa: E402
 from ml_exp.steps.sampling import PooledLengthSampler, pool_batches  # noqa: E402
+
+
+class DocumentEpochs(TrainerCallback):
+    """Tells the document batch sampler its epoch at each epoch's start, from the Trainer's state
+    (a resumed run's included): the Trainer's own set_epoch does not reach a batch sampler that
+    accelerate wrapped for several processes and then for skipping a resumed epoch's first batches,
+    and the sampler's epoch decides both its order and CHUNK_WINDOW_EPOCHS' phase."""
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        sampler = self.trainer._document_batches
+        if sampler is not None:
+            sampler.set_epoch(int(state.epoch or 0))
+
 
 GROUP_BY_LENGTH, RANDOM = "group_by_length", "random"
 # auto groups by length when random batches would be more than this share of padding: below it
@@ -171,6 +187,7 @@ class StepTrainer(Trainer):
             # document_loss is a mean over one micro-batch's documents: the Trainer divides it by the
             # accumulation steps (it would not with class weights or a model taking num_items_in_batch)
             self.loss_is_scaled_for_ga = False
+            self.add_callback(DocumentEpochs(self))
 
     def get_train_dataloader(self) -> Any:
         if self.document_training is None:
