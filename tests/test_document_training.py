@@ -59,6 +59,19 @@ def test_window_epochs_shuffle_every_window_into_as_many_batches_then_whole_docu
             assert all(windows[batch[0]] == 0 for batch in batches)
 
 
+def test_window_epochs_train_no_more_rows_a_batch_than_chunk_grad_windows_lets_a_document_batch():
+    windows = [w for n in (3, 1, 2, 5, 1, 4, 2) for w in range(n)]
+    sampler = DocumentBatchSampler(windows, documents_per_batch=2, seed=7, window_epochs=2, grad_windows=1)
+    seen = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        batches = sampler.batches()
+        assert len(batches) == 4 and all(len(batch) == 2 for batch in batches)  # 2 documents x 1 window
+        assert len({row for batch in batches for row in batch}) == 8
+        seen.append({row for batch in batches for row in batch})
+    assert seen[0] != seen[1]  # another share of the windows each window epoch
+
+
 def test_loss_under_mean_is_the_documents_cross_entropy_of_inference_scores():
     torch.manual_seed(0)
     logits = torch.randn(len(WINDOWS), 4)

@@ -246,8 +246,9 @@ class Config:
         parse_int(0),
         "data",
         "CHUNK_TRAINING = document: first epochs that train window by window (each window its document's\n"
-        "label, windows of many documents a batch; at most all epochs but the last), then the document loss,\n"
-        "which from the first step found the deciding windows in only 2 runs of 3; 0 = the document loss only.",
+        "label, windows of many documents a batch, at most CHUNK_GRAD_WINDOWS per document of the batch), then\n"
+        "the document loss, which from the first step found the deciding windows in only 2 runs of 3; at most\n"
+        "all epochs but the last (a run or tuning trial of one epoch: the document loss only); 0 = never.",
     )
     # --- training
     num_train_epochs: float = setting(

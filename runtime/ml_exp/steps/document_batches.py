@@ -23,9 +23,9 @@ gradient) moved the failure to another seed (0.20 / 0.87 / 0.82) and, after a wi
 accuracy (0.72 / 0.58 / 0.59).
 
 - :class:`DocumentBatchSampler`: batches of whole documents' windows (rows of one document stay
-  together and in order), shuffled by document, a pure function of (seed, epoch) as
-  :class:`ml_exp.steps.sampling.PooledLengthSampler` is, so a resumed run and every rank draw the
-  same batches.
+  together and in order), shuffled by document, after CHUNK_WINDOW_EPOCHS of windows shuffled over
+  all documents; a pure function of (seed, epoch) as :class:`ml_exp.steps.sampling.PooledLengthSampler`
+  is, so a resumed run and every rank draw the same batches.
 - :func:`document_loss`: the documents' cross-entropy from their windows' logits.
 - :func:`top_windows`: with CHUNK_GRAD_WINDOWS, which windows of each document are scored again
   with gradients.
@@ -69,14 +69,25 @@ class DocumentBatchSampler:
     """A batch sampler (``torch.utils.data`` protocol: ``__iter__`` yields lists of rows) of
     ``documents_per_batch`` whole documents each, documents shuffled per (seed, epoch). In the
     first ``window_epochs`` epochs it yields windows instead, shuffled over all documents, in as
-    many batches (the Trainer's schedule counts them once): :attr:`window_phase` says which."""
+    many batches (the Trainer's schedule counts them once): :attr:`window_phase` says which.
+    ``grad_windows`` (CHUNK_GRAD_WINDOWS, 0 = all) caps a window batch at ``documents_per_batch
+    x grad_windows`` windows, the rows a document batch trains with gradients: another share of
+    the windows each window epoch, and no more memory than the document epochs."""
 
-    def __init__(self, windows: Sequence[int], documents_per_batch: int, seed: int = 0, window_epochs: int = 0):
+    def __init__(
+        self,
+        windows: Sequence[int],
+        documents_per_batch: int,
+        seed: int = 0,
+        window_epochs: int = 0,
+        grad_windows: int = 0,
+    ):
         if documents_per_batch < 1:
             raise ValueError(f"documents_per_batch ({documents_per_batch}) must be at least 1")
         self.spans = document_spans(windows)
         self.documents_per_batch, self.seed, self.epoch = documents_per_batch, seed, 0
         self.window_epochs = window_epochs
+        self.window_rows = documents_per_batch * grad_windows or None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -92,7 +103,7 @@ class DocumentBatchSampler:
         rng = np.random.default_rng([self.seed, self.epoch])
         if self.window_phase and self.spans:
             rows = rng.permutation(self.spans[-1][1])
-            return [part.tolist() for part in np.array_split(rows, len(self))]
+            return [part[: self.window_rows].tolist() for part in np.array_split(rows, len(self))]
         order = rng.permutation(len(self.spans))
         size = self.documents_per_batch
         return [[row for d in order[i : i + size] for row in range(*self.spans[d])] for i in range(0, len(order), size)]

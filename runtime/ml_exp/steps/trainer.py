@@ -214,7 +214,11 @@ class StepTrainer(Trainer):
         # the last epoch (a tuning trial's single one too) always trains on documents
         window_epochs = min(training.window_epochs, max(math.ceil(self.args.num_train_epochs) - 1, 0))
         sampler = DocumentBatchSampler(
-            training.windows, self.args.train_batch_size, seed=self.args.seed, window_epochs=window_epochs
+            training.windows,
+            self.args.train_batch_size,
+            seed=self.args.seed,
+            window_epochs=window_epochs,
+            grad_windows=training.grad_windows,
         )
         self._document_batches = sampler  # its epoch (set by the Trainer) tells compute_loss the phase
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=with_windows, num_workers=0)
@@ -243,10 +247,10 @@ class StepTrainer(Trainer):
             return super().compute_loss(model, inputs, *args, **kwargs)
         from ml_exp.steps.document_batches import document_loss, multi_label_document_loss
 
+        return_outputs = bool(args[0]) if args else bool(kwargs.get("return_outputs"))
         if self._document_batches is not None and self._document_batches.window_phase:
             # CHUNK_WINDOW_EPOCHS: each window its document's label, windows of many documents a batch;
             # a mean over the micro-batch, as document_loss (the Trainer divides it by the accumulation)
-            return_outputs = bool(args[0]) if args else bool(kwargs.get("return_outputs"))
             inputs = {k: v for k, v in inputs.items() if k != WINDOW}
             return super().compute_loss(model, inputs, return_outputs=return_outputs)
         training = self.document_training
@@ -259,7 +263,7 @@ class StepTrainer(Trainer):
             logits = outputs.logits
         loss_of = multi_label_document_loss if self._multi_label_documents() else document_loss
         loss = loss_of(logits, labels, windows, training.aggregation, training.weights)
-        return (loss, outputs) if kwargs.get("return_outputs") else loss
+        return (loss, outputs) if return_outputs else loss
 
     def _multi_label_documents(self) -> bool:
         return self.document_training is not None and self.document_training.multi_label
