@@ -220,7 +220,7 @@ class StepTrainer(Trainer):
             window_epochs=window_epochs,
             grad_windows=training.grad_windows,
         )
-        self._document_batches = sampler  # its epoch (set by the Trainer) tells compute_loss the phase
+        self._document_batches = sampler  # its epoch (set by DocumentEpochs) tells compute_loss the phase
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=with_windows, num_workers=0)
         return self.accelerator.prepare(loader)
 
