@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import datasets
 import pytest
 from ml_exp.core.errors import StepError
-from ml_exp.steps.encode_splits import OWNER, encode_splits
+from ml_exp.steps.encode_splits import OWNER, encode_splits, as_arrow_table
 from ml_exp.toolkit import tokenizer_encode
 from ml_exp.toolkit.documents import Windowing, _span, _spans, check_encoded, offset_pairs, to_rows
 
@@ -115,6 +115,38 @@ def test_one_map_encodes_every_split_and_cuts_them_apart_exactly(workers):
         assert sorted(encoded[name].column_names) == ["id", "input_ids", "window"]
 
 
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {
+            "input_ids": [[101, 7, 102], [101, 102]],
+            "attention_mask": [[1, 1, 1], [1, 1]],
+            "token_type_ids": [[0] * 3, [0] * 2],
+        },
+        {"input_ids": [[1, 2**40], [3]], "token_type_ids": [[0, 300], [2]], "special_tokens_mask": [[1, 0], [1]]},
+        {"input_ids": [[1, 2], None], "window": [0, 1], "label": [[0.0, 1.0], [1.0, 0.0]], "other": [[1, 2], [3]]},
+        {
+            "bbox": [[[0, 0, 1, 1]], [[1, 1, 2, 2]]],
+            "mixed": [[1], [2.5]],
+            "flags": [[True], [False]],
+            "empty": [[], []],
+        },
+        {"input_ids": [[], []], "attention_mask": [[None], [1]]},
+    ],
+)
+def test_columns_made_arrow_here_keep_the_types_and_values_datasets_gives(columns):
+    # the same rows written by datasets from Python lists, and with the integer lists made Arrow first
+    source = datasets.Dataset.from_dict({"i": [0]})
+
+    def rows(_batch):
+        return {name: list(values) for name, values in columns.items()}
+
+    plain = source.map(rows, batched=True, remove_columns=["i"])
+    fast = source.map(lambda batch: as_arrow_table(rows(batch)), batched=True, remove_columns=["i"])
+    assert fast.features == plain.features
+    assert fast.data.table.equals(plain.data.table)
+
+
 def test_characters_are_counted_in_the_selected_records_only():
     from ml_exp.steps.columns import split_characters as _characters
 
@@ -177,11 +209,20 @@ def test_split_fingerprints_keep_their_values_for_any_ids():
     texts = [rng.choice("aZé0_-ß中😀 ~") * rng.randrange(1, 4) + str(i) for i in range(300)]
     numbers = [rng.randrange(-(10**9), 10**9) for _ in range(300)]
     for ids in (texts, numbers, sorted(numbers)):  # sorted: the order is one contiguous range
-        whole = datasets.Dataset.from_dict({"id": ids, "text": ["t"] * 300, "label": [i % 3 for i in range(300)]})
+        whole = datasets.Dataset.from_dict(
+            {
+                "id": ids,
+                "text": ["t"] * 299 + [None],
+                "label": [i % 3 for i in range(300)],
+                "meta": [{"page": i, "tags": ["x"] * (i % 3)} for i in range(300)],
+                "score": [i / 7 for i in range(300)],
+            }
+        )
         whole = whole.cast_column("label", datasets.ClassLabel(names=["a", "b", "c"]))
-        for part in (whole, whole.select(rng.sample(range(300), 90))):
+        chosen = whole.select(rng.sample(range(300), 90))
+        joined = datasets.concatenate_datasets([chosen, whole.select(range(5))])  # pinned records join a split
+        for part in (whole, chosen, chosen.select([5, 1, 40]), joined, whole.select(range(100, 200))):
             assert split_fingerprint(part) == fingerprint_row_by_row(part)
-
 
 
 @pytest.mark.parametrize("rows_per_document", [(1,), (1, 3, 7, 1, 2)])
@@ -202,8 +243,12 @@ def test_documents_read_once_equal_the_per_row_definition(rows_per_document):
             window.append(w)
             length.append(whole if d % 5 else -1)
             seen.append(rng.randint(0, 60))
-    batches = [pa.record_batch({"window": window[i : i + 97], "document_tokens": length[i : i + 97], "tokens_seen": seen[i : i + 97]})
-               for i in range(0, len(window), 97)]
+    batches = [
+        pa.record_batch(
+            {"window": window[i : i + 97], "document_tokens": length[i : i + 97], "tokens_seen": seen[i : i + 97]}
+        )
+        for i in range(0, len(window), 97)
+    ]
     table = datasets.Dataset(datasets.table.InMemoryTable(pa.Table.from_batches(batches)))
     start = window.index(0, 50)
     split = table.select(range(start, len(window) - 40 + window[len(window) - 40 :].index(0)))
@@ -214,7 +259,11 @@ def test_documents_read_once_equal_the_per_row_definition(rows_per_document):
     assert docs.windows.tolist() == np.diff(np.append(starts, len(w))).tolist()
     assert docs.lengths.tolist() == length_[starts].tolist() and docs.first_seen.tolist() == s[starts].tolist()
     assert docs.seen.tolist() == np.add.reduceat(s, starts).tolist()
-    shuffled = Documents(table.select(starts_of := [i for i, v in enumerate(window) if v == 0][::-1]))  # an index mapping
-    assert shuffled.lengths.tolist() == [length[i] for i in starts_of] and shuffled.windows.tolist() == [1] * len(starts_of)
+    shuffled = Documents(
+        table.select(starts_of := [i for i, v in enumerate(window) if v == 0][::-1])
+    )  # an index mapping
+    assert shuffled.lengths.tolist() == [length[i] for i in starts_of] and shuffled.windows.tolist() == [1] * len(
+        starts_of
+    )
     empty = Documents(split.select([]))
     assert (empty.rows, len(empty.windows), len(empty.lengths), len(empty.seen)) == (0, 0, 0, 0)

@@ -150,38 +150,49 @@ def warn_if_truncated(coverage: dict[str, Any], ctx: Context, model_name: str) -
 
 
 @literal_text
-def lengths_png(documents: dict[str, Documents], config: Any, model_name: str) -> bytes | None:
-    """A histogram of the documents' lengths in tokens per split (log scale), MAX_LENGTH marked;
-    None when encode did not say the lengths."""
+def lengths_png(documents: dict[str, Any], max_length: int, strategy: str, model_name: str) -> bytes | None:
+    """A histogram of the documents' lengths in tokens per split (``documents``: split -> each
+    document's length, as :attr:`Documents.lengths`; log scale), MAX_LENGTH marked; None when
+    encode did not say the lengths. Plain values in and out: it runs in the drawing process."""
+    figure = lengths_figure(documents, max_length, strategy, model_name)
+    if figure is None:
+        return None
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def lengths_figure(documents: dict[str, Any], max_length: int, strategy: str, model_name: str) -> Any:
+    """:func:`lengths_png`'s figure (matplotlib), None when a length is unknown."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogFormatter
 
     lengths = {}
-    for name, docs in documents.items():
-        values = docs.lengths
+    for name, values in documents.items():
+        values = np.asarray(values)
         if not len(values) or (values < 0).any():
             return None
         lengths[name] = np.maximum(values, 1)
     top = max(int(v.max()) for v in lengths.values())
-    bins = np.geomspace(1, max(top, config.max_length) * 1.1, 40)
+    bins = np.geomspace(1, max(top, max_length) * 1.1, 40)
     figure = Figure(figsize=(7, 3.5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for name, values in lengths.items():
         axes.hist(values, bins=bins, histtype="step", linewidth=1.5, label=f"{short(name)} ({len(values)})")
-    axes.axvline(
-        config.max_length, color="black", linestyle="--", linewidth=1, label=f"MAX_LENGTH = {config.max_length}"
-    )
+    axes.axvline(max_length, color="black", linestyle="--", linewidth=1, label=f"MAX_LENGTH = {max_length}")
     axes.set_xscale("log")
+    # plain-text tick labels: the default ones are mathtext, drawn as "$\\mathdefault{10^{2}}$" when literal
+    axes.xaxis.set_major_formatter(LogFormatter())
+    axes.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
     axes.set_xlabel("document length (tokens)")
     axes.set_ylabel("documents")
-    axes.set_title(f"{model_name}: document lengths ({config.document_strategy})")
+    axes.set_title(f"{model_name}: document lengths ({strategy})")
     axes.legend(fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure
 
 
 def _number(value: Any) -> float | int:

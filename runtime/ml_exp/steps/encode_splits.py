@@ -43,8 +43,8 @@ def encode_splits(
         parts = np.searchsorted(ends, np.asarray(indices), side="right")
         rows = encode(batch, (parts == train_index).tolist())
         owners = rows.pop(OWNER)
-        rows[PART] = parts[owners].astype(np.int8).tolist()
-        return rows
+        rows[PART] = parts[owners].astype(np.int8)
+        return as_arrow_table(rows)
 
     joined = datasets.concatenate_datasets([splits[name] for name in names])
     # A fingerprint of our own: datasets' default hashes the function with dill, the processor
@@ -69,3 +69,42 @@ def encode_splits(
         part = encoded.select(range(int(starts[index]), int(starts[index + 1])))
         result[name] = part.remove_columns(PART)
     return datasets.DatasetDict(result)
+
+
+# The integer types datasets narrows these columns to when it writes them (``OptimizedTypedSequence``):
+# the prepared data keeps the very types it had when datasets converted every column itself.
+NARROWED = {"input_ids": "int32", "attention_mask": "int8", "token_type_ids": "int8", "special_tokens_mask": "int8"}
+
+
+def as_arrow_table(rows: dict[str, Any]) -> Any:
+    """``rows`` as an Arrow table made here in one C++ pass per column, when every column is
+    of a plain kind (integers, floats, strings, booleans, lists of integers or floats): datasets
+    converts a column of Python lists by walking every value in Python first (measured: 0.92 s
+    against 0.23 s for 20k documents' ids, masks and type ids). The types are those datasets
+    gives the same values. Anything else (nested lists, images, arrays, dicts, only None) and
+    ``rows`` is returned as it is, for datasets to convert."""
+    import numpy as np
+    import pyarrow as pa
+
+    plain = (pa.int64(), pa.float64(), pa.string(), pa.bool_(), pa.list_(pa.int64()), pa.list_(pa.float64()))
+    arrays = {}
+    for name, values in rows.items():
+        if isinstance(values, np.ndarray):
+            if values.ndim != 1 or values.dtype.kind not in "iuf":
+                return rows
+        elif not isinstance(values, list):
+            return rows
+        try:
+            array = pa.array(values)
+        except (pa.ArrowException, TypeError, ValueError):  # objects Arrow cannot read: datasets' turn
+            return rows
+        if isinstance(values, list) and array.type not in plain:
+            return rows
+        if name in NARROWED and array.type in (pa.int64(), pa.list_(pa.int64())):
+            narrow = pa.type_for_alias(NARROWED[name])
+            try:
+                array = array.cast(narrow if array.type == pa.int64() else pa.list_(narrow))
+            except pa.ArrowInvalid:  # out of range: datasets keeps int64 too
+                pass
+        arrays[name] = array
+    return pa.table(arrays)

@@ -11,7 +11,6 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from ml_exp.core.errors import StepError
 from ml_exp.core.names import MULTI_LABEL, PREPARATION, SINGLE_LABEL
 from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, user_error, user_frames
-from ml_exp.steps.columns import split_characters, split_column
+from ml_exp.steps.columns import split_characters, split_column, split_fingerprint
 from ml_exp.steps.coverage import (
     Documents,
     document_coverage,
@@ -28,6 +27,7 @@ from ml_exp.steps.coverage import (
     warn_if_empty,
     warn_if_truncated,
 )
+from ml_exp.steps.drawing import Drawing
 from ml_exp.steps.encode_splits import OWNER, encode_splits
 from ml_exp.storage.layout import (
     ASSIGNED_SPLIT,
@@ -48,6 +48,11 @@ PROBE_ROWS = 8
 
 
 def run_preparation(ctx: Context, udfs: Functions) -> dict[str, Any]:
+    with Drawing() as drawing:  # first: it imports matplotlib while this process imports datasets
+        return _prepare(ctx, udfs, drawing)
+
+
+def _prepare(ctx: Context, udfs: Functions, drawing: Drawing) -> dict[str, Any]:
     import datasets
 
     config = ctx.config
@@ -83,7 +88,7 @@ def run_preparation(ctx: Context, udfs: Functions) -> dict[str, Any]:
         content = [c for c in raw.column_names if c not in RECORD_FIELDS]
         per_model = {}
         for model_name in config.model_names:
-            per_model[model_name] = _encode_for(model_name, splits, content, labels, ctx, udfs, Path(scratch))
+            per_model[model_name] = _encode_for(model_name, splits, content, labels, ctx, udfs, Path(scratch), drawing)
     return {
         "labels": labels,
         "split_sizes": sizes,
@@ -91,32 +96,6 @@ def run_preparation(ctx: Context, udfs: Functions) -> dict[str, Any]:
         "split_fingerprints": fingerprints,
         "models": per_model,
     }
-
-
-def split_fingerprint(split: Any) -> str:
-    """sha256 of a split's records (id, label name, content), in id order: two runs whose test
-    fingerprints are equal tested on the very same documents, whatever their order or model.
-    Read a thousand records at a time (one by one, a 20k split took seconds)."""
-    import hashlib
-
-    import pyarrow.compute as pc
-
-    feature = split.features["label"]
-    names = getattr(feature, "names", None) or feature.feature.names  # ClassLabel, or multi_label's list of them
-    # Arrow's sort is stable and orders strings by code point (UTF-8 bytes), as Python's sorted()
-    # did here before, without a Python object per record.
-    order = pc.sort_indices(split_column(split, "id")).to_numpy().astype("int64")  # datasets' select wants ints
-    digest = hashlib.sha256()
-    for batch in split.select(order).iter(batch_size=FINGERPRINT_BATCH):
-        for values in zip(*batch.values()):
-            row = dict(zip(batch, values))
-            label = row["label"]
-            row["label"] = names[label] if isinstance(label, int) else [names[i] for i in label]
-            digest.update(json.dumps(row, sort_keys=True, default=repr).encode() + b"\n")
-    return digest.hexdigest()
-
-
-FINGERPRINT_BATCH = 1000
 
 
 def split_table(splits: Any) -> bytes:
@@ -269,7 +248,14 @@ def _num_labels(dataset: Any) -> int:
 
 
 def _encode_for(
-    model_name: str, splits, content: list[str], labels: list[str], ctx: Context, udfs: Functions, scratch: Path
+    model_name: str,
+    splits,
+    content: list[str],
+    labels: list[str],
+    ctx: Context,
+    udfs: Functions,
+    scratch: Path,
+    drawing: Drawing,
 ) -> dict[str, Any]:
 
     try:
@@ -319,17 +305,17 @@ def _encode_for(
             f"encode for {model_name!r} failed while encoding all records: {type(exc).__name__}: {exc}"
         ) from exc
     local = scratch / "prepared" / prepared_dir(model_name)
-    # The histogram (matplotlib: its import alone ~0.4 s) is drawn while the splits are saved.
     documents = Documents.of(encoded)  # read once, for the picture, the coverage and the warnings
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-exp-lengths") as drawing:
-        png = drawing.submit(lengths_png, documents, ctx.config, model_name)
-        encoded.save_to_disk(str(local))
-        (local / MODEL_LABELS).write_text(json.dumps(labels))
-        if hasattr(processor, "save_pretrained"):
-            # Training and inference use this very processor: the ids were made by it.
-            processor.save_pretrained(str(local / PROCESSOR))
-        coverage = document_coverage(encoded, ctx.config, windowing, documents)
-        picture = png.result()
+    lengths = {name: docs.lengths for name, docs in documents.items()}
+    # drawn in the drawing process while the splits are saved
+    png = drawing.draw(lengths_png, lengths, ctx.config.max_length, ctx.config.document_strategy, model_name)
+    encoded.save_to_disk(str(local))
+    (local / MODEL_LABELS).write_text(json.dumps(labels))
+    if hasattr(processor, "save_pretrained"):
+        # Training and inference use this very processor: the ids were made by it.
+        processor.save_pretrained(str(local / PROCESSOR))
+    coverage = document_coverage(encoded, ctx.config, windowing, documents)
+    picture = png.png()
     if picture is not None:
         (local / DOCUMENT_LENGTHS_PNG).write_bytes(picture)
     warn_if_truncated(coverage, ctx, model_name)
