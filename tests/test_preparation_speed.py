@@ -267,3 +267,30 @@ def test_documents_read_once_equal_the_per_row_definition(rows_per_document):
     )
     empty = Documents(split.select([]))
     assert (empty.rows, len(empty.windows), len(empty.lengths), len(empty.seen)) == (0, 0, 0, 0)
+
+
+def test_reconciled_shards_read_as_from_parquet_reads_them(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from ml_exp.steps.columns import read_records
+
+    schema = pa.schema([("id", pa.string()), ("label", pa.list_(pa.string())), ("text", pa.string()),
+                        ("meta", pa.struct([("page", pa.int64())])), ("split", pa.string())])  # fmt: skip
+    shards = []
+    for shard in range(3):
+        rows = [{"id": f"{shard}-{i}", "label": ["a"] * (i % 3), "text": None if i == 4 else "t" * i,
+                 "meta": {"page": i}, "split": None} for i in range(7)]  # fmt: skip
+        shards.append(str(tmp_path / f"part-{shard:05d}.parquet"))
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), shards[-1], row_group_size=3)
+    plain = datasets.Dataset.from_parquet(shards, cache_dir=str(tmp_path / "plain"))
+    read = read_records(shards, str(tmp_path / "read"))
+    assert read.features == plain.features and read.data.table.equals(plain.data.table)
+    assert read.cache_files[0]["filename"].startswith(str(tmp_path / "read"))  # memory-mapped, in the folder given
+
+    # a shard of another schema (not written by one reconciliation): from_parquet's reconciling of them
+    other = str(tmp_path / "part-00003.parquet")
+    pages = pa.array([{"page": 1}], pa.struct([("page", pa.int32())]))
+    pq.write_table(pa.table({"id": ["x"], "label": [["b"]], "text": ["t"], "meta": pages, "split": ["test"]}), other)
+    mixed = read_records([*shards, other], str(tmp_path / "mixed"))
+    assert len(mixed) == 22 and mixed["split"][-1] == "test" and mixed["meta"][-1] == {"page": 1}
+    assert mixed.cache_files[0]["filename"].startswith(str(tmp_path / "mixed" / "cache"))  # from_parquet's

@@ -18,7 +18,7 @@ from ml_exp.core.errors import StepError
 from ml_exp.core.names import MULTI_LABEL, PREPARATION, SINGLE_LABEL
 from ml_exp.experiment.context import Context
 from ml_exp.experiment.functions import Functions, user_error, user_frames
-from ml_exp.steps.columns import split_characters, split_column, split_fingerprint
+from ml_exp.steps.columns import read_records, split_characters, split_column, split_fingerprint
 from ml_exp.steps.coverage import (
     Documents,
     document_coverage,
@@ -58,7 +58,7 @@ def _prepare(ctx: Context, udfs: Functions, drawing: Drawing) -> dict[str, Any]:
     config = ctx.config
     with tempfile.TemporaryDirectory(prefix=f"ml-exp-{PREPARATION}-", dir=ctx.run.scratch_area()) as scratch:
         shards = sorted(str(p) for p in ctx.run.local_input(RECONCILED, scratch).glob("part-*.parquet"))
-        raw = datasets.Dataset.from_parquet(shards, cache_dir=os.path.join(scratch, "cache"))
+        raw = read_records(shards, os.path.join(scratch, "cache"))
         multi_label = config.problem_type == MULTI_LABEL
         check_label_kind(raw, multi_label)
         if multi_label:
