@@ -294,3 +294,50 @@ def test_reconciled_shards_read_as_from_parquet_reads_them(tmp_path):
     mixed = read_records([*shards, other], str(tmp_path / "mixed"))
     assert len(mixed) == 22 and mixed["split"][-1] == "test" and mixed["meta"][-1] == {"page": 1}
     assert mixed.cache_files[0]["filename"].startswith(str(tmp_path / "mixed" / "cache"))  # from_parquet's
+
+
+def _encode_labels(batch, training):
+    """One row per record, what preparation's encode gives: ids, masks, the record's id and a
+    multi-hot float target (multi_label) or its class id."""
+    rows = {"input_ids": [], "attention_mask": [], "id": [], "label": [], OWNER: []}
+    for index, (record, label) in enumerate(zip(batch["id"], batch["label"])):
+        rows["input_ids"].append([101, index, 102])
+        rows["attention_mask"].append([1, 1, 1])
+        rows["id"].append(record)
+        rows["label"].append([float(i in label) for i in range(3)] if isinstance(label, list) else label)
+        rows[OWNER].append(index)
+    return rows
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_encoded_splits_equal_what_datasets_makes_of_the_lists(monkeypatch, multi_label):
+    from ml_exp.steps import encode_splits as module
+
+    names = ["a", "b", "c"]
+    labels = [[i % 3, (i + 1) % 3] if multi_label else i % 3 for i in range(30)]
+    feature = datasets.List(datasets.ClassLabel(names=names)) if multi_label else datasets.ClassLabel(names=names)
+    whole = datasets.Dataset.from_dict({"id": [f"r{i}" for i in range(30)], "label": labels}).cast_column("label", feature)
+    splits = {"train": whole.select(range(0, 30, 2)), "validation": whole.select(range(1, 30, 4)),
+              "test": whole.select(range(3, 30, 4))}  # fmt: skip
+    columns = ["attention_mask", "id", "input_ids", "label"]
+    fast = encode_splits(splits, _encode_labels, "train", workers=None, batch_size=4, desc="t", columns=columns)
+    monkeypatch.setattr(module, "as_arrow_table", lambda rows, features=None: rows)  # datasets converts the lists
+    plain = encode_splits(splits, _encode_labels, "train", workers=None, batch_size=4, desc="t", columns=columns)
+    for name in splits:
+        assert fast[name].features == plain[name].features
+        assert fast[name].data.table.equals(plain[name].data.table)
+    assert fast["train"].features["label"] == feature  # the records' labels, as datasets keeps them
+
+
+def test_a_batch_of_other_columns_is_refused_as_datasets_refuses_it():
+    def encode(batch, training):
+        rows = _encode_labels(batch, training)
+        if batch["id"][0] != "r0":  # later batches lose a column
+            del rows["attention_mask"]
+        return rows
+
+    whole = datasets.Dataset.from_dict({"id": [f"r{i}" for i in range(6)], "label": [0, 1] * 3})
+    splits = {"train": whole.select(range(4)), "validation": whole.select([4]), "test": whole.select([5])}
+    columns = ["attention_mask", "id", "input_ids", "label"]
+    with pytest.raises(Exception, match="(?i)column|schema|arrays"):
+        encode_splits(splits, encode, "train", workers=None, batch_size=2, desc="t", columns=columns)

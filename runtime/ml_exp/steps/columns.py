@@ -116,12 +116,16 @@ def read_records(shards: list[str], folder: str) -> Any:
     import pyarrow.parquet as pq
 
     files = [pq.ParquetFile(shard) for shard in shards]
-    if not files or any(not f.schema_arrow.equals(files[0].schema_arrow, check_metadata=True) for f in files):
-        return datasets.Dataset.from_parquet(shards, cache_dir=os.path.join(folder, "cache"))
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "records.arrow")
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, files[0].schema_arrow) as writer:
+    try:
+        if not files or any(not f.schema_arrow.equals(files[0].schema_arrow, check_metadata=True) for f in files):
+            return datasets.Dataset.from_parquet(shards, cache_dir=os.path.join(folder, "cache"))
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, "records.arrow")
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, files[0].schema_arrow) as writer:
+            for shard in files:
+                for group in range(shard.num_row_groups):
+                    writer.write_table(shard.read_row_group(group))
+    finally:
         for shard in files:
-            for group in range(shard.num_row_groups):
-                writer.write_table(shard.read_row_group(group))
+            shard.close()
     return datasets.Dataset.from_file(path)

@@ -22,6 +22,13 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def _start() -> None:
+    """The drawing process's start: Ctrl-C is for the step (which stops this process), not here."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _warm() -> None:
     """Run first in the drawing process: the imports every picture needs."""
     import matplotlib.backends.backend_agg  # noqa: F401
@@ -38,8 +45,10 @@ class Picture:
         if self._future is not None:
             try:
                 return self._future.result()
-            except BrokenProcessPool as exc:
-                log.debug("the drawing process stopped (%s); drawing in this process", exc)
+            except Exception as exc:  # noqa: BLE001 - the process broke, or could not take the work: draw here
+                log.debug(
+                    "drawing in another process failed (%s: %s); drawing in this process", type(exc).__name__, exc
+                )
         return self._draw(*self._args)
 
 
@@ -54,7 +63,9 @@ class Drawing:
             return
         try:
             # spawn: a fork would copy the step's memory (and its threads' locks) into the child
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start
+            )
             self._pool.submit(_warm)
         except (OSError, RuntimeError) as exc:
             log.debug("no drawing process (%s); pictures are drawn in this process", exc)

@@ -289,6 +289,8 @@ def _encode_for(
     scale = sum(characters.values()) / max(probe_characters, 1)
     workers = _workers(wall * scale, cpu * scale)
     batch_size = records_per_batch(characters["train"], len(splits["train"]))
+    if workers:  # the map's workers are forked: no drawing process (and its threads) here meanwhile
+        drawing.close()
     try:
         encoded = encode_splits(
             splits,
@@ -297,6 +299,7 @@ def _encode_for(
             workers=workers,
             batch_size=batch_size,
             desc=f"encoding {sum(map(len, splits.values()))} records for {model_name}",
+            columns=columns,
         )
     except StepError:
         raise

@@ -182,7 +182,7 @@ def _whole_lengths(encodings: Any, records: int) -> list[int] | None:
             sum(len(part) - part.special_tokens_mask.count(1) for part in (encoding, *encoding.overflowing))
             for encoding in encodings
         ]
-    except AttributeError:  # not tokenizers' Encoding objects
+    except (AttributeError, TypeError):  # not tokenizers' Encoding objects
         return None
 
 
