@@ -60,3 +60,12 @@ def test_the_length_axis_is_labelled_in_plain_numbers():
         labels = [t.get_text() for t in figure.axes[0].get_xticklabels(minor=False)]
         labels += [t.get_text() for t in figure.axes[0].get_xticklabels(minor=True)]
         assert "100" in labels and not [text for text in labels if "$" in text or "mathdefault" in text]
+
+
+def test_after_a_pause_the_next_picture_starts_another_drawing_process(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with Drawing() as drawing:
+        first = drawing.draw(os.getpid).png()
+        drawing.pause()  # preparation, before forking the map's workers
+        second = drawing.draw(os.getpid).png()
+    assert os.getpid() not in (first, second) and first != second

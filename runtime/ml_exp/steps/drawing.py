@@ -23,10 +23,15 @@ log = logging.getLogger(__name__)
 
 
 def _start() -> None:
-    """The drawing process's start: Ctrl-C is for the step (which stops this process), not here."""
+    """The drawing process's start: it logs as the step's process does (-v: the libraries' logs
+    too); Ctrl-C is for the step (which stops this process), not here."""
     import signal
 
+    from ml_exp.core.console import quiet_libraries, setup_logging
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_libraries()
+    setup_logging()
 
 
 def _warm() -> None:
@@ -59,7 +64,11 @@ class Drawing:
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
-        if (os.cpu_count() or 1) < 2:
+        self._usable = (os.cpu_count() or 1) >= 2
+        self._open()
+
+    def _open(self) -> None:
+        if self._pool is not None or not self._usable:
             return
         try:
             # spawn: a fork would copy the step's memory (and its threads' locks) into the child
@@ -69,16 +78,23 @@ class Drawing:
             self._pool.submit(_warm)
         except (OSError, RuntimeError) as exc:
             log.debug("no drawing process (%s); pictures are drawn in this process", exc)
-            self._pool = None
+            self._pool, self._usable = None, False
 
     def draw(self, draw: Callable[..., Any], *args: Any) -> Picture:
+        self._open()  # again after a pause
         future = None
         if self._pool is not None:
             try:
                 future = self._pool.submit(draw, *args)
             except (BrokenProcessPool, RuntimeError) as exc:
                 log.debug("the drawing process stopped (%s); drawing in this process", exc)
+                self._usable = False
         return Picture(future, draw, args)
+
+    def pause(self) -> None:
+        """Stop the drawing process until the next picture: while this process forks workers
+        (a fork copies the pool's threads, and the locks they hold, into each)."""
+        self.close()
 
     def close(self) -> None:
         """Stop the drawing process (it exits on its own: the step does not wait for it)."""

@@ -290,7 +290,7 @@ def _encode_for(
     workers = _workers(wall * scale, cpu * scale)
     batch_size = records_per_batch(characters["train"], len(splits["train"]))
     if workers:  # the map's workers are forked: no drawing process (and its threads) here meanwhile
-        drawing.close()
+        drawing.pause()
     try:
         encoded = encode_splits(
             splits,
