@@ -131,6 +131,12 @@ def tokenizer_encode(
     if not fast:  # a slow tokenizer cannot say what it cut: only the rows
         encoded = processor(texts, truncation=True, max_length=max_length, padding=False)
         return {key: list(value) for key, value in dict(encoded).items()}
+    backend = _backend_batch(processor, texts, max_length)
+    if backend is not None:
+        columns, encodings = backend
+        lengths = _whole_lengths(encodings, len(texts))
+        if lengths is not None:
+            return {**columns, DOCUMENT_TOKENS: lengths}
     encoded = processor(texts, truncation=True, max_length=max_length, padding=False)
     lengths = _whole_lengths(getattr(encoded, "encodings", None), len(texts))
     if lengths is not None:
@@ -167,6 +173,42 @@ def special_tokens(processor: Any) -> int:
         return int(tokenizer_of(processor).num_special_tokens_to_add(pair=False))
     except Exception:  # noqa: BLE001 - a processor without the notion adds none
         return 0
+
+
+# What a tokenizer class must take from transformers' fast tokenizer unchanged for _backend_batch.
+_BACKEND_METHODS = ("__call__", "_encode_plus", "_convert_encoding", "set_truncation_and_padding")
+
+
+def _backend_batch(processor: Any, texts: list[str], max_length: int) -> tuple[dict[str, list], list] | None:
+    """``processor(texts, truncation=True, max_length=max_length, padding=False)``'s columns and
+    encodings, without transformers' conversion of each encoding to a dict of its own (and
+    without the character offsets truncate does not use). transformers itself sets the backend
+    tokenizer up (truncation, padding, special tokens) in a call on one empty text, then the
+    backend encodes the batch and each column is read as transformers reads it. None where the
+    tokenizer's class encodes in a way of its own (it overrides one of ``_BACKEND_METHODS``) or
+    is not transformers' fast tokenizer."""
+    try:
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # another transformers: its own path
+        return None
+    kind = type(processor)
+    if not isinstance(processor, TokenizersBackend) or any(
+        getattr(kind, name, None) is not getattr(TokenizersBackend, name, None) for name in _BACKEND_METHODS
+    ):
+        return None
+    backend = getattr(processor, "_tokenizer", None)
+    encode = getattr(backend, "encode_batch_fast", None) or getattr(backend, "encode_batch", None)
+    if encode is None:
+        return None
+    processor([""], truncation=True, max_length=max_length, padding=False)  # the backend set up for this call
+    encodings = encode(texts, is_pretokenized=False, add_special_tokens=True)
+    names = processor.model_input_names
+    columns = {"input_ids": [e.ids for e in encodings]}
+    if "token_type_ids" in names:
+        columns["token_type_ids"] = [e.type_ids for e in encodings]
+    if "attention_mask" in names:
+        columns["attention_mask"] = [e.attention_mask for e in encodings]
+    return columns, encodings
 
 
 def _whole_lengths(encodings: Any, records: int) -> list[int] | None:
