@@ -10,6 +10,7 @@ import re
 from types import SimpleNamespace
 
 import datasets
+import pyarrow as pa
 import pytest
 from ml_exp.core.errors import StepError
 from ml_exp.steps.encode_splits import OWNER, encode_splits, as_arrow_table
@@ -113,6 +114,14 @@ def test_one_map_encodes_every_split_and_cuts_them_apart_exactly(workers):
         expected = [record for record in splits[name]["id"] for _ in range(record % 3 + 1)]
         assert encoded[name]["id"][:] == expected
         assert sorted(encoded[name].column_names) == ["id", "input_ids", "window"]
+
+
+def test_what_arrow_cannot_read_is_left_to_datasets():
+    big = {"input_ids": [[1], [2]], "big": [[2**70], [1]]}  # beyond int64
+    assert as_arrow_table(big) is big
+    objects = {"input_ids": [[1]], "thing": [object()]}
+    assert as_arrow_table(objects) is objects
+    assert isinstance(as_arrow_table({"input_ids": [[1]], "id": ["a"]}), pa.Table)
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,7 @@ def as_arrow_table(rows: dict[str, Any], features: Any = None) -> Any:
             return rows
         try:
             array = pa.array(values)
-        except (pa.ArrowException, TypeError, ValueError):  # objects Arrow cannot read: datasets' turn
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):  # what Arrow cannot read: datasets' turn
             return rows
         if isinstance(values, list) and array.type not in plain:
             return rows
