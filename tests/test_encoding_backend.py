@@ -63,6 +63,14 @@ def split_specials_tokenizer():
     return made
 
 
+def preset_tokenizer():
+    """WordPiece whose tokenizer.json enables padding and another truncation (reset by transformers)."""
+    made = wordpiece_tokenizer(TEXTS * 5, vocab_size=120)
+    made.backend_tokenizer.enable_padding(length=40)
+    made.backend_tokenizer.enable_truncation(3)
+    return made
+
+
 def plain(monkeypatch, *args, **kwargs):
     """tokenizer_encode through the tokenizer's own call (the backend path off)."""
     with monkeypatch.context() as patch:
@@ -70,11 +78,12 @@ def plain(monkeypatch, *args, **kwargs):
         return tokenizer_encode(*args, **kwargs)
 
 
-@pytest.mark.parametrize("kind", ["demo", "byte_level", "typed_left", "split_specials"])
+@pytest.mark.parametrize("kind", ["demo", "byte_level", "typed_left", "split_specials", "preset"])
 @pytest.mark.parametrize("max_length", [5, 12, 64])
 def test_the_backend_path_gives_the_tokenizers_own_columns(monkeypatch, request, kind, max_length):
     made = {"demo": lambda: request.getfixturevalue("tokenizer"), "byte_level": byte_level_tokenizer,
-            "typed_left": typed_tokenizer, "split_specials": split_specials_tokenizer}[kind]()  # fmt: skip
+            "typed_left": typed_tokenizer, "split_specials": split_specials_tokenizer,
+            "preset": preset_tokenizer}[kind]()  # fmt: skip
     assert encoding._backend_batch(made, ["x"], max_length) is not None  # the path is taken
     batch = {"id": [str(i) for i in range(len(TEXTS))], "text": TEXTS}
     fast = tokenizer_encode(batch, made, None, max_length=max_length, strategy="truncate")
@@ -103,3 +112,27 @@ def test_a_tokenizer_class_with_its_own_encoding_keeps_the_plain_call(tokenizer)
 def test_without_transformers_fast_tokenizer_class_the_plain_call_runs(monkeypatch, tokenizer):
     monkeypatch.setitem(sys.modules, "transformers.tokenization_utils_tokenizers", None)  # an import error
     assert encoding._backend_batch(tokenizer, ["x"], 8) is None
+
+
+def test_a_backend_path_that_differs_from_the_tokenizers_call_is_not_taken(monkeypatch):
+    made = wordpiece_tokenizer(TEXTS * 5, vocab_size=120)  # new: not checked yet
+    real = encoding._columns
+
+    def off_by_one(processor, encodings):
+        columns = real(processor, encodings)
+        columns["input_ids"] = [[*ids, 0] for ids in columns["input_ids"]]  # a transformers that does more
+        return columns
+
+    monkeypatch.setattr(encoding, "_columns", off_by_one)
+    batch = {"id": ["a", "b"], "text": TEXTS[:2]}
+    assert encoding._backend_batch(made, TEXTS, 12) is None
+    assert tokenizer_encode(batch, made, None, max_length=12, strategy="truncate") == plain(
+        monkeypatch, batch, made, None, max_length=12, strategy="truncate"
+    )
+
+
+def test_no_backend_path_for_an_empty_batch_or_a_patched_tokenizer(tokenizer):
+    assert encoding._backend_batch(tokenizer, [], 8) is None  # the tokenizer's own call, as before
+    patched = wordpiece_tokenizer(TEXTS * 5, vocab_size=120)
+    patched._encode_plus = lambda *args, **kwargs: None  # on the object, not its class
+    assert encoding._backend_batch(patched, ["x"], 8) is None

@@ -8,6 +8,7 @@ functions that need them; pypdf inside ``pdf_pages`` / ``pdf_text`` (:mod:`ml_ex
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -177,6 +178,9 @@ def special_tokens(processor: Any) -> int:
 
 # What a tokenizer class must take from transformers' fast tokenizer unchanged for _backend_batch.
 _BACKEND_METHODS = ("__call__", "_encode_plus", "_convert_encoding", "set_truncation_and_padding")
+# Per processor (weakly held) and max_length: whether its own call gave the backend path's columns.
+_VERIFIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+VERIFY_TEXTS = 16  # the first texts of a processor's first batch, encoded both ways
 
 
 def _backend_batch(processor: Any, texts: list[str], max_length: int) -> tuple[dict[str, list], list] | None:
@@ -185,15 +189,19 @@ def _backend_batch(processor: Any, texts: list[str], max_length: int) -> tuple[d
     without the character offsets truncate does not use). transformers itself sets the backend
     tokenizer up (truncation, padding, special tokens) in a call on one empty text, then the
     backend encodes the batch and each column is read as transformers reads it. None where the
-    tokenizer's class encodes in a way of its own (it overrides one of ``_BACKEND_METHODS``) or
-    is not transformers' fast tokenizer."""
+    tokenizer encodes in a way of its own (its class or the object overrides one of
+    ``_BACKEND_METHODS``), is not transformers' fast tokenizer, or gave other columns than its own
+    call on the first texts it was given (checked once: a transformers that does more than this)."""
     try:
         from transformers.tokenization_utils_tokenizers import TokenizersBackend
     except ImportError:  # another transformers: its own path
         return None
     kind = type(processor)
-    if not isinstance(processor, TokenizersBackend) or any(
-        getattr(kind, name, None) is not getattr(TokenizersBackend, name, None) for name in _BACKEND_METHODS
+    if (
+        not texts
+        or not isinstance(processor, TokenizersBackend)
+        or any(getattr(kind, name, None) is not getattr(TokenizersBackend, name, None) for name in _BACKEND_METHODS)
+        or any(name in vars(processor) for name in _BACKEND_METHODS)
     ):
         return None
     backend = getattr(processor, "_tokenizer", None)
@@ -202,13 +210,39 @@ def _backend_batch(processor: Any, texts: list[str], max_length: int) -> tuple[d
         return None
     processor([""], truncation=True, max_length=max_length, padding=False)  # the backend set up for this call
     encodings = encode(texts, is_pretokenized=False, add_special_tokens=True)
+    columns = _columns(processor, encodings)
+    if not _verified(processor, texts, max_length, columns, encodings):
+        return None
+    return columns, encodings
+
+
+def _columns(processor: Any, encodings: list) -> dict[str, list]:
+    """The columns transformers reads from a batch's encodings (``_convert_encoding``'s defaults)."""
     names = processor.model_input_names
     columns = {"input_ids": [e.ids for e in encodings]}
     if "token_type_ids" in names:
         columns["token_type_ids"] = [e.type_ids for e in encodings]
     if "attention_mask" in names:
         columns["attention_mask"] = [e.attention_mask for e in encodings]
-    return columns, encodings
+    return columns
+
+
+def _verified(processor: Any, texts: list[str], max_length: int, columns: dict[str, list], encodings: list) -> bool:
+    """Whether the processor's own call gives these columns and lengths, on the first texts of
+    the first batch it is given at this ``max_length`` (remembered for the processor)."""
+    try:
+        known = _VERIFIED.setdefault(processor, {})
+    except TypeError:  # a processor that cannot be weakly held: never remembered, never taken
+        return False
+    if max_length not in known:
+        sample = texts[:VERIFY_TEXTS]
+        own = processor(sample, truncation=True, max_length=max_length, padding=False)
+        known[max_length] = {key: list(value) for key, value in dict(own).items()} == {
+            key: values[: len(sample)] for key, values in columns.items()
+        } and _whole_lengths(getattr(own, "encodings", None), len(sample)) == _whole_lengths(
+            encodings[: len(sample)], len(sample)
+        )
+    return known[max_length]
 
 
 def _whole_lengths(encodings: Any, records: int) -> list[int] | None:
