@@ -125,31 +125,38 @@ def test_what_arrow_cannot_read_is_left_to_datasets():
 
 
 @pytest.mark.parametrize(
-    "columns",
+    ("columns", "made_here"),
     [
-        {
-            "input_ids": [[101, 7, 102], [101, 102]],
-            "attention_mask": [[1, 1, 1], [1, 1]],
-            "token_type_ids": [[0] * 3, [0] * 2],
-        },
-        {"input_ids": [[1, 2**40], [3]], "token_type_ids": [[0, 300], [2]], "special_tokens_mask": [[1, 0], [1]]},
-        {"input_ids": [[1, 2], None], "window": [0, 1], "label": [[0.0, 1.0], [1.0, 0.0]], "other": [[1, 2], [3]]},
-        {
-            "bbox": [[[0, 0, 1, 1]], [[1, 1, 2, 2]]],
-            "mixed": [[1], [2.5]],
-            "flags": [[True], [False]],
-            "empty": [[], []],
-        },
-        {"input_ids": [[], []], "attention_mask": [[None], [1]]},
+        (
+            {
+                "input_ids": [[101, 7, 102], [101, 102]],
+                "attention_mask": [[1, 1, 1], [1, 1]],
+                "token_type_ids": [[0] * 3, [0] * 2],
+            },
+            True,
+        ),
+        ({"input_ids": [[1, 2**40], [3]], "token_type_ids": [[0, 300], [2]], "special_tokens_mask": [[1, 0], [1]]}, True),
+        ({"input_ids": [[1, 2], None], "window": [0, 1], "label": [[0.0, 1.0], [1.0, 0.0]], "other": [[1, 2], [3]]}, True),
+        (
+            {
+                "bbox": [[[0, 0, 1, 1]], [[1, 1, 2, 2]]],
+                "mixed": [[1], [2.5]],
+                "flags": [[True], [False]],
+                "empty": [[], []],
+            },
+            False,  # nested lists: datasets converts them
+        ),
+        ({"input_ids": [[], []], "attention_mask": [[None], [1]]}, False),  # nothing but empty lists and None
     ],
 )
-def test_columns_made_arrow_here_keep_the_types_and_values_datasets_gives(columns):
+def test_columns_made_arrow_here_keep_the_types_and_values_datasets_gives(columns, made_here):
     # the same rows written by datasets from Python lists, and with the integer lists made Arrow first
     source = datasets.Dataset.from_dict({"i": [0]})
 
     def rows(_batch):
         return {name: list(values) for name, values in columns.items()}
 
+    assert isinstance(as_arrow_table(rows(None)), pa.Table) is made_here
     plain = source.map(rows, batched=True, remove_columns=["i"])
     fast = source.map(lambda batch: as_arrow_table(rows(batch)), batched=True, remove_columns=["i"])
     assert fast.features == plain.features
